@@ -1,0 +1,50 @@
+# ModelRollout — developer entry points. Python lives under operator/ (a source root, not a package).
+PYTHON ?= python
+PYTEST_ARGS ?=
+LOCALENV ?= .localenv
+export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: install test test-unit lint crds demo e2e e2e-existing cluster-up cluster-down bench controlplane
+
+install:
+	$(PYTHON) -m pip install -e '.[test]'
+
+controlplane:
+	bash hack/controlplane/build.sh
+
+# The whole suite: unit, integration (real local control plane + Prometheus) and the demo as a test.
+test:
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+test-unit:
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit
+
+lint:
+	ruff check operator tests bench
+	mypy
+	lint-imports
+
+crds:
+	$(PYTHON) -m modelrollout crd > crds/modelrollouts.modelrollout.io.yaml
+
+# A complete demo rollout on a self-contained local environment (no cluster, no Docker).
+demo:
+	$(PYTHON) -m modelrollout.demo
+
+# e2e: the same scenarios on a real cluster. `make e2e` creates one with kind (needs Docker);
+# `make e2e-existing` uses KUBECONFIG. Without a reachable cluster the tests skip and say why.
+e2e:
+	bash tests/e2e/kind.sh
+
+e2e-existing:
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+cluster-up:
+	$(PYTHON) -m modelrollout.localenv.controlplane up --dir $(LOCALENV) --detach
+	@echo "export KUBECONFIG=$(CURDIR)/$(LOCALENV)/kubeconfig"
+
+cluster-down:
+	$(PYTHON) -m modelrollout.localenv.controlplane down --dir $(LOCALENV)
+
+bench:
+	$(PYTHON) -m bench.run

@@ -1,0 +1,819 @@
+"""The compatibility-probe sidecar process: replay loop, tee proxy, and its HTTP endpoints.
+
+I/O lives here (HTTP client and server, files, clocks, threads); the judging is delegated to the pure
+modules :mod:`compat_probe.contract` and :mod:`compat_probe.shadow`.
+
+Endpoints on ``--listen`` (GET):
+
+- ``/metrics``: Prometheus text format, every series labelled ``rollout``, ``track``, ``revision``;
+- ``/probe/compatibility``: JSON report of the last replay (score, failing checks and their reasons);
+- ``/healthz``: 200 while the process serves;
+- ``/readyz``: 200 once the first replay has finished (at once when no contract is configured).
+
+With ``--shadow-target`` every other request is proxied to ``--target`` (tee mode, see ``shadow.py``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import math
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from compat_probe.contract import Check, CheckResult, Contract, evaluate, score
+from compat_probe.shadow import (
+    Comparison,
+    ShadowSpec,
+    ShadowStats,
+    ShadowWindow,
+    Unusable,
+    compare_responses,
+)
+
+__all__ = [
+    "RESERVED_PATHS",
+    "ContractRunner",
+    "FractionSampler",
+    "HttpResult",
+    "Identity",
+    "ProbeApp",
+    "ProbeSettings",
+    "Report",
+    "http_call",
+    "load_config_info",
+    "load_dependencies",
+    "query_prometheus",
+]
+
+log = logging.getLogger("compat_probe")
+
+RESERVED_PATHS = frozenset({"/metrics", "/probe/compatibility", "/healthz", "/readyz"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",  # keep answers uncompressed so they can be compared
+    }
+)
+_NOT_RELAYED = _HOP_BY_HOP | {"server", "date"}  # BaseHTTPRequestHandler writes its own
+SHADOW_HEADER = "X-Modelrollout-Shadow"
+_MAX_BODY = 64 * 1024 * 1024
+_CONFIG_VALUE_LIMIT = 256
+
+# urllib without the environment's proxies: the probe talks to its own pod and to in-cluster services.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    rollout: str = "unknown"
+    track: str = "unknown"
+    revision: str = "unknown"
+
+    def label_names(self) -> list[str]:
+        return ["rollout", "track", "revision"]
+
+    def label_values(self) -> list[str]:
+        return [self.rollout, self.track, self.revision]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSettings:
+    target: str
+    identity: Identity = field(default_factory=Identity)
+    contract: Contract | None = None
+    interval: float = 15.0
+    timeout: float | None = None  # overrides the contract's default per-request timeout
+    baseline_ms: float | None = None
+    baseline_query: str | None = None
+    prometheus_url: str | None = None
+    dependencies: Mapping[str, str] = field(default_factory=dict)
+    config: Mapping[str, str] = field(default_factory=dict)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9109
+    shadow_target: str | None = None
+    shadow_fraction: float = 1.0
+    shadow_spec: ShadowSpec = field(default_factory=ShadowSpec)
+    shadow_window: int = 500
+    shadow_paths: tuple[str, ...] = ()
+    shadow_concurrency: int = 8
+    proxy_timeout: float = 30.0
+
+
+# ----------------------------------------------------------------------------------------- HTTP client
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpResult:
+    status: int | None
+    body: bytes | None
+    headers: list[tuple[str, str]]
+    elapsed: float
+    error: str | None = None
+
+
+def http_call(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float,
+) -> HttpResult:
+    """One HTTP exchange. Error statuses are results, not errors; ``error`` is set for transport failures."""
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    started = time.perf_counter()
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            payload = response.read(_MAX_BODY)
+            return HttpResult(
+                status=response.status,
+                body=payload,
+                headers=list(response.headers.items()),
+                elapsed=time.perf_counter() - started,
+            )
+    except urllib.error.HTTPError as exc:
+        try:
+            payload = exc.read(_MAX_BODY)
+        except (OSError, http.client.HTTPException):
+            payload = b""
+        headers_obj = cast("Message | None", exc.headers)
+        return HttpResult(
+            status=exc.code,
+            body=payload,
+            headers=list(headers_obj.items()) if headers_obj is not None else [],
+            elapsed=time.perf_counter() - started,
+        )
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        return HttpResult(
+            status=None,
+            body=None,
+            headers=[],
+            elapsed=time.perf_counter() - started,
+            error=_describe_error(exc, timeout),
+        )
+
+
+def _describe_error(exc: BaseException, timeout: float) -> str:
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError):
+        return f"timeout after {timeout:g}s"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    return f"connection error: {reason}"
+
+
+def query_prometheus(base_url: str, query: str, *, timeout: float) -> float:
+    """The value of an instant query that yields one number; NaN when it yields none or fails.
+
+    With several series the first one is used: wrap the query in an aggregation (``max(...)``).
+    """
+    url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    result = http_call("GET", url, timeout=timeout)
+    if result.error is not None or result.status != 200 or result.body is None:
+        log.warning("baseline query failed: %s", result.error or f"HTTP {result.status}")
+        return math.nan
+    try:
+        data = json.loads(result.body)["data"]
+        if data["resultType"] == "scalar":
+            return float(data["result"][1])
+        series = data["result"]
+        if not series:
+            return math.nan
+        return float(series[0]["value"][1])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning("baseline query answered something unexpected: %s", exc)
+        return math.nan
+
+
+# ------------------------------------------------------------------------------------ static info files
+
+
+def _load_structured(path: Path) -> Any:
+    """YAML or JSON (JSON is YAML)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_dependencies(packages: Sequence[str], manifest: Path | None) -> dict[str, str]:
+    """Package -> version, from a manifest file and from the installed distributions named.
+
+    The manifest may be a mapping ``{torch: 2.5.1}``, the same under a ``dependencies`` key, a list of
+    ``{name|package, version}`` objects, or a list of ``name==version`` strings. A named package that is not
+    installed is reported with version ``not-installed``.
+    """
+    found: dict[str, str] = {}
+    if manifest is not None:
+        data = _load_structured(manifest)
+        if isinstance(data, dict) and isinstance(data.get("dependencies"), dict | list):
+            data = data["dependencies"]
+        if isinstance(data, dict):
+            found.update({str(name): _scalar_text(version) for name, version in data.items()})
+        elif isinstance(data, list):
+            for item in data:
+                if isinstance(item, dict):
+                    name = item.get("name", item.get("package"))
+                    if name is None or "version" not in item:
+                        raise ValueError(f"{manifest}: entry {item!r} needs name and version")
+                    found[str(name)] = _scalar_text(item["version"])
+                elif isinstance(item, str) and "==" in item:
+                    name, _, version = item.partition("==")
+                    found[name.strip()] = version.strip()
+                else:
+                    raise ValueError(f"{manifest}: cannot read dependency entry {item!r}")
+        elif data is not None:
+            raise ValueError(f"{manifest}: expected a mapping or a list of dependencies")
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not-installed"
+    return found
+
+
+def load_config_info(path: Path | None) -> dict[str, str]:
+    """A model config file flattened to dotted keys with text values (``model_config_info{key,value}``)."""
+    if path is None:
+        return {}
+    data = _load_structured(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys")
+    flat: dict[str, str] = {}
+    _flatten(data, "", flat)
+    return flat
+
+
+def _flatten(data: Mapping[Any, Any], prefix: str, out: dict[str, str]) -> None:
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            _flatten(value, name, out)
+        else:
+            out[name] = _scalar_text(value)[:_CONFIG_VALUE_LIMIT]
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------------------------------- the replay
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    results: tuple[CheckResult, ...]
+    score: float
+    latency_p50_ms: float
+    baseline_ms: float
+    latency_impact_ms: float
+    finished_at: float
+    duration: float
+
+    def failing(self) -> list[CheckResult]:
+        return [result for result in self.results if not result.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": _json_number(self.score),
+            "checks": len(self.results),
+            "passed": sum(1 for result in self.results if result.passed),
+            "failing": [{"name": r.name, "reasons": list(r.reasons)} for r in self.failing()],
+            "results": [result.as_dict() for result in self.results],
+            "latencyP50Ms": _json_number(self.latency_p50_ms),
+            "baselineMs": _json_number(self.baseline_ms),
+            "latencyImpactMs": _json_number(self.latency_impact_ms),
+            "finishedAt": self.finished_at,
+            "durationSeconds": round(self.duration, 4),
+        }
+
+
+class ContractRunner:
+    """Replays a contract against the target once per :meth:`run_once`."""
+
+    def __init__(self, settings: ProbeSettings, contract: Contract) -> None:
+        self._settings = settings
+        self._contract = contract
+        self._target = settings.target.rstrip("/")
+
+    def run_once(self) -> Report:
+        started = time.perf_counter()
+        results = [self._run_check(check) for check in self._contract.checks]
+        latencies = [result.elapsed * 1000.0 for result in results if result.elapsed is not None]
+        p50 = statistics.median(latencies) if latencies else math.nan
+        baseline = self._baseline()
+        return Report(
+            results=tuple(results),
+            score=score(results),
+            latency_p50_ms=p50,
+            baseline_ms=baseline,
+            latency_impact_ms=p50 - baseline,  # NaN when either side is NaN
+            finished_at=time.time(),
+            duration=time.perf_counter() - started,
+        )
+
+    def _run_check(self, check: Check) -> CheckResult:
+        timeout = self._contract.timeout_for(check, self._settings.timeout)
+        body = check.body_bytes()
+        headers = {"Accept": "application/json", **check.headers}
+        if body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        answer = http_call(
+            check.method, self._target + check.path, body=body, headers=headers, timeout=timeout
+        )
+        return evaluate(check, answer.status, answer.body, answer.elapsed, error=answer.error)
+
+    def _baseline(self) -> float:
+        settings = self._settings
+        if settings.baseline_query is not None and settings.prometheus_url is not None:
+            value = query_prometheus(
+                settings.prometheus_url, settings.baseline_query, timeout=self._contract.timeout_seconds
+            )
+            if not math.isnan(value):
+                return value
+        return settings.baseline_ms if settings.baseline_ms is not None else math.nan
+
+
+# ---------------------------------------------------------------------------------------------- shadow
+
+
+class FractionSampler:
+    """Picks exactly ``floor(n * fraction)`` of the first n requests, evenly spread; thread-safe."""
+
+    def __init__(self, fraction: float) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fraction must be within [0, 1]")
+        self._fraction = fraction
+        self._seen = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            self._seen += 1
+            return math.floor(self._seen * self._fraction) > math.floor((self._seen - 1) * self._fraction)
+
+
+class ShadowTee:
+    """Copies sampled requests to the stable track and feeds both answers to the comparator."""
+
+    def __init__(self, settings: ProbeSettings) -> None:
+        assert settings.shadow_target is not None
+        self._settings = settings
+        self._target = settings.shadow_target.rstrip("/")
+        self._sampler = FractionSampler(settings.shadow_fraction)
+        self._slots = threading.BoundedSemaphore(settings.shadow_concurrency)
+        self._lock = threading.Lock()
+        self._window = ShadowWindow(settings.shadow_window)
+        self._errors: dict[str, int] = {"stable": 0, "transport": 0}
+        self._dropped = 0
+
+    def wants(self, path: str) -> bool:
+        prefixes = self._settings.shadow_paths
+        if prefixes and not any(path.startswith(prefix) for prefix in prefixes):
+            return False
+        return self._sampler.take()
+
+    def submit(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        canary: HttpResult,
+    ) -> None:
+        """Send the copy on a background thread; drop it when too many copies are in flight."""
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                self._dropped += 1
+            return
+        thread = threading.Thread(
+            target=self._shadow, args=(method, path, dict(headers), body, canary), daemon=True
+        )
+        thread.start()
+
+    def _shadow(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None, canary: HttpResult
+    ) -> None:
+        try:
+            headers[SHADOW_HEADER] = "true"
+            stable = http_call(
+                method, self._target + path, body=body, headers=headers, timeout=self._settings.proxy_timeout
+            )
+            if stable.status is None or stable.body is None:
+                with self._lock:
+                    self._errors["transport"] += 1
+                log.debug("shadow request failed: %s", stable.error)
+                return
+            outcome = compare_responses(
+                stable.status,
+                stable.body,
+                canary.status or 0,
+                canary.body or b"",
+                self._settings.shadow_spec,
+            )
+            self.record(outcome)
+        finally:
+            self._slots.release()
+
+    def record(self, outcome: Comparison | Unusable) -> None:
+        with self._lock:
+            if isinstance(outcome, Unusable):
+                self._errors[outcome.side] = self._errors.get(outcome.side, 0) + 1
+                log.debug("shadow pair dropped: %s", outcome.reason)
+            else:
+                self._window.add(outcome)
+
+    def snapshot(self) -> tuple[ShadowStats, dict[str, int], int]:
+        with self._lock:
+            return self._window.stats(), dict(self._errors), self._dropped
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+class _ProbeCollector(Collector):
+    def __init__(self, app: ProbeApp) -> None:
+        self._app = app
+
+    def collect(self) -> Iterable[Metric]:
+        app = self._app
+        names = app.settings.identity.label_names()
+        values = app.settings.identity.label_values()
+
+        def gauge(name: str, doc: str, value: float, extra: Mapping[str, str] | None = None) -> Metric:
+            extra = extra or {}
+            family = GaugeMetricFamily(name, doc, labels=[*names, *extra])
+            family.add_metric([*values, *extra.values()], value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=names)
+            family.add_metric(values, value)
+            return family
+
+        report, runs = app.latest()
+        if app.settings.contract is not None:
+            nan = math.nan
+            yield gauge(
+                "model_api_compatibility_score",
+                "Share of golden contract checks passed in the last replay (0..1); NaN: no verdict yet.",
+                report.score if report else nan,
+            )
+            yield gauge(
+                "model_compat_latency_impact_ms",
+                "p50 latency of the golden set minus the baseline, in ms; NaN: no baseline.",
+                report.latency_impact_ms if report else nan,
+            )
+            yield gauge(
+                "model_compat_latency_p50_ms",
+                "p50 latency of the golden set in the last replay, in ms (a stable track's baseline).",
+                report.latency_p50_ms if report else nan,
+            )
+            yield gauge(
+                "model_compat_latency_baseline_ms",
+                "Baseline latency used for model_compat_latency_impact_ms, in ms.",
+                report.baseline_ms if report else nan,
+            )
+            checks = GaugeMetricFamily(
+                "model_compat_check_passed",
+                "1 when the named golden check passed in the last replay, else 0.",
+                labels=[*names, "check"],
+            )
+            for result in report.results if report else ():
+                checks.add_metric([*values, result.name], 1.0 if result.passed else 0.0)
+            yield checks
+            yield counter("model_compat_runs", "Contract replays finished.", runs)
+            if report is not None:
+                yield gauge(
+                    "model_compat_last_run_timestamp_seconds",
+                    "Unix time the last replay finished.",
+                    report.finished_at,
+                )
+
+        deps = GaugeMetricFamily(
+            "model_dependency_info",
+            "Packages and versions the revision runs with (value is always 1).",
+            labels=[*names, "package", "version"],
+        )
+        for package, version in sorted(app.settings.dependencies.items()):
+            deps.add_metric([*values, package, version], 1.0)
+        yield deps
+
+        config = GaugeMetricFamily(
+            "model_config_info",
+            "Model configuration keys and values the revision runs with (value is always 1).",
+            labels=[*names, "key", "value"],
+        )
+        for key, value in sorted(app.settings.config.items()):
+            config.add_metric([*values, key, value], 1.0)
+        yield config
+
+        if app.tee is not None:
+            stats, errors, dropped = app.tee.snapshot()
+            yield gauge(
+                "model_shadow_prediction_diff",
+                "Max absolute score difference between canary and stable over the shadow window.",
+                stats.max_diff,
+            )
+            yield gauge(
+                "model_shadow_mismatch_rate",
+                "Share of shadow pairs in the window whose top-1 labels differ; NaN: no pairs.",
+                stats.mismatch_rate,
+            )
+            yield gauge("model_shadow_window_samples", "Shadow pairs in the window.", stats.samples)
+            yield counter("model_shadow_samples", "Shadow pairs compared.", stats.total)
+            errs = CounterMetricFamily(
+                "model_shadow_errors",
+                "Shadow copies that could not be compared (side: stable answer unusable | transport).",
+                labels=[*names, "side"],
+            )
+            for side, count in sorted(errors.items()):
+                errs.add_metric([*values, side], count)
+            yield errs
+            yield counter("model_shadow_dropped", "Shadow copies skipped: too many in flight.", dropped)
+            proxied = CounterMetricFamily(
+                "model_proxy_requests", "Requests proxied to the target, by status.", labels=[*names, "code"]
+            )
+            for code, count in sorted(app.proxied().items()):
+                proxied.add_metric([*values, code], count)
+            yield proxied
+
+
+# --------------------------------------------------------------------------------------------- the app
+
+
+class ProbeApp:
+    """The sidecar: replay thread + HTTP server (+ tee). ``start`` binds, ``stop`` shuts everything down."""
+
+    def __init__(self, settings: ProbeSettings) -> None:
+        self.settings = settings
+        self.tee = ShadowTee(settings) if settings.shadow_target is not None else None
+        self.runner = ContractRunner(settings, settings.contract) if settings.contract is not None else None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ProbeCollector(self))
+        self._lock = threading.Lock()
+        self._report: Report | None = None
+        self._runs = 0
+        self._proxied: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._httpd: _HTTPServer | None = None
+        if self.runner is None:
+            self._ready.set()
+
+    # -- state
+
+    def latest(self) -> tuple[Report | None, int]:
+        with self._lock:
+            return self._report, self._runs
+
+    def proxied(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._proxied)
+
+    def count_proxied(self, code: str) -> None:
+        with self._lock:
+            self._proxied[code] = self._proxied.get(code, 0) + 1
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def run_once(self) -> Report | None:
+        if self.runner is None:
+            return None
+        report = self.runner.run_once()
+        with self._lock:
+            previous = self._report
+            self._report = report
+            self._runs += 1
+        self._ready.set()
+        changed = previous is None or _failures(previous) != _failures(report)
+        log.log(
+            logging.INFO if changed else logging.DEBUG,
+            "compatibility score %.3f%s",
+            report.score,
+            "".join(f"; {name}: {', '.join(reasons)}" for name, reasons in _failures(report)),
+        )
+        return report
+
+    def compatibility(self) -> dict[str, Any]:
+        report, runs = self.latest()
+        identity = self.settings.identity
+        doc: dict[str, Any] = {
+            "rollout": identity.rollout,
+            "track": identity.track,
+            "revision": identity.revision,
+            "target": self.settings.target,
+            "contract": self.runner is not None,
+            "runs": runs,
+        }
+        if report is None:
+            doc.update({"score": None, "checks": 0, "passed": 0, "failing": [], "results": []})
+        else:
+            doc.update(report.as_dict())
+        if self.tee is not None:
+            stats, errors, dropped = self.tee.snapshot()
+            doc["shadow"] = {
+                "samples": stats.samples,
+                "mismatches": stats.mismatches,
+                "mismatchRate": _json_number(stats.mismatch_rate),
+                "maxDiff": _json_number(stats.max_diff),
+                "total": stats.total,
+                "errors": errors,
+                "dropped": dropped,
+            }
+        return doc
+
+    def metrics(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- lifecycle
+
+    def start(self) -> tuple[str, int]:
+        """Bind the listener and start serving and replaying; returns the bound (host, port)."""
+        httpd = _HTTPServer((self.settings.listen_host, self.settings.listen_port), _Handler)
+        httpd.app = self
+        self._httpd = httpd
+        self._spawn("compat-http", httpd.serve_forever)
+        if self.runner is not None:
+            self._spawn("compat-replay", self._replay_loop)
+        host, port = httpd.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _replay_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the loop must survive anything one replay does
+                log.exception("contract replay failed")
+            self._stop.wait(self.settings.interval)
+
+
+# ------------------------------------------------------------------------------------------ HTTP server
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    app: ProbeApp
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "compat-probe"
+
+    @property
+    def app(self) -> ProbeApp:
+        return cast(_HTTPServer, self.server).app
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            if self.command == "GET" and path in RESERVED_PATHS:
+                self._serve_own(path)
+            elif self.app.tee is not None:
+                self._proxy()
+            else:
+                self._send(404, b'{"error":"not found"}\n', "application/json")
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client went away")
+
+    def _serve_own(self, path: str) -> None:
+        app = self.app
+        if path == "/metrics":
+            self._send(200, app.metrics(), CONTENT_TYPE_LATEST)
+        elif path == "/probe/compatibility":
+            self._send_json(200, app.compatibility())
+        elif path == "/healthz":
+            self._send_json(200, {"status": "ok"})
+        elif app.ready:
+            self._send_json(200, {"status": "ready"})
+        else:
+            self._send_json(503, {"status": "waiting for the first contract replay"})
+
+    def _proxy(self) -> None:
+        app = self.app
+        tee = app.tee
+        assert tee is not None
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY:
+            self._send_json(413, {"error": "request body too large"})
+            return
+        body = self.rfile.read(length) if length > 0 else None
+        headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP}
+        canary = http_call(
+            self.command,
+            app.settings.target.rstrip("/") + self.path,
+            body=body,
+            headers=headers,
+            timeout=app.settings.proxy_timeout,
+        )
+        if canary.status is None or canary.body is None:
+            app.count_proxied("error")
+            self._send_json(502, {"error": f"target: {canary.error}"})
+        else:
+            app.count_proxied(str(canary.status))
+            relay = [(name, value) for name, value in canary.headers if name.lower() not in _NOT_RELAYED]
+            self._send(canary.status, canary.body, None, relay)
+        if tee.wants(urllib.parse.urlsplit(self.path).path):
+            tee.submit(self.command, self.path, headers, body, canary)
+
+    def _send_json(self, status: int, doc: Mapping[str, Any]) -> None:
+        payload = json.dumps(doc, allow_nan=False, sort_keys=True).encode() + b"\n"
+        self._send(status, payload, "application/json")
+
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str | None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+
+def _failures(report: Report) -> list[tuple[str, tuple[str, ...]]]:
+    return [(result.name, tuple(result.reasons)) for result in report.failing()]
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value

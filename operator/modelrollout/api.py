@@ -1,0 +1,588 @@
+"""The ModelRollout API (``modelrollout.io/v1alpha1``): the contract between users and the operator.
+
+These pydantic models are the single source of truth. ``modelrollout crd`` turns them into the CRD in
+``crds/`` (see :mod:`modelrollout.crdgen`); attribute docstrings become the CRD's field descriptions,
+``Field`` bounds become schema bounds and the ``x-kubernetes-validations`` in ``json_schema_extra``
+become CEL rules the apiserver enforces. The operator parses every object it reads through
+:class:`ModelRollout`; what the schema cannot express is checked in :mod:`modelrollout.core.validate`.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic.alias_generators import to_camel
+
+from modelrollout.durations import Duration
+
+GROUP = "modelrollout.io"
+VERSION = "v1alpha1"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+SINGULAR = "modelrollout"
+SHORT_NAMES = ["mro"]
+CATEGORIES = ["all", "modelrollout"]
+
+QUERY_VARIABLES = ("rollout", "namespace", "revision", "track")
+"""The variables a metric query may use as ``{{name}}``."""
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
+LabelValue = Annotated[str, Field(max_length=63)]
+"""A Kubernetes label value (at most 63 characters)."""
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> Any:
+    out: dict[str, str] = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+
+# --------------------------------------------------------------------------- workload
+
+
+class LabelSelector(_Model):
+    """Which pods belong to this ModelRollout (both tracks)."""
+
+    match_labels: dict[str, LabelValue] = Field(min_length=1, max_length=16)
+    """Labels every pod of both tracks carries; the root Service selects pods by these."""
+
+
+class TemplateMetadata(_Model):
+    """Labels and annotations of the pods."""
+
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=64)
+    """Pod labels; must include spec.selector.matchLabels."""
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Pod annotations."""
+
+
+class Container(_Model):
+    """A container of the model server pod (the rest of the Kubernetes Container fields are kept as given)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    """Container name."""
+    image: str = Field(min_length=1, max_length=512)
+    """Container image; a new image is a new revision."""
+
+
+class PodSpec(_Model):
+    """A Kubernetes PodSpec; only containers is checked here, the apiserver checks the rest on the Deployment."""
+
+    model_config = ConfigDict(extra="allow")
+    containers: list[Container] = Field(min_length=1, max_length=32)
+    """The pod's containers; at least one."""
+
+
+class PodTemplate(_Model):
+    """A PodTemplateSpec. A change here (or in spec.model) is a new revision and starts a rollout."""
+
+    metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
+    """Pod metadata."""
+    spec: PodSpec
+    """Pod spec."""
+
+
+class ConfigMigration(_Model):
+    """A config key renamed between revisions (``max_seq_len`` -> ``max_length``)."""
+
+    from_: str = Field(alias="from", min_length=1, max_length=253)
+    """The old key."""
+    to: str = Field(min_length=1, max_length=253)
+    """The new key."""
+
+
+class ModelInfo(_Model):
+    """What the compatibility checks know about this revision of the model."""
+
+    version: str | None = Field(default=None, max_length=128)
+    """The model's version, shown in status and events."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """The model server's effective configuration."""
+    config_migrations: list[ConfigMigration] = Field(default_factory=list, max_length=64)
+    """Config keys renamed from earlier revisions."""
+    dependencies: dict[str, str] = Field(default_factory=dict, max_length=128)
+    """Package versions the revision runs with (torch, transformers, ...)."""
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+class ObjectRef(_Model):
+    """A reference to an object in the ModelRollout's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """The object's name."""
+
+
+class HeaderRoute(_Model):
+    """Requests carrying this header value go to the new revision at every step."""
+
+    name: str = Field(pattern=HEADER_NAME, max_length=128)
+    """HTTP header name."""
+    value: str = Field(min_length=1, max_length=256)
+    """Exact header value."""
+
+
+class Traffic(_Model):
+    """How traffic reaches the model. With only a Service, traffic splits by replica ratio."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.headerRoute) || has(self.ingress)",
+                    "spec.traffic.headerRoute needs a router that routes by header (spec.traffic.ingress): "
+                    "the Service replica-ratio router cannot pin requests",
+                    ".headerRoute",
+                )
+            ]
+        }
+    )
+    service: ObjectRef
+    """The root Service users call. With no other router it selects both tracks (replica-ratio split)."""
+    ingress: ObjectRef | None = None
+    """An NGINX Ingress: the operator adds an owned canary Ingress with canary-weight; this one is never edited."""
+    header_route: HeaderRoute | None = None
+    """Pin requests with this header to the new revision (NGINX: canary-by-header)."""
+
+
+# --------------------------------------------------------------------------- steps
+
+
+class PauseSpec(_Model):
+    """Hold the current weight."""
+
+    duration: Duration | None = None
+    """How long; absent means until approved."""
+
+
+class ApprovalSpec(_Model):
+    """Wait for a person to approve with the token shown in status."""
+
+    reason: str = Field(default="approval required", max_length=256)
+    """Why this step needs a person; shown in status and events."""
+
+
+class AnalysisStepSpec(_Model):
+    """Wait until every metric in spec.analysis passed this many evaluations in a row."""
+
+    passes: int = Field(default=1, ge=1, le=100)
+    """Consecutive passing evaluations needed."""
+
+
+class SetWeightStep(_Model):
+    """Send this percentage of traffic to the new revision."""
+
+    set_weight: int = Field(ge=0, le=100)
+    """Percent of traffic for the new revision, 0..100."""
+
+
+class PauseStep(_Model):
+    """Hold for a duration, or until approved."""
+
+    pause: PauseSpec
+    """The pause."""
+
+
+class ApprovalStep(_Model):
+    """A gate that waits for ``modelrollout.io/approve=TOKEN``."""
+
+    approval: ApprovalSpec
+    """The gate."""
+
+
+class AnalysisStep(_Model):
+    """Wait for passing analysis."""
+
+    analysis: AnalysisStepSpec
+    """The analysis to wait for."""
+
+
+STEP_KINDS = ("setWeight", "pause", "approval", "analysis")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        present = [k for k in STEP_KINDS if k in value]
+        return present[0] if len(present) == 1 else None
+    for kind, cls in _STEP_CLASSES.items():
+        if isinstance(value, cls):
+            return kind
+    return None
+
+
+_STEP_CLASSES: dict[str, type[_Model]] = {
+    "setWeight": SetWeightStep,
+    "pause": PauseStep,
+    "approval": ApprovalStep,
+    "analysis": AnalysisStep,
+}
+
+Step = Annotated[
+    Annotated[SetWeightStep, Tag("setWeight")]
+    | Annotated[PauseStep, Tag("pause")]
+    | Annotated[ApprovalStep, Tag("approval")]
+    | Annotated[AnalysisStep, Tag("analysis")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step sets exactly one of setWeight, pause, approval, analysis",
+    ),
+]
+"""One step of a canary: exactly one of setWeight, pause, approval, analysis."""
+
+
+class CanaryStrategy(_Model):
+    """Move traffic to the new revision step by step."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+                    "spec.strategy.canary.steps: setWeight values must not decrease from one step to the next",
+                    ".steps",
+                )
+            ]
+        }
+    )
+    steps: list[Step] = Field(min_length=1, max_length=64)
+    """The steps, in order. After the last one the new revision is promoted."""
+    risky_above: int | None = Field(default=None, ge=0, le=100)
+    """Any setWeight above this waits for approval first."""
+
+
+class Strategy(_Model):
+    """How a new revision is released."""
+
+    canary: CanaryStrategy
+    """Canary: traffic moves through the steps."""
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+class PrometheusSource(_Model):
+    """Where metrics are read."""
+
+    address: str = Field(pattern=r"^https?://[^\s]+$", max_length=512)
+    """Prometheus base URL, e.g. http://prometheus.monitoring:9090."""
+    timeout: Duration = Field(default="5s", validate_default=True)
+    """Per-query timeout; a query that takes longer is Inconclusive."""
+
+
+class InconclusivePolicy(_Model):
+    """What happens when metrics give no answer (no data, NaN, Prometheus unreachable)."""
+
+    limit: int = Field(default=3, ge=1, le=1000)
+    """Inconclusive evaluations in a row before the action applies."""
+    action: Literal["pause", "rollback"] = "pause"
+    """pause (default) holds and waits; rollback sends all traffic back to stable."""
+
+
+_QUERY_VARS_CEL = (
+    "self.query.findAll('[{][{][^}]*[}][}]').all(v, v in ["
+    + ", ".join("'{{" + name + "}}'" for name in QUERY_VARIABLES)
+    + "])"
+)
+
+
+class Metric(_Model):
+    """A PromQL query and its thresholds, evaluated every analysis interval."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.min) || has(self.max)", "a metric needs min, max or both"),
+                _cel(
+                    "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "min must be less than or equal to max",
+                    ".min",
+                ),
+                _cel(
+                    _QUERY_VARS_CEL,
+                    "query uses an unknown template variable; allowed: "
+                    + ", ".join("{{" + v + "}}" for v in QUERY_VARIABLES),
+                    ".query",
+                ),
+            ]
+        }
+    )
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    """Metric name, shown in status and events."""
+    query: str = Field(min_length=1, max_length=4096)
+    """PromQL returning one number; may use {{rollout}}, {{namespace}}, {{revision}}, {{track}}."""
+    min: float | None = None
+    """The value must be at least this."""
+    max: float | None = None
+    """The value must be at most this."""
+    failure_limit: int = Field(default=0, ge=0, le=100)
+    """Failing evaluations tolerated in a row; the next one acts (0: the first failure acts)."""
+    on_failure: Literal["rollback", "pause", "alert"] = "rollback"
+    """rollback: all traffic to stable; pause: hold for a person; alert: Warning event only."""
+    initial_delay: Duration | None = None
+    """Do not evaluate this metric until this long after the first traffic step."""
+
+
+class Analysis(_Model):
+    """Metrics judged at every interval from the first traffic step until promotion."""
+
+    interval: Duration = Field(default="15s", validate_default=True)
+    """How often every metric is evaluated."""
+    prometheus: PrometheusSource
+    """The Prometheus to query."""
+    inconclusive: InconclusivePolicy = Field(default_factory=InconclusivePolicy)
+    """What to do when there is no data."""
+    metrics: list[Metric] = Field(
+        min_length=1, max_length=20, json_schema_extra={"x-kubernetes-list-type": "map",
+                                                         "x-kubernetes-list-map-keys": ["name"]}
+    )
+    """The metrics; names are unique."""
+
+
+class RollbackPolicy(_Model):
+    """How the operator goes back to stable."""
+
+    automatic: bool = True
+    """true: a breach rolls back at once; false: a breach pauses and waits for approval to roll back."""
+    scale_down_delay: Duration = Field(default="30s", validate_default=True)
+    """The rolled-back canary is kept this long (for inspection) before it is scaled to zero."""
+
+
+class ModelRolloutSpec(_Model):
+    """The desired model server and how to release a new revision of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.selector.matchLabels.all(k, has(self.template.metadata) && "
+                    "has(self.template.metadata.labels) && k in self.template.metadata.labels && "
+                    "self.template.metadata.labels[k] == self.selector.matchLabels[k])",
+                    "spec.template.metadata.labels must contain every label of spec.selector.matchLabels",
+                    ".template.metadata.labels",
+                ),
+                _cel(
+                    "!self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)",
+                    "an analysis step needs spec.analysis with metrics",
+                    ".analysis",
+                ),
+            ]
+        }
+    )
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Model server replicas of the stable revision."""
+    selector: LabelSelector
+    """Labels shared by the pods of both tracks."""
+    template: PodTemplate
+    """The model server pod. A change here starts a rollout."""
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    """What the compatibility checks know about this revision; a change here is a new revision too."""
+    traffic: Traffic
+    """Where traffic enters and which router shifts it."""
+    strategy: Strategy
+    """How a new revision is released."""
+    analysis: Analysis | None = None
+    """Metrics that judge the new revision."""
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
+    """How to go back to stable."""
+    progress_deadline_seconds: int = Field(default=600, ge=10, le=86400)
+    """Seconds the new revision's pods may take to become ready before the rollout rolls back."""
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Phase(enum.StrEnum):
+    """Where a rollout is. See modelrollout.core.phases for the allowed transitions."""
+
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+
+
+class Verdict(enum.StrEnum):
+    """The outcome of one metric evaluation."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+
+class ApprovalStatus(_Status):
+    """The gate the rollout waits at."""
+
+    step: int
+    """Index of the step the gate guards."""
+    token: str
+    """The token that opens this gate: revision-step."""
+    reason: str
+    """Why the gate is there."""
+    command: str
+    """The exact command that approves."""
+    since: datetime | None = None
+    """When the rollout started waiting."""
+    action: Literal["continue", "resume", "rollback"] = "continue"
+    """What approving does: continue past the step, resume after a metric paused it, or roll back."""
+
+
+class MetricStatus(_Status):
+    """The last evaluation of a metric."""
+
+    name: str
+    """Metric name."""
+    value: float | None = None
+    """The value read; absent when there was no data."""
+    verdict: Verdict
+    """Pass, Fail or Inconclusive."""
+    failures: int = 0
+    """Failing evaluations in a row."""
+    message: str | None = None
+    """Why, in words."""
+    at: datetime | None = None
+    """When it was evaluated."""
+
+
+class Condition(_Status):
+    """A kstatus-style condition (Ready, Progressing, Healthy)."""
+
+    type: str
+    """Condition type."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str = ""
+    """One CamelCase word."""
+    message: str = ""
+    """Human-readable detail."""
+    last_transition_time: datetime | None = None
+    """When status last changed."""
+    observed_generation: int | None = None
+    """The spec generation this condition describes."""
+
+
+class HistoryEntry(_Status):
+    """A revision's outcome or an audited action."""
+
+    revision: str
+    """The revision."""
+    outcome: str
+    """Succeeded, RolledBack, Aborted, Superseded, Approved, ..."""
+    at: datetime
+    """When."""
+    message: str = ""
+    """Detail."""
+    step: int | None = None
+    """The step, for actions taken at a step."""
+    token: str | None = None
+    """The token used, for approvals."""
+    by: str | None = None
+    """Who (field manager / user), where the API tells it."""
+
+
+class ModelRolloutStatus(_Status):
+    """What the operator observed and did. All rollout state lives here, so a restart loses nothing."""
+
+    phase: Phase | None = None
+    """Pending, Progressing, Paused, AwaitingApproval, Promoting, Succeeded, RollingBack, RolledBack, Failed,
+    Invalid."""
+    message: str = ""
+    """What is happening, or why it stopped, in words."""
+    observed_generation: int | None = None
+    """The spec generation last acted on."""
+    stable_revision: str | None = None
+    """Revision serving as stable."""
+    canary_revision: str | None = None
+    """Revision being rolled out."""
+    current_step: int | None = None
+    """Index of the step being carried out; equal to the number of steps when all are done."""
+    current_weight: int = 0
+    """Percent of traffic on the new revision."""
+    step_started_at: datetime | None = None
+    """When the current step began (timed pauses resume with the remaining time)."""
+    traffic_started_at: datetime | None = None
+    """When the first traffic step of this revision happened (analysis initialDelay counts from here)."""
+    approval: ApprovalStatus | None = None
+    """The gate the rollout waits at, with the token and the command."""
+    analysis: list[MetricStatus] = Field(default_factory=list)
+    """The last evaluation of every metric."""
+    analysis_passes: int = 0
+    """Evaluations in a row in which every metric passed."""
+    inconclusive_count: int = 0
+    """Evaluations in a row that had no answer."""
+    last_analysis_at: datetime | None = None
+    """When metrics were last evaluated."""
+    approved_step: int | None = None
+    """The gate at this step was approved; cleared when the step is done."""
+    progress_since: datetime | None = None
+    """Since when the rollout waits for pods to become ready (the progress deadline counts from here)."""
+    rollback_at: datetime | None = None
+    """When the last rollback began (the canary is scaled down scaleDownDelay after)."""
+    rolled_back_revision: str | None = None
+    """A revision that was rolled back; it is not retried on its own."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Healthy."""
+    history: list[HistoryEntry] = Field(default_factory=list)
+    """Recent revisions with their outcome and audited actions, newest last."""
+
+
+class ObjectMeta(BaseModel):
+    """The subset of metadata the operator reads."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    annotations: dict[str, str] = Field(default_factory=dict)
+    resource_version: str = Field(default="", alias="resourceVersion")
+
+
+class ModelRollout(BaseModel):
+    """A whole ModelRollout object as read from the apiserver."""
+
+    model_config = ConfigDict(extra="ignore")
+    api_version: str = Field(default=f"{GROUP}/{VERSION}", alias="apiVersion")
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus = Field(default_factory=ModelRolloutStatus)
+
+
+def phase_of(status: ModelRolloutStatus) -> Phase:
+    """The phase, Pending when none was written yet."""
+    return status.phase or Phase.PENDING

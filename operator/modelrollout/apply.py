@@ -1,0 +1,111 @@
+"""Carry out one Decision (I/O): actions in order, the status written once, annotations consumed, events.
+
+The status is written after the actions and before control annotations are removed, so a crash at
+any point leaves either the old status (the decision is made again; writes the world already shows
+are not repeated) or the new one with the annotation still there (it is recognised as consumed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from modelrollout import api, telemetry
+from modelrollout.core.model import (
+    Decision,
+    EnsureCanary,
+    EnsureServices,
+    EnsureStable,
+    Event,
+    PromoteStable,
+    RemoveAnnotations,
+    ResetRouter,
+    ScaleCanary,
+    ScaleStable,
+    SetWeight,
+)
+from modelrollout.kube import Body, Kube
+from modelrollout.routers.base import Router, RouterContext
+from modelrollout.workloads import apply_deployment, ensure_services, scale
+
+log = logging.getLogger("modelrollout.apply")
+
+
+def status_body(status: api.ModelRolloutStatus) -> Body:
+    """The status as JSON for a merge patch (None values delete fields)."""
+    out = status.model_dump(by_alias=True, mode="json")
+    assert isinstance(out, dict)
+    return out
+
+
+def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RouterContext | None,
+              router: Router | None) -> None:
+    meta = rollout["metadata"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    removals: tuple[str, ...] = ()
+    template = (rollout.get("spec") or {}).get("template") or {}
+    for action in decision.actions:
+        kind = type(action).__name__
+        if isinstance(action, RemoveAnnotations):
+            removals = action.keys
+            continue
+        assert ctx is not None and router is not None, f"{kind} needs a valid spec"
+        telemetry.WRITES.labels(kind).inc()
+        log.info("%s/%s: %s", namespace, name, action)
+        if isinstance(action, EnsureServices):
+            ensure_services(ctx)
+        elif isinstance(action, EnsureStable | PromoteStable):
+            apply_deployment(ctx, template, "stable", action.revision, action.replicas)
+        elif isinstance(action, EnsureCanary):
+            apply_deployment(ctx, template, "canary", action.revision, action.replicas)
+        elif isinstance(action, ScaleStable):
+            scale(ctx, "stable", action.replicas)
+        elif isinstance(action, ScaleCanary):
+            scale(ctx, "canary", action.replicas)
+        elif isinstance(action, SetWeight):
+            router.set_weight(ctx, action.weight)
+        elif isinstance(action, ResetRouter):
+            router.reset(ctx)
+    new_status = status_body(decision.status)
+    if _differs(new_status, old_status):
+        kube.patch_rollout_status(namespace, name, new_status)
+    if removals:
+        kube.patch_rollout_annotations(namespace, name, dict.fromkeys(removals))
+    for event in decision.events:
+        emit(kube, rollout, event)
+
+
+def _differs(new: Body, old: Body) -> bool:
+    keys = set(new) | set(old)
+    return any(new.get(k) != old.get(k) for k in keys if not (new.get(k) in (None, [], 0) and k not in old))
+
+
+def emit(kube: Kube, rollout: Body, event: Event) -> None:
+    """A core/v1 Event on the ModelRollout; failures to emit are logged, never raised."""
+    meta = rollout["metadata"]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{time.time_ns():x}{uuid.uuid4().hex[:4]}",
+                     "namespace": meta.get("namespace", "default")},
+        "involvedObject": {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND, "name": meta["name"],
+                           "namespace": meta.get("namespace", "default"), "uid": meta.get("uid"),
+                           "resourceVersion": meta.get("resourceVersion")},
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "type": event.type,
+        "source": {"component": "modelrollout"},
+        "reportingComponent": "modelrollout.io/operator",
+        "reportingInstance": "modelrollout",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        kube.core.create_namespaced_event(body["metadata"]["namespace"], body)
+    except Exception as exc:
+        log.warning("could not emit event %s: %s", event.reason, exc)

@@ -1,0 +1,134 @@
+"""The data the pure core works on: what was observed, and what to do about it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from modelrollout import api
+from modelrollout.core.analysis import Sample
+
+Track = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """One track's Deployment as observed."""
+
+    revision: str | None
+    """The revision its pod template runs."""
+    replicas: int
+    """Desired replicas (spec.replicas)."""
+    ready: int
+    """Ready replicas of the current template."""
+    updated: bool = True
+    """The Deployment controller has caught up with the latest spec."""
+    failure: str | None = None
+    """Why pods do not start, when they do not (ImagePullBackOff, CrashLoopBackOff, ...)."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The world as read once per reconcile."""
+
+    name: str
+    namespace: str
+    generation: int
+    revision: str
+    """The revision the spec asks for."""
+    stable: TrackState | None
+    canary: TrackState | None
+    router_weight: int | None
+    """The weight the router carries to the canary now; None when the router carries none."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    annotation_managers: Mapping[str, str] = field(default_factory=dict)
+    """Who last set each control annotation (field manager), where the API tells it."""
+    samples: Mapping[str, Sample] | None = None
+    """Metric samples when an evaluation was due and made this time, else None."""
+    invalid: str | None = None
+    """Why the spec cannot be acted on (a message naming the field), else None."""
+
+
+@dataclass(frozen=True)
+class EnsureServices:
+    """Create the per-track Services (NAME-stable, NAME-canary) if missing."""
+
+
+@dataclass(frozen=True)
+class EnsureStable:
+    """Create the stable Deployment from spec.template (first release, or recreate the lost stable)."""
+
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleStable:
+    replicas: int
+
+
+@dataclass(frozen=True)
+class EnsureCanary:
+    """Create or replace the canary Deployment with spec.template at ``revision``."""
+
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleCanary:
+    replicas: int
+
+
+@dataclass(frozen=True)
+class PromoteStable:
+    """The stable Deployment takes the canary's template (``revision``) at full size."""
+
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    """The router sends ``weight`` percent to the canary."""
+
+    weight: int
+
+
+@dataclass(frozen=True)
+class ResetRouter:
+    """The router sends everything to stable and removes what it added."""
+
+
+@dataclass(frozen=True)
+class RemoveAnnotations:
+    """Consume control annotations so a re-sync cannot replay them."""
+
+    keys: tuple[str, ...]
+
+
+Action = (
+    EnsureServices | EnsureStable | ScaleStable | EnsureCanary | ScaleCanary | PromoteStable | SetWeight
+    | ResetRouter | RemoveAnnotations
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to emit on the ModelRollout."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one reconcile does: actions in order, then the status written once, then events."""
+
+    status: api.ModelRolloutStatus
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    """Seconds until the next look even if nothing changes; None: wait for a change."""

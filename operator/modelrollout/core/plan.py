@@ -1,0 +1,573 @@
+"""``decide``: the whole rollout state machine as one pure function.
+
+``decide(spec, status, observed, now)`` reads the spec, the status the operator wrote last time, and
+what it observed now, and returns a :class:`~modelrollout.core.model.Decision`: the actions to carry
+out, the one status to write, the events, and when to look again. It never repeats a write that the
+world already shows (a router already at the weight is not written again), so a reconcile cut short
+at any point is simply decided again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from modelrollout import api
+from modelrollout.api import Phase
+from modelrollout.core import analysis as an
+from modelrollout.core.approval import (
+    ABORT,
+    APPROVE,
+    PROMOTE,
+    RETRY,
+    approve_command,
+    build_token,
+    check_token,
+)
+from modelrollout.core.model import (
+    Action,
+    Decision,
+    EnsureCanary,
+    EnsureServices,
+    EnsureStable,
+    Event,
+    Observed,
+    PromoteStable,
+    RemoveAnnotations,
+    ResetRouter,
+    ScaleCanary,
+    ScaleStable,
+    SetWeight,
+)
+from modelrollout.core.phases import ACTIVE
+from modelrollout.core.weights import canary_replicas
+
+HISTORY_LIMIT = 20
+POLL_SECONDS = 5.0
+"""How often a rollout that waits for pods looks again even without a watch event."""
+
+
+def gate_reason(spec: api.ModelRolloutSpec, step: int) -> str | None:
+    """Why the step at ``step`` waits for a person before it runs, or None."""
+    steps = spec.strategy.canary.steps
+    if step >= len(steps):
+        return None
+    s = steps[step]
+    if isinstance(s, api.ApprovalStep):
+        return s.approval.reason
+    if isinstance(s, api.PauseStep) and s.pause.duration is None:
+        return "indefinite pause"
+    risky = spec.strategy.canary.risky_above
+    if isinstance(s, api.SetWeightStep) and risky is not None and s.set_weight > risky:
+        return f"setWeight {s.set_weight} is above riskyAbove {risky}"
+    return None
+
+
+def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
+    """``setWeight 25``, ``pause 2m``, ``approval``, ``analysis x2`` for messages."""
+    steps = spec.strategy.canary.steps
+    if step >= len(steps):
+        return "promotion"
+    s = steps[step]
+    if isinstance(s, api.SetWeightStep):
+        return f"setWeight {s.set_weight}"
+    if isinstance(s, api.PauseStep):
+        return f"pause {s.pause.duration}" if s.pause.duration is not None else "pause (until approved)"
+    if isinstance(s, api.ApprovalStep):
+        return "approval"
+    return f"analysis x{s.analysis.passes}"
+
+
+@dataclass
+class _Plan:
+    spec: api.ModelRolloutSpec
+    old: api.ModelRolloutStatus
+    obs: Observed
+    now: datetime
+    updates: dict[str, Any] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)
+
+    # -- status helpers -------------------------------------------------------------------------
+    def get(self, key: str) -> Any:
+        return self.updates[key] if key in self.updates else getattr(self.old, key)
+
+    def set(self, **kwargs: Any) -> None:
+        self.updates.update(kwargs)
+
+    def phase(self, phase: Phase, message: str) -> None:
+        self.set(phase=phase, message=message)
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def history(self, outcome: str, message: str = "", **extra: Any) -> None:
+        entry = api.HistoryEntry(revision=extra.pop("revision", self.obs.revision), outcome=outcome,
+                                 at=self.now, message=message, **extra)
+        items = [*self.get("history"), entry]
+        self.set(history=items[-HISTORY_LIMIT:])
+
+    def again(self, seconds: float) -> None:
+        self.requeue.append(max(0.0, seconds))
+
+    def consume(self, key: str) -> None:
+        if key not in self.consumed:
+            self.consumed.append(key)
+
+    def by(self, key: str) -> str | None:
+        return self.obs.annotation_managers.get(key)
+
+    def done(self) -> Decision:
+        if self.consumed:
+            self.actions.insert(0, RemoveAnnotations(tuple(self.consumed)))
+        self.set(observed_generation=self.obs.generation)
+        status = self.old.model_copy(update=self.updates)
+        status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
+                                                                    self.obs.generation)})
+        if status.phase != self.old.phase and status.phase is not None:
+            self.event(f"Phase{status.phase.value}", status.message or status.phase.value,
+                       warning=status.phase in (Phase.ROLLING_BACK, Phase.FAILED, Phase.INVALID))
+        return Decision(status=status, actions=tuple(self.actions), events=tuple(self.events),
+                        requeue_after=min(self.requeue) if self.requeue else None)
+
+    # -- shared moves ---------------------------------------------------------------------------
+    def router_to_stable(self) -> None:
+        if self.obs.router_weight is not None:
+            self.actions.append(ResetRouter())
+
+    def rollback(self, reason: str, *, outcome: str = "RolledBack", by: str | None = None) -> None:
+        self.router_to_stable()
+        self.set(rolled_back_revision=self.obs.revision, rollback_at=self.now, current_weight=0,
+                 approval=None, approved_step=None, progress_since=None)
+        self.phase(Phase.ROLLING_BACK, f"rolling back revision {self.obs.revision}: {reason}")
+        self.history(outcome, reason, by=by)
+        self.event("RollingBack", f"all traffic back to stable {self.old.stable_revision}: {reason}",
+                   warning=True)
+        self.finish_rollback()
+
+    def finish_rollback(self) -> None:
+        at = self.get("rollback_at") or self.now
+        wait = (at + self.spec.rollback.scale_down_delay - self.now).total_seconds()
+        if wait > 0:
+            self.again(wait)
+            return
+        canary = self.obs.canary
+        if canary is not None and canary.replicas > 0:
+            self.actions.append(ScaleCanary(0))
+        reason = (self.get("message") or "").split(": ", 1)[-1]
+        self.phase(Phase.ROLLED_BACK, f"revision {self.obs.revision} rolled back: {reason}; "
+                   f"stable {self.old.stable_revision} serves 100%. Change the template, or annotate "
+                   f"{RETRY}=true to try it again")
+
+    def advance(self, to: int) -> None:
+        self.set(current_step=to, step_started_at=self.now, approved_step=None, approval=None,
+                 analysis_passes=0, progress_since=None)
+        self.again(0)
+
+    def gate(self, step: int, reason: str, action: str) -> bool:
+        """Wait at a gate for ``approve=TOKEN``; True when it is opened now."""
+        token = build_token(self.obs.revision, step)
+        given = self.obs.annotations.get(APPROVE)
+        if given:
+            check = check_token(given, revision=self.obs.revision, step=step)
+            if check.opens:
+                self.consume(APPROVE)
+                self.history("Approved", reason, step=step, token=token, by=self.by(APPROVE))
+                self.event("Approved", f"gate at step {step} ({reason}) approved with {token}"
+                           + (f" by {self.by(APPROVE)}" if self.by(APPROVE) else ""))
+                self.set(approval=None)
+                return True
+            if not check.pending:
+                self.consume(APPROVE)
+                self.event("ApprovalRejected", f"{check.reason}; the current token is {token}", warning=True)
+        current = self.get("approval")
+        since = current.since if current is not None and current.token == token else self.now
+        self.set(approval=api.ApprovalStatus(
+            step=step, token=token, reason=reason, action=action,
+            command=approve_command(self.obs.name, self.obs.namespace, token), since=since))
+        phase = Phase.PAUSED if action == "resume" else Phase.AWAITING_APPROVAL
+        self.phase(phase, f"waiting for approval at step {step} ({reason}): run "
+                   f"`{approve_command(self.obs.name, self.obs.namespace, token)}`")
+        return False
+
+
+def conditions(
+    status: api.ModelRolloutStatus, old: Sequence[api.Condition], now: datetime, generation: int
+) -> list[api.Condition]:
+    """kstatus-compatible conditions: Ready, Progressing (and Reconciling), Healthy, Stalled."""
+    phase = status.phase or Phase.PENDING
+    reason = phase.value
+    msg = status.message
+    stalled = phase in (Phase.FAILED, Phase.INVALID)
+    wanted = {
+        "Ready": phase is Phase.SUCCEEDED,
+        "Progressing": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
+        "Reconciling": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
+        "Healthy": phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
+        "Stalled": stalled,
+    }
+    before = {c.type: c for c in old}
+    out = []
+    for kind, value in wanted.items():
+        text = "True" if value else "False"
+        prev = before.get(kind)
+        changed = prev is None or prev.status != text
+        out.append(api.Condition(
+            type=kind, status=text, reason=reason, message=msg,
+            last_transition_time=now if changed or prev is None else prev.last_transition_time,
+            observed_generation=generation))
+    return out
+
+
+_PLACEHOLDER = api.ModelRolloutSpec.model_validate({
+    "selector": {"matchLabels": {"app": "x"}}, "template": {"spec": {"containers": [{"name": "x", "image": "x"}]}},
+    "traffic": {"service": {"name": "x"}}, "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+})
+"""Stands in for an unparseable spec when the only decision is Invalid (nothing reads it)."""
+
+
+def decide(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus, obs: Observed, now: datetime) -> Decision:
+    """The next move of one rollout. Pure: the same inputs give the same Decision."""
+    if obs.invalid is not None or spec is None:
+        p = _Plan(_PLACEHOLDER, status, obs, now)
+        p.phase(Phase.INVALID, obs.invalid or "spec: invalid")
+        return p.done()
+    p = _Plan(spec, status, obs, now)
+    if status.stable_revision is None:
+        _first_release(p)
+    elif obs.revision == status.stable_revision:
+        _steady(p)
+    else:
+        _rollout(p)
+    return p.done()
+
+
+def _first_release(p: _Plan) -> None:
+    """No stable yet: the template becomes stable directly, no steps."""
+    obs, want = p.obs, p.spec.replicas
+    stable = obs.stable
+    p.actions.append(EnsureServices())
+    if stable is None or stable.revision != obs.revision:
+        p.actions.append(EnsureStable(obs.revision, want))
+        p.phase(Phase.PROGRESSING, f"creating stable revision {obs.revision}")
+        p.set(progress_since=p.now)
+        p.again(POLL_SECONDS)
+        return
+    if stable.replicas != want:
+        p.actions.append(ScaleStable(want))
+    if stable.ready < want or not stable.updated:
+        p.phase(Phase.PROGRESSING, f"waiting for stable revision {obs.revision}: {stable.ready}/{want} ready"
+                + (f" ({stable.failure})" if stable.failure else ""))
+        since = p.get("progress_since") or p.now
+        p.set(progress_since=since)
+        if (p.now - since).total_seconds() > p.spec.progress_deadline_seconds:
+            p.phase(Phase.FAILED, f"stable revision {obs.revision} not ready after "
+                    f"{p.spec.progress_deadline_seconds}s: {stable.failure or 'pods not ready'}")
+            return
+        p.again(POLL_SECONDS)
+        return
+    p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None)
+    p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
+    p.history("Succeeded", "first release")
+
+
+def _steady(p: _Plan) -> None:
+    """The spec asks for the stable revision: nothing to roll out; undo any canary left over."""
+    obs, want = p.obs, p.spec.replicas
+    for key in (ABORT, RETRY, PROMOTE, APPROVE):
+        if key in obs.annotations:
+            p.consume(key)
+            p.event("AnnotationIgnored", f"{key} ignored: no rollout in progress", warning=True)
+    canary_rev = p.old.canary_revision
+    p.router_to_stable()
+    if obs.canary is not None and obs.canary.replicas > 0:
+        p.actions.append(ScaleCanary(0))
+    if obs.stable is None or obs.stable.revision != obs.revision:
+        p.actions.append(EnsureStable(obs.revision, want))
+    elif obs.stable.replicas != want:
+        p.actions.append(ScaleStable(want))
+    if canary_rev is not None:
+        if p.old.phase in ACTIVE or p.old.phase is Phase.PROMOTING:
+            p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
+        p.set(canary_revision=None, current_step=None, current_weight=0, approval=None, approved_step=None,
+              progress_since=None, analysis=[], analysis_passes=0, inconclusive_count=0)
+    p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
+
+
+def _rollout(p: _Plan) -> None:
+    obs, old = p.obs, p.old
+    rev = obs.revision
+    # a rolled-back revision is not retried on its own
+    if old.rolled_back_revision == rev and old.canary_revision == rev:
+        if obs.annotations.get(RETRY, "").lower() == "true" and old.phase is Phase.ROLLED_BACK:
+            p.consume(RETRY)
+            p.history("Retried", "retry requested", by=p.by(RETRY))
+            p.event("Retry", f"retrying revision {rev} from step 0")
+            p.set(rolled_back_revision=None, canary_revision=None)
+            _start(p)
+            return
+        for key in (ABORT, PROMOTE, APPROVE, RETRY):
+            if key in obs.annotations:
+                p.consume(key)
+                p.event("AnnotationIgnored", f"{key} ignored: revision {rev} is {old.phase.value if old.phase else ''}"
+                        f"; annotate {RETRY}=true to try it again", warning=True)
+        if old.phase is Phase.ROLLING_BACK:
+            p.router_to_stable()
+            p.finish_rollback()
+        else:
+            p.router_to_stable()
+            if obs.canary is not None and obs.canary.replicas > 0:
+                p.actions.append(ScaleCanary(0))
+        return
+    if old.canary_revision != rev:
+        _start(p)
+        return
+    if obs.annotations.get(ABORT, "").lower() == "true":
+        p.consume(ABORT)
+        if old.phase is not Phase.PROMOTING:
+            p.rollback("aborted by user", outcome="Aborted", by=p.by(ABORT))
+            return
+        p.event("AnnotationIgnored", f"{ABORT} ignored: promotion already under way", warning=True)
+    elif ABORT in obs.annotations:
+        p.consume(ABORT)
+        p.event("AnnotationIgnored", f"{ABORT}={obs.annotations[ABORT]!r} ignored: use {ABORT}=true", warning=True)
+    if RETRY in obs.annotations:
+        p.consume(RETRY)
+        p.event("AnnotationIgnored", f"{RETRY} ignored: revision {rev} was not rolled back", warning=True)
+    if old.phase is Phase.PROMOTING:
+        _promote(p)
+        return
+    if _canary_deadline(p):
+        return
+    if obs.samples is not None and _evaluate(p):
+        return
+    if _promote_annotation(p):
+        _promote(p)
+        return
+    _step(p)
+
+
+def _start(p: _Plan) -> None:
+    """A new revision (or a changed template mid-rollout): start over from step 0."""
+    obs, old = p.obs, p.old
+    if old.canary_revision is not None and old.canary_revision != obs.revision and (
+            old.phase in ACTIVE or old.phase is Phase.PROMOTING):
+        p.history("Superseded", f"replaced by revision {obs.revision} before promotion",
+                  revision=old.canary_revision)
+        p.event("Superseded", f"template changed mid-rollout: revision {old.canary_revision} abandoned, "
+                f"starting over with {obs.revision}")
+    p.router_to_stable()
+    p.actions.append(EnsureServices())
+    if obs.canary is None or obs.canary.revision != obs.revision:
+        p.actions.append(EnsureCanary(obs.revision, 0))
+    elif obs.canary.replicas > 0:
+        p.actions.append(ScaleCanary(0))
+    p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
+          traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
+          inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None)
+    p.phase(Phase.PROGRESSING, f"rolling out revision {obs.revision} over stable {old.stable_revision}")
+    p.history("Started", f"stable {old.stable_revision}")
+    p.again(0)
+
+
+def _canary_deadline(p: _Plan) -> bool:
+    """Roll back when canary pods stay unready past the progress deadline; runs even while pods fail."""
+    canary = p.obs.canary
+    if canary is None or canary.replicas == 0 or (canary.ready >= canary.replicas and canary.updated):
+        if p.get("progress_since") is not None and p.old.phase in ACTIVE:
+            p.set(progress_since=None)
+        return False
+    since = p.get("progress_since") or p.now
+    p.set(progress_since=since)
+    waited = (p.now - since).total_seconds()
+    limit = p.spec.progress_deadline_seconds
+    if waited > limit:
+        why = canary.failure or "pods not ready"
+        p.rollback(f"canary pods not ready after {limit}s: {why} ({canary.ready}/{canary.replicas} ready)")
+        return True
+    p.again(min(POLL_SECONDS, limit - waited + 0.01))
+    return False
+
+
+def _evaluate(p: _Plan) -> bool:
+    """Fold this evaluation into status; True when it rolled back or paused the rollout."""
+    analysis = p.spec.analysis
+    assert analysis is not None and p.obs.samples is not None
+    result = an.assess(analysis, p.obs.samples, p.old.analysis, p.now)
+    passes = p.old.analysis_passes + 1 if result.all_pass else 0
+    inconclusive = p.old.inconclusive_count + 1 if result.inconclusive else 0
+    p.set(analysis=list(result.metrics), analysis_passes=passes, inconclusive_count=inconclusive,
+          last_analysis_at=p.now)
+    for message in result.alerts:
+        p.event("AnalysisAlert", message, warning=True)
+    if result.breach is not None:
+        breach = result.breach
+        if breach.action == "rollback" and p.spec.rollback.automatic:
+            p.rollback(f"metric {breach.message}")
+            return True
+        action = "rollback" if breach.action == "rollback" else "resume"
+        what = "approve to roll back" if action == "rollback" else "approve to resume"
+        p.event("AnalysisFailed", f"{breach.message}; {what}", warning=True)
+        p.gate(p.get("current_step") or 0, f"metric {breach.message}; {what}", action)
+        return True
+    if result.inconclusive and inconclusive >= analysis.inconclusive.limit:
+        last = "; ".join(m.message or "" for m in result.metrics if m.verdict is api.Verdict.INCONCLUSIVE)
+        if analysis.inconclusive.action == "rollback":
+            p.rollback(f"analysis inconclusive {inconclusive} times in a row: {last}")
+            return True
+        p.phase(Phase.PAUSED, f"analysis inconclusive {inconclusive} times in a row, holding until metrics "
+                f"return: {last}")
+        if inconclusive == analysis.inconclusive.limit:
+            p.event("AnalysisInconclusive", f"holding: {last}", warning=True)
+        _schedule_analysis(p)
+        return True
+    return False
+
+
+def _schedule_analysis(p: _Plan) -> None:
+    nxt = an.next_analysis_in(p.spec.analysis, p.get("last_analysis_at"), p.now)
+    if nxt is not None and p.get("traffic_started_at") is not None:
+        p.again(nxt.total_seconds())
+
+
+def _promote_annotation(p: _Plan) -> bool:
+    value = p.obs.annotations.get(PROMOTE)
+    if value is None:
+        return False
+    p.consume(PROMOTE)
+    step = p.get("current_step") or 0
+    token = build_token(p.obs.revision, step)
+    check = check_token(value, revision=p.obs.revision, step=step)
+    if not check.opens:
+        p.event("PromoteRejected", f"{check.reason}; the current token is {token}", warning=True)
+        return False
+    p.history("Promoted", "remaining steps skipped", step=step, token=token, by=p.by(PROMOTE))
+    p.event("Promote", f"promotion requested with {token}: skipping steps {step}..")
+    p.set(approval=None)
+    p.phase(Phase.PROMOTING, f"promoting revision {p.obs.revision} (steps skipped by request)")
+    return True
+
+
+def _step(p: _Plan) -> None:
+    spec, obs = p.spec, p.obs
+    steps = spec.strategy.canary.steps
+    i = p.get("current_step") or 0
+    held = p.get("approval")
+    if held is not None and held.action in ("resume", "rollback"):
+        if not p.gate(held.step, held.reason, held.action):
+            return
+        if held.action == "rollback":
+            p.rollback(f"rollback approved: {held.reason}")
+            return
+        p.set(analysis=[m.model_copy(update={"failures": 0}) for m in p.get("analysis")])
+    _schedule_analysis(p)
+    analysis_ok = spec.analysis is None or an.last_all_pass(spec.analysis, p.get("analysis"))
+    if p.get("inconclusive_count") >= (spec.analysis.inconclusive.limit if spec.analysis else 1 << 30):
+        return
+    if i >= len(steps):
+        if not analysis_ok and p.get("traffic_started_at") is not None:
+            p.phase(Phase.PROGRESSING, "all steps done; waiting for a passing analysis before promotion")
+            return
+        p.phase(Phase.PROMOTING, f"all {len(steps)} steps done; promoting revision {obs.revision}")
+        p.event("Promoting", f"all steps done for revision {obs.revision}")
+        _promote(p)
+        return
+    reason = gate_reason(spec, i)
+    if reason is not None and p.get("approved_step") != i:
+        if not p.gate(i, reason, "continue"):
+            return
+        p.set(approved_step=i)
+    elif obs.annotations.get(APPROVE):
+        check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i)
+        if check.opens:
+            p.consume(APPROVE)  # this gate was approved already; the annotation was not removed yet
+        elif not check.pending:
+            p.consume(APPROVE)
+            p.event("ApprovalRejected", f"{check.reason}; no gate is waiting", warning=True)
+    step = steps[i]
+    label = f"step {i + 1}/{len(steps)} ({describe_step(spec, i)})"
+    if isinstance(step, api.SetWeightStep):
+        _set_weight(p, i, step.set_weight, analysis_ok, label)
+    elif isinstance(step, api.PauseStep):
+        if step.pause.duration is None:
+            p.advance(i + 1)
+            return
+        started = p.get("step_started_at") or p.now
+        left = (started + step.pause.duration - p.now).total_seconds()
+        if left <= 0:
+            p.advance(i + 1)
+            return
+        p.phase(Phase.PAUSED, f"{label}: paused, {timedelta(seconds=round(left))} left at weight "
+                f"{p.get('current_weight')}")
+        p.again(left)
+    elif isinstance(step, api.ApprovalStep):
+        p.advance(i + 1)
+    else:
+        need = step.analysis.passes
+        have = p.get("analysis_passes")
+        if have >= need:
+            p.history("AnalysisPassed", f"{have} passing evaluations", step=i)
+            p.advance(i + 1)
+            return
+        p.phase(Phase.PROGRESSING, f"{label}: {have}/{need} passing evaluations")
+
+
+def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) -> None:
+    obs, spec = p.obs, p.spec
+    current = p.get("current_weight")
+    if weight > current > 0 and not analysis_ok:
+        p.phase(Phase.PROGRESSING, f"{label}: holding weight {current} until every metric passes")
+        return
+    need = canary_replicas(spec.replicas, weight)
+    canary = obs.canary
+    have_replicas = canary.replicas if canary is not None else 0
+    if have_replicas < need:
+        p.actions.append(ScaleCanary(need))
+        p.set(progress_since=p.now)
+        p.phase(Phase.PROGRESSING, f"{label}: scaling canary to {need} replicas before moving traffic")
+        p.again(POLL_SECONDS)
+        return
+    ready = canary.ready if canary is not None else 0
+    if ready < need or (canary is not None and not canary.updated):
+        p.phase(Phase.PROGRESSING, f"{label}: waiting for canary pods, {ready}/{need} ready"
+                + (f" ({canary.failure})" if canary is not None and canary.failure else ""))
+        p.again(POLL_SECONDS)
+        return
+    if obs.router_weight != weight and not (weight == 0 and obs.router_weight is None):
+        p.actions.append(SetWeight(weight))
+    if weight > 0 and p.get("traffic_started_at") is None:
+        p.set(traffic_started_at=p.now)
+    p.set(current_weight=weight)
+    p.phase(Phase.PROGRESSING, f"{label}: weight {weight}")
+    p.event("SetWeight", f"{label}: {weight}% of traffic on revision {obs.revision}")
+    p.advance(i + 1)
+
+
+def _promote(p: _Plan) -> None:
+    """Stable takes the new template, waits until ready, takes 100% back; canary scaled to zero."""
+    obs, want = p.obs, p.spec.replicas
+    stable, canary = obs.stable, obs.canary
+    p.set(approval=None)
+    if stable is None or stable.revision != obs.revision:
+        p.actions.append(PromoteStable(obs.revision, want))
+        p.phase(Phase.PROMOTING, f"promoting: stable Deployment takes revision {obs.revision}")
+        p.again(POLL_SECONDS)
+        return
+    if stable.replicas != want:
+        p.actions.append(ScaleStable(want))
+    if stable.ready < want or not stable.updated:
+        p.phase(Phase.PROMOTING, f"promoting: waiting for stable on revision {obs.revision}, "
+                f"{stable.ready}/{want} ready")
+        p.again(POLL_SECONDS)
+        return
+    p.router_to_stable()
+    if canary is not None and canary.replicas > 0:
+        p.actions.append(ScaleCanary(0))
+    p.set(stable_revision=obs.revision, canary_revision=None, current_step=None, current_weight=0,
+          approval=None, approved_step=None, progress_since=None)
+    p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: stable serves 100% ({want} replicas)")
+    p.history("Succeeded", "promoted")

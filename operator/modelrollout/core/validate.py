@@ -1,0 +1,46 @@
+"""Checks the CRD schema cannot make, as messages that name the field. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelrollout import api
+from modelrollout.core.queries import check_template
+
+
+def parse_error(exc: ValidationError) -> str:
+    """A pydantic error as ``spec.a.b: message; ...``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(raw: Any) -> tuple[api.ModelRolloutSpec | None, str | None]:
+    """The spec, or the reason it is invalid."""
+    try:
+        spec = api.ModelRolloutSpec.model_validate(raw)
+    except ValidationError as exc:
+        return None, "spec." + parse_error(exc)
+    return spec, validate(spec)
+
+
+def validate(spec: api.ModelRolloutSpec) -> str | None:
+    """What is wrong with a spec that the schema accepted, naming the field; None when nothing is."""
+    if spec.analysis is not None:
+        for i, metric in enumerate(spec.analysis.metrics):
+            problem = check_template(metric.query)
+            if problem:
+                return f"spec.analysis.metrics[{i}].query ({metric.name}): {problem}"
+    labels = spec.template.metadata.labels
+    for key, value in spec.selector.match_labels.items():
+        if labels.get(key) != value:
+            return f"spec.template.metadata.labels: must contain {key}={value} from spec.selector.matchLabels"
+    if spec.traffic.header_route is not None and spec.traffic.ingress is None:
+        return "spec.traffic.headerRoute: the Service replica-ratio router cannot pin requests by header"
+    if any(isinstance(s, api.AnalysisStep) for s in spec.strategy.canary.steps) and spec.analysis is None:
+        return "spec.strategy.canary.steps: an analysis step needs spec.analysis"
+    return None

@@ -1,0 +1,68 @@
+"""One reconcile of one rollout: observe -> decide -> carry out. Synchronous; run it in a thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from modelrollout import api, telemetry
+from modelrollout.apply import carry_out
+from modelrollout.core.plan import decide
+from modelrollout.kube import Kube
+from modelrollout.metrics.base import MetricSource
+from modelrollout.metrics.prometheus import PrometheusSource
+from modelrollout.observe import observe
+
+log = logging.getLogger("modelrollout.engine")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Engine:
+    """Reconciles rollouts; holds the clients and a metric source per Prometheus address."""
+
+    def __init__(self, kube: Kube, *, clock: Clock = utcnow) -> None:
+        self.kube = kube
+        self.clock = clock
+        self._sources: dict[tuple[str, float], MetricSource] = {}
+        self._lock = threading.Lock()
+
+    def source_for(self, analysis: api.Analysis) -> MetricSource:
+        key = (analysis.prometheus.address, analysis.prometheus.timeout.total_seconds())
+        with self._lock:
+            if key not in self._sources:
+                self._sources[key] = PrometheusSource(key[0], timeout=key[1])
+            return self._sources[key]
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile once; the seconds until the next look (None: only on a change)."""
+        rollout = self.kube.get_rollout(namespace, name)
+        if rollout is None or rollout["metadata"].get("deletionTimestamp"):
+            return None
+        with telemetry.RECONCILE_SECONDS.time():
+            now = self.clock()
+            seen = observe(self.kube, rollout, now, self.source_for)
+            decision = decide(seen.spec, seen.status, seen.observed, now)
+            carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
+        telemetry.RECONCILES.labels(namespace).inc()
+        self._record(namespace, name, decision.status, seen.observed.samples is not None,
+                     [e.reason for e in decision.events])
+        return decision.requeue_after
+
+    def _record(self, namespace: str, name: str, status: api.ModelRolloutStatus, evaluated: bool,
+                reasons: list[str]) -> None:
+        phase = status.phase or api.Phase.PENDING
+        for p in api.Phase:
+            telemetry.PHASE.labels(namespace, name, p.value).set(1 if p is phase else 0)
+        telemetry.WEIGHT.labels(namespace, name).set(status.current_weight)
+        if evaluated:
+            for m in status.analysis:
+                telemetry.EVALUATIONS.labels(namespace, name, m.name, m.verdict.value).inc()
+        if "RollingBack" in reasons and status.history:
+            telemetry.ROLLBACKS.labels(namespace, name, status.history[-1].outcome).inc()

@@ -1,0 +1,82 @@
+"""kopf handlers, kept thin: each rollout gets one daemon that reconciles when woken or when due.
+
+Watch events on ModelRollouts and on the Deployments the operator owns only wake the rollout's daemon;
+the daemon runs :meth:`Engine.reconcile` in a worker thread (the Kubernetes and Prometheus clients are
+synchronous) and sleeps until the next wake-up or the time the decision asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from modelrollout import api, telemetry
+from modelrollout.engine import Engine
+from modelrollout.kube import LABEL_ROLLOUT, Kube
+
+log = logging.getLogger("modelrollout.handlers")
+
+RESYNC_SECONDS = 60.0
+"""A rollout with nothing to wait for is still looked at this often."""
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = "modelrollout.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrollout.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="modelrollout.io", key="last-handled-configuration")
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    workers = int(getattr(memo, "workers", 64))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
+    if getattr(memo, "engine", None) is None:
+        memo.engine = Engine(Kube.connect())
+    memo.wakeups = {}
+
+
+def _wake(memo: kopf.Memo, uid: str | None) -> None:
+    event = memo.wakeups.get(uid) if uid else None
+    if event is not None:
+        event.set()
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+def rollout_changed(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, uid)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT})
+def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    for ref in body.metadata.get("ownerReferences") or []:
+        if ref.get("kind") == api.KIND:
+            _wake(memo, ref.get("uid"))
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=5.0, backoff=1.0)
+async def rollout_daemon(name: str, namespace: str | None, uid: str, memo: Any, stopped: kopf.DaemonStopped,
+                         logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
+    namespace = namespace or "default"
+    wake = memo.wakeups.setdefault(uid, asyncio.Event())
+    engine: Engine = memo.engine
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                delay = await asyncio.to_thread(engine.reconcile, namespace, name)
+            except Exception as exc:
+                telemetry.RECONCILE_ERRORS.labels(namespace, name).inc()
+                logger.warning("reconcile failed, retrying: %s: %s", type(exc).__name__, exc)
+                delay = 1.0
+            timeout = RESYNC_SECONDS if delay is None else min(max(delay, 0.0), RESYNC_SECONDS)
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
+    finally:
+        memo.wakeups.pop(uid, None)

@@ -1,0 +1,690 @@
+"""A real local Kubernetes control plane, no Docker: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok (fake nodes whose Pods become Running/Ready), every one on 127.0.0.1.
+
+Binaries: Debian's etcd (``/usr/bin/etcd``) and the ones hack/controlplane/build.sh builds into a cache
+outside the clone. Certificates are made with the ``openssl`` CLI.
+
+CLI (backs ``make cluster-up`` / ``make cluster-down``)::
+
+    python -m modelrollout.localenv.controlplane up --dir .localenv [--nodes 2] [--detach]
+    python -m modelrollout.localenv.controlplane down --dir .localenv
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelrollout.localenv.procs import (
+    LOCALHOST,
+    CommandFailed,
+    ManagedProcess,
+    free_port,
+    run,
+    terminate_pid,
+    wait_until,
+)
+
+K8S_VERSION = "v1.36.3"
+KWOK_VERSION = "v0.8.0"
+K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+ETCD = os.environ.get("MODELROLLOUT_ETCD", "/usr/bin/etcd")
+OPENSSL = "openssl"
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+POD_CIDR = "10.0.0.0/16"  # kwok hands out Pod IPs from here: room for thousands of Pods
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
+
+# Controllers that can do nothing without kubelets, a cloud or a CSR flow; everything else stays on.
+DISABLED_CONTROLLERS = (
+    "cloud-node-lifecycle-controller",
+    "node-route-controller",
+    "service-lb-controller",
+    "node-ipam-controller",
+    "persistentvolume-attach-detach-controller",
+    "persistentvolume-expander-controller",
+    "certificatesigningrequest-approving-controller",
+    "certificatesigningrequest-signing-controller",
+    "certificatesigningrequest-cleaner-controller",
+    "kube-apiserver-serving-clustertrustbundle-publisher-controller",
+    "storage-version-migrator-controller",
+)
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+# RequestReceived duplicates ResponseComplete for every request; drop it to halve the log.
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+"""
+
+START_TIMEOUT = float(os.environ.get("MODELROLLOUT_START_TIMEOUT", "180"))
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- binaries
+
+
+def repo_root() -> Path:
+    """The clone this package lives in (…/operator/modelrollout/localenv/controlplane.py → …)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def build_script() -> Path:
+    return repo_root() / "hack" / "controlplane" / "build.sh"
+
+
+def bin_dir() -> Path:
+    """Where build.sh puts (or has put) the binaries; MODELROLLOUT_BIN_DIR overrides it."""
+    override = os.environ.get("MODELROLLOUT_BIN_DIR")
+    if override:
+        return Path(override)
+    cache = Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache" / "modelrollout")
+    return cache / "bin" / f"k8s-{K8S_VERSION}-kwok-{KWOK_VERSION}"
+
+
+def missing_binaries(directory: Path | None = None) -> list[str]:
+    d = directory or bin_dir()
+    return [b for b in K8S_BINARIES if not os.access(d / b, os.X_OK)]
+
+
+def ensure_binaries() -> Path:
+    """Return the bin dir, running hack/controlplane/build.sh first if a binary is missing."""
+    d = bin_dir()
+    if not missing_binaries(d):
+        return d
+    if os.environ.get("MODELROLLOUT_BIN_DIR"):
+        raise ControlPlaneError(f"missing {missing_binaries(d)} in MODELROLLOUT_BIN_DIR={d}")
+    script = build_script()
+    if not script.is_file():
+        raise ControlPlaneError(f"missing {missing_binaries(d)} in {d} and no build script at {script}")
+    if shutil.which("go") is None:
+        raise ControlPlaneError(f"missing {missing_binaries(d)} in {d}; building them needs Go (not on PATH)")
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        tail = "\n".join((res.stderr or res.stdout).splitlines()[-40:])
+        raise ControlPlaneError(f"{script} failed with exit code {res.returncode}:\n{tail}")
+    built = Path(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else d
+    still = missing_binaries(built)
+    if still:
+        raise ControlPlaneError(f"{script} succeeded but {still} are missing from {built}")
+    return built
+
+
+# ------------------------------------------------------------------------------------------ certificates
+
+
+_REQ_CNF = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+"""
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    res = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{res.stderr}")
+
+
+def _make_ca(pki: Path) -> None:
+    (pki / "req.cnf").write_text(_REQ_CNF)
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=modelrollout-local-ca",
+        "-config",
+        "req.cnf",
+        "-extensions",
+        "ca",
+        cwd=pki,
+    )
+
+
+def _make_cert(pki: Path, name: str, subject: str, *, server_sans: Sequence[str] = ()) -> None:
+    """EC key + certificate signed by ca.crt. Client certs: subject /O=group/CN=user."""
+    usages = "serverAuth,clientAuth" if server_sans else "clientAuth"
+    ext = [
+        "[ext]",
+        "basicConstraints = critical,CA:FALSE",
+        "keyUsage = critical,digitalSignature",
+        f"extendedKeyUsage = {usages}",
+    ]
+    if server_sans:
+        ext.append("subjectAltName = " + ",".join(server_sans))
+    (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
+    _openssl(
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        "-config",
+        "req.cnf",
+        cwd=pki,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        str(int.from_bytes(os.urandom(8), "big")),
+        "-days",
+        "365",
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        f"{name}.ext",
+        "-extensions",
+        "ext",
+        cwd=pki,
+    )
+
+
+def _make_pki(pki: Path) -> None:
+    pki.mkdir(parents=True, exist_ok=True)
+    _make_ca(pki)
+    _make_cert(
+        pki,
+        "apiserver",
+        "/CN=kube-apiserver",
+        server_sans=[
+            f"IP:{LOCALHOST}",
+            f"IP:{SERVICE_IP}",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ],
+    )
+    _make_cert(pki, "admin", "/O=system:masters/CN=modelrollout-admin")
+    _make_cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
+    _make_cert(pki, "scheduler", "/CN=system:kube-scheduler")
+    _make_cert(pki, "kwok", "/O=system:masters/CN=kwok-controller")
+    # Service-account token signing key (ES256) and its public half for the apiserver.
+    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
+    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> Path:
+    """A self-contained kubeconfig (certificates embedded) for client cert ``user``.crt/key."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {"server": server, "certificate-authority-data": _b64(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": _b64(pki / f"{user}.crt"),
+                    "client-key-data": _b64(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    }
+    path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
+    path.chmod(0o600)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ control plane
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    kubeconfig: Path
+    server: str
+    audit_log: Path
+    bin_dir: Path
+    processes: list[ManagedProcess] = field(default_factory=list, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster; on failure (check=True) raises with stdout/stderr."""
+        argv = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        return run(argv, input=input, check=check, timeout=timeout, env=self.env())
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def pids(self) -> list[tuple[str, int]]:
+        return [(p.name, p.pid) for p in self.processes if p.proc is not None]
+
+    def write_pids(self, path: Path) -> None:
+        """One "name pid" line per process, in the order ``down`` stops them (last started first)."""
+        lines = [f"{name} {pid}" for name, pid in reversed(self.pids())]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+
+    def check_alive(self) -> None:
+        for p in self.processes:
+            p.check_alive()
+
+    def stop(self) -> None:
+        """Stop every process, last started first (SIGTERM, then SIGKILL after a bounded wait)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for p in reversed(self.processes):
+            p.stop(timeout=10)
+
+    def detach(self) -> None:
+        """Leave the processes running after this Python process exits (``up --detach``)."""
+        self._stopped = True
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self.stop)
+
+
+def _component_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("KUBECONFIG", None)
+    # Debian's etcd 3.4 lacks RequestWatchProgress, so client-go's streaming list (WatchListClient, on by
+    # default in kwok's client-go) fails every watch and kwok only sees pods on its periodic relist (10 s+
+    # late). Plain list+watch works at once.
+    env["KUBE_FEATURE_WatchListClient"] = "false"
+    return env
+
+
+def _start(cp: ControlPlane, name: str, argv: list[str]) -> ManagedProcess:
+    p = ManagedProcess(name=name, argv=argv, log=cp.workdir / "logs" / f"{name}.log", env=_component_env())
+    cp.processes.append(p)
+    p.start()
+    return p
+
+
+def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START_TIMEOUT) -> ControlPlane:
+    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok with ``nodes`` fake nodes.
+
+    Returns once /readyz is ok, the ``default`` ServiceAccount exists and every node is Ready. Everything
+    (certificates, etcd data, logs, kubeconfig, audit log) lives in ``workdir``; a previous run's etcd data
+    there is wiped. The processes are stopped by ``stop()`` or at interpreter exit.
+    """
+    bins = ensure_binaries()
+    if not os.access(ETCD, os.X_OK):
+        raise ControlPlaneError(f"etcd not found at {ETCD} (apt-get install etcd-server)")
+    if shutil.which(OPENSSL) is None:
+        raise ControlPlaneError("openssl not found (apt-get install openssl)")
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("etcd-data", "pki", "logs"):
+        shutil.rmtree(workdir / stale, ignore_errors=True)
+    (workdir / "logs").mkdir()
+    pki = workdir / "pki"
+    _make_pki(pki)
+
+    api_port = free_port()
+    server = f"https://{LOCALHOST}:{api_port}"
+    cp = ControlPlane(
+        workdir=workdir,
+        kubeconfig=write_kubeconfig(workdir / "kubeconfig", server, pki, "admin"),
+        server=server,
+        audit_log=workdir / "audit.log",
+        bin_dir=bins,
+    )
+    atexit.register(cp.stop)
+    try:
+        _boot(cp, pki, api_port, nodes, time.monotonic() + timeout)
+    except BaseException:
+        cp.stop()
+        atexit.unregister(cp.stop)
+        raise
+    return cp
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 1.0)
+
+
+def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: float) -> None:
+    w, b = cp.workdir, cp.bin_dir
+    with contextlib.suppress(FileNotFoundError):
+        cp.audit_log.unlink()
+
+    # etcd ------------------------------------------------------------------------------------------------
+    etcd_client, etcd_peer = free_port(), free_port()
+    etcd = _start(
+        cp,
+        "etcd",
+        [
+            ETCD,
+            "--name=local",
+            f"--data-dir={w / 'etcd-data'}",
+            f"--listen-client-urls=http://{LOCALHOST}:{etcd_client}",
+            f"--advertise-client-urls=http://{LOCALHOST}:{etcd_client}",
+            f"--listen-peer-urls=http://{LOCALHOST}:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://{LOCALHOST}:{etcd_peer}",
+            f"--initial-cluster=local=http://{LOCALHOST}:{etcd_peer}",
+            "--initial-cluster-state=new",
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--log-level=warn",
+        ],
+    )
+
+    def etcd_healthy() -> bool:
+        etcd.check_alive()
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://{LOCALHOST}:{etcd_client}/health", timeout=2) as resp:
+            return bool(json.loads(resp.read()).get("health") == "true")
+
+    wait_until(etcd_healthy, _remaining(deadline), what="etcd /health", ignore=(OSError, ValueError))
+
+    # kube-apiserver -------------------------------------------------------------------------------------
+    (w / "audit-policy.yaml").write_text(AUDIT_POLICY)
+    apiserver = _start(
+        cp,
+        "kube-apiserver",
+        [
+            str(b / "kube-apiserver"),
+            f"--etcd-servers=http://{LOCALHOST}:{etcd_client}",
+            f"--bind-address={LOCALHOST}",
+            f"--advertise-address={LOCALHOST}",
+            f"--secure-port={api_port}",
+            "--endpoint-reconciler-type=none",
+            "--watch-cache=false",  # Debian etcd 3.4 has no RequestWatchProgress: cached watches break
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            f"--audit-policy-file={w / 'audit-policy.yaml'}",
+            f"--audit-log-path={cp.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",  # one file, never rotated: tests read it whole
+            "--profiling=false",
+        ],
+    )
+
+    def apiserver_ready() -> bool:
+        apiserver.check_alive()
+        etcd.check_alive()
+        res = cp.kubectl("get", "--raw=/readyz", check=False, timeout=10)
+        return res.returncode == 0 and res.stdout.strip() == "ok"
+
+    wait_until(
+        apiserver_ready,
+        _remaining(deadline),
+        0.2,
+        what="kube-apiserver /readyz",
+        ignore=(subprocess.TimeoutExpired,),
+    )
+
+    # kube-controller-manager, kube-scheduler, kwok ------------------------------------------------------
+    kcm_cfg = write_kubeconfig(w / "controller-manager.kubeconfig", cp.server, pki, "controller-manager")
+    _start(
+        cp,
+        "kube-controller-manager",
+        [
+            str(b / "kube-controller-manager"),
+            f"--kubeconfig={kcm_cfg}",
+            f"--authentication-kubeconfig={kcm_cfg}",
+            f"--authorization-kubeconfig={kcm_cfg}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            f"--bind-address={LOCALHOST}",
+            f"--secure-port={free_port()}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*," + ",".join(f"-{c}" for c in DISABLED_CONTROLLERS),
+            "--profiling=false",
+        ],
+    )
+    sched_cfg = write_kubeconfig(w / "scheduler.kubeconfig", cp.server, pki, "scheduler")
+    _start(
+        cp,
+        "kube-scheduler",
+        [
+            str(b / "kube-scheduler"),
+            f"--kubeconfig={sched_cfg}",
+            f"--authentication-kubeconfig={sched_cfg}",
+            f"--authorization-kubeconfig={sched_cfg}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            f"--bind-address={LOCALHOST}",
+            f"--secure-port={free_port()}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+    )
+    kwok_cfg = write_kubeconfig(w / "kwok.kubeconfig", cp.server, pki, "kwok")
+    _start(
+        cp,
+        "kwok",
+        [
+            str(b / "kwok"),
+            f"--kubeconfig={kwok_cfg}",
+            f"--config={STAGES_FILE}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+            f"--node-ip={LOCALHOST}",
+            f"--cidr={POD_CIDR}",
+            "--node-lease-duration-seconds=40",
+        ],
+    )
+
+    # fake nodes -----------------------------------------------------------------------------------------
+    cp.kubectl("apply", "-f", "-", input=json.dumps(_node_list(nodes)))
+
+    def default_sa() -> bool:
+        cp.check_alive()
+        return cp.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+
+    wait_until(default_sa, _remaining(deadline), 0.2, what="ServiceAccount default/default (controller-manager)")
+
+    def nodes_ready() -> bool:
+        cp.check_alive()
+        out = cp.kubectl("get", "nodes", "-l", "type=kwok", "-o", "json").stdout
+        items = json.loads(out)["items"]
+        return len(items) >= nodes and all(_node_schedulable(n) for n in items)
+
+    wait_until(nodes_ready, _remaining(deadline), 0.2, what=f"{nodes} kwok nodes Ready", ignore=(CommandFailed,))
+
+
+def _node_list(count: int) -> dict[str, object]:
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": f"kwok-node-{i}",
+                "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": f"kwok-node-{i}",
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/role": "agent",
+                    "node-role.kubernetes.io/agent": "",
+                },
+            },
+            # kwok's node-initialize stage fills status (allocatable 1k cpu, 1Ti memory, 1M pods).
+        }
+        for i in range(count)
+    ]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def _node_schedulable(node: Mapping[str, object]) -> bool:
+    status = node.get("status")
+    spec = node.get("spec")
+    conditions = status.get("conditions", []) if isinstance(status, dict) else []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    taints = spec.get("taints", []) if isinstance(spec, dict) else []
+    return ready and not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in taints)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _read_pids(path: Path) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            name, pid = line.split()
+            out.append((name, int(pid)))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_up(directory: Path, nodes: int, detach: bool) -> int:
+    pids_file = directory / "pids"
+    if pids_file.exists() and any(_alive(pid) for _, pid in _read_pids(pids_file)):
+        print(
+            f"a control plane from {pids_file} is still running; run `down --dir {directory}` first",
+            file=sys.stderr,
+        )
+        return 1
+    started = time.monotonic()
+    cp = start_control_plane(directory, nodes=nodes)
+    cp.write_pids(pids_file)
+    print(f"control plane up in {time.monotonic() - started:.1f}s: {cp.server}", file=sys.stderr)
+    print(f"logs: {cp.workdir / 'logs'}  audit log: {cp.audit_log}", file=sys.stderr)
+    print(f"export KUBECONFIG={cp.kubeconfig}")
+    sys.stdout.flush()
+    if detach:
+        cp.detach()
+        return 0
+
+    stop_requested: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    try:
+        while not stop_requested:
+            try:
+                cp.check_alive()
+            except RuntimeError as e:
+                print(str(e), file=sys.stderr)
+                code = 1
+                break
+            time.sleep(1.0)  # liveness watch only, not synchronisation
+    finally:
+        cp.stop()
+        with contextlib.suppress(FileNotFoundError):
+            pids_file.unlink()
+    return code
+
+
+def cmd_down(directory: Path) -> int:
+    pids_file = directory / "pids"
+    if not pids_file.exists():
+        print(f"no {pids_file}: nothing to stop", file=sys.stderr)
+        return 0
+    for name, pid in _read_pids(pids_file):
+        if _alive(pid):
+            print(f"stopping {name} (pid {pid})", file=sys.stderr)
+            terminate_pid(pid, timeout=10)
+    pids_file.unlink()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m modelrollout.localenv.controlplane",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a control plane (foreground unless --detach)")
+    up.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, pids, logs)")
+    up.add_argument("--nodes", type=int, default=2, help="number of kwok fake nodes")
+    up.add_argument("--detach", action="store_true", help="return once up, leaving the processes running")
+    down = sub.add_parser("down", help="stop the control plane recorded in DIR/pids")
+    down.add_argument("--dir", type=Path, required=True)
+    sub.add_parser("bin-dir", help="print the bin dir, building the binaries if needed")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return cmd_up(args.dir, args.nodes, args.detach)
+    if args.command == "down":
+        return cmd_down(args.dir)
+    print(ensure_binaries())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

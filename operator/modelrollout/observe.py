@@ -1,0 +1,100 @@
+"""Read the world once per reconcile into a frozen :class:`~modelrollout.core.model.Observed` (I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from modelrollout import api
+from modelrollout.core import analysis as an
+from modelrollout.core.approval import CONTROL_ANNOTATIONS
+from modelrollout.core.model import Observed
+from modelrollout.core.phases import ACTIVE
+from modelrollout.core.queries import TemplateError, render
+from modelrollout.core.revision import revision_of
+from modelrollout.core.validate import parse_spec
+from modelrollout.kube import Body, Kube, owner_reference
+from modelrollout.metrics.base import MetricSource
+from modelrollout.routers.base import Router, RouterContext, router_for
+from modelrollout.workloads import pod_failure, read_deployment, track_state
+
+SourceFor = Callable[[api.Analysis], MetricSource]
+
+
+@dataclass(frozen=True)
+class Observation:
+    spec: api.ModelRolloutSpec | None
+    status: api.ModelRolloutStatus
+    observed: Observed
+    ctx: RouterContext | None
+    router: Router | None
+
+
+def annotation_managers(managed_fields: list[Body] | None) -> dict[str, str]:
+    """Who set each control annotation, from metadata.managedFields. Pure."""
+    out: dict[str, str] = {}
+    for entry in managed_fields or []:
+        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
+        for key in CONTROL_ANNOTATIONS:
+            if f"f:{key}" in annotations:
+                out[key] = str(entry.get("manager") or "unknown")
+    return out
+
+
+def parse_status(raw: Any) -> api.ModelRolloutStatus:
+    try:
+        return api.ModelRolloutStatus.model_validate(raw or {})
+    except Exception:
+        return api.ModelRolloutStatus()
+
+
+def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> Observation:
+    meta = rollout["metadata"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    raw_spec = rollout.get("spec") or {}
+    status = parse_status(rollout.get("status"))
+    spec, invalid = parse_spec(raw_spec)
+    revision = revision_of(raw_spec.get("template") or {}, raw_spec.get("model"))
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    base = Observed(
+        name=name, namespace=namespace, generation=int(meta.get("generation") or 0), revision=revision,
+        stable=None, canary=None, router_weight=None,
+        annotations={k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS},
+        annotation_managers=annotation_managers(meta.get("managedFields")), invalid=invalid,
+    )
+    if spec is None or invalid is not None:
+        return Observation(spec, status, base, None, None)
+    ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
+    router = router_for(spec)
+    problem = router.check(ctx)
+    if problem is not None:
+        return Observation(spec, status, replace(base, invalid=problem), ctx, router)
+    stable = track_state(read_deployment(kube, namespace, ctx.stable_deployment))
+    canary = track_state(read_deployment(kube, namespace, ctx.canary_deployment))
+    if canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
+        canary = replace(canary, failure=pod_failure(kube, namespace, name, "canary"))
+    if status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
+        stable = replace(stable, failure=pod_failure(kube, namespace, name, "stable"))
+    samples = None
+    if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
+            and an.analysis_due(spec.analysis, status.last_analysis_at, status.traffic_started_at, now)):
+        samples = query_metrics(spec.analysis, source_for(spec.analysis), now, status.traffic_started_at,
+                                {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"})
+    return Observation(spec, status, replace(base, stable=stable, canary=canary,
+                                             router_weight=router.current_weight(ctx), samples=samples),
+                       ctx, router)
+
+
+def query_metrics(analysis: api.Analysis, source: MetricSource, now: datetime, traffic_started_at: datetime | None,
+                  values: Mapping[str, str]) -> dict[str, an.Sample]:
+    out: dict[str, an.Sample] = {}
+    for metric in an.due_metrics(analysis, traffic_started_at, now):
+        try:
+            query = render(metric.query, values)
+        except TemplateError as exc:
+            out[metric.name] = an.Sample(None, metric.query, str(exc))
+            continue
+        out[metric.name] = source.query(query)
+    return out

@@ -1,0 +1,119 @@
+"""NGINX Ingress router: an operator-owned canary Ingress with ``canary-weight``.
+
+The operator copies the user's Ingress into ``NAME-canary`` (owned by the ModelRollout), points every
+backend at the ``NAME-canary`` Service and adds ``nginx.ingress.kubernetes.io/canary: "true"`` with
+``canary-weight``. The user's Ingress is never edited; it must route to a Service that selects only the
+stable track (``NAME-stable``, or a root Service whose selector has ``modelrollout.io/track: stable``).
+``spec.traffic.headerRoute`` becomes ``canary-by-header`` / ``canary-by-header-value``. NGINX canary
+annotations cannot mirror traffic. Reset deletes the canary Ingress: one write.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, optional
+from modelrollout.routers.base import RouterContext
+
+PREFIX = "nginx.ingress.kubernetes.io/"
+CANARY = PREFIX + "canary"
+WEIGHT = PREFIX + "canary-weight"
+BY_HEADER = PREFIX + "canary-by-header"
+BY_HEADER_VALUE = PREFIX + "canary-by-header-value"
+
+
+def _backend_services(spec: dict[str, Any]) -> set[str]:
+    names = set()
+    default = (spec.get("defaultBackend") or {}).get("service")
+    if default:
+        names.add(default["name"])
+    for rule in spec.get("rules") or []:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            svc = (path.get("backend") or {}).get("service")
+            if svc:
+                names.add(svc["name"])
+    return names
+
+
+def canary_ingress_spec(user_spec: dict[str, Any], targets: set[str], canary_service: str) -> dict[str, Any]:
+    """The user's Ingress spec with every backend in ``targets`` pointed at the canary Service. Pure."""
+    spec = copy.deepcopy(user_spec)
+    spec.pop("tls", None)  # TLS is served by the primary Ingress for the same host
+    default = (spec.get("defaultBackend") or {}).get("service")
+    if default and default["name"] in targets:
+        default["name"] = canary_service
+    for rule in spec.get("rules") or []:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            svc = (path.get("backend") or {}).get("service")
+            if svc and svc["name"] in targets:
+                svc["name"] = canary_service
+    return spec
+
+
+class NginxIngressRouter:
+    name = "nginx"
+
+    def _user_ingress(self, ctx: RouterContext) -> dict[str, Any] | None:
+        assert ctx.spec.traffic.ingress is not None
+        name = ctx.spec.traffic.ingress.name
+        ing = optional(lambda: ctx.kube.networking.read_namespaced_ingress(name, ctx.namespace))
+        return None if ing is None else ctx.kube.to_dict(ing)
+
+    def check(self, ctx: RouterContext) -> str | None:
+        assert ctx.spec.traffic.ingress is not None
+        ing_name = ctx.spec.traffic.ingress.name
+        ing = self._user_ingress(ctx)
+        if ing is None:
+            return f"spec.traffic.ingress.name: Ingress {ing_name} not found in namespace {ctx.namespace}"
+        root = ctx.spec.traffic.service.name
+        backends = _backend_services(ing.get("spec") or {})
+        if ctx.stable_service in backends:
+            return None
+        if root not in backends:
+            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to {sorted(backends)}, "
+                    f"not to {ctx.stable_service} or {root}")
+        svc = optional(lambda: ctx.kube.core.read_namespaced_service(root, ctx.namespace))
+        if svc is None:
+            return f"spec.traffic.service.name: Service {root} not found in namespace {ctx.namespace}"
+        if (svc.spec.selector or {}).get(LABEL_TRACK) != "stable":
+            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {root}, which selects "
+                    f"both tracks; point the Ingress at {ctx.stable_service}, or add "
+                    f"{LABEL_TRACK}: stable to the selector of Service {root}")
+        return None
+
+    def current_weight(self, ctx: RouterContext) -> int | None:
+        ing = optional(lambda: ctx.kube.networking.read_namespaced_ingress(ctx.canary_service, ctx.namespace))
+        if ing is None:
+            return None
+        value = (ing.metadata.annotations or {}).get(WEIGHT, "0")
+        return int(value) if value.isdigit() else 0
+
+    def set_weight(self, ctx: RouterContext, weight: int) -> None:
+        user = self._user_ingress(ctx)
+        if user is None:
+            raise RuntimeError("the user's Ingress disappeared")
+        annotations = {k: v for k, v in (user["metadata"].get("annotations") or {}).items()
+                       if k.startswith(PREFIX) and not k.startswith(CANARY)}
+        annotations.update({CANARY: "true", WEIGHT: str(weight)})
+        header = ctx.spec.traffic.header_route
+        if header is not None:
+            annotations.update({BY_HEADER: header.name, BY_HEADER_VALUE: header.value})
+        targets = {ctx.spec.traffic.service.name, ctx.stable_service}
+        body = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {
+                "name": ctx.canary_service,
+                "namespace": ctx.namespace,
+                "labels": {LABEL_ROLLOUT: ctx.name, LABEL_TRACK: "canary", **MANAGED_BY},
+                "annotations": annotations,
+                "ownerReferences": [ctx.owner],
+            },
+            "spec": canary_ingress_spec(user.get("spec") or {}, targets, ctx.canary_service),
+        }
+        ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
+                       body=body)
+
+    def reset(self, ctx: RouterContext) -> None:
+        optional(lambda: ctx.kube.networking.delete_namespaced_ingress(ctx.canary_service, ctx.namespace))

@@ -1,0 +1,61 @@
+"""Service router: split traffic by replica ratio behind the user's root Service.
+
+The root Service selects the pods of both tracks by the shared labels, so each track gets a share of
+requests close to its share of ready pods. For weight ``w`` of ``R`` replicas the canary runs
+``ceil(R*w/100)`` pods and stable the rest. It is an approximation: the share is quantised to
+``1/R`` (with 4 replicas, weight 10 becomes 25%), and kube-proxy balances connections, not requests.
+Header pinning and mirroring are not possible with a Service and are rejected at validation.
+The weight is recorded in the ``modelrollout.io/weight`` annotation of the stable Deployment, written in
+the same patch as its replicas, so one write moves traffic.
+"""
+
+from __future__ import annotations
+
+from modelrollout.core.weights import stable_replicas_for_ratio
+from modelrollout.kube import ANNOTATION_WEIGHT, LABEL_TRACK, optional
+from modelrollout.routers.base import RouterContext
+
+
+class ServiceRouter:
+    name = "service"
+
+    def check(self, ctx: RouterContext) -> str | None:
+        svc_name = ctx.spec.traffic.service.name
+        svc = optional(lambda: ctx.kube.core.read_namespaced_service(svc_name, ctx.namespace))
+        if svc is None:
+            return f"spec.traffic.service.name: Service {svc_name} not found in namespace {ctx.namespace}"
+        selector = svc.spec.selector or {}
+        labels = ctx.spec.selector.match_labels
+        if LABEL_TRACK in selector:
+            return (f"spec.traffic.service.name: Service {svc_name} selects {LABEL_TRACK}={selector[LABEL_TRACK]}, "
+                    "so it cannot split traffic by replica ratio; remove that label from its selector")
+        if not selector or any(labels.get(k) != v for k, v in selector.items()):
+            return (f"spec.traffic.service.name: Service {svc_name} selector {selector} must be a subset of "
+                    f"spec.selector.matchLabels {dict(labels)} to reach both tracks")
+        return None
+
+    def current_weight(self, ctx: RouterContext) -> int | None:
+        dep = optional(lambda: ctx.kube.apps.read_namespaced_deployment(ctx.stable_deployment, ctx.namespace))
+        if dep is None:
+            return None
+        value = (dep.metadata.annotations or {}).get(ANNOTATION_WEIGHT)
+        weight = int(value) if value and value.isdigit() else 0
+        return weight or None
+
+    def set_weight(self, ctx: RouterContext, weight: int) -> None:
+        replicas = ctx.spec.replicas
+        ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
+            "metadata": {"annotations": {ANNOTATION_WEIGHT: str(weight)}},
+            "spec": {"replicas": stable_replicas_for_ratio(replicas, weight)},
+        })
+
+    def reset(self, ctx: RouterContext) -> None:
+        # Stable back to full size first, then the canary out of the root Service.
+        ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
+            "metadata": {"annotations": {ANNOTATION_WEIGHT: None}},
+            "spec": {"replicas": ctx.spec.replicas},
+        })
+        optional(lambda: ctx.kube.apps.patch_namespaced_deployment(
+            ctx.canary_deployment, ctx.namespace, {"spec": {"replicas": 0}}))
+
+

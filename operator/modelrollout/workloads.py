@@ -1,0 +1,139 @@
+"""The stable and canary tracks (I/O): their Deployments and Services.
+
+``NAME-stable`` and ``NAME-canary`` Deployments run the pod template with the shared labels plus
+``modelrollout.io/track``; ``NAME-stable`` and ``NAME-canary`` Services select one track each. All are
+owned by the ModelRollout, so deleting it deletes them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from modelrollout.core.model import Track, TrackState
+from modelrollout.kube import (
+    ANNOTATION_REVISION,
+    LABEL_REVISION,
+    LABEL_ROLLOUT,
+    LABEL_TRACK,
+    MANAGED_BY,
+    Body,
+    Kube,
+    optional,
+)
+from modelrollout.routers.base import RouterContext
+
+FAILURE_REASONS = frozenset({
+    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError",
+    "CreateContainerError", "RunContainerError",
+})
+
+
+def deployment_body(ctx: RouterContext, template: Body, track: Track, revision: str, replicas: int) -> Body:
+    """The Deployment of one track. Pure."""
+    labels = {**ctx.spec.selector.match_labels, LABEL_TRACK: track}
+    pod = copy.deepcopy(template)
+    meta = pod.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision}
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_REVISION: revision}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{ctx.name}-{track}",
+            "namespace": ctx.namespace,
+            "labels": {LABEL_ROLLOUT: ctx.name, LABEL_TRACK: track, **MANAGED_BY},
+            "annotations": {ANNOTATION_REVISION: revision},
+            "ownerReferences": [ctx.owner],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": pod,
+        },
+    }
+
+
+def service_body(ctx: RouterContext, track: Track, ports: list[Body]) -> Body:
+    """The Service of one track. Pure."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": f"{ctx.name}-{track}",
+            "namespace": ctx.namespace,
+            "labels": {LABEL_ROLLOUT: ctx.name, LABEL_TRACK: track, **MANAGED_BY},
+            "ownerReferences": [ctx.owner],
+        },
+        "spec": {"selector": {**ctx.spec.selector.match_labels, LABEL_TRACK: track}, "ports": ports},
+    }
+
+
+def apply_deployment(ctx: RouterContext, template: Body, track: Track, revision: str, replicas: int) -> None:
+    body = deployment_body(ctx, template, track, revision, replicas)
+    ctx.kube.apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"], ctx.namespace, body=body)
+
+
+def scale(ctx: RouterContext, track: Track, replicas: int) -> None:
+    ctx.kube.apps.patch_namespaced_deployment(f"{ctx.name}-{track}", ctx.namespace, {"spec": {"replicas": replicas}})
+
+
+def ensure_services(ctx: RouterContext) -> None:
+    """Create the per-track Services when missing, with the root Service's ports."""
+    root = optional(lambda: ctx.kube.core.read_namespaced_service(ctx.spec.traffic.service.name, ctx.namespace))
+    ports: list[Body] = []
+    if root is not None:
+        for port in ctx.kube.to_dict(root)["spec"].get("ports") or []:
+            ports.append({k: v for k, v in port.items() if k in ("name", "port", "targetPort", "protocol")})
+    if not ports:
+        ports = [{"name": "http", "port": 80, "targetPort": 8080}]
+    for track in ("stable", "canary"):
+        name = f"{ctx.name}-{track}"
+        if optional(lambda n=name: ctx.kube.core.read_namespaced_service(n, ctx.namespace)) is None:
+            ctx.kube.core.create_namespaced_service(ctx.namespace, service_body(ctx, track, ports))
+
+
+def track_state(dep: Body | None) -> TrackState | None:
+    """What a Deployment says about its track. Pure."""
+    if dep is None:
+        return None
+    spec = dep.get("spec") or {}
+    status = dep.get("status") or {}
+    replicas = int(spec.get("replicas") or 0)
+    caught_up = int(status.get("observedGeneration") or 0) >= int(dep["metadata"].get("generation") or 0)
+    updated_n = int(status.get("updatedReplicas") or 0)
+    ready_n = int(status.get("readyReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    updated = caught_up and updated_n >= replicas and total == replicas
+    ready = min(ready_n, updated_n) if caught_up else 0
+    return TrackState(
+        revision=(dep["metadata"].get("annotations") or {}).get(ANNOTATION_REVISION),
+        replicas=replicas,
+        ready=ready,
+        updated=updated,
+    )
+
+
+def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | None:
+    """Why pods of a track do not start, from their containers' waiting reasons, or None."""
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_ROLLOUT}={name},{LABEL_TRACK}={track}")
+    for pod in pods.items:
+        for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or []):
+            waiting = cs.state.waiting if cs.state is not None else None
+            if waiting is not None and waiting.reason in FAILURE_REASONS:
+                node = pod.spec.node_name or "unscheduled"
+                detail = f": {waiting.message}" if waiting.message else ""
+                return f"{waiting.reason} on pod {pod.metadata.name} (node {node}){detail}"
+        for cond in pod.status.conditions or []:
+            if cond.type == "PodScheduled" and cond.status == "False":
+                return f"Unschedulable: pod {pod.metadata.name}: {cond.message}"
+    return None
+
+
+def read_deployment(kube: Kube, namespace: str, name: str) -> Body | None:
+    dep = optional(lambda: kube.apps.read_namespaced_deployment(name, namespace))
+    return None if dep is None else kube.to_dict(dep)
+
+
+def template_of(rollout: Body) -> Any:
+    return rollout["spec"]["template"]

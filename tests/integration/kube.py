@@ -1,0 +1,126 @@
+"""kubectl-based helpers for integration tests: apply, read status, wait on a condition with a deadline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelrollout.localenv.controlplane import ControlPlane
+from modelrollout.localenv.procs import wait_until
+
+Json = dict[str, Any]
+
+
+@dataclass
+class Kubectl:
+    cp: ControlPlane
+    ns: str
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.cp.kubectl("-n", self.ns, *args, input=input, check=check).stdout
+
+    def apply(self, yaml_text: str) -> str:
+        return self.run("apply", "-f", "-", input=yaml_text)
+
+    def get(self, kind: str, name: str) -> Json | None:
+        res = self.cp.kubectl("-n", self.ns, "get", kind, name, "-o", "json", check=False)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+    def mro(self, name: str) -> Json:
+        obj = self.get("modelrollout", name)
+        assert obj is not None, f"ModelRollout {name} not found"
+        return obj
+
+    def status(self, name: str) -> Json:
+        return dict(self.mro(name).get("status") or {})
+
+    def wait(self, name: str, predicate: Callable[[Json], bool], timeout: float = 60, what: str = "") -> Json:
+        last: list[Json] = [{}]
+
+        def check() -> Json | None:
+            st = self.status(name)
+            last[0] = st
+            return st if predicate(st) else None
+
+        try:
+            return wait_until(check, timeout, 0.1, what=what or f"status of {name}")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; last status: {json.dumps(last[0], indent=1)[:3000]}") from None
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> Json:
+        return self.wait(name, lambda s: s.get("phase") == phase, timeout, f"{name} phase {phase}")
+
+    def events(self, name: str) -> list[Json]:
+        out = json.loads(self.run("get", "events", "-o", "json", "--field-selector",
+                                  f"involvedObject.name={name},involvedObject.kind=ModelRollout"))
+        return list(out.get("items") or [])
+
+    def annotate(self, name: str, key: str, value: str) -> None:
+        self.run("annotate", "mro", name, f"{key}={value}", "--overwrite")
+
+
+@dataclass
+class Watch:
+    """``kubectl get -w`` in the background, collecting every value a jsonpath shows (every version)."""
+
+    k: Kubectl
+    args: list[str]
+    jsonpath: str
+    values: list[str] = field(default_factory=list)
+    _proc: Any = None
+
+    def __enter__(self) -> Watch:
+        import subprocess
+
+        argv = [str(self.k.cp.bin_dir / "kubectl"), f"--kubeconfig={self.k.cp.kubeconfig}", "-n", self.k.ns,
+                "get", *self.args, "-w", "-o", f"jsonpath={self.jsonpath}{{\"\\n\"}}"]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.values.append(line.strip())
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._thread.join(5)
+
+    def distinct(self) -> list[str]:
+        """Values in order with consecutive repeats folded."""
+        out: list[str] = []
+        for v in self.values:
+            if not out or out[-1] != v:
+                out.append(v)
+        return out
+
+
+def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, since: float = 0) -> list[str]:
+    """Verbs of the write requests the apiserver's audit log recorded for one object."""
+    verbs = []
+    for line in cp.audit_log.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        ref = ev.get("objectRef") or {}
+        if ref.get("namespace") != namespace or ref.get("resource") != resource or ref.get("name") != name:
+            continue
+        if ref.get("subresource"):
+            continue
+        if ev.get("verb") in ("create", "update", "patch", "delete") and ev.get("stage") == "ResponseComplete":
+            code = (ev.get("responseStatus") or {}).get("code", 0)
+            if 200 <= code < 300:
+                verbs.append(ev["verb"])
+    return verbs
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,144 @@
+"""A pure, in-memory world for driving ``decide`` in unit tests: actions take effect at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelrollout import api
+from modelrollout.core import analysis as an
+from modelrollout.core.model import (
+    Decision,
+    EnsureCanary,
+    EnsureStable,
+    Observed,
+    PromoteStable,
+    RemoveAnnotations,
+    ResetRouter,
+    ScaleCanary,
+    ScaleStable,
+    SetWeight,
+    TrackState,
+)
+from modelrollout.core.plan import decide
+from modelrollout.core.revision import revision_of
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def spec_dict(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "replicas": 4,
+        "selector": {"matchLabels": {"app": "m"}},
+        "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"containers": [{"name": "m", "image": "img:1"}]}},
+        "traffic": {"service": {"name": "m"}},
+        "strategy": {"canary": {"steps": steps}},
+    }
+    out.update(extra)
+    return out
+
+
+@dataclass
+class World:
+    raw: dict[str, Any]
+    now: datetime = T0
+    stable: TrackState | None = None
+    canary: TrackState | None = None
+    router: int | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    status: api.ModelRolloutStatus = field(default_factory=api.ModelRolloutStatus)
+    canary_ready: bool = True
+    metric_values: dict[str, float | None] = field(default_factory=dict)
+    weights: list[int] = field(default_factory=list)
+    router_writes: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def spec(self) -> api.ModelRolloutSpec:
+        return api.ModelRolloutSpec.model_validate(self.raw)
+
+    @property
+    def revision(self) -> str:
+        return revision_of(self.raw["template"], self.raw.get("model"))
+
+    def set_image(self, image: str) -> None:
+        self.raw["template"]["spec"]["containers"][0]["image"] = image
+
+    def observe(self, samples: bool) -> Observed:
+        spec = self.spec
+        got = None
+        if (
+            samples
+            and spec.analysis is not None
+            and an.analysis_due(spec.analysis, self.status.last_analysis_at, self.status.traffic_started_at, self.now)
+            and self.status.canary_revision == self.revision
+        ):
+            got = {
+                m.name: an.Sample(self.metric_values.get(m.name), m.query)
+                for m in an.due_metrics(spec.analysis, self.status.traffic_started_at, self.now)
+            }
+        return Observed(
+            name="m",
+            namespace="default",
+            generation=1,
+            revision=self.revision,
+            stable=self.stable,
+            canary=self.canary,
+            router_weight=self.router,
+            annotations=dict(self.annotations),
+            samples=got,
+        )
+
+    def step(self, *, samples: bool = True) -> Decision:
+        d = decide(self.spec, self.status, self.observe(samples), self.now)
+        self.decisions.append(d)
+        for a in d.actions:
+            self.carry(a)
+        self.status = d.status
+        return d
+
+    def carry(self, a: Any) -> None:
+        if isinstance(a, EnsureStable | PromoteStable):
+            self.stable = TrackState(a.revision, a.replicas, a.replicas)
+        elif isinstance(a, ScaleStable):
+            assert self.stable is not None
+            self.stable = replace(self.stable, replicas=a.replicas, ready=a.replicas)
+        elif isinstance(a, EnsureCanary):
+            self.canary = TrackState(a.revision, a.replicas, a.replicas if self.canary_ready else 0)
+        elif isinstance(a, ScaleCanary):
+            assert self.canary is not None
+            self.canary = replace(
+                self.canary, replicas=a.replicas, ready=a.replicas if self.canary_ready or a.replicas == 0 else 0
+            )
+        elif isinstance(a, SetWeight):
+            self.router = a.weight
+            self.router_writes += 1
+            self.weights.append(a.weight)
+        elif isinstance(a, ResetRouter):
+            self.router = None
+            self.router_writes += 1
+            self.weights.append(0)
+        elif isinstance(a, RemoveAnnotations):
+            for k in a.keys:
+                self.annotations.pop(k, None)
+
+    def run(self, *, limit: int = 200, until: Any = None, tick: timedelta = timedelta(seconds=1)) -> None:
+        """Decide repeatedly, advancing the clock by the requeue time (or ``tick``), at most ``limit`` times."""
+        for _ in range(limit):
+            d = self.step()
+            if until is not None and until(self):
+                return
+            if until is None and d.requeue_after is None and not d.actions:
+                return
+            wait = d.requeue_after if d.requeue_after is not None else tick.total_seconds()
+            self.now += timedelta(seconds=max(wait, 0.001)) if wait > 0 else timedelta(0)
+        if until is not None:
+            raise AssertionError(f"condition not reached in {limit} decisions; status: {self.status.message}")
+
+
+def released(steps: list[dict[str, Any]], **extra: Any) -> World:
+    """A world whose first revision is already stable."""
+    w = World(spec_dict(steps, **extra))
+    w.run(until=lambda w: w.status.phase is api.Phase.SUCCEEDED)
+    return w

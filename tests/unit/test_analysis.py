@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+
+from modelrollout import api
+from modelrollout.api import Phase, Verdict
+from modelrollout.core.analysis import Sample, assess, judge
+from modelrollout.core.approval import APPROVE
+
+from .sim import T0, released
+
+
+def metric(**kw: object) -> api.Metric:
+    return api.Metric.model_validate({"name": "m", "query": "q", **kw})
+
+
+@pytest.mark.parametrize(
+    ("bounds", "value", "verdict"),
+    [
+        ({"min": 0.9}, 0.95, Verdict.PASS),
+        ({"min": 0.9}, 0.9, Verdict.PASS),
+        ({"min": 0.9}, 0.5, Verdict.FAIL),
+        ({"max": 50}, 51, Verdict.FAIL),
+        ({"max": 50}, 50, Verdict.PASS),
+        ({"min": 1, "max": 2}, 1.5, Verdict.PASS),
+        ({"min": 1, "max": 2}, 0.5, Verdict.FAIL),
+        ({"min": 1, "max": 2}, 2.5, Verdict.FAIL),
+        ({"min": 0.9}, math.nan, Verdict.INCONCLUSIVE),
+        ({"min": 0.9}, None, Verdict.INCONCLUSIVE),
+    ],
+)
+def test_judge_table(bounds: dict[str, float], value: float | None, verdict: Verdict) -> None:
+    got, message = judge(metric(**bounds), Sample(value, "q"))
+    assert got is verdict
+    assert "m" in message
+
+
+def analysis(*metrics: dict[str, object], limit: int = 3, action: str = "pause") -> api.Analysis:
+    return api.Analysis.model_validate(
+        {
+            "interval": "10s",
+            "prometheus": {"address": "http://p:9090"},
+            "inconclusive": {"limit": limit, "action": action},
+            "metrics": list(metrics),
+        }
+    )
+
+
+def test_failure_limit_counts_consecutive_failures() -> None:
+    a = analysis({"name": "m", "query": "q", "min": 1, "failureLimit": 2})
+    prev: tuple[api.MetricStatus, ...] = ()
+    breaches = []
+    for value in (0, 0, 1, 0, 0, 0):
+        r = assess(a, {"m": Sample(value, "q")}, prev, T0)
+        prev = r.metrics
+        breaches.append(r.breach is not None)
+    assert breaches == [False, False, False, False, False, True]
+
+
+def test_empty_result_is_inconclusive_never_failure() -> None:
+    a = analysis({"name": "m", "query": "q", "min": 1})
+    r = assess(a, {"m": Sample(None, "q", "empty result")}, (), T0)
+    assert r.inconclusive and r.breach is None and not r.all_pass
+    assert r.metrics[0].failures == 0
+
+
+def test_alert_only_warns_once_per_streak_and_does_not_gate() -> None:
+    a = analysis({"name": "a", "query": "q", "min": 1, "onFailure": "alert"}, {"name": "b", "query": "q", "min": 0})
+    r1 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, (), T0)
+    r2 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, r1.metrics, T0)
+    assert len(r1.alerts) == 1 and r2.alerts == () and r1.breach is None and r1.all_pass
+
+
+def test_rollback_takes_precedence_over_pause() -> None:
+    a = analysis({"name": "p", "query": "q", "min": 1, "onFailure": "pause"}, {"name": "r", "query": "q", "min": 1})
+    r = assess(a, {"p": Sample(0, "q"), "r": Sample(0, "q")}, (), T0)
+    assert r.breach is not None and r.breach.action == "rollback" and r.breach.metric == "r"
+
+
+ANALYSIS = {
+    "interval": "10s",
+    "prometheus": {"address": "http://p:9090"},
+    "metrics": [{"name": "compat", "query": "q", "min": 0.99}],
+}
+STEPS = [{"setWeight": 20}, {"analysis": {"passes": 2}}, {"setWeight": 60}, {"setWeight": 100}]
+
+
+def test_healthy_canary_promotes_after_passing_analysis() -> None:
+    w = released(STEPS, analysis=ANALYSIS)
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.weights == [20, 60, 100, 0]
+    assert any(h.outcome == "AnalysisPassed" for h in w.status.history)
+
+
+def test_breach_rolls_back_naming_metric_value_threshold_and_query() -> None:
+    w = released(STEPS, analysis=ANALYSIS)
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.current_weight == 20)
+    w.metric_values["compat"] = 0.5
+    w.run(until=lambda w: w.status.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK))
+    assert w.router is None and w.weights == [20, 0]
+    msg = w.status.message
+    assert "compat" in msg and "0.5" in msg and "0.99" in msg and "query: q" in msg
+
+
+def test_no_data_pauses_and_resumes_when_data_returns_never_promotes() -> None:
+    w = released(STEPS, analysis={**ANALYSIS, "inconclusive": {"limit": 2, "action": "pause"}})
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.current_weight == 20)
+    w.metric_values["compat"] = None
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED and "inconclusive" in w.status.message)
+    for _ in range(10):
+        w.step()
+        w.now += timedelta(seconds=10)
+    assert w.status.phase is Phase.PAUSED and w.weights == [20]
+    w.metric_values["compat"] = 1.0
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.weights == [20, 60, 100, 0]
+
+
+def test_on_failure_pause_waits_for_approval_to_resume() -> None:
+    w = released(
+        STEPS, analysis={**ANALYSIS, "metrics": [{"name": "compat", "query": "q", "min": 0.99, "onFailure": "pause"}]}
+    )
+    w.metric_values["compat"] = 0.5
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED and w.status.approval is not None)
+    assert w.weights == [20] and w.status.approval is not None and w.status.approval.action == "resume"
+    w.metric_values["compat"] = 1.0
+    w.annotations[APPROVE] = w.status.approval.token
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+
+
+def test_manual_rollback_policy_waits_for_approval_to_roll_back() -> None:
+    w = released(STEPS, analysis=ANALYSIS, rollback={"automatic": False, "scaleDownDelay": "0s"})
+    w.metric_values["compat"] = 0.5
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.status.approval is not None and w.status.approval.action == "rollback" and w.router == 20
+    w.annotations[APPROVE] = w.status.approval.token
+    w.run(until=lambda w: w.status.phase is Phase.ROLLED_BACK)
+    assert w.router is None
