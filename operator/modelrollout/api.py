@@ -514,6 +514,30 @@ class HistoryEntry(_Status):
     """Who (field manager / user), where the API tells it."""
 
 
+class ModelSnapshot(_Status):
+    """What the stable revision ran with, kept for the next revision's preflight."""
+
+    version: str | None = None
+    """Model version."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Model config."""
+    dependencies: dict[str, str] = Field(default_factory=dict)
+    """Package versions."""
+
+
+class PreflightStatus(_Status):
+    """The new revision compared with the stable one before any traffic moved."""
+
+    dependency_changes: list[str] = Field(default_factory=list)
+    """Every changed, added or removed dependency."""
+    dependency_jumps: list[str] = Field(default_factory=list)
+    """Major-version changes (these gate the first traffic step)."""
+    removed_config_keys: list[str] = Field(default_factory=list)
+    """Config keys dropped without a migration rule (these gate the first traffic step)."""
+    renamed_config_keys: list[str] = Field(default_factory=list)
+    """Config keys renamed by spec.model.configMigrations."""
+
+
 class ModelRolloutStatus(_Status):
     """What the operator observed and did. All rollout state lives here, so a restart loses nothing."""
 
@@ -554,6 +578,10 @@ class ModelRolloutStatus(_Status):
     """When the last rollback began (the canary is scaled down scaleDownDelay after)."""
     rolled_back_revision: str | None = None
     """A revision that was rolled back; it is not retried on its own."""
+    stable_model: ModelSnapshot | None = None
+    """The stable revision's model (version, config, dependencies)."""
+    preflight: PreflightStatus | None = None
+    """The canary revision compared with the stable one."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Healthy."""
     history: list[HistoryEntry] = Field(default_factory=list)

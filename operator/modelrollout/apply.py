@@ -72,8 +72,10 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         kube.patch_rollout_status(namespace, name, new_status)
-    if removals:
-        kube.patch_rollout_annotations(namespace, name, dict.fromkeys(removals))
+    seen = meta.get("annotations") or {}
+    for key in removals:
+        if key in seen:
+            kube.consume_annotation(namespace, name, key, seen[key])
     for event in decision.events:
         emit(kube, rollout, event)
 

@@ -42,6 +42,7 @@ from modelrollout.core.model import (
     SetWeight,
 )
 from modelrollout.core.phases import ACTIVE
+from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.weights import canary_replicas
 
 HISTORY_LIMIT = 20
@@ -49,11 +50,29 @@ POLL_SECONDS = 5.0
 """How often a rollout that waits for pods looks again even without a watch event."""
 
 
-def gate_reason(spec: api.ModelRolloutSpec, step: int) -> str | None:
+def first_traffic_step(spec: api.ModelRolloutSpec) -> int | None:
+    """Index of the first setWeight above zero."""
+    for i, s in enumerate(spec.strategy.canary.steps):
+        if isinstance(s, api.SetWeightStep) and s.set_weight > 0:
+            return i
+    return None
+
+
+def preflight_reasons(status: api.PreflightStatus | None) -> list[str]:
+    """The preflight findings that gate the first traffic step."""
+    if status is None:
+        return []
+    return [*status.dependency_jumps,
+            *(f"config key {k} removed without a migration rule" for k in status.removed_config_keys)]
+
+
+def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] = ()) -> str | None:
     """Why the step at ``step`` waits for a person before it runs, or None."""
     steps = spec.strategy.canary.steps
     if step >= len(steps):
         return None
+    if preflight and step == first_traffic_step(spec):
+        return "preflight: " + "; ".join(preflight)
     s = steps[step]
     if isinstance(s, api.ApprovalStep):
         return s.approval.reason
@@ -164,6 +183,8 @@ class _Plan:
                    f"{RETRY}=true to try it again")
 
     def advance(self, to: int) -> None:
+        if self.get("phase") in (Phase.PAUSED, Phase.AWAITING_APPROVAL):
+            self.phase(Phase.PROGRESSING, f"step {to} done, moving on")
         self.set(current_step=to, step_started_at=self.now, approved_step=None, approval=None,
                  analysis_passes=0, progress_since=None)
         self.again(0)
@@ -270,7 +291,8 @@ def _first_release(p: _Plan) -> None:
             return
         p.again(POLL_SECONDS)
         return
-    p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None)
+    p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None,
+          stable_model=snapshot(p.spec.model))
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
     p.history("Succeeded", "first release")
 
@@ -366,6 +388,12 @@ def _start(p: _Plan) -> None:
         p.actions.append(EnsureCanary(obs.revision, 0))
     elif obs.canary.replicas > 0:
         p.actions.append(ScaleCanary(0))
+    check = preflight(old.stable_model, p.spec.model)
+    p.set(preflight=api.PreflightStatus(
+        dependency_changes=check.dependency_changes, dependency_jumps=check.dependency_jumps,
+        removed_config_keys=check.removed_config_keys, renamed_config_keys=check.renamed_config_keys))
+    if check.reasons:
+        p.event("PreflightGate", "first traffic step waits for approval: " + "; ".join(check.reasons), warning=True)
     p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
           traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
           inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None)
@@ -476,7 +504,7 @@ def _step(p: _Plan) -> None:
         p.event("Promoting", f"all steps done for revision {obs.revision}")
         _promote(p)
         return
-    reason = gate_reason(spec, i)
+    reason = gate_reason(spec, i, preflight_reasons(p.get("preflight")))
     if reason is not None and p.get("approved_step") != i:
         if not p.gate(i, reason, "continue"):
             return
@@ -568,6 +596,7 @@ def _promote(p: _Plan) -> None:
     if canary is not None and canary.replicas > 0:
         p.actions.append(ScaleCanary(0))
     p.set(stable_revision=obs.revision, canary_revision=None, current_step=None, current_weight=0,
-          approval=None, approved_step=None, progress_since=None)
+          approval=None, approved_step=None, progress_since=None, stable_model=snapshot(p.spec.model),
+          preflight=None)
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: stable serves 100% ({want} replicas)")
     p.history("Succeeded", "promoted")

@@ -1,0 +1,513 @@
+"""``kubectl-modelrollout``: the kubectl plugin (``kubectl modelrollout get|approve|abort|retry|promote NAME``).
+
+``get`` shows a rollout's status in words (``-w`` follows it); the other commands set the control
+annotations the operator consumes (``modelrollout.io/approve``, ``abort``, ``retry``, ``promote``) with a
+merge patch under the field manager ``kubectl-modelrollout``, so status.history records who did it.
+
+:func:`render` is pure (a ModelRollout dict in, text out); everything else talks to the apiserver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from modelrollout import api
+from modelrollout.api import Phase
+from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, build_token, parse_token
+from modelrollout.core.phases import ACTIVE, TERMINAL
+from modelrollout.core.plan import describe_step, gate_reason
+
+FIELD_MANAGER = "kubectl-modelrollout"
+HISTORY_SHOWN = 5
+WATCH_CHUNK_SECONDS = 300
+"""Without --timeout, one watch request lasts this long before it is resumed from the last resourceVersion."""
+
+DONE_MARK = "✓"
+CURRENT_MARK = "▶"
+FAILED_MARK = "✗"
+SKIPPED_MARK = "–"
+
+Obj = dict[str, Any]
+
+_ACTIVE = frozenset(p.value for p in ACTIVE)
+_TERMINAL = frozenset(p.value for p in TERMINAL)
+"""Phase names as status carries them."""
+
+
+class PluginError(Exception):
+    """A failure to report in one line (exit 1)."""
+
+
+# --------------------------------------------------------------------------- rendering (pure)
+
+
+def render(obj: Obj) -> str:
+    """A ModelRollout as read from the apiserver, in words. Pure: no I/O, no clock."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name") or "?")
+    namespace = str(meta.get("namespace") or "default")
+    status: Obj = obj.get("status") or {}
+    spec = _parse_spec(obj.get("spec"))
+    phase = str(status.get("phase") or "Pending")
+
+    lines = [f"ModelRollout {namespace}/{name}"]
+    fields: list[tuple[str, str]] = [("Phase", phase)]
+    if status.get("message"):
+        fields.append(("Message", str(status["message"])))
+    elif not status:
+        fields.append(("Message", "the operator has not reported on this rollout yet"))
+    fields.append(("Stable", _short(status.get("stableRevision"))))
+    canary = status.get("canaryRevision")
+    fields.append(("Canary", _short(canary)))
+    if status.get("rolledBackRevision"):
+        fields.append(("Rolled back", _short(status["rolledBackRevision"])))
+    weight = int(status.get("currentWeight") or 0)
+    fields.append(("Weight", f"{weight}% on canary" if canary else f"{weight}%"))
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    if generation is not None and observed is not None and observed < generation:
+        fields.append(("Spec", f"generation {generation}; the operator has acted on {observed} so far"))
+    width = max(len(label) for label, _ in fields) + 2
+    lines += [f"{label + ':':<{width}}{value}" for label, value in fields]
+
+    lines += ["", *_render_steps(obj.get("spec") or {}, spec, status, phase)]
+
+    metrics = status.get("analysis") or []
+    if metrics:
+        lines += ["", *_render_analysis(status, metrics)]
+
+    waiting = _render_waiting(name, namespace, status, phase)
+    if waiting:
+        lines += ["", *waiting]
+
+    history = status.get("history") or []
+    if history:
+        shown = history[-HISTORY_SHOWN:]
+        title = "History:" if len(shown) == len(history) else f"History (last {len(shown)} of {len(history)}):"
+        rows = [[_ts(h.get("at")), _short(h.get("revision")), str(h.get("outcome") or ""),
+                 "" if h.get("step") is None else f"step {h['step']}",
+                 str(h.get("message") or "") + (f" (by {h['by']})" if h.get("by") else "")] for h in shown]
+        lines += ["", title, *_table(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
+    try:
+        return api.ModelRolloutSpec.model_validate(raw or {})
+    except Exception:
+        return None
+
+
+def _short(revision: Any) -> str:
+    return str(revision) if revision else "-"
+
+
+def _ts(value: Any) -> str:
+    """An RFC 3339 timestamp as ``2024-05-01 10:00:00Z``; anything else as given."""
+    if not value:
+        return "-"
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    out = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        out.append((indent + "  ".join(cells)).rstrip())
+    return out
+
+
+def _raw_step(step: Any) -> tuple[str, str | None]:
+    """Description and gate of a step when the spec does not parse (the operator marks it Invalid)."""
+    if not isinstance(step, dict):
+        return str(step), None
+    if "setWeight" in step:
+        return f"setWeight {step['setWeight']}", None
+    if "pause" in step:
+        duration = (step.get("pause") or {}).get("duration")
+        return (f"pause {duration}", None) if duration else ("pause (until approved)", "indefinite pause")
+    if "approval" in step:
+        return "approval", str((step.get("approval") or {}).get("reason") or "approval required")
+    if "analysis" in step:
+        return f"analysis x{(step.get('analysis') or {}).get('passes', 1)}", None
+    return str(step), None
+
+
+def _render_steps(raw_spec: Obj, spec: api.ModelRolloutSpec | None, status: Obj, phase: str) -> list[str]:
+    if spec is not None:
+        count = len(spec.strategy.canary.steps)
+        described = [(describe_step(spec, i), gate_reason(spec, i)) for i in range(count)]
+    else:
+        raw_steps = ((raw_spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
+        described = [_raw_step(s) for s in raw_steps]
+    current = status.get("currentStep")
+    in_progress = current is not None and bool(status.get("canaryRevision"))
+    approval = status.get("approval") or {}
+    lines = ["Steps:" if in_progress else "Steps (no rollout in progress):"]
+    rows = []
+    for i, (text, gate) in enumerate(described):
+        mark = " "
+        notes = []
+        if in_progress:
+            assert current is not None
+            if i < current:
+                mark = DONE_MARK
+            elif phase == Phase.PROMOTING:
+                mark = SKIPPED_MARK
+                notes.append("(skipped)")
+            elif i == current:
+                mark = FAILED_MARK if phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK) else CURRENT_MARK
+        if gate is not None:
+            notes.append(f"[gate: {gate}]")
+        if in_progress and status.get("approvedStep") == i:
+            notes.append("(approved)")
+        if approval and approval.get("step") == i and approval.get("action", "continue") == "continue":
+            notes.append("<- waiting for approval")
+        rows.append([mark, str(i), text, " ".join(notes)])
+    if in_progress:
+        assert current is not None
+        mark = CURRENT_MARK if phase == Phase.PROMOTING or (current >= len(described) and phase in _ACTIVE) else " "
+        rows.append([mark, "", "promotion", ""])
+    lines += _table(rows) if rows else ["  (none)"]
+    return lines
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _render_analysis(status: Obj, metrics: list[Obj]) -> list[str]:
+    head = f"Analysis: {int(status.get('analysisPasses') or 0)} passing evaluation(s) in a row"
+    if status.get("inconclusiveCount"):
+        head += f", {status['inconclusiveCount']} inconclusive in a row"
+    if status.get("lastAnalysisAt"):
+        head += f"; last at {_ts(status['lastAnalysisAt'])}"
+    rows = [["METRIC", "VALUE", "VERDICT", "FAILURES", "MESSAGE"]]
+    rows += [[str(m.get("name") or "?"), _number(m.get("value")), str(m.get("verdict") or "-"),
+              str(int(m.get("failures") or 0)), str(m.get("message") or "")] for m in metrics]
+    return [head, *_table(rows)]
+
+
+def plugin_command(verb: str, name: str, namespace: str) -> str:
+    """The plugin command line for ``verb`` on a rollout (``-n`` left out for namespace default)."""
+    ns = "" if namespace == "default" else f" -n {namespace}"
+    return f"kubectl modelrollout {verb} {name}{ns}"
+
+
+def _render_waiting(name: str, namespace: str, status: Obj, phase: str) -> list[str]:
+    approval = status.get("approval")
+    if approval:
+        action = approval.get("action") or "continue"
+        does = {"continue": f"continues past step {approval.get('step')}",
+                "resume": "resumes the rollout", "rollback": "rolls the canary back"}.get(action, action)
+        out = [f"Waiting for: approval at step {approval.get('step')} ({approval.get('reason') or 'approval'})",
+               f"  since:   {_ts(approval.get('since'))}",
+               f"  token:   {approval.get('token')} (approving {does})",
+               f"  approve: {plugin_command('approve', name, namespace)}"]
+        if approval.get("command"):
+            out.append(f"       or: {approval['command']}")
+        return out
+    if phase == Phase.ROLLED_BACK and status.get("rolledBackRevision"):
+        return [f"To try revision {status['rolledBackRevision']} again: {plugin_command('retry', name, namespace)}"]
+    return []
+
+
+# --------------------------------------------------------------------------- the apiserver
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, str]:
+    """A CustomObjectsApi and the namespace, loading the kubeconfig like kubectl does."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    namespace: str | None = args.namespace
+    try:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=args.kubeconfig, context=args.context, client_configuration=cfg)
+        if namespace is None:
+            contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                config_file=args.kubeconfig)
+            chosen = next((c for c in contexts if c.get("name") == args.context), None) if args.context else active
+            namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    except config.ConfigException as exc:
+        if args.kubeconfig is not None or args.context is not None:
+            raise PluginError(f"cannot load kubeconfig: {exc}") from None
+        try:  # like kubectl in a pod without a kubeconfig
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            raise PluginError(f"cannot load kubeconfig: {exc}") from None
+        if namespace is None:
+            try:
+                with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                    namespace = f.read().strip() or None
+            except OSError:
+                pass
+    return client.CustomObjectsApi(client.ApiClient(cfg)), namespace or "default"
+
+
+def _api_error(exc: Any, name: str, namespace: str) -> PluginError:
+    if getattr(exc, "status", None) == 404:
+        return PluginError(f'modelrollout "{name}" not found in namespace "{namespace}"')
+    reason = getattr(exc, "reason", None) or exc
+    return PluginError(f"{name}: the apiserver said {getattr(exc, 'status', '?')} {reason}")
+
+
+def _get(custom: Any, namespace: str, name: str) -> Obj:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        out = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+    except ApiException as exc:
+        raise _api_error(exc, name, namespace) from None
+    assert isinstance(out, dict)
+    return out
+
+
+def _annotate(custom: Any, namespace: str, name: str, key: str, value: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"metadata": {"annotations": {key: value}}},
+            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
+    except ApiException as exc:
+        raise _api_error(exc, name, namespace) from None
+
+
+def _done(obj: Obj) -> bool:
+    """In a terminal phase for the latest spec the operator has seen."""
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return False
+    return status.get("phase") in _TERMINAL
+
+
+def _in_progress(status: Obj) -> bool:
+    return bool(status.get("canaryRevision")) and status.get("phase") in _ACTIVE
+
+
+def _stale(obj: Obj) -> bool:
+    """The operator has not acted on the latest spec yet (status may describe an older one)."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return generation is not None and (observed is None or observed < generation)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    if not args.watch:
+        sys.stdout.write(render(obj))
+        return 0
+    return _watch(custom, namespace, args.name, obj, args)
+
+
+def _show(obj: Obj, first: bool) -> None:
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[2J")
+    elif not first:
+        sys.stdout.write("\n" + "─" * 72 + "\n")
+    sys.stdout.write(render(obj))
+    sys.stdout.flush()
+
+
+def _watch(custom: Any, namespace: str, name: str, obj: Obj, args: argparse.Namespace) -> int:
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    _show(obj, True)
+    if args.until_done and _done(obj):
+        return 0
+    rv = str(obj["metadata"]["resourceVersion"])
+    w = watch.Watch()  # type: ignore[no-untyped-call]
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        chunk = WATCH_CHUNK_SECONDS if remaining is None else max(1, math.ceil(remaining))
+        try:
+            events = w.stream(  # type: ignore[no-untyped-call]
+                custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL,
+                field_selector=f"metadata.name={name}", resource_version=rv, timeout_seconds=chunk,
+                _request_timeout=(10, chunk + 10))
+            for event in events:
+                raw = event.get("raw_object") or {}
+                rv = str((raw.get("metadata") or {}).get("resourceVersion") or rv)
+                if event.get("type") == "BOOKMARK":
+                    continue
+                if event.get("type") == "DELETED":
+                    print(f"\nmodelrollout {namespace}/{name} was deleted", file=sys.stderr)
+                    return 1
+                _show(raw, False)
+                if args.until_done and _done(raw):
+                    return 0
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except ApiException as exc:
+            if exc.status != 410:
+                raise _api_error(exc, name, namespace) from None
+            obj = _get(custom, namespace, name)  # the watch expired: start again from the current object
+            rv = str(obj["metadata"]["resourceVersion"])
+            _show(obj, False)
+            if args.until_done and _done(obj):
+                return 0
+        except HTTPError:
+            continue  # a read timeout or a dropped connection: resume from rv until the deadline
+    if args.until_done:
+        print(f"timed out after {args.timeout:g}s: {name} is not done yet", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    status: Obj = obj.get("status") or {}
+    approval: Obj = status.get("approval") or {}
+    action = "continue"
+    step: Any
+    if args.token:
+        token = parse_token(args.token)
+        if token is None:
+            raise PluginError(f"malformed token {args.token!r}: expected REVISION-STEP, e.g. 7f2a1b0c9d-3")
+        value, step = str(token), token.step
+        canary = status.get("canaryRevision")
+        if canary and token.revision != canary:
+            print(f"warning: {value} is for revision {token.revision}, the rollout is at {canary}", file=sys.stderr)
+        if approval.get("token") == value:
+            action = str(approval.get("action") or "continue")
+    else:
+        if not approval.get("token"):
+            phase = status.get("phase") or "Pending"
+            message = f": {status['message']}" if status.get("message") else ""
+            raise PluginError(f"nothing waits for approval on {args.name} (phase {phase}{message})")
+        value, step = str(approval["token"]), approval.get("step")
+        action = str(approval.get("action") or "continue")
+    _annotate(custom, namespace, args.name, APPROVE, value)
+    suffix = {"resume": " (the rollout resumes)", "rollback": " (the canary rolls back)"}.get(action, "")
+    print(f"approved {args.name} at step {step} with {value}{suffix}")
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    status: Obj = obj.get("status") or {}
+    if status.get("phase") == Phase.PROMOTING:
+        raise PluginError(f"{args.name} is promoting revision {status.get('canaryRevision')}; it cannot be aborted")
+    if not _in_progress(status) and not _stale(obj):
+        raise PluginError(f"no rollout in progress on {args.name} (phase {status.get('phase') or 'Pending'})")
+    _annotate(custom, namespace, args.name, ABORT, "true")
+    print(f"aborted {args.name} at step {status.get('currentStep')}: revision {_short(status.get('canaryRevision'))} "
+          f"rolls back, stable {_short(status.get('stableRevision'))} takes all traffic")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    status: Obj = obj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == Phase.ROLLING_BACK:
+        raise PluginError(f"{args.name} is still rolling back; retry once it is RolledBack "
+                          f"(kubectl modelrollout get {args.name} -w --until-done)")
+    if phase != Phase.ROLLED_BACK or not status.get("rolledBackRevision"):
+        raise PluginError(f"{args.name} has no rolled-back revision to retry (phase {phase})")
+    _annotate(custom, namespace, args.name, RETRY, "true")
+    print(f"retried {args.name}: revision {status['rolledBackRevision']} starts again from step 0")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    status: Obj = obj.get("status") or {}
+    canary, step = status.get("canaryRevision"), status.get("currentStep")
+    if not _in_progress(status) or step is None:
+        raise PluginError(f"no rollout in progress on {args.name} (phase {status.get('phase') or 'Pending'})")
+    if _stale(obj):
+        raise PluginError(f"the operator has not acted on the latest spec of {args.name} yet; try again")
+    token = build_token(str(canary), int(step))
+    _annotate(custom, namespace, args.name, PROMOTE, token)
+    print(f"promoted {args.name} at step {step} with {token}: the remaining steps are skipped")
+    return 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
+    common.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
+    common.add_argument("--context", help="kubeconfig context (default: the current context)")
+
+    parser = argparse.ArgumentParser(prog="kubectl-modelrollout",
+                                     description="Inspect and steer ModelRollouts (modelrollout.io/v1alpha1).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    get = sub.add_parser("get", parents=[common], help="show a rollout's status in words")
+    get.add_argument("name", metavar="NAME")
+    get.add_argument("-w", "--watch", action="store_true", help="re-render on every change")
+    get.add_argument("--timeout", type=float, default=None,
+                     help="with -w: stop after this many seconds (default: until Ctrl-C)")
+    get.add_argument("--until-done", action="store_true",
+                     help="with -w: exit 0 once the phase is terminal (Succeeded, RolledBack, Failed, Invalid)")
+    get.set_defaults(func=cmd_get)
+
+    approve = sub.add_parser("approve", parents=[common], help="open the gate the rollout waits at")
+    approve.add_argument("name", metavar="NAME")
+    approve.add_argument("--token", help="approve with this REVISION-STEP token (default: status.approval.token)")
+    approve.set_defaults(func=cmd_approve)
+
+    for verb, helptext, func in (
+        ("abort", "roll the canary back to stable", cmd_abort),
+        ("retry", "try a rolled-back revision again from step 0", cmd_retry),
+        ("promote", "skip the remaining steps and promote the canary", cmd_promote),
+    ):
+        p = sub.add_parser(verb, parents=[common], help=helptext)
+        p.add_argument("name", metavar="NAME")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "get" and not args.watch and (args.until_done or args.timeout is not None):
+        print("warning: --timeout and --until-done only apply with -w", file=sys.stderr)
+    try:
+        code: int = args.func(args)
+        return code
+    except PluginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Approval gates and control annotations with the real operator and the real `kubectl annotate`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelrollout.localenv.procs import ManagedProcess, wait_until
+
+from .kube import Kubectl, Watch
+from .manifests import ingress, rollout, service
+
+APPROVE = "modelrollout.io/approve"
+
+
+def nginx(name: str) -> dict[str, Any]:
+    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
+
+
+def begin(k: Kubectl, name: str, steps: list[dict[str, Any]], **spec: Any) -> str:
+    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
+    k.apply(rollout(name, steps=steps, **spec))
+    first = str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
+    return first
+
+
+def has_event(k: Kubectl, name: str, reason: str, *words: str) -> bool:
+    return any(e["reason"] == reason and all(w in e["message"] for w in words) for e in k.events(name))
+
+
+def test_tokens_bind_to_revision_and_step(k: Kubectl, operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"approval": {"reason": "look at the dashboards"}}, {"setWeight": 60},
+             {"setWeight": 100}]
+    spec = {**nginx("tok"), "strategy": {"canary": {"steps": steps, "riskyAbove": 50}}}
+    begin(k, "tok", steps, **spec)
+    k.apply(rollout("tok", image="model:2", steps=steps, **spec))
+    first_gate = k.wait_phase("tok", "AwaitingApproval", 90)
+    rev2 = first_gate["canaryRevision"]
+    # a template change: the rollout restarts with revision 3; revision 2's token is now stale
+    k.apply(rollout("tok", image="model:3", steps=steps, **spec))
+    st = k.wait(name="tok", predicate=lambda s: s.get("phase") == "AwaitingApproval" and s["canaryRevision"] != rev2,
+                timeout=90)
+    token = st["approval"]["token"]
+    assert st["approval"]["step"] == 1 and st["approval"]["reason"] == "look at the dashboards"
+    k.annotate("tok", APPROVE, first_gate["approval"]["token"])
+    wait_until(lambda: has_event(k, "tok", "ApprovalRejected", f"revision {rev2}", token), 30, 0.1,
+               what="stale token rejected")
+    rev3 = st["canaryRevision"]
+    k.annotate("tok", APPROVE, f"{rev3}-0")
+    wait_until(lambda: has_event(k, "tok", "ApprovalRejected", "already passed", token), 30, 0.1,
+               what="wrong-step token rejected")
+    assert k.status("tok")["phase"] == "AwaitingApproval" and k.status("tok")["currentWeight"] == 20
+    k.annotate("tok", APPROVE, token)
+    # the risky step (60 > riskyAbove 50) is a second gate with its own token
+    st = k.wait(name="tok", predicate=lambda s: s.get("phase") == "AwaitingApproval" and (s.get("approval") or {}).get("step") == 2,
+                timeout=60)
+    assert "riskyAbove 50" in st["approval"]["reason"] and st["currentWeight"] == 20
+    k.annotate("tok", APPROVE, st["approval"]["token"])
+    # setWeight 100 is risky too
+    st = k.wait(name="tok", predicate=lambda s: (s.get("approval") or {}).get("step") == 3, timeout=60)
+    assert st["currentWeight"] == 60
+    k.annotate("tok", APPROVE, st["approval"]["token"])
+    st = k.wait(name="tok", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] == rev3,
+                timeout=90)
+    approved = [h for h in st["history"] if h["outcome"] == "Approved"]
+    assert [h["step"] for h in approved] == [1, 2, 3]
+    assert all(h["by"] == "kubectl-annotate" for h in approved), approved
+    assert APPROVE not in (k.mro("tok")["metadata"].get("annotations") or {})
+
+
+def test_pre_approval_is_honoured_when_the_gate_arrives(k: Kubectl, operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"approval": {"reason": "r"}}, {"setWeight": 100}]
+    begin(k, "pre", steps, **nginx("pre"))
+    with Watch(k, ["mro", "pre"], "{.status.phase}") as phases:
+        k.apply(rollout("pre", image="model:2", steps=steps, **nginx("pre")))
+        st = k.wait(name="pre", predicate=lambda s: s.get("phase") == "Paused", timeout=90)
+        k.annotate("pre", APPROVE, f"{st['canaryRevision']}-2")
+        st = k.wait(name="pre", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
+                    timeout=90)
+    assert "AwaitingApproval" not in phases.values
+    assert any(h["outcome"] == "Approved" and h["step"] == 2 for h in st["history"])
+
+
+def test_promote_needs_the_current_token_and_skips_the_rest(k: Kubectl, operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
+    first = begin(k, "pro", steps, **nginx("pro"))
+    with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"],
+               "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}") as w:
+        k.apply(rollout("pro", image="model:2", steps=steps, **nginx("pro")))
+        st = k.wait_phase("pro", "AwaitingApproval", 90)
+        k.annotate("pro", "modelrollout.io/promote", "true")
+        wait_until(lambda: has_event(k, "pro", "PromoteRejected", st["approval"]["token"]), 30, 0.1,
+                   what="blind promote rejected")
+        assert k.status("pro")["phase"] == "AwaitingApproval"
+        k.annotate("pro", "modelrollout.io/promote", st["approval"]["token"])
+        done = k.wait(name="pro", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != first,
+                      timeout=90)
+    assert w.distinct() == ["20"], "no step after the promote moved traffic"
+    assert any(h["outcome"] == "Promoted" for h in done["history"])
+    assert "modelrollout.io/promote" not in (k.mro("pro")["metadata"].get("annotations") or {})
+
+
+def test_abort_returns_all_traffic_to_stable_and_retry_restarts(k: Kubectl, operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 30}, {"pause": {}}, {"setWeight": 100}]
+    spec = {**nginx("abo"), "rollback": {"scaleDownDelay": "1s"}}
+    first = begin(k, "abo", steps, **spec)
+    k.apply(rollout("abo", image="model:2", steps=steps, **spec))
+    k.wait_phase("abo", "AwaitingApproval", 90)
+    assert k.get("ingress", "abo-canary") is not None
+    k.annotate("abo", "modelrollout.io/abort", "true")
+    st = k.wait_phase("abo", "RolledBack", 60)
+    assert "aborted by user" in st["message"] and st["stableRevision"] == first
+    assert k.get("ingress", "abo-canary") is None
+    assert "modelrollout.io/abort" not in (k.mro("abo")["metadata"].get("annotations") or {})
+    k.annotate("abo", "modelrollout.io/retry", "true")
+    st = k.wait(name="abo", predicate=lambda s: s.get("phase") == "AwaitingApproval", timeout=60)
+    assert [h["outcome"] for h in st["history"]][-2:] == ["Retried", "Started"]
+    k.annotate("abo", APPROVE, st["approval"]["token"])
+    k.wait(name="abo", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != first, timeout=90)
+
+
+def test_preflight_flags_a_torch_major_jump_and_a_removed_config_key(k: Kubectl, operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"setWeight": 100}]
+    old = {"version": "1", "config": {"max_seq_len": 4096, "use_fp16": True}, "dependencies": {"torch": "2.5.1"}}
+    new = {"version": "2", "config": {"max_length": 4096}, "dependencies": {"torch": "3.0.0"},
+           "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
+    begin(k, "pre-flight", steps, model=old, **nginx("pre-flight"))
+    k.apply(rollout("pre-flight", image="model:2", steps=steps, model=new, **nginx("pre-flight")))
+    st = k.wait_phase("pre-flight", "AwaitingApproval", 90)
+    assert st["currentWeight"] == 0 and k.get("ingress", "pre-flight-canary") is None
+    reason = st["approval"]["reason"]
+    assert "torch 2.5.1 -> 3.0.0" in reason and "use_fp16" in reason, reason
+    assert st["preflight"]["renamedConfigKeys"] == ["max_seq_len -> max_length"], json.dumps(st["preflight"])
+    k.annotate("pre-flight", APPROVE, st["approval"]["token"])
+    k.wait(name="pre-flight", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
+           timeout=90)

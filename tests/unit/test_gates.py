@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout import api
+from modelrollout.api import Phase
+from modelrollout.core.approval import APPROVE, build_token, check_token, parse_token
+from modelrollout.core.plan import gate_reason
+from modelrollout.core.preflight import dependency_changes, major, migrate, preflight, removed_keys
+
+from .sim import released, spec_dict
+
+
+def test_token_build_parse_check() -> None:
+    tok = build_token("7f2a1b0c9d", 3)
+    assert tok == "7f2a1b0c9d-3"
+    parsed = parse_token(tok)
+    assert parsed is not None and parsed.revision == "7f2a1b0c9d" and parsed.step == 3
+    for bad in ("", "true", "7f2a1b", "7f2a1b-", "-3", "XYZXYZ-1", "7f2a1b-3-4", "7f2a1b-99999"):
+        assert parse_token(bad) is None, bad
+    assert check_token(tok, revision="7f2a1b0c9d", step=3).opens
+    stale = check_token("0123456789-3", revision="7f2a1b0c9d", step=3)
+    assert not stale.opens and not stale.pending and "revision 0123456789" in stale.reason
+    early = check_token("7f2a1b0c9d-5", revision="7f2a1b0c9d", step=3)
+    assert not early.opens and early.pending
+    late = check_token("7f2a1b0c9d-1", revision="7f2a1b0c9d", step=3)
+    assert not late.opens and not late.pending and "already passed" in late.reason
+    assert "malformed" in check_token("yes please", revision="7f2a1b0c9d", step=3).reason
+
+
+def spec(**canary: Any) -> api.ModelRolloutSpec:
+    raw = spec_dict([{"setWeight": 10}, {"pause": {}}, {"approval": {"reason": "look"}}, {"setWeight": 60}])
+    raw["strategy"]["canary"].update(canary)
+    return api.ModelRolloutSpec.model_validate(raw)
+
+
+def test_gate_rules() -> None:
+    s = spec(riskyAbove=50)
+    assert gate_reason(s, 0) is None
+    assert gate_reason(s, 1) == "indefinite pause"
+    assert gate_reason(s, 2) == "look"
+    assert gate_reason(s, 3) == "setWeight 60 is above riskyAbove 50"
+    assert gate_reason(spec(), 3) is None
+    assert gate_reason(s, 0, ["torch 2.5 -> 3.0 is a major-version change"]) is not None
+    assert gate_reason(s, 3, ["x"]) == "setWeight 60 is above riskyAbove 50"
+
+
+@pytest.mark.parametrize(("v", "m"), [("2.5.1", 2), ("v3", 3), ("10.0", 10), ("latest", None)])
+def test_major(v: str, m: int | None) -> None:
+    assert major(v) == m
+
+
+def test_dependency_changes_and_jumps() -> None:
+    changes, jumps = dependency_changes({"torch": "2.5.1", "transformers": "4.46.0", "numpy": "1.26"},
+                                        {"torch": "3.0.0", "transformers": "4.47.0", "accelerate": "1.0"})
+    assert jumps == ["torch 2.5.1 -> 3.0.0 is a major-version change"]
+    assert "transformers 4.46.0 -> 4.47.0" in changes and "numpy 1.26 removed" in changes
+    assert "accelerate added at 1.0" in changes
+
+
+def test_config_migration_and_removed_keys() -> None:
+    rules = [api.ConfigMigration.model_validate({"from": "max_seq_len", "to": "max_length"})]
+    assert migrate({"max_seq_len": 4096, "amp": True}, rules) == {"max_length": 4096, "amp": True}
+    assert removed_keys({"max_seq_len": 1, "use_fp16": True}, {"max_length": 1}, rules) == ["use_fp16"]
+    old = api.ModelSnapshot(config={"max_seq_len": 4096, "use_fp16": True}, dependencies={"torch": "2.5.1"})
+    new = api.ModelInfo.model_validate({"config": {"max_length": 4096},
+                                        "configMigrations": [{"from": "max_seq_len", "to": "max_length"}],
+                                        "dependencies": {"torch": "3.0.0"}})
+    check = preflight(old, new)
+    assert check.removed_config_keys == ["use_fp16"]
+    assert check.renamed_config_keys == ["max_seq_len -> max_length"]
+    assert check.reasons == ["torch 2.5.1 -> 3.0.0 is a major-version change",
+                             "config key use_fp16 removed without a migration rule"]
+
+
+def test_torch_major_jump_gates_the_first_traffic_step() -> None:
+    w = released([{"setWeight": 20}, {"setWeight": 100}], model={"dependencies": {"torch": "2.5.1"}})
+    w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.weights == []
+    assert w.status.approval is not None and "torch 2.5.1 -> 3.0.0" in w.status.approval.reason
+    assert w.status.preflight is not None and w.status.preflight.dependency_jumps
+    w.annotations[APPROVE] = w.status.approval.token
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.weights == [20, 100, 0]
+    assert w.status.stable_model is not None and w.status.stable_model.dependencies == {"torch": "3.0.0"}
+
+
+def test_minor_upgrade_with_migrated_key_does_not_gate() -> None:
+    w = released([{"setWeight": 20}, {"setWeight": 100}],
+                 model={"config": {"max_seq_len": 10}, "dependencies": {"torch": "2.5.1"}})
+    w.raw["model"] = {"config": {"max_length": 10}, "dependencies": {"torch": "2.6.0"},
+                      "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.weights == [20, 100, 0]
