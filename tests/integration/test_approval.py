@@ -52,8 +52,7 @@ def test_tokens_bind_to_revision_and_step(k: Kubectl, operator: ManagedProcess) 
     assert k.status("tok")["phase"] == "AwaitingApproval" and k.status("tok")["currentWeight"] == 20
     k.annotate("tok", APPROVE, token)
     # the risky step (60 > riskyAbove 50) is a second gate with its own token
-    st = k.wait(name="tok", predicate=lambda s: s.get("phase") == "AwaitingApproval" and (s.get("approval") or {}).get("step") == 2,
-                timeout=60)
+    st = k.wait(name="tok", predicate=lambda s: (s.get("approval") or {}).get("step") == 2, timeout=60)
     assert "riskyAbove 50" in st["approval"]["reason"] and st["currentWeight"] == 20
     k.annotate("tok", APPROVE, st["approval"]["token"])
     # setWeight 100 is risky too
