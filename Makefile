@@ -4,7 +4,11 @@ PYTEST_ARGS ?=
 LOCALENV ?= .localenv
 export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install test test-unit lint crds demo e2e e2e-existing cluster-up cluster-down bench controlplane
+.PHONY: bootstrap install test test-unit lint crds demo e2e e2e-existing cluster-up cluster-down bench controlplane
+
+# Everything a fresh machine needs (Debian packages, Python deps, control plane binaries); idempotent.
+bootstrap:
+	bash hack/bootstrap.sh
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
@@ -13,8 +17,8 @@ controlplane:
 	bash hack/controlplane/build.sh
 
 # The whole suite: unit, integration (real local control plane + Prometheus) and the demo as a test.
-test:
-	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+test: bootstrap
+	MODELROLLOUT_REQUIRE_CLUSTER=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 test-unit:
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit
@@ -28,7 +32,7 @@ crds:
 	$(PYTHON) -m modelrollout crd > crds/modelrollouts.modelrollout.io.yaml
 
 # A complete demo rollout on a self-contained local environment (no cluster, no Docker).
-demo:
+demo: bootstrap
 	$(PYTHON) -m modelrollout.demo
 
 # e2e: the same scenarios on a real cluster. `make e2e` creates one with kind (needs Docker);

@@ -468,7 +468,7 @@ class Demo:
             try:
                 wait_until(up, timeout * self.timeout_scale, 0.2, what=f"Prometheus scraping {address}")
             except TimeoutError as e:
-                raise DemoFailed(str(e)) from None
+                raise DemoFailed(f"the {s.track} model server of revision {s.revision} is not scraped: {e}") from None
 
     def _up(self, prom: Prometheus, address: str) -> bool:
         self.check_alive()
@@ -721,7 +721,7 @@ class Demo:
         for r in self.results:
             o.say(f"  act {r.act}  chat-server:{r.release.tag:<6} {r.release.server:<14} revision {r.revision}  "
                   f"{r.outcome:<11} {r.detail}  ({r.seconds:.0f}s)")
-        o.say(f"  total {time.monotonic() - self.started:.0f}s; logs in {self.logs}")
+        o.say(f"  total {time.monotonic() - self.started:.0f}s")
 
     def keep(self) -> None:
         cp, prom = self.kube(), self.prometheus()

@@ -44,6 +44,7 @@ from modelrollout.core.model import (
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.weights import canary_replicas
+from modelrollout.durations import format_duration
 
 HISTORY_LIMIT = 20
 POLL_SECONDS = 5.0
@@ -93,7 +94,9 @@ def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
     if isinstance(s, api.SetWeightStep):
         return f"setWeight {s.set_weight}"
     if isinstance(s, api.PauseStep):
-        return f"pause {s.pause.duration}" if s.pause.duration is not None else "pause (until approved)"
+        if s.pause.duration is None:
+            return "pause (until approved)"
+        return f"pause {format_duration(s.pause.duration)}"
     if isinstance(s, api.ApprovalStep):
         return "approval"
     return f"analysis x{s.analysis.passes}"
@@ -529,7 +532,7 @@ def _step(p: _Plan) -> None:
         if left <= 0:
             p.advance(i + 1)
             return
-        p.phase(Phase.PAUSED, f"{label}: paused, {timedelta(seconds=round(left))} left at weight "
+        p.phase(Phase.PAUSED, f"{label}: paused, {format_duration(timedelta(seconds=round(left)))} left at weight "
                 f"{p.get('current_weight')}")
         p.again(left)
     elif isinstance(step, api.ApprovalStep):

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
+# Debian's etcd-server and prometheus, the Python package with its test extras, and the local control
+# plane binaries built from Go modules (hack/controlplane/build.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+
+need_apt=""
+for bin in etcd prometheus openssl make; do
+    command -v "$bin" >/dev/null 2>&1 || need_apt=1
+done
+if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
+    # Debian would start etcd (:2379) and prometheus (:9090) as services on install; the tests start their
+    # own on random 127.0.0.1 ports, so forbid service starts while installing (policy-rc.d exit 101).
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod +x "$policy"
+        added_policy=1
+    fi
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends etcd-server prometheus openssl ca-certificates make
+    [[ -z "$added_policy" ]] || $SUDO rm -f "$policy"
+    for svc in etcd prometheus prometheus-node-exporter; do     # nothing left listening
+        $SUDO service "$svc" stop >/dev/null 2>&1 || true
+    done
+fi
+
+if ! python -c "import modelrollout, kopf, hypothesis, ruff" >/dev/null 2>&1 || [[ -n "${CI:-}" ]]; then
+    python -m pip install -q -e '.[test]'
+fi
+
+# Go (1.26, local toolchain only) builds kube-apiserver & co. once into ~/.cache/modelrollout.
+export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+export GOTOOLCHAIN=local
+command -v go >/dev/null || { echo "bootstrap: Go 1.26 is needed to build the local control plane" >&2; exit 1; }
+bash hack/controlplane/build.sh >/dev/null
