@@ -60,7 +60,7 @@ def test_awaiting_approval_marks_the_gate_and_shows_the_commands() -> None:
     command = "kubectl annotate mro chat -n ml modelrollout.io/approve=7f2a1b0c9d-1 --overwrite"
     out = render(mro({
         "phase": "AwaitingApproval", "observedGeneration": 2,
-        "message": f"waiting for approval at step 1 (check dashboards): run `{command}`",
+        "message": f"waiting for approval before step 2/3 (approval; check dashboards): run `{command}`",
         "stableRevision": "1a2b3c4d5e", "canaryRevision": "7f2a1b0c9d", "currentStep": 1, "currentWeight": 25,
         "approval": {"step": 1, "token": "7f2a1b0c9d-1", "reason": "check dashboards", "command": command,
                      "since": "2026-01-01T10:00:05.123456Z", "action": "continue"},

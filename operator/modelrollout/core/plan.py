@@ -214,7 +214,8 @@ class _Plan:
             step=step, token=token, reason=reason, action=action,
             command=approve_command(self.obs.name, self.obs.namespace, token), since=since))
         phase = Phase.PAUSED if action == "resume" else Phase.AWAITING_APPROVAL
-        self.phase(phase, f"waiting for approval at step {step} ({reason}): run "
+        self.phase(phase, f"waiting for approval before step {step + 1}/{len(self.spec.strategy.canary.steps)} "
+                   f"({describe_step(self.spec, step)}; {reason}): run "
                    f"`{approve_command(self.obs.name, self.obs.namespace, token)}`")
         return False
 
