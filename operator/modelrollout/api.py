@@ -355,10 +355,42 @@ class Analysis(_Model):
     inconclusive: InconclusivePolicy = Field(default_factory=InconclusivePolicy)
     """What to do when there is no data."""
     metrics: list[Metric] = Field(
-        min_length=1, max_length=20, json_schema_extra={"x-kubernetes-list-type": "map",
+        default_factory=list, max_length=20, json_schema_extra={"x-kubernetes-list-type": "map",
                                                          "x-kubernetes-list-map-keys": ["name"]}
     )
-    """The metrics; names are unique."""
+    """The metrics; names are unique. May be empty when spec.compatProbe adds the default ones."""
+
+
+class CompatProbeMetrics(_Model):
+    """Thresholds for the default metrics spec.compatProbe adds to the analysis."""
+
+    min_score: float = Field(default=0.99, ge=0, le=1)
+    """api-compatibility: the canary's model_api_compatibility_score must be at least this (else roll back)."""
+    max_latency_impact_ms: float | None = Field(default=None, ge=0)
+    """latency-impact-ms: p50 latency of the golden set over the stable baseline must stay under this (else pause)."""
+    max_shadow_mismatch_rate: float | None = Field(default=None, ge=0, le=1)
+    """shadow-mismatch-rate: share of mirrored requests with a different top-1 label (else pause)."""
+
+
+class CompatProbe(_Model):
+    """Inject the compat-probe sidecar into both tracks and judge the canary by its metrics."""
+
+    contract: ObjectRef
+    """The ConfigMap holding the contract (golden requests and the expected response shape)."""
+    contract_key: str = Field(default="contract.yaml", max_length=253)
+    """The key of the contract in the ConfigMap."""
+    image: str = Field(default="modelrollout/compat-probe:0.1.0", min_length=1, max_length=512)
+    """The sidecar image."""
+    target_port: int = Field(default=8080, ge=1, le=65535)
+    """The model server's port in the pod."""
+    port: int = Field(default=9109, ge=1, le=65535)
+    """The port the sidecar serves /metrics on (Prometheus scrapes it; pods are annotated prometheus.io/*)."""
+    interval: Duration = Field(default="15s", validate_default=True)
+    """How often the contract is replayed."""
+    baseline_ms: float | None = Field(default=None, ge=0)
+    """Latency baseline of the golden set on the stable revision, for model_compat_latency_impact_ms."""
+    metrics: CompatProbeMetrics = Field(default_factory=CompatProbeMetrics)
+    """Thresholds of the default metrics (a metric of the same name in spec.analysis.metrics wins)."""
 
 
 class RollbackPolicy(_Model):
@@ -388,6 +420,16 @@ class ModelRolloutSpec(_Model):
                     "an analysis step needs spec.analysis with metrics",
                     ".analysis",
                 ),
+                _cel(
+                    "!has(self.compatProbe) || has(self.analysis)",
+                    "spec.compatProbe needs spec.analysis.prometheus to read the probe's metrics",
+                    ".compatProbe",
+                ),
+                _cel(
+                    "!has(self.analysis) || size(self.analysis.metrics) > 0 || has(self.compatProbe)",
+                    "spec.analysis.metrics needs at least one metric, or spec.compatProbe for the default ones",
+                    ".analysis.metrics",
+                ),
             ]
         }
     )
@@ -405,6 +447,8 @@ class ModelRolloutSpec(_Model):
     """How a new revision is released."""
     analysis: Analysis | None = None
     """Metrics that judge the new revision."""
+    compat_probe: CompatProbe | None = None
+    """The compatibility-probe sidecar and its default metrics (needs spec.analysis.prometheus)."""
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     """How to go back to stable."""
     progress_deadline_seconds: int = Field(default=600, ge=10, le=86400)

@@ -18,7 +18,7 @@ from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
 from modelrollout.routers.base import Router, RouterContext, router_for
-from modelrollout.workloads import pod_failure, read_deployment, track_state
+from modelrollout.workloads import check_contract, pod_failure, read_deployment, track_state
 
 SourceFor = Callable[[api.Analysis], MetricSource]
 
@@ -68,7 +68,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> 
         return Observation(spec, status, base, None, None)
     ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
-    problem = router.check(ctx)
+    problem = router.check(ctx) or check_contract(ctx)
     if problem is not None:
         return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     stable = track_state(read_deployment(kube, namespace, ctx.stable_deployment))

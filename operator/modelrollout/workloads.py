@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modelrollout.core.compat import inject
 from modelrollout.core.model import Track, TrackState
 from modelrollout.kube import (
     ANNOTATION_REVISION,
@@ -36,6 +37,8 @@ def deployment_body(ctx: RouterContext, template: Body, track: Track, revision: 
     meta = pod.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision}
     meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_REVISION: revision}
+    if ctx.spec.compat_probe is not None:
+        inject(pod, ctx.spec.compat_probe, rollout=ctx.name, track=track, revision=revision)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -137,3 +140,17 @@ def read_deployment(kube: Kube, namespace: str, name: str) -> Body | None:
 
 def template_of(rollout: Body) -> Any:
     return rollout["spec"]["template"]
+
+
+def check_contract(ctx: RouterContext) -> str | None:
+    """Why the compat-probe's contract ConfigMap cannot be used, or None (also None without a probe)."""
+    probe = ctx.spec.compat_probe
+    if probe is None:
+        return None
+    cm = optional(lambda: ctx.kube.core.read_namespaced_config_map(probe.contract.name, ctx.namespace))
+    if cm is None:
+        return f"spec.compatProbe.contract.name: ConfigMap {probe.contract.name} not found in namespace {ctx.namespace}"
+    if probe.contract_key not in (cm.data or {}):
+        return (f"spec.compatProbe.contractKey: ConfigMap {probe.contract.name} has no key {probe.contract_key} "
+                f"(keys: {sorted(cm.data or {})})")
+    return None

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelrollout import api
+from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
 
 
@@ -25,7 +26,8 @@ def parse_spec(raw: Any) -> tuple[api.ModelRolloutSpec | None, str | None]:
         spec = api.ModelRolloutSpec.model_validate(raw)
     except ValidationError as exc:
         return None, "spec." + parse_error(exc)
-    return spec, validate(spec)
+    problem = validate(spec)
+    return effective(spec), problem
 
 
 def validate(spec: api.ModelRolloutSpec) -> str | None:
@@ -43,4 +45,8 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
         return "spec.traffic.headerRoute: the Service replica-ratio router cannot pin requests by header"
     if any(isinstance(s, api.AnalysisStep) for s in spec.strategy.canary.steps) and spec.analysis is None:
         return "spec.strategy.canary.steps: an analysis step needs spec.analysis"
+    if spec.analysis is not None and not spec.analysis.metrics and spec.compat_probe is None:
+        return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
+    if spec.compat_probe is not None and spec.analysis is None:
+        return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
     return None

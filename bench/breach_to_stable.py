@@ -1,0 +1,310 @@
+"""breach-to-stable: from a breaching value being queryable in Prometheus to 0% canary on the router.
+
+Per trial: a ModelRollout routed by NGINX (Service + Ingress NAME -> NAME-stable, spec.traffic.ingress), steps
+setWeight 20 -> pause {}, analysis every 1 s of ``min(model_api_compatibility_score{rollout, track})`` with
+min 0.99, failureLimit 0, onFailure rollback, rollback.scaleDownDelay 0s; its canary exporter (a real
+``compat_probe.refserver``, score 1.0) is scraped by Prometheus every 1 s. Once the rollout waits at the pause
+with 20% on the canary, the exporter's score is set to 0.5 (``t_set``); the benchmark polls Prometheus's query
+API every 10 ms with the operator's own query and stamps ``t0`` when 0.5 is first returned, while a watch on
+the canary Ingress NAME-canary stamps ``t1`` when it is DELETED (the NGINX router's "0% canary").
+
+    PYTHONPATH=operator python -m bench.breach_to_stable [--trials 20] [--update-docs] [--json FILE] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import (
+    SUMMARY_HEADER,
+    BenchTimeout,
+    Env,
+    Exporter,
+    Json,
+    Request,
+    Result,
+    Summary,
+    Table,
+    WatchEvent,
+    environment,
+    ingress,
+    ms,
+    now,
+    poll,
+    prometheus_value,
+    rollout,
+    secs,
+    service,
+    sigterm_as_exit,
+    summary_row,
+    today,
+)
+from modelrollout.localenv.procs import CommandFailed
+
+NAME = "breach_to_stable"
+TITLE = "Breach to stable (metric breach → 0% canary)"
+SCRAPE_S = 1.0
+INTERVAL_S = 1.0
+TARGET_SLACK_S = 1.0
+TARGET_S = SCRAPE_S + INTERVAL_S + TARGET_SLACK_S
+PROM_POLL_S = 0.010
+REPLICAS = 2
+HOLD_S = 2.0
+"""Seconds the rollout is left at the pause before the breach (plus 0..1 s at random), to measure the
+analysis period and to spread the breach over the phase of the scrape and analysis clocks."""
+STEPS: list[Json] = [{"setWeight": 20}, {"pause": {}}]
+COMPAT = 'min(model_api_compatibility_score{rollout="{{rollout}}",track="{{track}}"})'
+MAX_FAILURES = 3
+
+METHOD = f"""\
+From the moment a breaching value is queryable in Prometheus (`t0`) to 0% canary on the router (`t1`).
+Per trial a ModelRollout with the NGINX router (Service + Ingress `NAME` → `NAME-stable`,
+`spec.traffic.ingress`), {REPLICAS} replicas, steps `setWeight 20` → `pause {{}}`, analysis every
+{INTERVAL_S:g} s of `{COMPAT}` with `min: 0.99`, `failureLimit: 0`, `onFailure: rollback`, and
+`rollback.scaleDownDelay: 0s`. Its canary exporter (a real `compat_probe.refserver`, score 1.0) is scraped
+by Prometheus every {SCRAPE_S:g} s. Once the rollout waits at the pause with 20% on the canary (and a
+passing analysis), it is left there {HOLD_S:g} s plus 0–1 s at random; then the exporter's score is set to
+0.5 (`POST /admin/score`; `t_set` when it returns). The benchmark polls Prometheus's query API every
+{PROM_POLL_S * 1000:.0f} ms with the operator's own query and stamps `t0` at the first answer of 0.5; a
+watch on the canary Ingress `NAME-canary`, opened before the breach, stamps `t1` when the DELETED event
+arrives (the NGINX router's reset: the canary Ingress is gone, all traffic on stable). The breakdown comes
+from the apiserver's audit log: the reconcile that rolled back starts with the operator's GET of the
+ModelRollout (the last one before the DELETE of the canary Ingress).
+"""
+
+
+@dataclass
+class Trial:
+    name: str
+    scrape: float
+    """t0 - t_set: the new value reaches Prometheus (scrape wait + ingestion)."""
+    detect: float
+    """t1 - t0: the headline number."""
+    total: float
+    """t1 - t_set."""
+    tick_wait: float = float("nan")
+    """Reconcile start - t0: waiting for the next analysis tick."""
+    to_delete: float = float("nan")
+    """DELETE of the canary Ingress received - reconcile start."""
+    delivery: float = float("nan")
+    """t1 - DELETE completed: the watch event reaches the benchmark."""
+    reaction: float = float("nan")
+    """t1 - reconcile start."""
+    periods: list[float] = field(default_factory=list)
+    """Intervals between the operator's status writes while waiting at the pause (the analysis period)."""
+    message: str = ""
+
+
+def analysis_spec(prometheus_url: str) -> Json:
+    return {
+        "analysis": {
+            "interval": f"{INTERVAL_S:g}s",
+            "prometheus": {"address": prometheus_url, "timeout": "2s"},
+            "metrics": [{"name": "api-compatibility", "query": COMPAT, "min": 0.99, "failureLimit": 0,
+                         "onFailure": "rollback"}],
+        },
+        "rollback": {"scaleDownDelay": "0s"},
+    }
+
+
+def _waiting_at_pause(st: Json) -> bool:
+    analysis = st.get("analysis") or []
+    return (st.get("phase") == "AwaitingApproval" and st.get("currentWeight") == 20
+            and bool(analysis) and all(m.get("verdict") == "Pass" for m in analysis))
+
+
+def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> Trial:
+    prom = env.prometheus
+    assert prom is not None
+    exporter = Exporter(env.root, name).start()
+    try:
+        prom.set_targets([(exporter.address, {})])
+        env.apply(service(name), ingress(name, f"{name}-stable"))
+        spec = analysis_spec(prom.url)
+        env.apply(rollout(name, image="model:1", steps=STEPS, replicas=REPLICAS, **spec))
+        env.wait_status(name, lambda s: s.get("phase") == "Succeeded", 120, f"{name} first release Succeeded")
+        query = COMPAT.replace("{{rollout}}", name).replace("{{track}}", "canary")
+        # the canary's series must be in Prometheus before traffic moves, or analysis starts inconclusive
+        poll(lambda: True if prometheus_value(prom, query) == 1.0 else None, 60, 0.1, f"{query} == 1 in Prometheus")
+        env.apply(rollout(name, image="model:2", steps=STEPS, replicas=REPLICAS, **spec))
+        env.wait_status(name, _waiting_at_pause, 120, f"{name} AwaitingApproval at weight 20 with passing analysis")
+        if previous is not None:
+            env.wait_gone(previous, 60)
+        canary_ingress = f"{name}-canary"
+        with env.watch_ingress(canary_ingress) as watch:
+            watch.wait_for(lambda e: e.type == "ADDED" and e.weight == "20", 10, f"{canary_ingress} at weight 20")
+            env.audit.mark()
+            hold_from = now()
+            time.sleep(HOLD_S + rng.uniform(0.0, 1.0))
+            exporter.set_score(0.5)
+            t_set = now()
+            t0 = poll(lambda: now() if prometheus_value(prom, query) == 0.5 else None, 30, PROM_POLL_S,
+                      f"{query} == 0.5 in Prometheus")
+            gone: WatchEvent = watch.wait_for(lambda e: e.type == "DELETED", 30, f"{canary_ingress} deleted")
+            t1 = gone.at
+        st = env.wait_status(name, lambda s: s.get("phase") == "RolledBack", 30, f"{name} RolledBack")
+        trial = Trial(name, scrape=t0 - t_set, detect=t1 - t0, total=t1 - t_set, message=str(st.get("message")))
+        _breakdown(env, trial, canary_ingress, name, hold_from, t_set, t0, t1)
+        return trial
+    finally:
+        exporter.stop()
+        prom.set_targets([])
+
+
+def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, hold_from: float, t_set: float,
+               t0: float, t1: float) -> None:
+    def find(reqs: list[Request]) -> Request | None:
+        for r in reqs:
+            if r.verb == "delete" and r.resource == "ingresses" and r.name == canary_ingress:
+                return r
+        return None
+
+    delete = env.audit.wait_for(env.namespace, find)
+    if delete is None:
+        return
+    reqs = env.audit.since_mark(env.namespace)
+    gets = [r for r in reqs if r.by_operator_engine and r.verb == "get" and r.resource == "modelrollouts"
+            and not r.subresource and r.name == name and r.received <= delete.received]
+    if gets:
+        start = gets[-1].received
+        trial.tick_wait = start - t0
+        trial.to_delete = delete.received - start
+        trial.reaction = t1 - start
+    trial.delivery = t1 - delete.completed
+    writes = [r.received for r in reqs if r.by_operator_engine and r.verb == "patch" and r.resource == "modelrollouts"
+              and r.subresource == "status" and r.name == name and hold_from <= r.received < t_set]
+    trial.periods = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+
+
+def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
+    rng = random.Random(20240611)
+    started = now()
+    done: list[Trial] = []
+    failures: list[str] = []
+    reconcile_mean = float("nan")
+    with sigterm_as_exit(), environment(NAME, with_prometheus=True, keep=keep) as env:
+        print(f"[{NAME}] environment up in {env.setup_seconds:.1f}s ({env.root})", file=sys.stderr)
+        previous: str | None = None
+        for i in range(trials + 1):
+            name = f"breach-{i:02d}"
+            label = "warm-up" if i == 0 else f"trial {i}/{trials}"
+            try:
+                trial = run_trial(env, name, rng, previous)
+            except (BenchTimeout, CommandFailed) as exc:
+                failures.append(f"{name}: {exc}")
+                print(f"[{NAME}] {label} {name} FAILED: {exc}", file=sys.stderr)
+                if len(failures) > MAX_FAILURES:
+                    raise
+                continue
+            finally:
+                env.delete_rollout(name)
+                previous = name
+            print(f"[{NAME}] {label} {name}: t1-t0 {ms(trial.detect)}, t1-t_set {ms(trial.total)} "
+                  f"(scrape {ms(trial.scrape)}, tick wait {ms(trial.tick_wait)}, reaction {ms(trial.reaction)})",
+                  file=sys.stderr)
+            if i > 0:
+                done.append(trial)
+        metrics = env.operator_metrics()
+        count = metrics.get("modelrollout_reconcile_seconds_count", 0.0)
+        if count:
+            reconcile_mean = metrics.get("modelrollout_reconcile_seconds_sum", 0.0) / count
+    return build_result(done, failures, now() - started, reconcile_mean), done
+
+
+def build_result(trials: list[Trial], failures: list[str], wall: float, reconcile_mean: float) -> Result:
+    detect = [t.detect for t in trials]
+    total = [t.total for t in trials]
+    reaction = [t.reaction for t in trials]
+    periods = [p for t in trials for p in t.periods]
+    p99_total, p99_detect = Summary.of(total).p99, Summary.of(detect).p99
+    headline = Table(
+        f"Breach to stable, scrape {SCRAPE_S:g} s, analysis interval {INTERVAL_S:g} s "
+        f"(target: p99 ≤ scrape + interval + {TARGET_SLACK_S:g} s = {TARGET_S:g} s)",
+        SUMMARY_HEADER,
+        [summary_row("t1 − t0: breach queryable in Prometheus → canary Ingress gone (0% canary)", detect),
+         summary_row("t1 − t_set: exporter reports the breach → canary Ingress gone", total),
+         summary_row("t0 − t_set: exporter → queryable (scrape wait + ingestion)", [t.scrape for t in trials])],
+    )
+    breakdown = Table(
+        "Where the time goes (apiserver audit log)",
+        SUMMARY_HEADER,
+        [summary_row("t0 → the operator's next reconcile starts (waiting for the analysis tick)",
+                     [t.tick_wait for t in trials]),
+         summary_row("reconcile start → DELETE canary Ingress (reads, Prometheus query, decide)",
+                     [t.to_delete for t in trials]),
+         summary_row("DELETE done → the watch event arrives", [t.delivery for t in trials]),
+         summary_row("reconcile start → t1 (the operator's reaction)", reaction),
+         summary_row("analysis period (between the operator's status writes at the pause)", periods)],
+    )
+    r = Summary.of(reaction)
+    rows = []
+    for label, scrape, interval in (("fast (this benchmark)", SCRAPE_S, INTERVAL_S),
+                                    ("default-ish: CRD default interval, 15 s scrape", 15.0, 15.0),
+                                    ("CRD default interval, 1 s scrape", 1.0, 15.0)):
+        worst = scrape + interval + r.p99
+        mean = scrape / 2 + interval / 2 + r.mean
+        measured = f"p99 {secs(p99_total)}" if scrape == SCRAPE_S and interval == INTERVAL_S else "—"
+        rows.append([label, f"{scrape:g} s", f"{interval:g} s", secs(mean), secs(worst), measured])
+    bound = Table(
+        "Computed bound for t1 − t_set: scrape wait (0..scrape) + tick wait (0..interval) + reaction "
+        f"(measured: mean {ms(r.mean)}, p99 {ms(r.p99)})",
+        ["setting", "scrape", "analysis interval", "expected mean", "worst case", "measured"],
+        rows,
+    )
+    met_total = p99_total <= TARGET_S
+    met_detect = p99_detect <= TARGET_S
+    verdict = (f"p99 t1 − t0 = {secs(p99_detect)}, p99 t1 − t_set = {secs(p99_total)}; target p99 ≤ "
+               f"{TARGET_S:g} s (scrape {SCRAPE_S:g} s + interval {INTERVAL_S:g} s + {TARGET_SLACK_S:g} s): "
+               + ("met" if met_total and met_detect else "NOT met"))
+    notes = [
+        f"t0 has a resolution of about {PROM_POLL_S * 1000:.0f} ms plus one query (the poll interval); "
+        "t1 is the arrival of a watch event, not a poll.",
+        "t1 − t0 is the operator's share: at most one analysis interval of waiting for the next evaluation, "
+        "plus one reconcile (GET rollout, the user's Ingress, both Deployments, the Prometheus query, the canary "
+        "Ingress; then DELETE it, scale the canary to 0, write status, emit events) and the watch delivery.",
+        f"The analysis period is interval + the part of the reconcile after `now` is read: median "
+        f"{ms(statistics.median(periods)) if periods else 'n/a'}.",
+        f"The operator's own histogram `modelrollout_reconcile_seconds` (observe + decide + carry out, every "
+        f"reconcile of the run): mean {ms(reconcile_mean)}.",
+    ]
+    notes += [f"Failed trial: {f}" for f in failures]
+    return Result(
+        name=NAME, title=TITLE, method=METHOD, date=today(), trials=len(trials), failed_trials=len(failures),
+        wall_seconds=wall, tables=[headline, breakdown, bound], verdict=verdict, notes=notes,
+        raw={"t1_minus_t0": detect, "t1_minus_tset": total, "t0_minus_tset": [t.scrape for t in trials],
+             "tick_wait": [t.tick_wait for t in trials], "reconcile_to_delete": [t.to_delete for t in trials],
+             "delivery": [t.delivery for t in trials], "reaction": reaction, "analysis_period": periods},
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20, help="measured trials (at least 20; plus one warm-up)")
+    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, help="write the result with the raw per-trial numbers here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.report import machine_line, update_section
+
+    args = parse_args(argv)
+    result, _ = measure(max(args.trials, 1), keep=args.keep)
+    print(result.markdown(machine_line()))
+    if args.json:
+        args.json.write_text(result.to_json())
+    if args.update_docs:
+        update_section(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""docs/benchmarks.md: the machine description, the whole document, and one benchmark's section in place."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from bench.common import REPO, Result
+from modelrollout.localenv.controlplane import ETCD, K8S_VERSION, KWOK_VERSION
+from modelrollout.localenv.prometheus import PROMETHEUS
+
+DOC = REPO / "docs" / "benchmarks.md"
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "not found"
+    text = (res.stdout or res.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _pkg(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def machine_line() -> str:
+    """One line for each result section: CPUs, memory, Python."""
+    cpus = len(os.sched_getaffinity(0))
+    return f"{cpus} CPUs ({_cpu_model()}), {_memory_gib():.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def machine_section() -> str:
+    cpus = len(os.sched_getaffinity(0))
+    prom = _first_line([PROMETHEUS, "--version"])
+    etcd = _first_line([ETCD, "--version"])
+    rows = [
+        ("CPUs (nproc)", f"{cpus} ({_cpu_model()})"),
+        ("Memory", f"{_memory_gib():.1f} GiB"),
+        ("Kernel", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("kopf / kubernetes client", f"{_pkg('kopf')} / {_pkg('kubernetes')}"),
+        ("Kubernetes (apiserver, kubectl)", f"{K8S_VERSION}, kwok {KWOK_VERSION}"),
+        ("etcd", etcd),
+        ("Prometheus", prom),
+    ]
+    lines = ["## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+INTRO = """\
+# Benchmarks
+
+The latencies that matter to someone running a canary, measured with the real operator (`modelrollout run`,
+a child process) against a real local control plane (etcd, kube-apiserver, controller-manager, scheduler,
+kwok; see `modelrollout.localenv.controlplane`), a real Prometheus (Debian's, 1 s scrape) and a real exporter
+(`compat_probe.refserver`). They are in `bench/`, not in the test suite: the suite makes no timed assertions.
+DESIGN.md §7 lists what is measured; the N-concurrent-rollouts scale benchmark is not written yet.
+
+Every benchmark starts its own environment in a temporary directory, runs its trials one after another on
+one control plane (one namespace, a new rollout name per trial, the previous rollout deleted), and stops
+every process it started before it returns (it checks that no child process is left). A warm-up trial runs
+first and is not counted. Intervals are measured with one clock (`time.monotonic()`); apiserver audit-log
+timestamps (wall clock, µs), used only for the breakdowns, are moved onto it with the `time.time()` offset.
+p50/p99 interpolate linearly between order statistics; with 20 trials p99 lies between the two slowest.
+"""
+
+RERUN = """\
+## Rerun
+
+```sh
+make bench                                   # every benchmark; rewrites this file
+PYTHONPATH=operator python -m bench.run --trials 40
+PYTHONPATH=operator python -m bench.breach_to_stable --trials 20 --update-docs   # one benchmark, its section
+PYTHONPATH=operator python -m bench.approve_to_shift --trials 20 --update-docs
+```
+
+Needs what the integration tests need: the control plane binaries (`make controlplane`, cached outside the
+clone), Debian's `etcd` and `prometheus`. `--keep` keeps the temporary directory (operator log, audit log,
+Prometheus data); it is also kept, and its path printed, when a benchmark fails. `--json FILE` writes the raw
+per-trial numbers.
+"""
+
+
+def _begin(name: str) -> str:
+    return f"<!-- BEGIN bench:{name} -->"
+
+
+def _end(name: str) -> str:
+    return f"<!-- END bench:{name} -->"
+
+
+def section(result: Result, machine: str) -> str:
+    return f"{_begin(result.name)}\n{result.markdown(machine)}{_end(result.name)}\n"
+
+
+def render_document(results: list[Result]) -> str:
+    machine = machine_line()
+    parts = [INTRO, machine_section()]
+    parts += [section(r, machine) for r in results]
+    parts.append(RERUN)
+    return "\n".join(parts)
+
+
+def write_document(results: list[Result], path: Path = DOC) -> None:
+    path.write_text(render_document(results))
+
+
+def update_section(result: Result, path: Path = DOC) -> None:
+    """Replace this benchmark's section in place (the whole document if it has no such section yet)."""
+    if not path.exists():
+        write_document([result], path)
+        return
+    text = path.read_text()
+    pattern = re.compile(re.escape(_begin(result.name)) + r".*?" + re.escape(_end(result.name)) + r"\n?", re.S)
+    new = section(result, machine_line())
+    if pattern.search(text):
+        text = pattern.sub(lambda _: new, text, count=1)
+    else:
+        marker = "## Rerun"
+        text = text.replace(marker, new + "\n" + marker, 1) if marker in text else text + "\n" + new
+    path.write_text(text)
