@@ -14,6 +14,7 @@ the canary Ingress NAME-canary stamps ``t1`` when it is DELETED (the NGINX route
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import sys
@@ -33,9 +34,12 @@ from bench.common import (
     Table,
     WatchEvent,
     environment,
+    load_average,
+    load_text,
     ingress,
     ms,
     now,
+    parse_k8s_time,
     poll,
     prometheus_value,
     rollout,
@@ -97,7 +101,11 @@ class Trial:
     reaction: float = float("nan")
     """t1 - reconcile start."""
     periods: list[float] = field(default_factory=list)
-    """Intervals between the operator's status writes while waiting at the pause (the analysis period)."""
+    """Intervals between the operator's analysis evaluations (status.lastAnalysisAt) while waiting at the pause."""
+    status_writes_per_tick: float = float("nan")
+    """The operator's status PATCHes per analysis tick while waiting at the pause (one is needed)."""
+    requests_per_tick: float = float("nan")
+    """All requests of the operator's engine per analysis tick while waiting at the pause."""
     message: str = ""
 
 
@@ -137,8 +145,9 @@ def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> 
         if previous is not None:
             env.wait_gone(previous, 60)
         canary_ingress = f"{name}-canary"
-        with env.watch_ingress(canary_ingress) as watch:
+        with env.watch("ingress", canary_ingress) as watch, env.watch("modelrollout", name) as mro:
             watch.wait_for(lambda e: e.type == "ADDED" and e.weight == "20", 10, f"{canary_ingress} at weight 20")
+            mro.wait_for(lambda e: e.type == "ADDED", 10, f"watch on {name}")
             env.audit.mark()
             hold_from = now()
             time.sleep(HOLD_S + rng.uniform(0.0, 1.0))
@@ -150,7 +159,10 @@ def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> 
             t1 = gone.at
         st = env.wait_status(name, lambda s: s.get("phase") == "RolledBack", 30, f"{name} RolledBack")
         trial = Trial(name, scrape=t0 - t_set, detect=t1 - t0, total=t1 - t_set, message=str(st.get("message")))
-        _breakdown(env, trial, canary_ingress, name, hold_from, t_set, t0, t1)
+        ticks = sorted({parse_k8s_time(str(e.status["lastAnalysisAt"])) for e in mro.events
+                        if hold_from <= e.at < t_set and e.status.get("lastAnalysisAt")})
+        trial.periods = [b - a for a, b in itertools.pairwise(ticks)]
+        _breakdown(env, trial, canary_ingress, name, hold_from, t_set, t0, t1, max(len(ticks) - 1, 0))
         return trial
     finally:
         exporter.stop()
@@ -158,7 +170,7 @@ def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> 
 
 
 def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, hold_from: float, t_set: float,
-               t0: float, t1: float) -> None:
+               t0: float, t1: float, ticks: int) -> None:
     def find(reqs: list[Request]) -> Request | None:
         for r in reqs:
             if r.verb == "delete" and r.resource == "ingresses" and r.name == canary_ingress:
@@ -177,14 +189,18 @@ def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, hold_from
         trial.to_delete = delete.received - start
         trial.reaction = t1 - start
     trial.delivery = t1 - delete.completed
-    writes = [r.received for r in reqs if r.by_operator_engine and r.verb == "patch" and r.resource == "modelrollouts"
-              and r.subresource == "status" and r.name == name and hold_from <= r.received < t_set]
-    trial.periods = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+    # While waiting at the pause nothing changes but the analysis: count the operator's requests per tick.
+    window = [r for r in reqs if r.by_operator_engine and hold_from <= r.received < t_set]
+    if ticks:
+        trial.status_writes_per_tick = sum(1 for r in window if r.verb == "patch" and r.subresource == "status"
+                                           ) / ticks
+        trial.requests_per_tick = len(window) / ticks
 
 
 def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
     rng = random.Random(20240611)
     started = now()
+    load_before = load_average()
     done: list[Trial] = []
     failures: list[str] = []
     reconcile_mean = float("nan")
@@ -214,7 +230,9 @@ def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
         count = metrics.get("modelrollout_reconcile_seconds_count", 0.0)
         if count:
             reconcile_mean = metrics.get("modelrollout_reconcile_seconds_sum", 0.0) / count
-    return build_result(done, failures, now() - started, reconcile_mean), done
+    result = build_result(done, failures, now() - started, reconcile_mean)
+    result.load = load_text(load_before, load_average())
+    return result, done
 
 
 def build_result(trials: list[Trial], failures: list[str], wall: float, reconcile_mean: float) -> Result:
@@ -222,6 +240,8 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
     total = [t.total for t in trials]
     reaction = [t.reaction for t in trials]
     periods = [p for t in trials for p in t.periods]
+    per_tick_writes = [t.status_writes_per_tick for t in trials]
+    per_tick_requests = [t.requests_per_tick for t in trials]
     p99_total, p99_detect = Summary.of(total).p99, Summary.of(detect).p99
     headline = Table(
         f"Breach to stable, scrape {SCRAPE_S:g} s, analysis interval {INTERVAL_S:g} s "
@@ -240,7 +260,7 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
                      [t.to_delete for t in trials]),
          summary_row("DELETE done → the watch event arrives", [t.delivery for t in trials]),
          summary_row("reconcile start → t1 (the operator's reaction)", reaction),
-         summary_row("analysis period (between the operator's status writes at the pause)", periods)],
+         summary_row("analysis period (between evaluations: status.lastAnalysisAt at the pause)", periods)],
     )
     r = Summary.of(reaction)
     rows = []
@@ -270,6 +290,9 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
         "Ingress; then DELETE it, scale the canary to 0, write status, emit events) and the watch delivery.",
         f"The analysis period is interval + the part of the reconcile after `now` is read: median "
         f"{ms(statistics.median(periods)) if periods else 'n/a'}.",
+        f"While the rollout waits at the pause the operator's engine makes {_mean(per_tick_requests):.1f} API "
+        f"requests and {_mean(per_tick_writes):.1f} status PATCHes per analysis tick (audit log; one PATCH "
+        "carries the new evaluation, the rest are the reconcile its own status write wakes up).",
         f"The operator's own histogram `modelrollout_reconcile_seconds` (observe + decide + carry out, every "
         f"reconcile of the run): mean {ms(reconcile_mean)}.",
     ]
@@ -279,8 +302,14 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
         wall_seconds=wall, tables=[headline, breakdown, bound], verdict=verdict, notes=notes,
         raw={"t1_minus_t0": detect, "t1_minus_tset": total, "t0_minus_tset": [t.scrape for t in trials],
              "tick_wait": [t.tick_wait for t in trials], "reconcile_to_delete": [t.to_delete for t in trials],
-             "delivery": [t.delivery for t in trials], "reaction": reaction, "analysis_period": periods},
+             "delivery": [t.delivery for t in trials], "reaction": reaction, "analysis_period": periods,
+             "status_writes_per_tick": per_tick_writes, "requests_per_tick": per_tick_requests},
     )
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -256,22 +256,28 @@ class WatchEvent:
     obj: Json
 
     @property
+    def status(self) -> Json:
+        return dict(self.obj.get("status") or {})
+
+    @property
     def weight(self) -> str | None:
         annotations = (self.obj.get("metadata") or {}).get("annotations") or {}
         value = annotations.get(WEIGHT_ANNOTATION)
         return str(value) if value is not None else None
 
 
-class IngressWatch:
-    """A real watch (``GET .../ingresses?watch=true&fieldSelector=metadata.name=NAME``) read in a thread.
+class ObjectWatch:
+    """A real watch on one object (``GET ...?watch=true&fieldSelector=metadata.name=NAME``) read in a thread.
 
     Opened without a resourceVersion, so the apiserver first sends the current object as ADDED: seeing it
     proves the watch is established. Every event is stamped with :func:`now` the moment its line arrives.
+    ``kind`` is ``ingress`` or ``modelrollout``.
     """
 
-    def __init__(self, api_client: Any, namespace: str, name: str) -> None:
-        self._net = client.NetworkingV1Api(api_client)
+    def __init__(self, api_client: Any, namespace: str, kind: str, name: str) -> None:
+        self.api_client = api_client
         self.namespace = namespace
+        self.kind = kind
         self.name = name
         self.events: list[WatchEvent] = []
         self._cond = threading.Condition()
@@ -280,17 +286,23 @@ class IngressWatch:
         self._resp: Any = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> IngressWatch:
-        self._resp = self._net.list_namespaced_ingress(
-            self.namespace, field_selector=f"metadata.name={self.name}", watch=True, timeout_seconds=300,
-            _preload_content=False, _request_timeout=(5, 330))
-        self._thread = threading.Thread(target=self._read, name=f"watch-{self.name}", daemon=True)
+    def __enter__(self) -> ObjectWatch:
+        args: dict[str, Any] = {"field_selector": f"metadata.name={self.name}", "watch": True,
+                                "timeout_seconds": 300, "_preload_content": False, "_request_timeout": (5, 330)}
+        if self.kind == "ingress":
+            self._resp = client.NetworkingV1Api(self.api_client).list_namespaced_ingress(self.namespace, **args)
+        elif self.kind == "modelrollout":
+            self._resp = client.CustomObjectsApi(self.api_client).list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **args)
+        else:
+            raise ValueError(f"cannot watch {self.kind}")
+        self._thread = threading.Thread(target=self._read, name=f"watch-{self.kind}-{self.name}", daemon=True)
         self._thread.start()
         return self
 
     def _read(self) -> None:
         try:
-            for line in iter_resp_lines(self._resp):
+            for line in iter_resp_lines(self._resp):  # type: ignore[no-untyped-call]
                 at = now()
                 raw = json.loads(line)
                 with self._cond:
@@ -315,7 +327,7 @@ class IngressWatch:
                 seen = len(self.events)
                 left = deadline - now()
                 if self._closed:
-                    raise RuntimeError(f"watch on ingress {self.name} closed ({self._error!r}) before {what}")
+                    raise RuntimeError(f"watch on {self.kind} {self.name} closed ({self._error!r}) before {what}")
                 if left <= 0:
                     raise BenchTimeout(f"timed out after {timeout:.1f}s waiting for {what} "
                                        f"(events: {[(e.type, e.weight) for e in self.events]})")
@@ -463,8 +475,8 @@ class Env:
     def wait_gone(self, name: str, timeout: float) -> None:
         poll(lambda: True if self.get_rollout(name) is None else None, timeout, 0.1, f"rollout {name} deleted")
 
-    def watch_ingress(self, name: str) -> IngressWatch:
-        return IngressWatch(self.api_client, self.namespace, name)
+    def watch(self, kind: str, name: str) -> ObjectWatch:
+        return ObjectWatch(self.api_client, self.namespace, kind, name)
 
     # -- the operator's own metrics -------------------------------------------------------------------
 
@@ -515,10 +527,15 @@ def environment(name: str, *, with_prometheus: bool, keep: bool = False) -> Iter
                                   metrics_port=metrics_port)
             op.start()
             stack.callback(op.stop)
-            poll(lambda: (op.check_alive(), True if port_open(metrics_port) else None)[1], 60, 0.05,
-                 "operator metrics endpoint")
+
+            def operator_up() -> bool | None:
+                op.check_alive()
+                return True if port_open(metrics_port) else None
+
+            poll(operator_up, 60, 0.05, "operator metrics endpoint")
             env = Env(root=root, cp=cp, namespace=namespace, operator=op, operator_metrics_port=metrics_port,
-                      prometheus=prom, api_client=config.new_client_from_config(config_file=str(cp.kubeconfig)),
+                      prometheus=prom, api_client=config.new_client_from_config(  # type: ignore[no-untyped-call]
+                          config_file=str(cp.kubeconfig)),
                       audit=AuditLog(cp.audit_log), started=started)
             stack.callback(env.api_client.close)
             env.setup_seconds = now() - started
@@ -570,12 +587,15 @@ class Result:
     verdict: str
     notes: list[str]
     raw: dict[str, list[float]]
+    load: str = ""
+    """The 1-minute load average before and after, next to the CPU count: other work shares the machine."""
 
     def markdown(self, machine: str) -> str:
         parts = [f"## {self.title}", "", self.method.strip(), "",
                  f"Measured {self.date} on {machine}: {self.trials} trials"
                  + (f" ({self.failed_trials} failed and were left out)" if self.failed_trials else "")
-                 + f", {self.wall_seconds / 60:.1f} min including setup.", "", f"**{self.verdict}**", ""]
+                 + f", {self.wall_seconds / 60:.1f} min including setup"
+                 + (f"; {self.load}" if self.load else "") + ".", "", f"**{self.verdict}**", ""]
         for t in self.tables:
             parts += [t.markdown(), ""]
         parts += [f"- {n}" for n in self.notes]
@@ -593,6 +613,14 @@ def summary_row(label: str, values: Sequence[float], fmt: Callable[[float], str]
 
 
 SUMMARY_HEADER = ["interval", "p50", "p99", "max", "n"]
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def load_text(before: float, after: float) -> str:
+    return f"load average (1 min) {before:.1f} before, {after:.1f} after, on {len(os.sched_getaffinity(0))} CPUs"
 
 
 def today() -> str:

@@ -144,6 +144,31 @@ class HeaderRoute(_Model):
     """Exact header value."""
 
 
+class HTTPRouteRef(_Model):
+    """A Gateway API HTTPRoute (gateway.networking.k8s.io/v1) in the ModelRollout's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """The HTTPRoute's name."""
+    rule: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """The rules[].name of the rule to manage; default: the first rule routing to the root Service or NAME-stable."""
+
+
+class VirtualServiceRef(_Model):
+    """An Istio VirtualService (networking.istio.io/v1) in the ModelRollout's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """The VirtualService's name."""
+    route: str = Field(min_length=1, max_length=253)
+    """The name (http[].name) of the HTTP route in the VirtualService the operator manages."""
+
+
+class MirrorSpec(_Model):
+    """Copy a share of the stable traffic to the new revision; the copies' responses are discarded."""
+
+    percent: int = Field(default=100, ge=0, le=100)
+    """Percent of the managed route's requests mirrored to NAME-canary."""
+
+
 class Traffic(_Model):
     """How traffic reaches the model. With only a Service, traffic splits by replica ratio."""
 
@@ -151,11 +176,23 @@ class Traffic(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "!has(self.headerRoute) || has(self.ingress)",
-                    "spec.traffic.headerRoute needs a router that routes by header (spec.traffic.ingress): "
-                    "the Service replica-ratio router cannot pin requests",
+                    "(has(self.ingress) ? 1 : 0) + (has(self.httpRoute) ? 1 : 0) + "
+                    "(has(self.virtualService) ? 1 : 0) <= 1",
+                    "spec.traffic: set at most one router (ingress, httpRoute or virtualService)",
+                ),
+                _cel(
+                    "!has(self.headerRoute) || has(self.ingress) || has(self.httpRoute) || "
+                    "has(self.virtualService)",
+                    "spec.traffic.headerRoute needs a router that routes by header (spec.traffic.ingress, "
+                    "httpRoute or virtualService): the Service replica-ratio router cannot pin requests",
                     ".headerRoute",
-                )
+                ),
+                _cel(
+                    "!has(self.mirror) || has(self.httpRoute) || has(self.virtualService)",
+                    "spec.traffic.mirror needs a router that mirrors (httpRoute or virtualService); NGINX canary "
+                    "annotations and the Service replica-ratio split cannot mirror",
+                    ".mirror",
+                ),
             ]
         }
     )
@@ -163,8 +200,14 @@ class Traffic(_Model):
     """The root Service users call. With no other router it selects both tracks (replica-ratio split)."""
     ingress: ObjectRef | None = None
     """An NGINX Ingress: the operator adds an owned canary Ingress with canary-weight; this one is never edited."""
+    http_route: HTTPRouteRef | None = None
+    """A Gateway API HTTPRoute: the operator edits one rule's backendRefs (NAME-stable / NAME-canary weights)."""
+    virtual_service: VirtualServiceRef | None = None
+    """An Istio VirtualService: the operator edits one HTTP route's destinations (NAME-stable / NAME-canary)."""
     header_route: HeaderRoute | None = None
-    """Pin requests with this header to the new revision (NGINX: canary-by-header)."""
+    """Pin requests with this header to the new revision (NGINX: canary-by-header; else a NAME-canary-header route)."""
+    mirror: MirrorSpec | None = None
+    """Mirror requests to the new revision (httpRoute: a RequestMirror filter; virtualService: mirrorPercentage)."""
 
 
 # --------------------------------------------------------------------------- steps
@@ -393,6 +436,21 @@ class CompatProbe(_Model):
     """Thresholds of the default metrics (a metric of the same name in spec.analysis.metrics wins)."""
 
 
+class PrewarmPolicy(_Model):
+    """Pre-pull the canary's and stable's images on the nodes before any traffic moves."""
+
+    enabled: bool = False
+    """Create the NAME-prewarm DaemonSet and wait (phase Prewarming) until every node pulled the images."""
+    keep_revisions: int = Field(default=2, ge=0, le=10)
+    """Images of the last N successful revisions stay pre-pulled, so rolling back after promotion pulls nothing."""
+    timeout: Duration = Field(default="10m", validate_default=True)
+    """How long pre-pulling may take; then the rollout fails before any traffic moves, naming the nodes."""
+    command: list[str] = Field(default_factory=lambda: ["true"], min_length=1, max_length=8)
+    """Entrypoint each pull container runs (it must exit 0 at once); override for images without `true`."""
+    pause_image: str = Field(default="registry.k8s.io/pause:3.10", max_length=512)
+    """The image of the one long-running container that keeps the DaemonSet's pods ready."""
+
+
 class RollbackPolicy(_Model):
     """How the operator goes back to stable."""
 
@@ -400,6 +458,11 @@ class RollbackPolicy(_Model):
     """true: a breach rolls back at once; false: a breach pauses and waits for approval to roll back."""
     scale_down_delay: Duration = Field(default="30s", validate_default=True)
     """The rolled-back canary is kept this long (for inspection) before it is scaled to zero."""
+    prewarm: PrewarmPolicy = Field(default_factory=PrewarmPolicy)
+    """Image pre-pull on the nodes, so a rollback never waits for an image."""
+    stable_min_ready: int | None = Field(default=None, ge=0, le=1000)
+    """Ready stable replicas required before any weight increase (default: all of spec.replicas), so stable can
+    take 100% back at once."""
 
 
 class ModelRolloutSpec(_Model):
@@ -462,6 +525,7 @@ class Phase(enum.StrEnum):
     """Where a rollout is. See modelrollout.core.phases for the allowed transitions."""
 
     PENDING = "Pending"
+    PREWARMING = "Prewarming"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     AWAITING_APPROVAL = "AwaitingApproval"
@@ -582,6 +646,28 @@ class PreflightStatus(_Status):
     """Config keys renamed by spec.model.configMigrations."""
 
 
+class PrewarmStatus(_Status):
+    """Progress of the image pre-pull DaemonSet."""
+
+    ready: int = 0
+    """Nodes whose pod pulled every image."""
+    desired: int = 0
+    """Nodes the DaemonSet runs on."""
+    images: list[str] = Field(default_factory=list)
+    """Images pre-pulled."""
+    since: datetime | None = None
+    """When pre-pulling for this revision began."""
+
+
+class RevisionImages(_Status):
+    """The images of a revision that succeeded."""
+
+    revision: str
+    """Revision."""
+    images: list[str]
+    """Its container images."""
+
+
 class ModelRolloutStatus(_Status):
     """What the operator observed and did. All rollout state lives here, so a restart loses nothing."""
 
@@ -622,6 +708,10 @@ class ModelRolloutStatus(_Status):
     """When the last rollback began (the canary is scaled down scaleDownDelay after)."""
     rolled_back_revision: str | None = None
     """A revision that was rolled back; it is not retried on its own."""
+    prewarm: PrewarmStatus | None = None
+    """Image pre-pull progress (nodes ready / desired)."""
+    revision_images: list[RevisionImages] = Field(default_factory=list)
+    """Images of the last successful revisions (kept pre-pulled per rollback.prewarm.keepRevisions)."""
     stable_model: ModelSnapshot | None = None
     """The stable revision's model (version, config, dependencies)."""
     preflight: PreflightStatus | None = None

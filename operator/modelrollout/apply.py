@@ -16,7 +16,9 @@ from typing import Any
 from modelrollout import api, telemetry
 from modelrollout.core.model import (
     Decision,
+    DeletePrewarm,
     EnsureCanary,
+    EnsurePrewarm,
     EnsureServices,
     EnsureStable,
     Event,
@@ -28,6 +30,7 @@ from modelrollout.core.model import (
     SetWeight,
 )
 from modelrollout.kube import Body, Kube
+from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.routers.base import Router, RouterContext
 from modelrollout.workloads import apply_deployment, ensure_services, scale
 
@@ -69,6 +72,10 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             router.set_weight(ctx, action.weight)
         elif isinstance(action, ResetRouter):
             router.reset(ctx)
+        elif isinstance(action, EnsurePrewarm):
+            apply_daemonset(ctx, template, action.images)
+        elif isinstance(action, DeletePrewarm):
+            delete_daemonset(ctx)
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         kube.patch_rollout_status(namespace, name, new_status)

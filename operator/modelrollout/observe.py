@@ -12,11 +12,13 @@ from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS
 from modelrollout.core.model import Observed
 from modelrollout.core.phases import ACTIVE
+from modelrollout.core.prewarm import template_images
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
+from modelrollout.prewarm import observe_daemonset
 from modelrollout.routers.base import Router, RouterContext, router_for
 from modelrollout.workloads import check_contract, pod_failure, read_deployment, track_state
 
@@ -60,7 +62,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> 
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     base = Observed(
         name=name, namespace=namespace, generation=int(meta.get("generation") or 0), revision=revision,
-        stable=None, canary=None, router_weight=None,
+        stable=None, canary=None, router_weight=None, images=template_images(raw_spec.get("template") or {}),
         annotations={k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS},
         annotation_managers=annotation_managers(meta.get("managedFields")), invalid=invalid,
     )
@@ -71,6 +73,8 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> 
     problem = router.check(ctx) or check_contract(ctx)
     if problem is not None:
         return Observation(spec, status, replace(base, invalid=problem), ctx, router)
+    prewarm = observe_daemonset(kube, namespace, name) if (
+        spec.rollback.prewarm.enabled or status.revision_images) else None
     stable = track_state(read_deployment(kube, namespace, ctx.stable_deployment))
     canary = track_state(read_deployment(kube, namespace, ctx.canary_deployment))
     if canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
@@ -82,7 +86,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> 
             and an.analysis_due(spec.analysis, status.last_analysis_at, status.traffic_started_at, now)):
         samples = query_metrics(spec.analysis, source_for(spec.analysis), now, status.traffic_started_at,
                                 {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"})
-    return Observation(spec, status, replace(base, stable=stable, canary=canary,
+    return Observation(spec, status, replace(base, stable=stable, canary=canary, prewarm=prewarm,
                                              router_weight=router.current_weight(ctx), samples=samples),
                        ctx, router)
 

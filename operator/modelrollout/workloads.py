@@ -12,6 +12,7 @@ from typing import Any
 
 from modelrollout.core.compat import inject
 from modelrollout.core.model import Track, TrackState
+from modelrollout.core.prewarm import template_images
 from modelrollout.kube import (
     ANNOTATION_REVISION,
     LABEL_REVISION,
@@ -114,6 +115,7 @@ def track_state(dep: Body | None) -> TrackState | None:
         replicas=replicas,
         ready=ready,
         updated=updated,
+        images=template_images(spec.get("template") or {}),
     )
 
 

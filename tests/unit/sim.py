@@ -10,9 +10,12 @@ from modelrollout import api
 from modelrollout.core import analysis as an
 from modelrollout.core.model import (
     Decision,
+    DeletePrewarm,
     EnsureCanary,
+    EnsurePrewarm,
     EnsureStable,
     Observed,
+    PrewarmState,
     PromoteStable,
     RemoveAnnotations,
     ResetRouter,
@@ -22,6 +25,7 @@ from modelrollout.core.model import (
     TrackState,
 )
 from modelrollout.core.plan import decide
+from modelrollout.core.prewarm import template_images
 from modelrollout.core.revision import revision_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,6 +57,9 @@ class World:
     weights: list[int] = field(default_factory=list)
     router_writes: int = 0
     decisions: list[Decision] = field(default_factory=list)
+    prewarm: PrewarmState | None = None
+    nodes: int = 2
+    prewarm_writes: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def spec(self) -> api.ModelRolloutSpec:
@@ -88,6 +95,8 @@ class World:
             router_weight=self.router,
             annotations=dict(self.annotations),
             samples=got,
+            prewarm=self.prewarm,
+            images=template_images(self.raw["template"]),
         )
 
     def step(self, *, samples: bool = True) -> Decision:
@@ -100,7 +109,14 @@ class World:
 
     def carry(self, a: Any) -> None:
         if isinstance(a, EnsureStable | PromoteStable):
-            self.stable = TrackState(a.revision, a.replicas, a.replicas)
+            self.stable = TrackState(a.revision, a.replicas, a.replicas, images=template_images(self.raw["template"]))
+        elif isinstance(a, EnsurePrewarm):
+            self.prewarm_writes.append(a.images)
+            bad = any(i.startswith("unpullable.invalid/") for i in a.images)
+            failures = tuple(f"node n{i}: ImagePullBackOff" for i in range(self.nodes)) if bad else ()
+            self.prewarm = PrewarmState(a.images, self.nodes, 0 if bad else self.nodes, True, failures)
+        elif isinstance(a, DeletePrewarm):
+            self.prewarm = None
         elif isinstance(a, ScaleStable):
             assert self.stable is not None
             self.stable = replace(self.stable, replicas=a.replicas, ready=a.replicas)

@@ -26,6 +26,20 @@ class TrackState:
     """The Deployment controller has caught up with the latest spec."""
     failure: str | None = None
     """Why pods do not start, when they do not (ImagePullBackOff, CrashLoopBackOff, ...)."""
+    images: tuple[str, ...] = ()
+    """Container images of its pod template."""
+
+
+@dataclass(frozen=True)
+class PrewarmState:
+    """The image pre-pull DaemonSet as observed."""
+
+    images: tuple[str, ...]
+    desired: int
+    ready: int
+    updated: bool
+    failures: tuple[str, ...] = ()
+    """``node: reason`` for pods that cannot pull."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,10 @@ class Observed:
     annotations: Mapping[str, str] = field(default_factory=dict)
     annotation_managers: Mapping[str, str] = field(default_factory=dict)
     """Who last set each control annotation (field manager), where the API tells it."""
+    prewarm: PrewarmState | None = None
+    """The NAME-prewarm DaemonSet, when there is one."""
+    images: tuple[str, ...] = ()
+    """Container images of the revision the spec asks for."""
     samples: Mapping[str, Sample] | None = None
     """Metric samples when an evaluation was due and made this time, else None."""
     invalid: str | None = None
@@ -102,6 +120,18 @@ class ResetRouter:
 
 
 @dataclass(frozen=True)
+class EnsurePrewarm:
+    """Create or update the NAME-prewarm DaemonSet to pull exactly these images."""
+
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeletePrewarm:
+    """Remove the NAME-prewarm DaemonSet."""
+
+
+@dataclass(frozen=True)
 class RemoveAnnotations:
     """Consume control annotations so a re-sync cannot replay them."""
 
@@ -110,7 +140,7 @@ class RemoveAnnotations:
 
 Action = (
     EnsureServices | EnsureStable | ScaleStable | EnsureCanary | ScaleCanary | PromoteStable | SetWeight
-    | ResetRouter | RemoveAnnotations
+    | ResetRouter | RemoveAnnotations | EnsurePrewarm | DeletePrewarm
 )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from modelrollout.api import Phase
 
-_ACTIVE = {Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL}
+_ACTIVE = {Phase.PROGRESSING, Phase.PREWARMING, Phase.PAUSED, Phase.AWAITING_APPROVAL}
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset(Phase) - {Phase.PENDING},
     Phase.PROGRESSING: frozenset(Phase),
+    Phase.PREWARMING: frozenset(Phase),
     Phase.PAUSED: frozenset(Phase),
     Phase.AWAITING_APPROVAL: frozenset(Phase),
     # promotion does not go back to steps or roll back; a new revision restarts it

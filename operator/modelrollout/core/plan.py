@@ -29,7 +29,9 @@ from modelrollout.core.approval import (
 from modelrollout.core.model import (
     Action,
     Decision,
+    DeletePrewarm,
     EnsureCanary,
+    EnsurePrewarm,
     EnsureServices,
     EnsureStable,
     Event,
@@ -43,6 +45,7 @@ from modelrollout.core.model import (
 )
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
+from modelrollout.core.prewarm import kept, remember, wanted
 from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
@@ -180,6 +183,9 @@ class _Plan:
         canary = self.obs.canary
         if canary is not None and canary.replicas > 0:
             self.actions.append(ScaleCanary(0))
+        stable_images = self.obs.stable.images if self.obs.stable is not None else ()
+        _trim_prewarm(self, [*stable_images, *kept(self.old.revision_images,
+                                                   self.spec.rollback.prewarm.keep_revisions)])
         reason = (self.get("message") or "").split(": ", 1)[-1]
         self.phase(Phase.ROLLED_BACK, f"revision {self.obs.revision} rolled back: {reason}; "
                    f"stable {self.old.stable_revision} serves 100%. Change the template, or annotate "
@@ -296,7 +302,9 @@ def _first_release(p: _Plan) -> None:
         p.again(POLL_SECONDS)
         return
     p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None,
-          stable_model=snapshot(p.spec.model))
+          stable_model=snapshot(p.spec.model),
+          revision_images=remember(p.old.revision_images, obs.revision, obs.images,
+                                   p.spec.rollback.prewarm.keep_revisions))
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
     p.history("Succeeded", "first release")
 
@@ -329,7 +337,7 @@ def _rollout(p: _Plan) -> None:
     rev = obs.revision
     # a rolled-back revision is not retried on its own
     if old.rolled_back_revision == rev and old.canary_revision == rev:
-        if obs.annotations.get(RETRY, "").lower() == "true" and old.phase is Phase.ROLLED_BACK:
+        if obs.annotations.get(RETRY, "").lower() == "true" and old.phase in (Phase.ROLLED_BACK, Phase.FAILED):
             p.consume(RETRY)
             p.history("Retried", "retry requested", by=p.by(RETRY))
             p.event("Retry", f"retrying revision {rev} from step 0")
@@ -400,7 +408,7 @@ def _start(p: _Plan) -> None:
         p.event("PreflightGate", "first traffic step waits for approval: " + "; ".join(check.reasons), warning=True)
     p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
           traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
-          inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None)
+          inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None, prewarm=None)
     p.phase(Phase.PROGRESSING, f"rolling out revision {obs.revision} over stable {old.stable_revision}")
     p.history("Started", f"stable {old.stable_revision}")
     p.again(0)
@@ -497,6 +505,8 @@ def _step(p: _Plan) -> None:
             return
         p.set(analysis=[m.model_copy(update={"failures": 0}) for m in p.get("analysis")])
     _schedule_analysis(p)
+    if spec.rollback.prewarm.enabled and p.get("traffic_started_at") is None and not _prewarmed(p):
+        return
     analysis_ok = spec.analysis is None or an.last_all_pass(spec.analysis, p.get("analysis"))
     if p.get("inconclusive_count") >= (spec.analysis.inconclusive.limit if spec.analysis else 1 << 30):
         return
@@ -554,6 +564,15 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
     if weight > current > 0 and not analysis_ok:
         p.phase(Phase.PROGRESSING, f"{label}: holding weight {current} until every metric passes")
         return
+    stable = obs.stable
+    if weight > current and stable is not None:
+        floor = spec.rollback.stable_min_ready if spec.rollback.stable_min_ready is not None else spec.replicas
+        must = min(floor, stable.replicas)
+        if stable.ready < must:
+            p.phase(Phase.PROGRESSING, f"{label}: holding weight {current}: stable has {stable.ready}/{must} ready "
+                    "pods and could not take all traffic back")
+            p.again(POLL_SECONDS)
+            return
     need = canary_replicas(spec.replicas, weight)
     canary = obs.canary
     have_replicas = canary.replicas if canary is not None else 0
@@ -599,8 +618,62 @@ def _promote(p: _Plan) -> None:
     p.router_to_stable()
     if canary is not None and canary.replicas > 0:
         p.actions.append(ScaleCanary(0))
+    history = remember(p.old.revision_images, obs.revision, obs.images, p.spec.rollback.prewarm.keep_revisions)
     p.set(stable_revision=obs.revision, canary_revision=None, current_step=None, current_weight=0,
           approval=None, approved_step=None, progress_since=None, stable_model=snapshot(p.spec.model),
-          preflight=None)
+          preflight=None, revision_images=history, prewarm=None)
+    _trim_prewarm(p, kept(history, p.spec.rollback.prewarm.keep_revisions))
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: stable serves 100% ({want} replicas)")
     p.history("Succeeded", "promoted")
+
+
+def _trim_prewarm(p: _Plan, images: Sequence[str]) -> None:
+    """Keep only ``images`` pre-pulled (none: remove the DaemonSet)."""
+    current = p.obs.prewarm
+    if current is None:
+        return
+    want = wanted(images)
+    if not want or not p.spec.rollback.prewarm.enabled:
+        p.actions.append(DeletePrewarm())
+    elif want != tuple(sorted(current.images)):
+        p.actions.append(EnsurePrewarm(want))
+
+
+def _prewarmed(p: _Plan) -> bool:
+    """Pre-pull the canary's and stable's images (and the last revisions') on every node; True when done."""
+    obs, policy = p.obs, p.spec.rollback.prewarm
+    stable_images = obs.stable.images if obs.stable is not None else ()
+    want = wanted(obs.images, stable_images, kept(p.old.revision_images, policy.keep_revisions))
+    old = p.get("prewarm")
+    since = old.since if old is not None and old.since is not None else p.now
+    state = obs.prewarm
+    if state is None or tuple(sorted(state.images)) != want:
+        p.actions.append(EnsurePrewarm(want))
+        p.set(prewarm=api.PrewarmStatus(images=list(want), since=since))
+        p.phase(Phase.PREWARMING, f"pre-pulling {len(want)} images on the nodes before any traffic moves")
+        p.again(POLL_SECONDS)
+        return False
+    p.set(prewarm=api.PrewarmStatus(images=list(want), since=since, ready=state.ready, desired=state.desired))
+    if state.updated and state.desired > 0 and state.ready >= state.desired:
+        if p.old.phase is Phase.PREWARMING:
+            p.event("Prewarmed", f"{len(want)} images pulled on {state.ready} nodes")
+            p.phase(Phase.PROGRESSING, f"images pre-pulled on {state.ready} nodes")
+        return True
+    waited = (p.now - since).total_seconds()
+    if waited > policy.timeout.total_seconds():
+        nodes = "; ".join(state.failures) or (
+            "no node matches the pod template's scheduling constraints" if state.desired == 0
+            else f"{state.desired - state.ready} nodes not ready")
+        reason = f"images not pre-pulled within {format_duration(policy.timeout)}: {nodes}; no traffic moved"
+        p.set(rolled_back_revision=obs.revision, progress_since=None)
+        if obs.canary is not None and obs.canary.replicas > 0:
+            p.actions.append(ScaleCanary(0))
+        _trim_prewarm(p, [*stable_images, *kept(p.old.revision_images, policy.keep_revisions)])
+        p.phase(Phase.FAILED, f"revision {obs.revision} failed before any traffic: {reason}. Fix the image or the "
+                f"nodes, then change the template or annotate {RETRY}=true")
+        p.history("Failed", reason)
+        return False
+    detail = f"; failing: {'; '.join(state.failures)}" if state.failures else ""
+    p.phase(Phase.PREWARMING, f"pre-pulling {len(want)} images: {state.ready}/{state.desired} nodes ready{detail}")
+    p.again(min(POLL_SECONDS, policy.timeout.total_seconds() - waited + 0.01))
+    return False

@@ -41,12 +41,28 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
     for key, value in spec.selector.match_labels.items():
         if labels.get(key) != value:
             return f"spec.template.metadata.labels: must contain {key}={value} from spec.selector.matchLabels"
-    if spec.traffic.header_route is not None and spec.traffic.ingress is None:
-        return "spec.traffic.headerRoute: the Service replica-ratio router cannot pin requests by header"
+    problem = _router_features(spec.traffic)
+    if problem:
+        return problem
     if any(isinstance(s, api.AnalysisStep) for s in spec.strategy.canary.steps) and spec.analysis is None:
         return "spec.strategy.canary.steps: an analysis step needs spec.analysis"
     if spec.analysis is not None and not spec.analysis.metrics and spec.compat_probe is None:
         return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
     if spec.compat_probe is not None and spec.analysis is None:
         return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
+    return None
+
+
+def _router_features(traffic: api.Traffic) -> str | None:
+    """One router at most, and only the features it has (the CRD's CEL rules, for objects it did not check)."""
+    routers = [field for field, ref in (("ingress", traffic.ingress), ("httpRoute", traffic.http_route),
+                                        ("virtualService", traffic.virtual_service)) if ref is not None]
+    if len(routers) > 1:
+        return ("spec.traffic: set at most one router (ingress, httpRoute or virtualService), "
+                f"not {' and '.join(routers)}")
+    if traffic.header_route is not None and not routers:
+        return "spec.traffic.headerRoute: the Service replica-ratio router cannot pin requests by header"
+    if traffic.mirror is not None and traffic.http_route is None and traffic.virtual_service is None:
+        return ("spec.traffic.mirror: needs a router that mirrors (httpRoute or virtualService); NGINX canary "
+                "annotations and the Service replica-ratio split cannot mirror")
     return None

@@ -60,6 +60,10 @@ class Router(Protocol):
 
 def router_name(spec: api.ModelRolloutSpec) -> str:
     """The registry key of the router a spec selects. Pure."""
+    if spec.traffic.http_route is not None:
+        return "gatewayapi"
+    if spec.traffic.virtual_service is not None:
+        return "istio"
     if spec.traffic.ingress is not None:
         return "nginx"
     return "service"

@@ -1,0 +1,281 @@
+"""approval-to-shift: from ``kubectl annotate mro NAME modelrollout.io/approve=TOKEN`` to the new weight on the router.
+
+Per trial: a ModelRollout routed by NGINX, steps setWeight 10 -> approval -> setWeight 50 -> pause {}, waiting at
+the approval gate with 10% on the canary. A watch on the canary Ingress NAME-canary is opened; ``t_a`` is
+taken just before the real kubectl (the control plane's bin dir) is started to annotate the approval token,
+and ``t1`` when the watch delivers the canary Ingress with ``canary-weight: "50"``. The cost of starting
+kubectl is measured separately, so the operator's share can be read off.
+
+    PYTHONPATH=operator python -m bench.approve_to_shift [--trials 20] [--update-docs] [--json FILE] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    SUMMARY_HEADER,
+    BenchTimeout,
+    Env,
+    Json,
+    Request,
+    Result,
+    Summary,
+    Table,
+    environment,
+    load_average,
+    load_text,
+    ingress,
+    ms,
+    now,
+    rollout,
+    service,
+    sigterm_as_exit,
+    summary_row,
+    today,
+)
+from modelrollout.localenv.procs import CommandFailed
+
+NAME = "approve_to_shift"
+TITLE = "Approval to shift (approve annotation → new weight on the router)"
+APPROVE = "modelrollout.io/approve"
+TARGET_S = 0.5
+REPLICAS = 2
+"""ceil(2 * 10%) = ceil(2 * 50%) = 1 canary replica: the shift to 50 needs no new pod, only the router."""
+STEPS: list[Json] = [{"setWeight": 10}, {"approval": {"reason": "benchmark gate"}}, {"setWeight": 50},
+                     {"pause": {}}]
+SETTLE_S = 0.5
+OVERHEAD_RUNS = 20
+MAX_FAILURES = 3
+
+METHOD = f"""\
+From the `kubectl annotate` call to the new weight on the router. Per trial a ModelRollout with the NGINX
+router (Service + Ingress `NAME` → `NAME-stable`, `spec.traffic.ingress`), {REPLICAS} replicas (so 10% and
+50% both need exactly one canary pod: the shift is the router's alone), steps `setWeight 10` → `approval` →
+`setWeight 50` → `pause {{}}`, no analysis. Once it waits at the gate with 10% on the canary (and
+{SETTLE_S:g}–{SETTLE_S * 2:g} s more, so no reconcile is still running), a watch on the canary Ingress
+`NAME-canary` is opened (established when its ADDED event arrives), `t_a` is taken just before the real
+kubectl from the control plane's bin dir is started with `kubectl annotate mro NAME
+{APPROVE}=TOKEN --overwrite`, and `t1` when the watch delivers the canary Ingress with `canary-weight: "50"`.
+The operator's wake-up path in between: watch event → kopf `on.event` handler → the rollout daemon's
+`asyncio.Event` → `Engine.reconcile` in a thread (the approval: status + annotation consumed) → at once a
+second reconcile (the `setWeight 50` step: server-side apply of the canary Ingress). The breakdown comes
+from the apiserver's audit log. kubectl's own start-up cost is measured separately ({OVERHEAD_RUNS} runs of
+each no-op command).
+"""
+
+
+@dataclass
+class Trial:
+    name: str
+    total: float
+    """t1 - t_a: the headline number."""
+    kubectl_return: float
+    """The annotate command's run time (t_ret - t_a)."""
+    to_patch: float = float("nan")
+    """kubectl start -> its PATCH reaches the apiserver."""
+    wake: float = float("nan")
+    """PATCH done -> the operator's first GET of the rollout (watch -> kopf -> Event -> thread)."""
+    reconciles: float = float("nan")
+    """That GET -> PATCH of the canary Ingress received (the approval reconcile and the setWeight one)."""
+    delivery: float = float("nan")
+    """Ingress PATCH done -> the watch event arrives."""
+    operator: float = float("nan")
+    """Annotation PATCH done -> t1: everything after kubectl's request."""
+    reconcile_count: int = 0
+    """Reconciles (engine GETs of the rollout) from the wake-up to the Ingress PATCH, inclusive."""
+
+
+def _at_gate(st: Json) -> bool:
+    approval = st.get("approval") or {}
+    return st.get("phase") == "AwaitingApproval" and st.get("currentWeight") == 10 and approval.get("step") == 1
+
+
+def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> Trial:
+    env.apply(service(name), ingress(name, f"{name}-stable"))
+    env.apply(rollout(name, image="model:1", steps=STEPS, replicas=REPLICAS))
+    env.wait_status(name, lambda s: s.get("phase") == "Succeeded", 120, f"{name} first release Succeeded")
+    env.apply(rollout(name, image="model:2", steps=STEPS, replicas=REPLICAS))
+    st = env.wait_status(name, _at_gate, 120, f"{name} AwaitingApproval at the gate with weight 10")
+    token = str(st["approval"]["token"])
+    if previous is not None:
+        env.wait_gone(previous, 60)
+    canary_ingress = f"{name}-canary"
+    argv = env.kubectl_argv("-n", env.namespace, "annotate", "mro", name, f"{APPROVE}={token}", "--overwrite")
+    with env.watch("ingress", canary_ingress) as watch:
+        watch.wait_for(lambda e: e.type == "ADDED" and e.weight == "10", 10, f"{canary_ingress} at weight 10")
+        time.sleep(SETTLE_S + rng.uniform(0.0, SETTLE_S))
+        env.audit.mark()
+        t_a = now()
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env.cp.env(), check=False)
+        t_ret = now()
+        if res.returncode != 0:
+            raise CommandFailed(res)
+        t1 = watch.wait_for(lambda e: e.weight == "50", 30, f"{canary_ingress} at weight 50").at
+    trial = Trial(name, total=t1 - t_a, kubectl_return=t_ret - t_a)
+    _breakdown(env, trial, name, canary_ingress, t_a, t1)
+    env.wait_status(name, lambda s: s.get("currentWeight") == 50 and s.get("phase") == "AwaitingApproval", 30,
+                    f"{name} at the pause with weight 50")
+    return trial
+
+
+def _breakdown(env: Env, trial: Trial, name: str, canary_ingress: str, t_a: float, t1: float) -> None:
+    def find(reqs: list[Request]) -> tuple[Request, Request] | None:
+        patch = next((r for r in reqs if r.by_kubectl and r.verb == "patch" and r.resource == "modelrollouts"
+                      and r.name == name and not r.subresource), None)
+        ing = next((r for r in reqs if r.by_operator_engine and r.verb == "patch" and r.resource == "ingresses"
+                    and r.name == canary_ingress), None)
+        return (patch, ing) if patch is not None and ing is not None else None
+
+    found = env.audit.wait_for(env.namespace, find)
+    if found is None:
+        return
+    patch, ing = found
+    trial.to_patch = patch.received - t_a
+    trial.operator = t1 - patch.completed
+    trial.delivery = t1 - ing.completed
+    gets = [r for r in env.audit.since_mark(env.namespace)
+            if r.by_operator_engine and r.verb == "get" and r.resource == "modelrollouts" and not r.subresource
+            and r.name == name and patch.completed <= r.received <= ing.received]
+    if gets:
+        trial.wake = gets[0].received - patch.completed
+        trial.reconciles = ing.received - gets[0].received
+        trial.reconcile_count = len(gets)
+
+
+def kubectl_overhead(env: Env, name: str) -> dict[str, list[float]]:
+    """Run times of no-op kubectl commands: process start alone, one API call, the annotate path (dry run)."""
+    commands = {
+        "`kubectl version --client` (process start, no API call)": ["version", "--client"],
+        "`kubectl get --raw /readyz` (start + TLS + one request)": ["get", "--raw", "/readyz"],
+        f"`kubectl annotate mro {name} … --dry-run=server` (the annotate path, nothing written)":
+            ["-n", env.namespace, "annotate", "mro", name, "bench.modelrollout.io/noop=1", "--overwrite",
+             "--dry-run=server"],
+    }
+    out: dict[str, list[float]] = {}
+    for label, args in commands.items():
+        times: list[float] = []
+        argv = env.kubectl_argv(*args)
+        for _ in range(OVERHEAD_RUNS):
+            t = now()
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env.cp.env(), check=False)
+            times.append(now() - t)
+            if res.returncode != 0:
+                raise CommandFailed(res)
+        out[label] = times
+    return out
+
+
+def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
+    rng = random.Random(20240612)
+    started = now()
+    load_before = load_average()
+    done: list[Trial] = []
+    failures: list[str] = []
+    overhead: dict[str, list[float]] = {}
+    with sigterm_as_exit(), environment(NAME, with_prometheus=False, keep=keep) as env:
+        print(f"[{NAME}] environment up in {env.setup_seconds:.1f}s ({env.root})", file=sys.stderr)
+        previous: str | None = None
+        for i in range(trials + 1):
+            name = f"approve-{i:02d}"
+            label = "warm-up" if i == 0 else f"trial {i}/{trials}"
+            try:
+                trial = run_trial(env, name, rng, previous)
+            except (BenchTimeout, CommandFailed) as exc:
+                failures.append(f"{name}: {exc}")
+                print(f"[{NAME}] {label} {name} FAILED: {exc}", file=sys.stderr)
+                if len(failures) > MAX_FAILURES:
+                    raise
+                env.delete_rollout(name)
+                previous = name
+                continue
+            if i == 0:
+                overhead = kubectl_overhead(env, name)  # against a rollout that exists, before it is deleted
+            env.delete_rollout(name)
+            previous = name
+            print(f"[{NAME}] {label} {name}: t1-t_a {ms(trial.total)} (kubectl {ms(trial.kubectl_return)}, "
+                  f"wake {ms(trial.wake)}, reconciles {ms(trial.reconciles)} x{trial.reconcile_count}, "
+                  f"delivery {ms(trial.delivery)})", file=sys.stderr)
+            if i > 0:
+                done.append(trial)
+    result = build_result(done, failures, overhead, now() - started)
+    result.load = load_text(load_before, load_average())
+    return result, done
+
+
+def build_result(trials: list[Trial], failures: list[str], overhead: dict[str, list[float]],
+                 wall: float) -> Result:
+    total = [t.total for t in trials]
+    operator = [t.operator for t in trials]
+    p99 = Summary.of(total).p99
+    headline = Table(
+        f"Approval to shift (target: p99 < {TARGET_S * 1000:.0f} ms)",
+        SUMMARY_HEADER,
+        [summary_row("t1 − t_a: kubectl annotate started → canary Ingress at weight 50 (watch)", total),
+         summary_row("kubectl annotate run time (start → exit)", [t.kubectl_return for t in trials]),
+         summary_row("annotation PATCH done → weight 50 (the operator's share)", operator)],
+    )
+    breakdown = Table(
+        "Where the time goes (apiserver audit log)",
+        SUMMARY_HEADER,
+        [summary_row("kubectl start → its PATCH reaches the apiserver", [t.to_patch for t in trials]),
+         summary_row("PATCH done → operator's first GET of the rollout (watch → kopf on.event → Event → thread)",
+                     [t.wake for t in trials]),
+         summary_row("that GET → canary Ingress PATCH (approval reconcile, then the setWeight 50 reconcile)",
+                     [t.reconciles for t in trials]),
+         summary_row("Ingress PATCH done → the watch event arrives", [t.delivery for t in trials])],
+    )
+    tables = [headline, breakdown]
+    if overhead:
+        tables.append(Table(f"kubectl start-up overhead ({OVERHEAD_RUNS} runs each, no-op commands)",
+                            SUMMARY_HEADER, [summary_row(label, times) for label, times in overhead.items()]))
+    verdict = (f"p99 t1 − t_a = {ms(p99)}; target p99 < {TARGET_S * 1000:.0f} ms: "
+               + ("met" if p99 < TARGET_S else "NOT met"))
+    counts = sorted({t.reconcile_count for t in trials})
+    notes = [
+        "t1 is the arrival of a watch event on the canary Ingress (no poll granularity); t_a is taken just "
+        "before the kubectl process is started, so t1 − t_a includes kubectl's own start-up (see the last table).",
+        f"Reconciles from the wake-up to the Ingress write (engine GETs of the rollout): {counts}.",
+    ]
+    notes += [f"Failed trial: {f}" for f in failures]
+    return Result(
+        name=NAME, title=TITLE, method=METHOD, date=today(), trials=len(trials), failed_trials=len(failures),
+        wall_seconds=wall, tables=tables, verdict=verdict, notes=notes,
+        raw={"t1_minus_ta": total, "kubectl_return": [t.kubectl_return for t in trials],
+             "operator": operator, "to_patch": [t.to_patch for t in trials], "wake": [t.wake for t in trials],
+             "reconciles": [t.reconciles for t in trials], "delivery": [t.delivery for t in trials],
+             **{f"overhead {k}": v for k, v in overhead.items()}},
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20, help="measured trials (at least 20; plus one warm-up)")
+    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, help="write the result with the raw per-trial numbers here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.report import machine_line, update_section
+
+    args = parse_args(argv)
+    result, _ = measure(max(args.trials, 1), keep=args.keep)
+    print(result.markdown(machine_line()))
+    if args.json:
+        args.json.write_text(result.to_json())
+    if args.update_docs:
+        update_section(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

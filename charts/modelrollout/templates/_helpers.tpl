@@ -1,0 +1,100 @@
+{{/* Kept deliberately simple: name, labels, image, and the RBAC rules shared by ClusterRole and Role. */}}
+
+{{- define "modelrollout.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelrollout.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "modelrollout.labels" -}}
+{{ include "modelrollout.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: modelrollout
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "modelrollout.serviceAccountName" -}}
+{{- default (include "modelrollout.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "modelrollout.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does in the namespaces it watches. Every verb here is used by the operator or by kopf;
+tests/integration/test_rbac.py runs the operator under exactly these rules and fails on a grant it never
+uses (apart from a commented allow-list) and on any request the apiserver denied. Nothing on Secrets.
+*/}}
+{{- define "modelrollout.rules" -}}
+# ModelRollouts: kopf lists/watches them and patches its finalizer and progress annotations; the operator
+# reads each one and removes control annotations it acted on (JSON patch with a test op).
+- apiGroups: [modelrollout.io]
+  resources: [modelrollouts]
+  verbs: [get, list, watch, patch]
+# The operator writes the status subresource only.
+- apiGroups: [modelrollout.io]
+  resources: [modelrollouts/status]
+  verbs: [patch]
+# NAME-stable / NAME-canary Deployments: kopf watches them (to wake the rollout), the operator reads them
+# and server-side applies or scales them (an apply that creates needs create as well as patch).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+# NAME-stable / NAME-canary Services: read the root Service's ports and selector, create the track Services.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create]
+# NGINX router: read the user's Ingress; server-side apply the NAME-canary Ingress; delete it after promotion
+# or rollback.
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [get, create, patch, delete]
+# Why canary pods are not ready (ImagePullBackOff, CrashLoopBackOff, unschedulable).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+# spec.compatProbe: the contract ConfigMap is checked before a rollout starts.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+# An Event for every transition (the operator), and for handler errors (kopf).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
+
+{{/* kopf's discovery: CRDs (cluster-wide always), Namespaces (only when watching a list of namespaces). */}}
+{{- define "modelrollout.discoveryRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- end -}}
+
+{{/* Checks across values that values.schema.json cannot phrase clearly. */}}
+{{- define "modelrollout.validate" -}}
+{{- if and .Values.rbac.namespaced (not .Values.watchNamespaces) -}}
+{{- fail "rbac.namespaced=true needs watchNamespaces: the Roles are created in those namespaces" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true: it scrapes that Service" -}}
+{{- end -}}
+{{- end -}}

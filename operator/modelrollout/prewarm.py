@@ -1,0 +1,102 @@
+"""The image pre-pull DaemonSet ``NAME-prewarm`` (I/O, plus its pure body builder).
+
+One pod per node the model could run on (the pod template's nodeSelector, affinity, tolerations and
+imagePullSecrets are copied), with one init container per image that runs a ``true``-like command and exits
+at once — pulling the image is the point — and one pause container so the pod stays Ready. The DaemonSet
+is owned by the ModelRollout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from modelrollout.core.model import PrewarmState
+from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
+from modelrollout.routers.base import RouterContext
+from modelrollout.workloads import FAILURE_REASONS
+
+LABEL_PREWARM = "modelrollout.io/prewarm"
+ANNOTATION_IMAGES = "modelrollout.io/images"
+TINY = {"requests": {"cpu": "1m", "memory": "4Mi"}, "limits": {"memory": "32Mi"}}
+
+
+def daemonset_name(rollout: str) -> str:
+    return f"{rollout}-prewarm"
+
+
+def daemonset_body(ctx: RouterContext, template: Body, images: Sequence[str]) -> Body:
+    """The DaemonSet pulling ``images``. Pure."""
+    policy = ctx.spec.rollback.prewarm
+    pod_spec = template.get("spec") or {}
+    labels = {LABEL_ROLLOUT: ctx.name, LABEL_PREWARM: "true"}
+    spec: dict[str, Any] = {
+        "initContainers": [
+            {"name": f"pull-{i}", "image": image, "command": list(policy.command), "imagePullPolicy": "IfNotPresent",
+             "resources": TINY}
+            for i, image in enumerate(images)
+        ],
+        "containers": [{"name": "pause", "image": policy.pause_image, "resources": TINY}],
+        "terminationGracePeriodSeconds": 0,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    for key in ("nodeSelector", "affinity", "tolerations", "imagePullSecrets", "priorityClassName",
+                "runtimeClassName"):
+        if pod_spec.get(key):
+            spec[key] = pod_spec[key]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": daemonset_name(ctx.name),
+            "namespace": ctx.namespace,
+            "labels": {**labels, **MANAGED_BY},
+            "annotations": {ANNOTATION_IMAGES: json.dumps(list(images))},
+            "ownerReferences": [ctx.owner],
+        },
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
+    }
+
+
+def apply_daemonset(ctx: RouterContext, template: Body, images: Sequence[str]) -> None:
+    body = daemonset_body(ctx, template, images)
+    ctx.kube.apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"], ctx.namespace, body=body)
+
+
+def delete_daemonset(ctx: RouterContext) -> None:
+    optional(lambda: ctx.kube.apps.delete_namespaced_daemon_set(daemonset_name(ctx.name), ctx.namespace))
+
+
+def observe_daemonset(kube: Kube, namespace: str, rollout: str) -> PrewarmState | None:
+    ds = optional(lambda: kube.apps.read_namespaced_daemon_set(daemonset_name(rollout), namespace))
+    if ds is None:
+        return None
+    body = kube.to_dict(ds)
+    status = body.get("status") or {}
+    images = tuple(json.loads((body["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGES, "[]")))
+    desired = int(status.get("desiredNumberScheduled") or 0)
+    ready = int(status.get("numberReady") or 0)
+    updated = (int(status.get("observedGeneration") or 0) >= int(body["metadata"].get("generation") or 0)
+               and int(status.get("updatedNumberScheduled") or 0) >= desired)
+    failures: tuple[str, ...] = ()
+    if ready < desired or not updated:
+        failures = tuple(_failures(kube, namespace, rollout))
+    return PrewarmState(images=images, desired=desired, ready=ready, updated=updated, failures=failures)
+
+
+def _failures(kube: Kube, namespace: str, rollout: str) -> list[str]:
+    out = []
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_ROLLOUT}={rollout},{LABEL_PREWARM}=true")
+    for pod in pods.items:
+        for cs in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []):
+            waiting = cs.state.waiting if cs.state is not None else None
+            if waiting is not None and waiting.reason in FAILURE_REASONS:
+                out.append(f"node {pod.spec.node_name or 'unscheduled'}: {waiting.reason} pulling {cs.image}")
+                break
+    return sorted(out)
