@@ -183,8 +183,10 @@ def test_operator_keeps_serving_after_the_corpus(k: Kubectl, operator: ManagedPr
     k.wait_phase("after-corpus", "Succeeded", 90)
     dep = k.get("deployment", "after-corpus-stable")
     assert dep is not None and dep["status"].get("availableReplicas") == 2
-    # and nothing was created for any invalid case in the meantime
+    # the invalid cases applied earlier are still Invalid, and still nothing was created for them
     for case in CASES:
-        if case.expect == "invalid":
-            assert traffic_objects(k, case.name) == [], case.path.name
-        assert k.status(case.name).get("phase") == "Invalid" if case.expect == "invalid" else True
+        obj = k.get("modelrollout", case.name) if case.expect == "invalid" else None
+        if obj is None:  # not applied in this run (deselected)
+            continue
+        assert (obj.get("status") or {}).get("phase") == "Invalid", case.path.name
+        assert traffic_objects(k, case.name) == [], case.path.name

@@ -73,6 +73,13 @@ def test_get_shows_the_gate_and_approve_opens_it(k: Kubectl, operator: ManagedPr
     watcher = subprocess.Popen(plugin_argv(k, "get", "chat", "-w", "--until-done", "--timeout", "120"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env())
     try:
+        assert watcher.stdout is not None
+        first: list[str] = []
+        for line in watcher.stdout:  # bounded: the watcher exits by --timeout at the latest
+            first.append(line)
+            if "Phase:" in line:
+                break
+        assert "AwaitingApproval" in first[-1], first
         res = plugin(k, "approve", "chat")
         assert res.stdout.strip() == f"approved chat at step 1 with {token}"
         watched, err = watcher.communicate(timeout=150)
@@ -80,6 +87,7 @@ def test_get_shows_the_gate_and_approve_opens_it(k: Kubectl, operator: ManagedPr
         watcher.kill()
         watcher.wait(10)
     assert watcher.returncode == 0, f"watch exited {watcher.returncode}: {err}\n{watched[-3000:]}"
+    watched = "".join(first) + watched
     assert watched.count(f"ModelRollout {k.ns}/chat") >= 2, "the watch re-renders on every change"
     assert "AwaitingApproval" in watched and "Succeeded" in watched.rsplit(f"ModelRollout {k.ns}/chat", 1)[1]
 
