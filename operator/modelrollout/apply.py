@@ -32,7 +32,7 @@ from modelrollout.core.model import (
 from modelrollout.kube import Body, Kube
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.routers.base import Router, RouterContext
-from modelrollout.workloads import apply_deployment, ensure_services, scale
+from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_services, prune_config_maps, scale
 
 log = logging.getLogger("modelrollout.apply")
 
@@ -61,8 +61,12 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         if isinstance(action, EnsureServices):
             ensure_services(ctx)
         elif isinstance(action, EnsureStable | PromoteStable):
+            ensure_config_map(ctx, action.revision)
             apply_deployment(ctx, template, "stable", action.revision, action.replicas)
+            if isinstance(action, PromoteStable):
+                prune_config_maps(ctx, {action.revision})
         elif isinstance(action, EnsureCanary):
+            ensure_config_map(ctx, action.revision)
             apply_deployment(ctx, template, "canary", action.revision, action.replicas)
         elif isinstance(action, ScaleStable):
             scale(ctx, "stable", action.replicas)

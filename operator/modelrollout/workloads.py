@@ -10,8 +10,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modelrollout.core.compat import CONTAINER as PROBE_CONTAINER
 from modelrollout.core.compat import inject
 from modelrollout.core.model import Track, TrackState
+from modelrollout.core.modelconfig import KEY as CONFIG_KEY
+from modelrollout.core.modelconfig import MOUNT as CONFIG_MOUNT
+from modelrollout.core.modelconfig import config_map_name, mount, rendered
 from modelrollout.core.prewarm import template_images
 from modelrollout.kube import (
     ANNOTATION_REVISION,
@@ -38,8 +42,16 @@ def deployment_body(ctx: RouterContext, template: Body, track: Track, revision: 
     meta = pod.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision}
     meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_REVISION: revision}
+    has_config = bool(ctx.spec.model.config)
+    if has_config:
+        mount(pod, config_map_name(ctx.name, revision))
     if ctx.spec.compat_probe is not None:
         inject(pod, ctx.spec.compat_probe, rollout=ctx.name, track=track, revision=revision)
+        if has_config:
+            mount(pod, config_map_name(ctx.name, revision), skip=tuple(
+                c["name"] for c in pod["spec"]["containers"] if c["name"] != PROBE_CONTAINER))
+            sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == PROBE_CONTAINER)
+            sidecar["args"] = [*sidecar["args"], "--config-file", f"{CONFIG_MOUNT}/{CONFIG_KEY}"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -156,3 +168,29 @@ def check_contract(ctx: RouterContext) -> str | None:
         return (f"spec.compatProbe.contractKey: ConfigMap {probe.contract.name} has no key {probe.contract_key} "
                 f"(keys: {sorted(cm.data or {})})")
     return None
+
+
+def ensure_config_map(ctx: RouterContext, revision: str) -> None:
+    """Create the immutable ConfigMap with the revision's effective model config (when it has one)."""
+    if not ctx.spec.model.config:
+        return
+    name = config_map_name(ctx.name, revision)
+    if optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace)) is not None:
+        return
+    ctx.kube.core.create_namespaced_config_map(ctx.namespace, {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ctx.namespace, "ownerReferences": [ctx.owner],
+                     "labels": {LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision, **MANAGED_BY}},
+        "immutable": True,
+        "data": {CONFIG_KEY: rendered(ctx.spec.model)},
+    })
+
+
+def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
+    """Delete the model-config ConfigMaps of revisions no track runs any more."""
+    cms = ctx.kube.core.list_namespaced_config_map(ctx.namespace, label_selector=f"{LABEL_ROLLOUT}={ctx.name}")
+    for cm in cms.items:
+        revision = (cm.metadata.labels or {}).get(LABEL_REVISION)
+        if revision and revision not in keep and cm.metadata.name == config_map_name(ctx.name, revision):
+            optional(lambda n=cm.metadata.name: ctx.kube.core.delete_namespaced_config_map(n, ctx.namespace))

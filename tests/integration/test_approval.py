@@ -123,13 +123,23 @@ def test_preflight_flags_a_torch_major_jump_and_a_removed_config_key(k: Kubectl,
     old = {"version": "1", "config": {"max_seq_len": 4096, "use_fp16": True}, "dependencies": {"torch": "2.5.1"}}
     new = {"version": "2", "config": {"max_length": 4096}, "dependencies": {"torch": "3.0.0"},
            "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
-    begin(k, "pre-flight", steps, model=old, **nginx("pre-flight"))
+    first = begin(k, "pre-flight", steps, model=old, **nginx("pre-flight"))
     k.apply(rollout("pre-flight", image="model:2", steps=steps, model=new, **nginx("pre-flight")))
     st = k.wait_phase("pre-flight", "AwaitingApproval", 90)
     assert st["currentWeight"] == 0 and k.get("ingress", "pre-flight-canary") is None
     reason = st["approval"]["reason"]
     assert "torch 2.5.1 -> 3.0.0" in reason and "use_fp16" in reason, reason
     assert st["preflight"]["renamedConfigKeys"] == ["max_seq_len -> max_length"], json.dumps(st["preflight"])
+    # the canary runs the migrated config, rendered into its revision's ConfigMap and mounted
+    cm = k.get("configmap", f"pre-flight-config-{st['canaryRevision']}")
+    assert cm is not None and json.loads(cm["data"]["config.json"]) == {"max_length": 4096}
+    canary = k.get("deployment", "pre-flight-canary")
+    assert canary is not None
+    volumes = {v["name"]: v for v in canary["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["modelrollout-model-config"]["configMap"]["name"] == cm["metadata"]["name"]
     k.annotate("pre-flight", APPROVE, st["approval"]["token"])
-    k.wait(name="pre-flight", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
-           timeout=90)
+    done = k.wait(name="pre-flight", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
+                  timeout=90)
+    # the old revision's ConfigMap is pruned once no track runs it
+    wait_until(lambda: k.get("configmap", f"pre-flight-config-{first}") is None, 30, what="old config pruned")
+    assert done["stableRevision"] == st["canaryRevision"]

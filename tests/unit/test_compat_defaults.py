@@ -53,3 +53,22 @@ def test_inject_adds_sidecar_volume_and_scrape_annotations_once() -> None:
     assert sidecar["args"][sidecar["args"].index("--track") + 1] == "canary"
     assert pod["spec"]["volumes"] == [{"name": "compat-probe-contract", "configMap": {"name": "chat-contract"}}]
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9109"
+
+
+def test_model_config_is_migrated_rendered_and_mounted() -> None:
+    import json
+
+    from modelrollout.core.modelconfig import mount, rendered
+
+    model = api.ModelInfo.model_validate({"config": {"max_seq_len": 4096, "amp": True},
+                                          "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]})
+    assert json.loads(rendered(model)) == {"max_length": 4096, "amp": True}
+    pod: dict[str, Any] = {"spec": {"containers": [{"name": "model", "image": "m", "env": [{"name": "A",
+                                                                                            "value": "1"}]}]}}
+    mount(pod, "chat-config-abc")
+    mount(pod, "chat-config-abc")
+    c = pod["spec"]["containers"][0]
+    assert c["volumeMounts"] == [{"name": "modelrollout-model-config", "mountPath": "/etc/modelrollout",
+                                  "readOnly": True}]
+    assert {"name": "MODEL_CONFIG_PATH", "value": "/etc/modelrollout/config.json"} in c["env"]
+    assert len(pod["spec"]["volumes"]) == 1
