@@ -462,7 +462,10 @@ class RollbackPolicy(_Model):
     """Image pre-pull on the nodes, so a rollback never waits for an image."""
     stable_min_ready: int | None = Field(default=None, ge=0, le=1000)
     """Ready stable replicas required before any weight increase (default: all of spec.replicas), so stable can
-    take 100% back at once."""
+    take 100% back at once. With dynamicStableScale: the least stable is scaled down to (default 1)."""
+    dynamic_stable_scale: bool = False
+    """Scale stable down as the canary grows (saves the canary's capacity; ingress/mesh routers only). A rollback
+    then first scales stable back up and waits until it is ready before traffic moves back."""
 
 
 class ModelRolloutSpec(_Model):

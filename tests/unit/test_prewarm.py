@@ -79,3 +79,21 @@ def test_weight_is_not_raised_while_stable_could_not_take_traffic_back() -> None
     assert w.status.current_weight == 20 and "stable has 2/4 ready" in w.status.message
     w.stable = replace(w.stable, ready=4)
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+
+
+def test_dynamic_stable_scale_shrinks_stable_and_rollback_waits_for_it() -> None:
+    from modelrollout.core.approval import ABORT
+    from modelrollout.core.model import ResetRouter, ScaleStable
+
+    w = released([{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
+                 traffic={"service": {"name": "m"}, "ingress": {"name": "m"}},
+                 rollback={"dynamicStableScale": True, "stableMinReady": 1, "scaleDownDelay": "0s"})
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.stable is not None and w.stable.replicas == 2 and w.router == 50
+    w.annotations[ABORT] = "true"
+    d = w.step()
+    assert any(isinstance(a, ScaleStable) and a.replicas == 4 for a in d.actions)
+    assert not any(isinstance(a, ResetRouter) for a in d.actions), "traffic waits for stable to be ready"
+    w.run(until=lambda w: w.status.phase is Phase.ROLLED_BACK)
+    assert w.router is None and w.stable.replicas == 4

@@ -54,6 +54,16 @@ POLL_SECONDS = 5.0
 """How often a rollout that waits for pods looks again even without a watch event."""
 
 
+def replica_ratio(spec: api.ModelRolloutSpec) -> bool:
+    """Traffic is split by replica ratio (the Service router): no ingress or mesh router is configured."""
+    return not any(getattr(spec.traffic, f, None) is not None for f in ("ingress", "http_route", "virtual_service"))
+
+
+def dynamic_stable(spec: api.ModelRolloutSpec) -> bool:
+    """Stable is scaled down as the canary grows (only meaningful with a router that splits by weight)."""
+    return spec.rollback.dynamic_stable_scale and not replica_ratio(spec)
+
+
 def first_traffic_step(spec: api.ModelRolloutSpec) -> int | None:
     """Index of the first setWeight above zero."""
     for i, s in enumerate(spec.strategy.canary.steps):
@@ -165,7 +175,6 @@ class _Plan:
             self.actions.append(ResetRouter())
 
     def rollback(self, reason: str, *, outcome: str = "RolledBack", by: str | None = None) -> None:
-        self.router_to_stable()
         self.set(rolled_back_revision=self.obs.revision, rollback_at=self.now, current_weight=0,
                  approval=None, approved_step=None, progress_since=None)
         self.phase(Phase.ROLLING_BACK, f"rolling back revision {self.obs.revision}: {reason}")
@@ -175,6 +184,17 @@ class _Plan:
         self.finish_rollback()
 
     def finish_rollback(self) -> None:
+        stable, want = self.obs.stable, self.spec.replicas
+        if dynamic_stable(self.spec) and stable is not None and (stable.replicas < want or stable.ready < want):
+            # stable was scaled down as the canary grew: it must be ready at full size before traffic moves back
+            if stable.replicas < want:
+                self.actions.append(ScaleStable(want))
+            self.set(message=f"{self.get('message')} (waiting for stable: {stable.ready}/{want} ready before "
+                     "moving traffic back)" if "waiting for stable" not in (self.get("message") or "")
+                     else self.get("message"))
+            self.again(POLL_SECONDS)
+            return
+        self.router_to_stable()
         at = self.get("rollback_at") or self.now
         wait = (at + self.spec.rollback.scale_down_delay - self.now).total_seconds()
         if wait > 0:
@@ -350,7 +370,6 @@ def _rollout(p: _Plan) -> None:
                 p.event("AnnotationIgnored", f"{key} ignored: revision {rev} is {old.phase.value if old.phase else ''}"
                         f"; annotate {RETRY}=true to try it again", warning=True)
         if old.phase is Phase.ROLLING_BACK:
-            p.router_to_stable()
             p.finish_rollback()
         else:
             p.router_to_stable()
@@ -568,6 +587,8 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
     if weight > current and stable is not None:
         floor = spec.rollback.stable_min_ready if spec.rollback.stable_min_ready is not None else spec.replicas
         must = min(floor, stable.replicas)
+        if dynamic_stable(spec):
+            must = stable.replicas
         if stable.ready < must:
             p.phase(Phase.PROGRESSING, f"{label}: holding weight {current}: stable has {stable.ready}/{must} ready "
                     "pods and could not take all traffic back")
@@ -590,6 +611,11 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
         return
     if obs.router_weight != weight and not (weight == 0 and obs.router_weight is None):
         p.actions.append(SetWeight(weight))
+    if dynamic_stable(spec) and stable is not None:
+        floor = spec.rollback.stable_min_ready if spec.rollback.stable_min_ready is not None else 1
+        target = max(floor, spec.replicas - need)
+        if stable.replicas != target:
+            p.actions.append(ScaleStable(target))
     if weight > 0 and p.get("traffic_started_at") is None:
         p.set(traffic_started_at=p.now)
     p.set(current_weight=weight)
