@@ -709,6 +709,8 @@ class ModelRolloutStatus(_Status):
     """Since when the rollout waits for pods to become ready (the progress deadline counts from here)."""
     rollback_at: datetime | None = None
     """When the last rollback began (the canary is scaled down scaleDownDelay after)."""
+    fast_path_revision: str | None = None
+    """A revision restored by rollback-to: it is promoted without steps."""
     rolled_back_revision: str | None = None
     """A revision that was rolled back; it is not retried on its own."""
     prewarm: PrewarmStatus | None = None

@@ -23,14 +23,17 @@ from modelrollout.core.model import (
     EnsureStable,
     Event,
     PromoteStable,
+    RecordRevision,
     RemoveAnnotations,
     ResetRouter,
+    RestoreRevision,
     ScaleCanary,
     ScaleStable,
     SetWeight,
 )
 from modelrollout.kube import Body, Kube
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
+from modelrollout.revisions import record, restore
 from modelrollout.routers.base import Router, RouterContext
 from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_services, prune_config_maps, scale
 
@@ -80,6 +83,10 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             apply_daemonset(ctx, template, action.images)
         elif isinstance(action, DeletePrewarm):
             delete_daemonset(ctx)
+        elif isinstance(action, RecordRevision):
+            record(ctx, rollout, action.revision, action.keep)
+        elif isinstance(action, RestoreRevision):
+            restore(ctx, rollout, action.revision)
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         kube.patch_rollout_status(namespace, name, new_status)

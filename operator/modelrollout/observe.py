@@ -9,7 +9,7 @@ from typing import Any
 
 from modelrollout import api
 from modelrollout.core import analysis as an
-from modelrollout.core.approval import CONTROL_ANNOTATIONS
+from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO
 from modelrollout.core.model import Observed
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.prewarm import template_images
@@ -19,6 +19,7 @@ from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
 from modelrollout.prewarm import observe_daemonset
+from modelrollout.revisions import recorded
 from modelrollout.routers.base import Router, RouterContext, router_for
 from modelrollout.workloads import check_contract, pod_failure, read_deployment, track_state
 
@@ -86,7 +87,9 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> 
             and an.analysis_due(spec.analysis, status.last_analysis_at, status.traffic_started_at, now)):
         samples = query_metrics(spec.analysis, source_for(spec.analysis), now, status.traffic_started_at,
                                 {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"})
+    recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()
     return Observation(spec, status, replace(base, stable=stable, canary=canary, prewarm=prewarm,
+                                             recorded=recorded_revisions,
                                              router_weight=router.current_weight(ctx), samples=samples),
                        ctx, router)
 

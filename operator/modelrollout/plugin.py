@@ -19,7 +19,7 @@ from typing import Any
 
 from modelrollout import api
 from modelrollout.api import Phase
-from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, build_token, parse_token
+from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_TO, build_token, parse_token
 from modelrollout.core.phases import ACTIVE, TERMINAL
 from modelrollout.core.plan import describe_step, gate_reason
 
@@ -457,6 +457,24 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback_to(args: argparse.Namespace) -> int:
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    status: Obj = obj.get("status") or {}
+    if _in_progress(status):
+        raise PluginError(f"a rollout is in progress on {args.name}; use `kubectl modelrollout abort {args.name}`")
+    revision = args.revision
+    if revision is None:
+        earlier = [h["revision"] for h in status.get("history") or []
+                   if h.get("outcome") == "Succeeded" and h.get("revision") != status.get("stableRevision")]
+        if not earlier:
+            raise PluginError(f"{args.name} has no earlier successful revision to roll back to")
+        revision = earlier[-1]
+    _annotate(custom, namespace, args.name, ROLLBACK_TO, revision)
+    print(f"rolling {args.name} back to revision {revision}: its template returns to the spec, steps skipped")
+    return 0
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -492,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, parents=[common], help=helptext)
         p.add_argument("name", metavar="NAME")
         p.set_defaults(func=func)
+    back = sub.add_parser("rollback-to", parents=[common],
+                          help="after promotion: put an earlier revision back, steps skipped")
+    back.add_argument("name", metavar="NAME")
+    back.add_argument("revision", metavar="REVISION", nargs="?",
+                      help="the revision (default: the previous successful one)")
+    back.set_defaults(func=cmd_rollback_to)
     return parser
 
 

@@ -85,3 +85,33 @@ def test_rollback_during_canary_is_one_routing_write_and_no_scale_up(k: Kubectl,
     wait_until(lambda: (k.get("deployment", "one-canary") or {})["spec"]["replicas"] == 0, 30, what="canary at 0")
     assert audit_writes(k.cp, k.ns, "ingresses", "one-canary")[len(ingress_before):] == ["delete"]
     assert audit_writes(k.cp, k.ns, "deployments", "one-stable") == stable_before, "no stable scale-up"
+
+
+def test_rollback_to_after_promotion_takes_the_fast_path_with_the_prewarmed_image(
+        k: Kubectl, operator: ManagedProcess) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    steps = [{"setWeight": 50}, {"setWeight": 100}]
+    spec = spec_for("back", prewarm={"enabled": True, "keepRevisions": 2})
+    v1 = begin(k, "back", steps, spec)
+    k.apply(with_scheduling(rollout("back", image="model:2", steps=steps, **spec)))
+    v2 = k.wait(name="back", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != v1,
+                timeout=120)["stableRevision"]
+    ds = k.get("daemonset", "back-prewarm")
+    assert ds is not None
+    assert sorted(c["image"] for c in ds["spec"]["template"]["spec"]["initContainers"]) == ["model:1", "model:2"]
+    ingress_writes = audit_writes(k.cp, k.ns, "ingresses", "back-canary")
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "operator")}
+    out = subprocess.run([sys.executable, "-m", "modelrollout.plugin", "rollback-to", "back", "-n", k.ns,
+                          "--kubeconfig", str(k.cp.kubeconfig)], capture_output=True, text=True, env=env, check=True)
+    assert v1 in out.stdout
+    st = k.wait(name="back", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] == v1,
+                timeout=120)
+    stable = k.get("deployment", "back-stable")
+    assert stable is not None and stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
+    assert k.mro("back")["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
+    assert audit_writes(k.cp, k.ns, "ingresses", "back-canary") == ingress_writes, "no traffic steps"
+    assert any(h["outcome"] == "RollbackTo" and h["revision"] == v1 for h in st["history"])
+    assert v2 != v1

@@ -243,17 +243,21 @@ def check_least_privilege(cp: ControlPlane, identity: Identity, allowed_unused: 
 # ------------------------------------------------------------------------------------------------- tests
 
 
-def nginx(name: str) -> dict[str, Any]:
-    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}, "rollback": {"scaleDownDelay": "1s"}}
+def spec(name: str, version: str) -> dict[str, Any]:
+    """NGINX router, a model config per revision (owned ConfigMaps) and image pre-pull (an owned DaemonSet), so
+    the operator's optional writes are exercised too."""
+    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}},
+            "model": {"version": version, "config": {"max_length": int(version) * 1024}},
+            "rollback": {"scaleDownDelay": "1s", "prewarm": {"enabled": True, "keepRevisions": 1}}}
 
 
 def full_rollout(k: Kubectl, name: str) -> None:
     """First release, then v2 with setWeight 50 -> pause {} -> setWeight 100: abort, retry, approve, promote."""
     steps = [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
     k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
-    k.apply(rollout(name, steps=steps, **nginx(name)))
+    k.apply(rollout(name, steps=steps, **spec(name, "1")))
     first = k.wait_phase(name, "Succeeded", 90)["stableRevision"]
-    k.apply(rollout(name, image="model:2", steps=steps, **nginx(name)))
+    k.apply(rollout(name, image="model:2", steps=steps, **spec(name, "2")))
     k.wait(name, lambda s: s.get("phase") == "AwaitingApproval" and s.get("currentWeight") == 50, 90)
     k.annotate(name, "modelrollout.io/abort", "true")
     st = k.wait_phase(name, "RolledBack", 60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +18,10 @@ from modelrollout.core.model import (
     Observed,
     PrewarmState,
     PromoteStable,
+    RecordRevision,
     RemoveAnnotations,
     ResetRouter,
+    RestoreRevision,
     ScaleCanary,
     ScaleStable,
     SetWeight,
@@ -60,6 +63,7 @@ class World:
     prewarm: PrewarmState | None = None
     nodes: int = 2
     prewarm_writes: list[tuple[str, ...]] = field(default_factory=list)
+    recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def spec(self) -> api.ModelRolloutSpec:
@@ -97,6 +101,7 @@ class World:
             samples=got,
             prewarm=self.prewarm,
             images=template_images(self.raw["template"]),
+            recorded=tuple(sorted(self.recorded)),
         )
 
     def step(self, *, samples: bool = True) -> Decision:
@@ -117,6 +122,15 @@ class World:
             self.prewarm = PrewarmState(a.images, self.nodes, 0 if bad else self.nodes, True, failures)
         elif isinstance(a, DeletePrewarm):
             self.prewarm = None
+        elif isinstance(a, RecordRevision):
+            self.recorded[a.revision] = copy.deepcopy({"template": self.raw["template"], "model": self.raw.get("model")})
+        elif isinstance(a, RestoreRevision):
+            entry = self.recorded[a.revision]
+            self.raw["template"] = copy.deepcopy(entry["template"])
+            if entry["model"] is None:
+                self.raw.pop("model", None)
+            else:
+                self.raw["model"] = copy.deepcopy(entry["model"])
         elif isinstance(a, ScaleStable):
             assert self.stable is not None
             self.stable = replace(self.stable, replicas=a.replicas, ready=a.replicas)

@@ -97,3 +97,27 @@ def test_dynamic_stable_scale_shrinks_stable_and_rollback_waits_for_it() -> None
     assert not any(isinstance(a, ResetRouter) for a in d.actions), "traffic waits for stable to be ready"
     w.run(until=lambda w: w.status.phase is Phase.ROLLED_BACK)
     assert w.router is None and w.stable.replicas == 4
+
+
+def test_rollback_to_restores_a_recorded_revision_without_steps() -> None:
+    from modelrollout.core.approval import ROLLBACK_TO
+
+    w = released([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}], rollback=PREWARM)
+    v1 = w.revision
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.status.approval is not None
+    w.annotations["modelrollout.io/approve"] = w.status.approval.token
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    v2 = w.revision
+    assert set(w.recorded) == {v1, v2}
+    w.annotations[ROLLBACK_TO] = "0000000000"
+    d = w.step()
+    assert any(e.reason == "AnnotationIgnored" and "not a recorded revision" in e.message for e in d.events)
+    weights = list(w.weights)
+    w.annotations[ROLLBACK_TO] = v1
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED and w.status.stable_revision == v1)
+    assert w.revision == v1 and w.raw["template"]["spec"]["containers"][0]["image"] == "img:1"
+    assert w.weights[len(weights):] == [], "fast path: no traffic steps"
+    assert any(h.outcome == "RollbackTo" and h.revision == v1 for h in w.status.history)
+    assert w.status.fast_path_revision is None

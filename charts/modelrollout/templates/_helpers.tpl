@@ -50,27 +50,40 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
   resources: [modelrollouts/status]
   verbs: [patch]
 # NAME-stable / NAME-canary Deployments: kopf watches them (to wake the rollout), the operator reads them
-# and server-side applies or scales them (an apply that creates needs create as well as patch).
+# and server-side applies or scales them (an apply that creates an object needs create as well as patch).
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
+# rollback.prewarm: the NAME-prewarm image pre-pull DaemonSet (server-side applied, deleted when done).
+- apiGroups: [apps]
+  resources: [daemonsets]
+  verbs: [get, create, patch, delete]
 # NAME-stable / NAME-canary Services: read the root Service's ports and selector, create the track Services.
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create]
+# Owned ConfigMaps: the model config of each revision (created once, pruned after promotion), the recorded
+# revisions for rollback-to (NAME-revisions, replaced at its resourceVersion); read the compatProbe contract.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, create, update, delete]
+# Why pods are not ready (ImagePullBackOff, CrashLoopBackOff, unschedulable), for canary, stable and prewarm.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # NGINX router: read the user's Ingress; server-side apply the NAME-canary Ingress; delete it after promotion
 # or rollback.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, create, patch, delete]
-# Why canary pods are not ready (ImagePullBackOff, CrashLoopBackOff, unschedulable).
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [list]
-# spec.compatProbe: the contract ConfigMap is checked before a rollout starts.
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get]
+# Gateway API router: read-modify-write of the user's HTTPRoute (update at the resourceVersion it read).
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, update]
+# Istio router: the same for the user's VirtualService.
+- apiGroups: [networking.istio.io]
+  resources: [virtualservices]
+  verbs: [get, update]
 # An Event for every transition (the operator), and for handler errors (kopf).
 - apiGroups: [""]
   resources: [events]

@@ -11,7 +11,8 @@ APPROVE = "modelrollout.io/approve"
 ABORT = "modelrollout.io/abort"
 RETRY = "modelrollout.io/retry"
 PROMOTE = "modelrollout.io/promote"
-CONTROL_ANNOTATIONS = (APPROVE, ABORT, RETRY, PROMOTE)
+ROLLBACK_TO = "modelrollout.io/rollback-to"
+CONTROL_ANNOTATIONS = (APPROVE, ABORT, RETRY, PROMOTE, ROLLBACK_TO)
 
 
 @dataclass(frozen=True)

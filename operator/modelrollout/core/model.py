@@ -62,6 +62,8 @@ class Observed:
     """The NAME-prewarm DaemonSet, when there is one."""
     images: tuple[str, ...] = ()
     """Container images of the revision the spec asks for."""
+    recorded: tuple[str, ...] = ()
+    """Revisions whose template is recorded for rollback-to (read only when that annotation is set)."""
     samples: Mapping[str, Sample] | None = None
     """Metric samples when an evaluation was due and made this time, else None."""
     invalid: str | None = None
@@ -132,6 +134,21 @@ class DeletePrewarm:
 
 
 @dataclass(frozen=True)
+class RecordRevision:
+    """Keep the stable revision's template and model (in NAME-revisions) for a later rollback-to."""
+
+    revision: str
+    keep: int
+
+
+@dataclass(frozen=True)
+class RestoreRevision:
+    """Put a recorded revision's template and model back into the spec (rollback after promotion)."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
 class RemoveAnnotations:
     """Consume control annotations so a re-sync cannot replay them."""
 
@@ -140,7 +157,7 @@ class RemoveAnnotations:
 
 Action = (
     EnsureServices | EnsureStable | ScaleStable | EnsureCanary | ScaleCanary | PromoteStable | SetWeight
-    | ResetRouter | RemoveAnnotations | EnsurePrewarm | DeletePrewarm
+    | ResetRouter | RemoveAnnotations | EnsurePrewarm | DeletePrewarm | RecordRevision | RestoreRevision
 )
 
 

@@ -22,6 +22,7 @@ from modelrollout.core.approval import (
     APPROVE,
     PROMOTE,
     RETRY,
+    ROLLBACK_TO,
     approve_command,
     build_token,
     check_token,
@@ -37,8 +38,10 @@ from modelrollout.core.model import (
     Event,
     Observed,
     PromoteStable,
+    RecordRevision,
     RemoveAnnotations,
     ResetRouter,
+    RestoreRevision,
     ScaleCanary,
     ScaleStable,
     SetWeight,
@@ -321,6 +324,7 @@ def _first_release(p: _Plan) -> None:
             return
         p.again(POLL_SECONDS)
         return
+    p.actions.append(RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
     p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None,
           stable_model=snapshot(p.spec.model),
           revision_images=remember(p.old.revision_images, obs.revision, obs.images,
@@ -336,6 +340,8 @@ def _steady(p: _Plan) -> None:
         if key in obs.annotations:
             p.consume(key)
             p.event("AnnotationIgnored", f"{key} ignored: no rollout in progress", warning=True)
+    if ROLLBACK_TO in obs.annotations:
+        _rollback_to(p, obs.annotations[ROLLBACK_TO].strip())
     canary_rev = p.old.canary_revision
     p.router_to_stable()
     if obs.canary is not None and obs.canary.replicas > 0:
@@ -391,6 +397,10 @@ def _rollout(p: _Plan) -> None:
     if RETRY in obs.annotations:
         p.consume(RETRY)
         p.event("AnnotationIgnored", f"{RETRY} ignored: revision {rev} was not rolled back", warning=True)
+    if ROLLBACK_TO in obs.annotations:
+        p.consume(ROLLBACK_TO)
+        p.event("AnnotationIgnored", f"{ROLLBACK_TO} ignored: a rollout is in progress; use {ABORT}=true",
+                warning=True)
     if old.phase is Phase.PROMOTING:
         _promote(p)
         return
@@ -428,6 +438,11 @@ def _start(p: _Plan) -> None:
     p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
           traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
           inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None, prewarm=None)
+    if old.fast_path_revision == obs.revision:
+        p.phase(Phase.PROMOTING, f"rollback to revision {obs.revision}: steps skipped, stable takes it directly")
+        p.history("Started", f"fast path (rollback-to) over stable {old.stable_revision}")
+        p.again(0)
+        return
     p.phase(Phase.PROGRESSING, f"rolling out revision {obs.revision} over stable {old.stable_revision}")
     p.history("Started", f"stable {old.stable_revision}")
     p.again(0)
@@ -645,9 +660,10 @@ def _promote(p: _Plan) -> None:
     if canary is not None and canary.replicas > 0:
         p.actions.append(ScaleCanary(0))
     history = remember(p.old.revision_images, obs.revision, obs.images, p.spec.rollback.prewarm.keep_revisions)
+    p.actions.append(RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
     p.set(stable_revision=obs.revision, canary_revision=None, current_step=None, current_weight=0,
           approval=None, approved_step=None, progress_since=None, stable_model=snapshot(p.spec.model),
-          preflight=None, revision_images=history, prewarm=None)
+          preflight=None, revision_images=history, prewarm=None, fast_path_revision=None)
     _trim_prewarm(p, kept(history, p.spec.rollback.prewarm.keep_revisions))
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: stable serves 100% ({want} replicas)")
     p.history("Succeeded", "promoted")
@@ -703,3 +719,22 @@ def _prewarmed(p: _Plan) -> bool:
     p.phase(Phase.PREWARMING, f"pre-pulling {len(want)} images: {state.ready}/{state.desired} nodes ready{detail}")
     p.again(min(POLL_SECONDS, policy.timeout.total_seconds() - waited + 0.01))
     return False
+
+
+def _rollback_to(p: _Plan, target: str) -> None:
+    """``rollback-to=REVISION`` after promotion: restore a recorded revision and promote it without steps."""
+    p.consume(ROLLBACK_TO)
+    obs = p.obs
+    if target == obs.revision:
+        p.event("AnnotationIgnored", f"{ROLLBACK_TO}={target} ignored: it is the stable revision", warning=True)
+        return
+    if target not in obs.recorded:
+        known = ", ".join(r for r in obs.recorded if r != obs.revision) or "none"
+        p.event("AnnotationIgnored", f"{ROLLBACK_TO}={target} ignored: not a recorded revision (recorded: {known})",
+                warning=True)
+        return
+    p.actions.append(RestoreRevision(target))
+    p.set(fast_path_revision=target, rolled_back_revision=None if p.old.rolled_back_revision == target
+          else p.old.rolled_back_revision)
+    p.history("RollbackTo", f"from {obs.revision}", revision=target, by=p.by(ROLLBACK_TO))
+    p.event("RollbackTo", f"restoring revision {target} (its template is back in the spec); steps skipped")

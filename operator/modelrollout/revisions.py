@@ -1,0 +1,67 @@
+"""Recorded revisions (I/O): the template and model of recent stable revisions, for ``rollback-to``.
+
+Kept in the owned ConfigMap ``NAME-revisions`` (one key per revision, JSON ``{"template", "model"}``), the
+last ``keepRevisions + 1`` of them, oldest first in the ``modelrollout.io/order`` annotation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelrollout import api
+from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
+from modelrollout.routers.base import RouterContext
+
+ORDER = "modelrollout.io/order"
+
+
+def config_map_name(rollout: str) -> str:
+    return f"{rollout}-revisions"
+
+
+def record(ctx: RouterContext, rollout: Body, revision: str, keep: int) -> None:
+    spec = rollout.get("spec") or {}
+    entry = json.dumps({"template": spec.get("template"), "model": spec.get("model")}, sort_keys=True)
+    name = config_map_name(ctx.name)
+    cm = optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace))
+    if cm is None:
+        ctx.kube.core.create_namespaced_config_map(ctx.namespace, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ctx.namespace, "ownerReferences": [ctx.owner],
+                         "labels": {LABEL_ROLLOUT: ctx.name, **MANAGED_BY},
+                         "annotations": {ORDER: json.dumps([revision])}},
+            "data": {revision: entry},
+        })
+        return
+    data = dict(cm.data or {})
+    if revision in data:
+        return
+    order = [r for r in json.loads((cm.metadata.annotations or {}).get(ORDER, "[]")) if r in data]
+    order = [*order, revision][-(max(keep, 1) + 1):]
+    data[revision] = entry
+    body = ctx.kube.to_dict(cm)
+    body["data"] = {r: data[r] for r in order}
+    body["metadata"].setdefault("annotations", {})[ORDER] = json.dumps(order)
+    ctx.kube.core.replace_namespaced_config_map(name, ctx.namespace, body)  # resourceVersion guards it
+
+
+def recorded(kube: Kube, namespace: str, rollout: str) -> tuple[str, ...]:
+    cm = optional(lambda: kube.core.read_namespaced_config_map(config_map_name(rollout), namespace))
+    return tuple(sorted((cm.data or {}).keys())) if cm is not None else ()
+
+
+def restore(ctx: RouterContext, rollout: Body, revision: str) -> None:
+    """Put the recorded template and model back into the spec (a JSON patch replacing both)."""
+    cm = ctx.kube.core.read_namespaced_config_map(config_map_name(ctx.name), ctx.namespace)
+    entry: dict[str, Any] = json.loads((cm.data or {})[revision])
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rollout["metadata"]["resourceVersion"]},
+        {"op": "add", "path": "/spec/template", "value": entry["template"]},
+    ]
+    if entry.get("model") is not None:
+        ops.append({"op": "add", "path": "/spec/model", "value": entry["model"]})
+    elif "model" in (rollout.get("spec") or {}):
+        ops.append({"op": "remove", "path": "/spec/model"})
+    ctx.kube.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, ctx.namespace, api.PLURAL, ctx.name, ops,
+                                                   _content_type="application/json-patch+json")

@@ -1,0 +1,270 @@
+"""The real operator against the local control plane: rollouts over a Gateway API HTTPRoute and an Istio
+VirtualService (their upstream CRDs from tests/data/crds installed once, no gateway or mesh running: the test
+reads what the operator wrote).
+
+Each router: the canary weight at every step (watched on the route object), the header rule and the mirror
+present during the rollout and gone after it, one write per step and one for the restore, the route restored
+after an abort, and a missing route or rule as phase Invalid with the message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelrollout.localenv.controlplane import ControlPlane
+from modelrollout.localenv.procs import ManagedProcess, wait_until
+
+from .kube import Json, Kubectl, Watch, audit_writes
+from .manifests import rollout, service
+
+CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
+HEADER = {"name": "X-Canary", "value": "yes"}
+
+
+@pytest.fixture(scope="module")
+def route_crds(crd: ControlPlane) -> ControlPlane:
+    """The upstream HTTPRoute and VirtualService CRDs, applied once and established."""
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                crd.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
+    return crd
+
+
+@dataclass(frozen=True)
+class View:
+    """What a router wrote into its route object, the same for both routers."""
+
+    names: list[str | None]  # rules / http routes, in order
+    backends: list[str]  # Services of the managed rule / route
+    weights: list[int | None]
+    mirror: tuple[str, int] | None
+    pin: Any  # the header rule's / route's matches
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    kind: str  # kubectl resource
+    plural: str  # the audit log's resource
+    manifest: Callable[[str], str]
+    traffic: Callable[[str], Json]
+    weight_path: Callable[[str], str]
+    view: Callable[[Json, str], View]
+
+
+def httproute(name: str) -> str:
+    return json.dumps({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": [f"{name}.example"], "rules": [
+            {"name": "docs", "matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+             "backendRefs": [{"name": "docs", "port": 80}]},
+            {"name": "api", "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+             "backendRefs": [{"name": name, "port": 80}]},
+        ]},
+    })
+
+
+def httproute_view(obj: Json, name: str) -> View:
+    rules = obj["spec"]["rules"]
+    managed = next(r for r in rules if r.get("name") == "api")
+    mirrors = [f["requestMirror"] for f in managed.get("filters") or [] if f["type"] == "RequestMirror"]
+    pin = next((r["matches"] for r in rules if r.get("name") == f"{name}-canary-header"), None)
+    return View(
+        names=[r.get("name") for r in rules],
+        backends=[b["name"] for b in managed["backendRefs"]],
+        weights=[b.get("weight") for b in managed["backendRefs"]],
+        mirror=(mirrors[0]["backendRef"]["name"], mirrors[0]["percent"]) if mirrors else None,
+        pin=pin,
+    )
+
+
+def virtualservice(name: str) -> str:
+    return json.dumps({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": name},
+        "spec": {"hosts": [f"{name}.example"], "gateways": ["mesh"], "http": [
+            {"name": "docs", "match": [{"uri": {"prefix": "/docs"}}], "route": [{"destination": {"host": "docs"}}]},
+            {"name": "primary", "match": [{"uri": {"prefix": "/v1"}}], "timeout": "30s",
+             "route": [{"destination": {"host": name, "port": {"number": 80}}}]},
+        ]},
+    })
+
+
+def virtualservice_view(obj: Json, name: str) -> View:
+    http = obj["spec"]["http"]
+    managed = next(r for r in http if r.get("name") == "primary")
+    mirror = managed.get("mirror")
+    pin = next((r["match"] for r in http if r.get("name") == f"{name}-canary-header"), None)
+    return View(
+        names=[r.get("name") for r in http],
+        backends=[e["destination"]["host"] for e in managed["route"]],
+        weights=[e.get("weight") for e in managed["route"]],
+        mirror=(mirror["host"], int(managed["mirrorPercentage"]["value"])) if mirror else None,
+        pin=pin,
+    )
+
+
+CASES = [
+    Case("gatewayapi", "httproute", "httproutes", httproute, lambda n: {"httpRoute": {"name": n}},
+         lambda n: f'{{.spec.rules[?(@.name=="api")].backendRefs[?(@.name=="{n}-canary")].weight}}',
+         httproute_view),
+    Case("istio", "virtualservice", "virtualservices", virtualservice,
+         lambda n: {"virtualService": {"name": n, "route": "primary"}},
+         lambda n: f'{{.spec.http[?(@.name=="primary")].route[?(@.destination.host=="{n}-canary")].weight}}',
+         virtualservice_view),
+]
+
+
+def traffic(case: Case, name: str, **extra: Any) -> Json:
+    return {"traffic": {"service": {"name": name}, **case.traffic(name), **extra}}
+
+
+def view(k: Kubectl, case: Case, name: str) -> View:
+    obj = k.get(case.kind, name)
+    assert obj is not None, f"{case.kind} {name} not found"
+    return case.view(obj, name)
+
+
+def release(k: Kubectl, case: Case, name: str, manifest: str) -> str:
+    for doc in (service(name), case.manifest(name), manifest):
+        k.apply(doc)
+    return str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
+
+
+def assert_restored(k: Kubectl, case: Case, name: str, timeout: float = 60) -> View:
+    """Wait until the managed rule / route routes to NAME-stable only, with no header rule and no mirror."""
+    original = case.view(json.loads(case.manifest(name)), name).names
+
+    def restored() -> View | None:
+        v = view(k, case, name)
+        return v if v.backends == [f"{name}-stable"] and v.mirror is None and v.names == original else None
+
+    try:
+        return wait_until(restored, timeout, 0.2, what=f"{case.kind} {name} back on {name}-stable")
+    except TimeoutError:
+        raise AssertionError(f"not restored: {view(k, case, name)}") from None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_rollout_moves_the_weight_pins_the_header_mirrors_and_restores(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane, case: Case) -> None:
+    name = f"{case.id[:3]}-steps"
+    steps = [{"setWeight": 10}, {"setWeight": 30}, {"pause": {}}, {"setWeight": 60}, {"setWeight": 100}]
+    spec = traffic(case, name, headerRoute=HEADER, mirror={"percent": 50})
+    first = release(k, case, name, rollout(name, steps=steps, **spec))
+    before = view(k, case, name)
+    assert before.backends == [name] and before.mirror is None and before.pin is None, "untouched by a first release"
+    with Watch(k, [case.kind, name], case.weight_path(name)) as w:
+        k.apply(rollout(name, image="model:2", steps=steps, **spec))
+        st = k.wait_phase(name, "AwaitingApproval", 90)
+        during = view(k, case, name)
+        k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
+        k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+        assert_restored(k, case, name)
+        wait_until(lambda: w.values and w.values[-1] == "", 10, 0.1, what="the watch sees the restore")
+    # while paused at 30: both tracks weighted, the header rule before the managed one, the mirror on it
+    assert during.backends == [f"{name}-stable", f"{name}-canary"]
+    assert during.weights == [70, 30]
+    assert during.mirror == (f"{name}-canary", 50)
+    managed = "api" if case.id == "gatewayapi" else "primary"
+    assert during.names == ["docs", f"{name}-canary-header", managed]
+    if case.id == "gatewayapi":
+        assert during.pin == [{"path": {"type": "PathPrefix", "value": "/v1"},
+                               "headers": [{"type": "Exact", "name": "X-Canary", "value": "yes"}]}]
+    else:
+        assert during.pin == [{"uri": {"prefix": "/v1"}, "headers": {"x-canary": {"exact": "yes"}}}]
+    # every step's weight, in order, then nothing for the canary after promotion
+    assert w.distinct() == ["", "10", "30", "60", "100", ""], w.values
+    # one write per weight step and one for the restore; the object is updated in place, never recreated
+    writes = audit_writes(k.cp, k.ns, case.plural, name)
+    assert writes == ["create"] + ["update"] * 5, writes
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_abort_restores_the_route_in_one_write(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane, case: Case) -> None:
+    name = f"{case.id[:3]}-abort"
+    steps = [{"setWeight": 40}, {"pause": {}}, {"setWeight": 100}]
+    spec = {**traffic(case, name, headerRoute=HEADER, mirror={"percent": 20}), "rollback": {"scaleDownDelay": "1s"}}
+    release(k, case, name, rollout(name, steps=steps, **spec))
+    k.apply(rollout(name, image="model:2", steps=steps, **spec))
+    k.wait_phase(name, "AwaitingApproval", 90)
+    during = view(k, case, name)
+    assert during.weights == [60, 40] and during.mirror == (f"{name}-canary", 20) and during.pin is not None
+    k.annotate(name, "modelrollout.io/abort", "true")
+    st = k.wait_phase(name, "RolledBack", 90)
+    assert "aborted by user" in str(st.get("message", "")) + json.dumps(st.get("history"))
+    after = assert_restored(k, case, name)
+    assert after.pin is None
+    assert audit_writes(k.cp, k.ns, case.plural, name) == ["create", "update", "update"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_missing_route_object_is_invalid_with_the_message(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane, case: Case) -> None:
+    name = f"{case.id[:3]}-gone"
+    k.apply(service(name))
+    k.apply(rollout(name, **traffic(case, name)))
+    st = k.wait_phase(name, "Invalid", 60)
+    field = "httpRoute" if case.id == "gatewayapi" else "virtualService"
+    kind = "HTTPRoute" if case.id == "gatewayapi" else "VirtualService"
+    assert st["message"] == f"spec.traffic.{field}.name: {kind} {name} not found in namespace {k.ns}"
+
+
+@pytest.mark.parametrize(("case", "ref", "words"), [
+    (CASES[0], {"httpRoute": {"name": "{n}", "rule": "nope"}},
+     ["spec.traffic.httpRoute.rule: HTTPRoute {n} has no rule named nope", "['docs', 'api']"]),
+    (CASES[0], {"httpRoute": {"name": "{n}", "rule": "docs"}}, ["routes to ['docs']"]),
+    (CASES[1], {"virtualService": {"name": "{n}", "route": "nope"}},
+     ["spec.traffic.virtualService.route: VirtualService {n} has no http route named nope"]),
+], ids=["gatewayapi-no-such-rule", "gatewayapi-rule-to-another-service", "istio-no-such-route"])
+def test_missing_rule_is_invalid_with_the_message(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane, case: Case, ref: Json,
+        words: list[str]) -> None:
+    name = f"{case.id[:3]}-norule"
+    k.apply(service(name))
+    k.apply(case.manifest(name))
+    k.apply(rollout(name, traffic={"service": {"name": name}, **json.loads(json.dumps(ref).replace("{n}", name))}))
+    message = k.wait_phase(name, "Invalid", 60)["message"]
+    for word in words:
+        assert word.replace("{n}", name) in message
+
+
+def base_rollout(**traffic_spec: Any) -> Json:
+    out: Json = json.loads(rollout("cel"))
+    out["spec"]["traffic"] = {"service": {"name": "cel"}, **traffic_spec}
+    return out
+
+
+@pytest.mark.parametrize(("case", "traffic_spec", "words"), [
+    ("mirror with NGINX", {"ingress": {"name": "a"}, "mirror": {"percent": 10}},
+     ["spec.traffic.mirror needs a router that mirrors", "NGINX canary annotations"]),
+    ("mirror with the Service router", {"mirror": {"percent": 10}}, ["spec.traffic.mirror"]),
+    ("two routers", {"ingress": {"name": "a"}, "httpRoute": {"name": "b"}}, ["at most one router"]),
+    ("header without a header router", {"headerRoute": HEADER}, ["spec.traffic.headerRoute needs"]),
+    ("mirror percent over 100", {"httpRoute": {"name": "b"}, "mirror": {"percent": 150}}, ["percent"]),
+    ("virtualService without route", {"virtualService": {"name": "b"}}, ["route"]),
+], ids=["mirror-nginx", "mirror-service", "two-routers", "header-service", "mirror-percent", "vs-no-route"])
+def test_crd_rejects_router_features_the_router_lacks(k: Kubectl, case: str, traffic_spec: Json,
+                                                       words: list[str]) -> None:
+    res = k.cp.kubectl("-n", k.ns, "apply", "--dry-run=server", "-f", "-",
+                       input=json.dumps(base_rollout(**traffic_spec)), check=False)
+    assert res.returncode != 0, f"{case}: accepted"
+    for word in words:
+        assert word in res.stderr, f"{case}: {word!r} not in {res.stderr}"
+
+
+@pytest.mark.parametrize("traffic_spec", [
+    {"httpRoute": {"name": "b", "rule": "api"}, "headerRoute": HEADER, "mirror": {"percent": 10}},
+    {"virtualService": {"name": "b", "route": "primary"}, "headerRoute": HEADER, "mirror": {}},
+], ids=["gatewayapi", "istio"])
+def test_crd_accepts_header_and_mirror_with_gateway_api_and_istio(k: Kubectl, traffic_spec: Json) -> None:
+    k.run("apply", "--dry-run=server", "-f", "-", input=json.dumps(base_rollout(**traffic_spec)))
