@@ -123,9 +123,10 @@ class World:
         elif isinstance(a, DeletePrewarm):
             self.prewarm = None
         elif isinstance(a, RecordRevision):
-            self.recorded[a.revision] = copy.deepcopy({"template": self.raw["template"], "model": self.raw.get("model")})
+            entry = {"template": self.raw["template"], "model": self.raw.get("model")}
+            self.recorded[a.revision] = copy.deepcopy(entry)
         elif isinstance(a, RestoreRevision):
-            entry = self.recorded[a.revision]
+            entry = copy.deepcopy(self.recorded[a.revision])
             self.raw["template"] = copy.deepcopy(entry["template"])
             if entry["model"] is None:
                 self.raw.pop("model", None)
