@@ -37,6 +37,7 @@ from bench.common import (
     ingress,
     load_average,
     load_text,
+    median_index,
     ms,
     now,
     parse_k8s_time,
@@ -48,6 +49,7 @@ from bench.common import (
     sigterm_as_exit,
     summary_row,
     today,
+    trace_block,
 )
 from modelrollout.localenv.procs import CommandFailed
 
@@ -106,7 +108,11 @@ class Trial:
     """The operator's status PATCHes per analysis tick while waiting at the pause (one is needed)."""
     requests_per_tick: float = float("nan")
     """All requests of the operator's engine per analysis tick while waiting at the pause."""
+    reconciles_per_tick: float = float("nan")
+    """Reconciles (engine GETs of the rollout) per analysis tick while waiting at the pause (one is needed)."""
     message: str = ""
+    trace: list[str] = field(default_factory=list)
+    """The operator's requests of the reconcile that rolled back (audit log), times from t0."""
 
 
 def analysis_spec(prometheus_url: str) -> Json:
@@ -162,15 +168,15 @@ def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> 
         ticks = sorted({parse_k8s_time(str(e.status["lastAnalysisAt"])) for e in mro.events
                         if hold_from <= e.at < t_set and e.status.get("lastAnalysisAt")})
         trial.periods = [b - a for a, b in itertools.pairwise(ticks)]
-        _breakdown(env, trial, canary_ingress, name, hold_from, t_set, t0, t1, max(len(ticks) - 1, 0))
+        _breakdown(env, trial, canary_ingress, name, t0, t1, ticks)
         return trial
     finally:
         exporter.stop()
         prom.set_targets([])
 
 
-def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, hold_from: float, t_set: float,
-               t0: float, t1: float, ticks: int) -> None:
+def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, t0: float, t1: float,
+               ticks: list[float]) -> None:
     def find(reqs: list[Request]) -> Request | None:
         for r in reqs:
             if r.verb == "delete" and r.resource == "ingresses" and r.name == canary_ingress:
@@ -188,19 +194,26 @@ def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, hold_from
         trial.tick_wait = start - t0
         trial.to_delete = delete.received - start
         trial.reaction = t1 - start
+        trial.trace = [r.describe(t0) for r in sorted(reqs, key=lambda r: r.received)
+                       if r.by_operator_engine and start <= r.received <= delete.received]
+        trial.trace.append(f"{(t1 - t0) * 1000:7.1f} ms        watch delivers DELETED canary Ingress (t1)")
     trial.delivery = t1 - delete.completed
-    # While waiting at the pause nothing changes but the analysis: count the operator's requests per tick.
-    window = [r for r in reqs if r.by_operator_engine and hold_from <= r.received < t_set]
-    if ticks:
-        trial.status_writes_per_tick = sum(1 for r in window if r.verb == "patch" and r.subresource == "status"
-                                           ) / ticks
-        trial.requests_per_tick = len(window) / ticks
+    # While waiting at the pause nothing changes but the analysis: count the operator's requests per tick,
+    # from just before the first evaluation seen to just before the last one (len(ticks) - 1 whole ticks).
+    if len(ticks) >= 2:
+        lead = 0.1  # a reconcile's GETs come a few ms before the `now` it stamps as lastAnalysisAt
+        window = [r for r in reqs if r.by_operator_engine and ticks[0] - lead <= r.received < ticks[-1] - lead]
+        n = len(ticks) - 1
+        trial.status_writes_per_tick = sum(1 for r in window if r.verb == "patch" and r.subresource == "status") / n
+        trial.requests_per_tick = len(window) / n
+        trial.reconciles_per_tick = sum(1 for r in window if r.verb == "get" and r.resource == "modelrollouts"
+                                        and not r.subresource) / n
 
 
 def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
     rng = random.Random(20240611)
     started = now()
-    load_before = load_average()
+    loads: list[float] = []
     done: list[Trial] = []
     failures: list[str] = []
     reconcile_mean = float("nan")
@@ -210,6 +223,7 @@ def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
         for i in range(trials + 1):
             name = f"breach-{i:02d}"
             label = "warm-up" if i == 0 else f"trial {i}/{trials}"
+            load = load_average()
             try:
                 trial = run_trial(env, name, rng, previous)
             except (BenchTimeout, CommandFailed) as exc:
@@ -226,12 +240,14 @@ def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
                   file=sys.stderr)
             if i > 0:
                 done.append(trial)
+                loads.append(load)
         metrics = env.operator_metrics()
         count = metrics.get("modelrollout_reconcile_seconds_count", 0.0)
         if count:
             reconcile_mean = metrics.get("modelrollout_reconcile_seconds_sum", 0.0) / count
     result = build_result(done, failures, now() - started, reconcile_mean)
-    result.load = load_text(load_before, load_average())
+    result.load = load_text(loads)
+    result.raw["load_average_1m"] = loads
     return result, done
 
 
@@ -242,6 +258,7 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
     periods = [p for t in trials for p in t.periods]
     per_tick_writes = [t.status_writes_per_tick for t in trials]
     per_tick_requests = [t.requests_per_tick for t in trials]
+    per_tick_reconciles = [t.reconciles_per_tick for t in trials]
     p99_total, p99_detect = Summary.of(total).p99, Summary.of(detect).p99
     headline = Table(
         f"Breach to stable, scrape {SCRAPE_S:g} s, analysis interval {INTERVAL_S:g} s "
@@ -290,20 +307,31 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
         "Ingress; then DELETE it, scale the canary to 0, write status, emit events) and the watch delivery.",
         f"The analysis period is interval + the part of the reconcile after `now` is read: median "
         f"{ms(statistics.median(periods)) if periods else 'n/a'}.",
-        f"While the rollout waits at the pause the operator's engine makes {_mean(per_tick_requests):.1f} API "
-        f"requests and {_mean(per_tick_writes):.1f} status PATCHes per analysis tick (audit log; one PATCH "
-        "carries the new evaluation, the rest are the reconcile its own status write wakes up).",
+        f"While the rollout waits at the pause, every analysis tick costs {_mean(per_tick_reconciles):.1f} "
+        f"reconciles, {_mean(per_tick_requests):.1f} API requests and {_mean(per_tick_writes):.1f} status PATCHes "
+        "of the operator's engine (audit log); one reconcile with one PATCH would do."
+        + (" The second reconcile is woken by the operator's own status write (kopf on.event → the daemon's "
+           "Event), and its status PATCH changes nothing: the status compared before writing carries None-valued "
+           "nested fields (e.g. stableModel.version, history[].step/token/by) that the apiserver never stores, "
+           "so it always looks different." if _mean(per_tick_reconciles) > 1.5 else ""),
         f"The operator's own histogram `modelrollout_reconcile_seconds` (observe + decide + carry out, every "
         f"reconcile of the run): mean {ms(reconcile_mean)}.",
     ]
     notes += [f"Failed trial: {f}" for f in failures]
+    mid = median_index(detect)
+    appendix = trace_block(
+        f"The operator's requests in the reconcile that rolled back, median trial ({trials[mid].name}, t1 − t0 = "
+        f"{ms(trials[mid].detect)}), from the audit log, ms after t0 (received, +duration, client, verb, resource, "
+        "name):", trials[mid].trace) if mid >= 0 else ""
     return Result(
         name=NAME, title=TITLE, method=METHOD, date=today(), trials=len(trials), failed_trials=len(failures),
         wall_seconds=wall, tables=[headline, breakdown, bound], verdict=verdict, notes=notes,
         raw={"t1_minus_t0": detect, "t1_minus_tset": total, "t0_minus_tset": [t.scrape for t in trials],
              "tick_wait": [t.tick_wait for t in trials], "reconcile_to_delete": [t.to_delete for t in trials],
              "delivery": [t.delivery for t in trials], "reaction": reaction, "analysis_period": periods,
-             "status_writes_per_tick": per_tick_writes, "requests_per_tick": per_tick_requests},
+             "status_writes_per_tick": per_tick_writes, "requests_per_tick": per_tick_requests,
+             "reconciles_per_tick": per_tick_reconciles},
+        appendix=appendix,
     )
 
 

@@ -42,6 +42,7 @@ Json = dict[str, Any]
 GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelrollouts"
 WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
 REPO = Path(__file__).resolve().parents[1]
+BENCH_AGENT = "modelrollout-bench"
 OPERATOR_SRC = REPO / "operator"
 
 # Local HTTP only: never route 127.0.0.1 through an HTTP(S)_PROXY from the environment.
@@ -365,8 +366,13 @@ class Request:
 
     @property
     def by_operator_engine(self) -> bool:
-        """The engine's synchronous kubernetes client (not kopf's aiohttp client, not kubectl)."""
+        """The engine's synchronous kubernetes client (not kopf's aiohttp client, kubectl or this benchmark)."""
         return self.agent.startswith("OpenAPI-Generator")
+
+    def describe(self, origin: float) -> str:
+        return (f"{(self.received - origin) * 1000:7.1f} ms +{(self.completed - self.received) * 1000:5.1f} "
+                f"{self.agent.split('/')[0][:18]:18s} {self.verb:6s} {self.resource}"
+                + (f"/{self.subresource}" if self.subresource else "") + f" {self.name}")
 
 
 class AuditLog:
@@ -511,8 +517,8 @@ def environment(name: str, *, with_prometheus: bool, keep: bool = False) -> Iter
     root = Path(tempfile.mkdtemp(prefix=f"modelrollout-bench-{name}-"))
     namespace = f"bench-{name.replace('_', '-')}"
     failed = True
-    with contextlib.ExitStack() as stack:
-        try:
+    try:
+        with contextlib.ExitStack() as stack:  # closed last-in first-out: operator, Prometheus, control plane
             cp = start_control_plane(root / "controlplane", nodes=2)
             stack.callback(cp.stop)
             cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
@@ -533,27 +539,27 @@ def environment(name: str, *, with_prometheus: bool, keep: bool = False) -> Iter
                 return True if port_open(metrics_port) else None
 
             poll(operator_up, 60, 0.05, "operator metrics endpoint")
+            api_client = config.new_client_from_config(config_file=str(cp.kubeconfig))  # type: ignore[no-untyped-call]
+            api_client.user_agent = BENCH_AGENT  # so the audit log tells the benchmark's requests from the operator's
+            stack.callback(api_client.close)
             env = Env(root=root, cp=cp, namespace=namespace, operator=op, operator_metrics_port=metrics_port,
-                      prometheus=prom, api_client=config.new_client_from_config(  # type: ignore[no-untyped-call]
-                          config_file=str(cp.kubeconfig)),
-                      audit=AuditLog(cp.audit_log), started=started)
-            stack.callback(env.api_client.close)
+                      prometheus=prom, api_client=api_client, audit=AuditLog(cp.audit_log), started=started)
             env.setup_seconds = now() - started
             yield env
             failed = False
-        finally:
-            if failed:
-                log = root / "operator.log"
-                if log.exists():
-                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                    print(f"--- operator log tail ({log})\n{tail}", file=sys.stderr)
-    left = child_processes()
-    if left:
-        print(f"WARNING: processes still running after {name}: {left}", file=sys.stderr)
-    if failed or keep:
-        print(f"benchmark files kept in {root}", file=sys.stderr)
-    else:
-        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        if failed:
+            log = root / "operator.log"
+            if log.exists():
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                print(f"--- operator log tail ({log})\n{tail}", file=sys.stderr)
+        left = child_processes()
+        if left:
+            print(f"WARNING: processes still running after {name}: {left}", file=sys.stderr)
+        if failed or keep:
+            print(f"benchmark files kept in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -588,7 +594,9 @@ class Result:
     notes: list[str]
     raw: dict[str, list[float]]
     load: str = ""
-    """The 1-minute load average before and after, next to the CPU count: other work shares the machine."""
+    """The load average during the run, next to the CPU count: other work may share the machine."""
+    appendix: str = ""
+    """Markdown after the notes (e.g. the request trace of the median trial)."""
 
     def markdown(self, machine: str) -> str:
         parts = [f"## {self.title}", "", self.method.strip(), "",
@@ -599,12 +607,25 @@ class Result:
         for t in self.tables:
             parts += [t.markdown(), ""]
         parts += [f"- {n}" for n in self.notes]
+        if self.appendix:
+            parts += ["", self.appendix.strip()]
         return "\n".join(parts).rstrip() + "\n"
 
     def to_json(self) -> str:
         from dataclasses import asdict
 
         return json.dumps(asdict(self), indent=1)
+
+
+def trace_block(title: str, lines: Sequence[str]) -> str:
+    """A request trace as a fenced block under a one-line title."""
+    return f"{title}\n\n```text\n" + "\n".join(lines) + "\n```\n" if lines else ""
+
+
+def median_index(values: Sequence[float]) -> int:
+    """Index of the trial whose value is the (lower) median."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    return order[(len(order) - 1) // 2] if order else -1
 
 
 def summary_row(label: str, values: Sequence[float], fmt: Callable[[float], str] = ms) -> list[str]:
@@ -619,8 +640,12 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def load_text(before: float, after: float) -> str:
-    return f"load average (1 min) {before:.1f} before, {after:.1f} after, on {len(os.sched_getaffinity(0))} CPUs"
+def load_text(loads: Sequence[float]) -> str:
+    """The 1-minute load averages sampled at the start of each trial, against the CPU count."""
+    if not loads:
+        return ""
+    return (f"1-min load average at the trials' starts {min(loads):.1f}–{max(loads):.1f} (median "
+            f"{percentile(loads, 0.5):.1f}) on {len(os.sched_getaffinity(0))} CPUs")
 
 
 def today() -> str:

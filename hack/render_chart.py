@@ -179,21 +179,22 @@ def strip_helm_labels(doc: dict[str, object]) -> dict[str, object]:
 
 
 def manifest_files() -> dict[str, str]:
-    """manifests/<file> -> content, from the chart's default output (CRDs and Helm-only labels left out)."""
-    by_file: dict[str, list[dict[str, object]]] = {}
-    for doc in documents(helm_template(crds=False)):
+    """manifests/<file> -> content: the chart's default output (no CRD: manifests/crds/ has it) split by kind,
+    as Helm printed it (comments kept) less the ``# Source:`` lines and the Helm-only labels."""
+    by_file: dict[str, list[str]] = {}
+    for chunk in helm_template(crds=False).split("\n---\n"):
+        lines = [line for line in chunk.splitlines()
+                 if line.strip() not in ("---", "") and not line.startswith("# Source: ")
+                 and line.strip().split(":")[0] not in HELM_ONLY_LABELS]
+        text = "\n".join(lines) + "\n"
+        doc = yaml.safe_load(text)
+        if not doc:
+            continue
         kind = str(doc["kind"])
         if kind not in FILES_BY_KIND:
             raise SystemExit(f"the chart's default output has a {kind}: add it to FILES_BY_KIND")
-        meta = doc["metadata"]
-        assert isinstance(meta, dict)
-        meta.pop("namespace", None)  # kustomization.yaml sets it
-        by_file.setdefault(FILES_BY_KIND[kind], []).append(strip_helm_labels(doc))
-    out = {}
-    for name, docs in by_file.items():
-        body = "---\n".join(yaml.safe_dump(d, sort_keys=False, default_flow_style=False) for d in docs)
-        out[name] = MANIFEST_HEADER + body
-    return out
+        by_file.setdefault(FILES_BY_KIND[kind], []).append(text)
+    return {name: MANIFEST_HEADER + "---\n".join(texts) for name, texts in by_file.items()}
 
 
 # --------------------------------------------------------------------------------------------------- CLI

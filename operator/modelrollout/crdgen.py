@@ -137,6 +137,12 @@ def crd() -> JSON:
                             "description": "ModelRollout releases a new revision of a model server step by "
                             "step, judges it by Prometheus metrics, and rolls back on a breach.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [{
+                                "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && "
+                                        "size(self.metadata.name) <= 56",
+                                "message": "metadata.name must be a DNS label of at most 56 characters (the "
+                                           "operator derives NAME-stable, NAME-canary and NAME-prewarm from it)",
+                            }],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

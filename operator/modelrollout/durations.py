@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 _PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+MAX_MILLIS = 366 * 24 * 3_600_000
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -28,6 +29,8 @@ def parse_duration(value: Any) -> timedelta:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"unparseable duration {value!r}: use digits with ms, s, m or h, e.g. '30s', '1h30m'")
     millis = sum(int(n) * _UNIT_MS[unit] for n, unit in _PART.findall(text))
+    if millis > MAX_MILLIS:
+        raise ValueError(f"duration {value!r} is longer than the maximum of 366 days")
     return timedelta(milliseconds=millis)
 
 

@@ -8,7 +8,10 @@ owned by the ModelRollout, so deleting it deletes them.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from modelrollout.core.compat import CONTAINER as PROBE_CONTAINER
 from modelrollout.core.compat import inject
@@ -19,6 +22,7 @@ from modelrollout.core.modelconfig import config_map_name, mount, rendered
 from modelrollout.core.prewarm import template_images
 from modelrollout.kube import (
     ANNOTATION_REVISION,
+    FIELD_MANAGER,
     LABEL_REVISION,
     LABEL_ROLLOUT,
     LABEL_TRACK,
@@ -194,3 +198,25 @@ def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
         revision = (cm.metadata.labels or {}).get(LABEL_REVISION)
         if revision and revision not in keep and cm.metadata.name == config_map_name(ctx.name, revision):
             optional(lambda n=cm.metadata.name: ctx.kube.core.delete_namespaced_config_map(n, ctx.namespace))
+
+
+def dry_run_deployment(ctx: RouterContext, template: Body, track: Track, revision: str) -> str | None:
+    """Why the apiserver would reject the Deployment for this template (a server-side dry run), or None."""
+    body = deployment_body(ctx, template, track, revision, 0)
+    try:
+        ctx.kube.apps.patch_namespaced_deployment(
+            body["metadata"]["name"], ctx.namespace, body=body, field_manager=FIELD_MANAGER, force=True,
+            dry_run="All", _content_type="application/apply-patch+yaml")
+    except ApiException as exc:
+        message = _api_message(exc)
+        if exc.status in (400, 422) or (exc.status == 500 and "typed" in message):
+            return f"spec.template: the apiserver rejects the {track} Deployment: {message}"
+        raise
+    return None
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
+    except ValueError:
+        return str(exc.reason)

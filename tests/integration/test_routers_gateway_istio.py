@@ -217,6 +217,10 @@ def test_missing_route_object_is_invalid_with_the_message(
     field = "httpRoute" if case.id == "gatewayapi" else "virtualService"
     kind = "HTTPRoute" if case.id == "gatewayapi" else "VirtualService"
     assert st["message"] == f"spec.traffic.{field}.name: {kind} {name} not found in namespace {k.ns}"
+    # checked again at every reconcile: once the object exists, a touch of the rollout resumes it
+    k.apply(case.manifest(name))
+    k.annotate(name, "example.com/touched", "1")
+    k.wait_phase(name, "Succeeded", 90)
 
 
 @pytest.mark.parametrize(("case", "ref", "words"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,12 +11,22 @@ from modelrollout import api
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
 
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                       r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
 
 def parse_error(exc: ValidationError) -> str:
     """A pydantic error as ``spec.a.b: message; ...``."""
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        loc = ""
+        previous: object = None
+        for item in err["loc"]:
+            if str(item).startswith("function-") or item == previous:  # union tags repeat the step kind
+                previous = item
+                continue
+            loc += f"[{item}]" if isinstance(item, int) else f".{item}" if loc else str(item)
+            previous = item
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
 
@@ -37,6 +48,11 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
             problem = check_template(metric.query)
             if problem:
                 return f"spec.analysis.metrics[{i}].query ({metric.name}): {problem}"
+    for key in spec.selector.match_labels:
+        if key.startswith("modelrollout.io/"):
+            return f"spec.selector.matchLabels: {key} is set by the operator; use your own labels"
+        if not LABEL_KEY.match(key):
+            return f"spec.selector.matchLabels: {key!r} is not a valid label key"
     labels = spec.template.metadata.labels
     for key, value in spec.selector.match_labels.items():
         if labels.get(key) != value:

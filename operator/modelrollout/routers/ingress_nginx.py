@@ -51,6 +51,10 @@ def canary_ingress_spec(user_spec: dict[str, Any], targets: set[str], canary_ser
     return spec
 
 
+def _owned(obj: Any, ctx: RouterContext) -> bool:
+    return any(ref.uid == ctx.owner.get("uid") for ref in obj.metadata.owner_references or [])
+
+
 class NginxIngressRouter:
     name = "nginx"
 
@@ -67,18 +71,23 @@ class NginxIngressRouter:
         if ing is None:
             return f"spec.traffic.ingress.name: Ingress {ing_name} not found in namespace {ctx.namespace}"
         root = ctx.spec.traffic.service.name
+        svc = optional(lambda: ctx.kube.core.read_namespaced_service(root, ctx.namespace))
+        if svc is None:
+            return f"spec.traffic.service.name: Service {root} not found in namespace {ctx.namespace}"
         backends = _backend_services(ing.get("spec") or {})
         if ctx.stable_service in backends:
+            own = optional(lambda: ctx.kube.core.read_namespaced_service(ctx.stable_service, ctx.namespace))
+            if own is not None and not _owned(own, ctx) and (own.spec.selector or {}).get(LABEL_TRACK) != "stable":
+                return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {ctx.stable_service}, "
+                        f"which exists, is not managed by this ModelRollout and does not select only "
+                        f"{LABEL_TRACK}=stable; delete it so the operator creates it")
             return None
         if root not in backends:
             return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to {sorted(backends)}, "
                     f"not to {ctx.stable_service} or {root}")
-        svc = optional(lambda: ctx.kube.core.read_namespaced_service(root, ctx.namespace))
-        if svc is None:
-            return f"spec.traffic.service.name: Service {root} not found in namespace {ctx.namespace}"
         if (svc.spec.selector or {}).get(LABEL_TRACK) != "stable":
-            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {root}, which selects "
-                    f"both tracks; point the Ingress at {ctx.stable_service}, or add "
+            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {root}, which does not select "
+                    f"only the stable track; point the Ingress at {ctx.stable_service}, or add "
                     f"{LABEL_TRACK}: stable to the selector of Service {root}")
         return None
 
