@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 LOCALENV ?= .localenv
 export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: bootstrap install test test-unit lint crds demo e2e e2e-existing cluster-up cluster-down bench controlplane
+.PHONY: bootstrap install test test-unit lint crds manifests demo e2e e2e-existing cluster-up cluster-down bench controlplane
 
 # Everything a fresh machine needs (Debian packages, Python deps, control plane binaries); idempotent.
 bootstrap:
@@ -24,12 +24,17 @@ test-unit:
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit
 
 lint:
-	ruff check operator tests bench
+	ruff check operator tests bench hack
 	mypy
 	lint-imports
 
 crds:
 	$(PYTHON) -m modelrollout crd > crds/modelrollouts.modelrollout.io.yaml
+	$(PYTHON) hack/render_chart.py --manifests
+
+# The chart's CRD copy and manifests/ (kustomize base + install.yaml) regenerated from the chart defaults.
+manifests:
+	$(PYTHON) hack/render_chart.py --manifests
 
 # A complete demo rollout on a self-contained local environment (no cluster, no Docker).
 demo: bootstrap

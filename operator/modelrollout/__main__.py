@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -21,14 +22,18 @@ def run(args: argparse.Namespace) -> int:
 
     import modelrollout.handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format == "json":
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    else:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     memo = kopf.Memo()
     memo.workers = args.workers
+    memo.prometheus_address = args.prometheus_address
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,
@@ -48,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
     p_run.add_argument("--liveness", default="", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p_run.add_argument("--workers", type=int, default=64, help="threads for Kubernetes and Prometheus calls")
+    p_run.add_argument("--log-format", choices=("plain", "json"),
+                       default=os.environ.get("MODELROLLOUT_LOG_FORMAT", "plain"), help="log format")
+    p_run.add_argument("--prometheus-address", default=os.environ.get("MODELROLLOUT_PROMETHEUS_ADDRESS", ""),
+                       help="Prometheus for rollouts whose spec.analysis has no prometheus.address")
     p_run.add_argument("--verbose", "-v", action="store_true")
     sub.add_parser("crd", help="print the ModelRollout CRD (YAML)")
     sub.add_parser("version", help="print the version")

@@ -393,8 +393,8 @@ class Analysis(_Model):
 
     interval: Duration = Field(default="15s", validate_default=True)
     """How often every metric is evaluated."""
-    prometheus: PrometheusSource
-    """The Prometheus to query."""
+    prometheus: PrometheusSource | None = None
+    """The Prometheus to query (default: the operator's --prometheus-address / MODELROLLOUT_PROMETHEUS_ADDRESS)."""
     inconclusive: InconclusivePolicy = Field(default_factory=InconclusivePolicy)
     """What to do when there is no data."""
     metrics: list[Metric] = Field(

@@ -27,14 +27,18 @@ def utcnow() -> datetime:
 class Engine:
     """Reconciles rollouts; holds the clients and a metric source per Prometheus address."""
 
-    def __init__(self, kube: Kube, *, clock: Clock = utcnow) -> None:
+    def __init__(self, kube: Kube, *, clock: Clock = utcnow, default_prometheus: str | None = None) -> None:
         self.kube = kube
         self.clock = clock
+        self.default_prometheus = default_prometheus
         self._sources: dict[tuple[str, float], MetricSource] = {}
         self._lock = threading.Lock()
 
     def source_for(self, analysis: api.Analysis) -> MetricSource:
-        key = (analysis.prometheus.address, analysis.prometheus.timeout.total_seconds())
+        if analysis.prometheus is not None:
+            key = (analysis.prometheus.address, analysis.prometheus.timeout.total_seconds())
+        else:
+            key = (self.default_prometheus or "", 5.0)
         with self._lock:
             if key not in self._sources:
                 self._sources[key] = PrometheusSource(key[0], timeout=key[1])
@@ -47,7 +51,7 @@ class Engine:
             return None
         with telemetry.RECONCILE_SECONDS.time():
             now = self.clock()
-            seen = observe(self.kube, rollout, now, self.source_for)
+            seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
             decision = decide(seen.spec, seen.status, seen.observed, now)
             carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
         telemetry.RECONCILES.labels(namespace).inc()

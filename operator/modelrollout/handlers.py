@@ -37,7 +37,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
-        memo.engine = Engine(Kube.connect())
+        memo.engine = Engine(Kube.connect(), default_prometheus=getattr(memo, "prometheus_address", None) or None)
     memo.wakeups = {}
 
 

@@ -53,12 +53,17 @@ def parse_status(raw: Any) -> api.ModelRolloutStatus:
         return api.ModelRolloutStatus()
 
 
-def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor) -> Observation:
+def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
+            default_prometheus: str | None = None) -> Observation:
     meta = rollout["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     raw_spec = rollout.get("spec") or {}
     status = parse_status(rollout.get("status"))
     spec, invalid = parse_spec(raw_spec)
+    if invalid is None and spec is not None and spec.analysis is not None and spec.analysis.prometheus is None \
+            and not default_prometheus:
+        invalid = ("spec.analysis.prometheus.address: not set, and the operator has no default "
+                   "(modelrollout run --prometheus-address, or MODELROLLOUT_PROMETHEUS_ADDRESS)")
     revision = revision_of(raw_spec.get("template") or {}, raw_spec.get("model"))
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     base = Observed(

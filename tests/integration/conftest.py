@@ -10,7 +10,7 @@ import pytest
 from modelrollout.crdgen import render
 from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import ManagedProcess
+from modelrollout.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Kubectl
 
@@ -19,7 +19,9 @@ from .kube import Kubectl
 def crd(control_plane: ControlPlane) -> ControlPlane:
     """The ModelRollout CRD applied and established."""
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s")
+    wait_until(lambda: control_plane.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
+                                             "--timeout=10s", check=False).returncode == 0,
+               60, 0.2, what="the ModelRollout CRD Established")
     return control_plane
 
 

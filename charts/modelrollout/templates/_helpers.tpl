@@ -92,10 +92,12 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 
 {{/* kopf's discovery: CRDs (cluster-wide always), Namespaces (only when watching a list of namespaces). */}}
 {{- define "modelrollout.discoveryRules" -}}
+# kopf's resource discovery: it notices CRDs appearing or changing (read-only).
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
 {{- if .Values.watchNamespaces }}
+# kopf follows the watched namespaces (created or deleted) when it watches a list of them (read-only).
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
