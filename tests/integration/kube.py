@@ -124,3 +124,19 @@ def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, sin
 
 def now() -> float:
     return time.time()
+
+
+def wait_audit(cp: ControlPlane, namespace: str, resource: str, name: str,
+               predicate: Callable[[list[str]], bool], timeout: float = 15) -> list[str]:
+    """audit_writes() once ``predicate`` holds for it (the apiserver logs a request just after answering it)."""
+    last: list[list[str]] = [[]]
+
+    def check() -> bool:
+        last[0] = audit_writes(cp, namespace, resource, name)
+        return predicate(last[0])
+
+    try:
+        wait_until(check, timeout, 0.1, what=f"audit log entries for {resource}/{name}")
+    except TimeoutError:
+        pass  # the caller's assertion shows what was there
+    return last[0]

@@ -8,7 +8,7 @@ from datetime import datetime
 from modelrollout.localenv.operatorproc import kill_hard
 from modelrollout.localenv.procs import ManagedProcess
 
-from .kube import Kubectl, Watch, audit_writes
+from .kube import Kubectl, Watch, wait_audit
 from .manifests import ingress, rollout, service
 
 
@@ -82,7 +82,7 @@ def test_nginx_rollout_moves_the_canary_ingress_weight_step_by_step(k: Kubectl, 
     user_after = k.get("ingress", "ngx")
     assert user_before is not None and user_after is not None
     assert user_after["metadata"]["resourceVersion"] == user_before["metadata"]["resourceVersion"]
-    writes = audit_writes(k.cp, k.ns, "ingresses", "ngx-canary")
+    writes = wait_audit(k.cp, k.ns, "ingresses", "ngx-canary", lambda w: w[-1:] == ["delete"])
     assert writes == ["patch", "patch", "patch", "patch", "delete"], writes
 
 
@@ -173,5 +173,5 @@ def test_sigkill_during_pause_and_weight_step_repeats_no_router_write(
         k.wait(name="kill", predicate=lambda s: s.get("phase") == "Succeeded" and s.get("canaryRevision") is None,
                timeout=90)
     assert w.distinct() == ["20", "40", "70", "100"]
-    writes = audit_writes(k.cp, k.ns, "ingresses", "kill-canary")
+    writes = wait_audit(k.cp, k.ns, "ingresses", "kill-canary", lambda w: w[-1:] == ["delete"])
     assert writes == ["patch"] * 4 + ["delete"], json.dumps(writes)

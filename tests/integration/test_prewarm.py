@@ -7,7 +7,7 @@ from typing import Any
 
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Kubectl, Watch, audit_writes
+from .kube import Kubectl, Watch, audit_writes, wait_audit
 from .manifests import ingress, rollout, service
 
 
@@ -83,7 +83,8 @@ def test_rollback_during_canary_is_one_routing_write_and_no_scale_up(k: Kubectl,
     k.annotate("one", "modelrollout.io/abort", "true")
     k.wait_phase("one", "RolledBack", 60)
     wait_until(lambda: (k.get("deployment", "one-canary") or {})["spec"]["replicas"] == 0, 30, what="canary at 0")
-    assert audit_writes(k.cp, k.ns, "ingresses", "one-canary")[len(ingress_before):] == ["delete"]
+    after = wait_audit(k.cp, k.ns, "ingresses", "one-canary", lambda w: w[-1:] == ["delete"])
+    assert after[len(ingress_before):] == ["delete"]
     assert audit_writes(k.cp, k.ns, "deployments", "one-stable") == stable_before, "no stable scale-up"
 
 

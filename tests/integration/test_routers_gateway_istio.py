@@ -21,7 +21,7 @@ import yaml
 from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Json, Kubectl, Watch, audit_writes
+from .kube import Json, Kubectl, Watch, wait_audit
 from .manifests import rollout, service
 
 CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
@@ -184,7 +184,7 @@ def test_rollout_moves_the_weight_pins_the_header_mirrors_and_restores(
     # every step's weight, in order, then nothing for the canary after promotion
     assert w.distinct() == ["", "10", "30", "60", "100", ""], w.values
     # one write per weight step and one for the restore; the object is updated in place, never recreated
-    writes = audit_writes(k.cp, k.ns, case.plural, name)
+    writes = wait_audit(k.cp, k.ns, case.plural, name, lambda w: len(w) >= 6)
     assert writes == ["create"] + ["update"] * 5, writes
 
 
@@ -204,7 +204,7 @@ def test_abort_restores_the_route_in_one_write(
     assert "aborted by user" in str(st.get("message", "")) + json.dumps(st.get("history"))
     after = assert_restored(k, case, name)
     assert after.pin is None
-    assert audit_writes(k.cp, k.ns, case.plural, name) == ["create", "update", "update"]
+    assert wait_audit(k.cp, k.ns, case.plural, name, lambda w: len(w) >= 3) == ["create", "update", "update"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
