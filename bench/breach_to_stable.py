@@ -74,7 +74,9 @@ Per trial a ModelRollout with the NGINX router (Service + Ingress `NAME` → `NA
 `spec.traffic.ingress`), {REPLICAS} replicas, steps `setWeight 20` → `pause {{}}`, analysis every
 {INTERVAL_S:g} s of `{COMPAT}` with `min: 0.99`, `failureLimit: 0`, `onFailure: rollback`, and
 `rollback.scaleDownDelay: 0s`. Its canary exporter (a real `compat_probe.refserver`, score 1.0) is scraped
-by Prometheus every {SCRAPE_S:g} s. Once the rollout waits at the pause with 20% on the canary (and a
+by Prometheus every {SCRAPE_S:g} s. The new revision is applied 0–1 s (at random) after the exporter's first
+sample is queryable, so the phase of the operator's analysis ticks against the scrapes differs from trial to
+trial. Once the rollout waits at the pause with 20% on the canary (and a
 passing analysis), it is left there {HOLD_S:g} s plus 0–1 s at random; then the exporter's score is set to
 0.5 (`POST /admin/score`; `t_set` when it returns). The benchmark polls Prometheus's query API every
 {PROM_POLL_S * 1000:.0f} ms with the operator's own query and stamps `t0` at the first answer of 0.5; a
@@ -145,7 +147,14 @@ def run_trial(env: Env, name: str, rng: random.Random, previous: str | None) -> 
         env.wait_status(name, lambda s: s.get("phase") == "Succeeded", 120, f"{name} first release Succeeded")
         query = COMPAT.replace("{{rollout}}", name).replace("{{track}}", "canary")
         # the canary's series must be in Prometheus before traffic moves, or analysis starts inconclusive
-        poll(lambda: True if prometheus_value(prom, query) == 1.0 else None, 60, 0.1, f"{query} == 1 in Prometheus")
+        def first_sample() -> bool | None:
+            env.check_alive()
+            return True if prometheus_value(prom, query) == 1.0 else None
+
+        poll(first_sample, 60, 0.1, f"{query} == 1 in Prometheus")
+        # The rollout's analysis clock starts with its first traffic step; started right after a scrape landed,
+        # its phase against the scrapes would be nearly the same every trial. Randomise it.
+        time.sleep(rng.uniform(0.0, max(SCRAPE_S, INTERVAL_S)))
         env.apply(rollout(name, image="model:2", steps=STEPS, replicas=REPLICAS, **spec))
         env.wait_status(name, _waiting_at_pause, 120, f"{name} AwaitingApproval at weight 20 with passing analysis")
         if previous is not None:
@@ -224,6 +233,7 @@ def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
             name = f"breach-{i:02d}"
             label = "warm-up" if i == 0 else f"trial {i}/{trials}"
             load = load_average()
+            env.check_alive()  # a component that died (or was killed) fails the benchmark at once, with its log
             try:
                 trial = run_trial(env, name, rng, previous)
             except (BenchTimeout, CommandFailed) as exc:

@@ -433,6 +433,13 @@ class Env:
     setup_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    def check_alive(self) -> None:
+        """Raise (ProcessDied, with the log tail) if a control plane process, Prometheus or the operator exited."""
+        self.cp.check_alive()
+        if self.prometheus is not None and self.prometheus.process is not None:
+            self.prometheus.process.check_alive()
+        self.operator.check_alive()
+
     # -- kubectl (the real binary from the control plane's bin dir) ---------------------------------
 
     def kubectl_argv(self, *args: str) -> list[str]:
@@ -467,7 +474,7 @@ class Env:
         last: list[Json] = [{}]
 
         def check() -> Json | None:
-            self.operator.check_alive()
+            self.check_alive()
             obj = self.get_rollout(name)
             st = dict((obj or {}).get("status") or {})
             last[0] = st
@@ -479,7 +486,11 @@ class Env:
             raise BenchTimeout(f"{exc}; last status: {json.dumps(last[0])[:1500]}") from None
 
     def wait_gone(self, name: str, timeout: float) -> None:
-        poll(lambda: True if self.get_rollout(name) is None else None, timeout, 0.1, f"rollout {name} deleted")
+        def gone() -> bool | None:
+            self.check_alive()
+            return True if self.get_rollout(name) is None else None
+
+        poll(gone, timeout, 0.1, f"rollout {name} deleted")
 
     def watch(self, kind: str, name: str) -> ObjectWatch:
         return ObjectWatch(self.api_client, self.namespace, kind, name)

@@ -92,6 +92,8 @@ every process it started before it returns (it checks that no child process is l
 first and is not counted. Intervals are measured with one clock (`time.monotonic()`); apiserver audit-log
 timestamps (wall clock, µs), used only for the breakdowns, are moved onto it with the `time.time()` offset.
 p50/p99 interpolate linearly between order statistics; with 20 trials p99 lies between the two slowest.
+The machine may be shared with other work: each section gives the load average at the starts of its trials,
+and latencies on a loaded machine (load above the CPU count) are markedly longer.
 """
 
 RERUN = """\
