@@ -48,7 +48,8 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
 
 
 def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RouterContext | None,
-              router: Router | None) -> None:
+              router: Router | None) -> str | None:
+    """Carry out ``decision``; the resourceVersion of the operator's last write to the rollout, if any."""
     meta = rollout["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     removals: tuple[str, ...] = ()
@@ -87,20 +88,33 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             record(ctx, rollout, action.revision, action.keep)
         elif isinstance(action, RestoreRevision):
             restore(ctx, rollout, action.revision)
+    written: str | None = None
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
-        kube.patch_rollout_status(namespace, name, new_status)
+        written = str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"])
     seen = meta.get("annotations") or {}
     for key in removals:
         if key in seen:
-            kube.consume_annotation(namespace, name, key, seen[key])
+            written = kube.consume_annotation(namespace, name, key, seen[key]) or written
     for event in decision.events:
         emit(kube, rollout, event)
+    return written
 
 
 def _differs(new: Body, old: Body) -> bool:
-    keys = set(new) | set(old)
-    return any(new.get(k) != old.get(k) for k in keys if not (new.get(k) in (None, [], 0) and k not in old))
+    """The status to write differs from the stored one (the apiserver drops nulls, so compare without them)."""
+    pruned_new, pruned_old = _prune(new), _prune(old)
+    keys = set(pruned_new) | set(pruned_old)
+    return any(pruned_new.get(k) != pruned_old.get(k) for k in keys
+               if not (pruned_new.get(k) in ([], 0) and k not in pruned_old))
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
 
 
 def emit(kube: Kube, rollout: Body, event: Event) -> None:

@@ -31,8 +31,14 @@ class Engine:
         self.kube = kube
         self.clock = clock
         self.default_prometheus = default_prometheus
+        self.written: dict[tuple[str, str], str] = {}
+        """(namespace, name) -> resourceVersion of the operator's own last write, to ignore its own echo."""
         self._sources: dict[tuple[str, float], MetricSource] = {}
         self._lock = threading.Lock()
+
+    def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """The watch event is the echo of the operator's own last write (nothing new to react to)."""
+        return resource_version is not None and self.written.get((namespace, name)) == resource_version
 
     def source_for(self, analysis: api.Analysis) -> MetricSource:
         if analysis.prometheus is not None:
@@ -53,7 +59,9 @@ class Engine:
             now = self.clock()
             seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
             decision = decide(seen.spec, seen.status, seen.observed, now)
-            carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
+            written = carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
+        if written is not None:
+            self.written[(namespace, name)] = written
         telemetry.RECONCILES.labels(namespace).inc()
         self._record(namespace, name, decision.status, seen.observed.samples is not None,
                      [e.reason for e in decision.events])

@@ -48,7 +48,10 @@ def _wake(memo: kopf.Memo, uid: str | None) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def rollout_changed(uid: str, memo: kopf.Memo, **_: Any) -> None:
+def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    engine: Engine | None = getattr(memo, "engine", None)
+    if engine is not None and engine.own_write(namespace or "default", name, body.metadata.get("resourceVersion")):
+        return  # the echo of the operator's own status write: nothing changed that it does not know
     _wake(memo, uid)
 
 

@@ -66,22 +66,22 @@ class Kube:
         assert isinstance(out, dict)
         return out
 
-    def consume_annotation(self, namespace: str, name: str, key: str, seen: str) -> bool:
+    def consume_annotation(self, namespace: str, name: str, key: str, seen: str) -> str | None:
         """Remove annotation ``key`` only if it still has the value the decision was made on.
 
         A JSON patch ``test`` op guards the removal, so a newer value a person set meanwhile is kept.
         """
         path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
         try:
-            self.custom.patch_namespaced_custom_object(
+            out = self.custom.patch_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name,
                 [{"op": "test", "path": path, "value": seen}, {"op": "remove", "path": path}],
                 _content_type="application/json-patch+json")
         except ApiException as exc:
             if exc.status in (404, 409, 422):
-                return False
+                return None
             raise
-        return True
+        return str(out["metadata"]["resourceVersion"]) if isinstance(out, dict) else None
 
     def apply(self, method: Any, *args: Any, body: Body) -> Any:
         """Server-side apply with the operator's field manager (force: the operator owns these objects)."""

@@ -557,7 +557,7 @@ def _step(p: _Plan) -> None:
         if not p.gate(i, reason, "continue"):
             return
         p.set(approved_step=i)
-    elif obs.annotations.get(APPROVE):
+    elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed:
         check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i)
         if check.opens:
             p.consume(APPROVE)  # this gate was approved already; the annotation was not removed yet
@@ -571,6 +571,7 @@ def _step(p: _Plan) -> None:
     elif isinstance(step, api.PauseStep):
         if step.pause.duration is None:
             p.advance(i + 1)
+            _step(p)
             return
         started = p.get("step_started_at") or p.now
         left = (started + step.pause.duration - p.now).total_seconds()
@@ -582,6 +583,7 @@ def _step(p: _Plan) -> None:
         p.again(left)
     elif isinstance(step, api.ApprovalStep):
         p.advance(i + 1)
+        _step(p)  # the approved gate leads straight into the next step, in the same reconcile
     else:
         need = step.analysis.passes
         have = p.get("analysis_passes")
