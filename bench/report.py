@@ -104,6 +104,7 @@ make bench                                   # every benchmark; rewrites this fi
 PYTHONPATH=operator python -m bench.run --trials 40
 PYTHONPATH=operator python -m bench.breach_to_stable --trials 20 --update-docs   # one benchmark, its section
 PYTHONPATH=operator python -m bench.approve_to_shift --trials 20 --update-docs
+PYTHONPATH=operator python -m bench.rollback_path --trials 20 --update-docs
 ```
 
 Needs what the integration tests need: the control plane binaries (`make controlplane`, cached outside the

@@ -27,7 +27,7 @@ from modelrollout.core.model import (
     SetWeight,
     TrackState,
 )
-from modelrollout.core.plan import decide
+from modelrollout.core.plan import decide, replica_ratio
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.revision import revision_of
 
@@ -150,6 +150,8 @@ class World:
             self.router = None
             self.router_writes += 1
             self.weights.append(0)
+            if replica_ratio(self.spec) and self.canary is not None:  # the Service router's reset
+                self.canary = replace(self.canary, replicas=0, ready=0)
         elif isinstance(a, RemoveAnnotations):
             for k in a.keys:
                 self.annotations.pop(k, None)

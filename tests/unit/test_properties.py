@@ -85,8 +85,9 @@ def test_invariants_under_random_observations(plan: list[dict[str, Any]], events
                 assert 0 <= a.weight <= 100
                 assert a.weight >= last_weight, "weights never decrease within a rollout except by reset"
                 if a.weight > last_weight > 0:
-                    # no weight moves up without a passing verdict
-                    assert all(m.verdict.value == "Pass" for m in status_before.analysis)
+                    # no weight moves up without a passing verdict (the latest, possibly made in this decision)
+                    assert d.status.analysis
+                    assert all(m.verdict.value == "Pass" for m in d.status.analysis)
                 last_weight = a.weight
             if isinstance(a, ResetRouter):
                 last_weight = 0

@@ -177,6 +177,10 @@ class _Plan:
         if self.obs.router_weight is not None:
             self.actions.append(ResetRouter())
 
+    def reset_scales_canary(self) -> bool:
+        """The router reset in this decision already scales the canary to zero (the replica-ratio router)."""
+        return replica_ratio(self.spec) and any(isinstance(a, ResetRouter) for a in self.actions)
+
     def rollback(self, reason: str, *, outcome: str = "RolledBack", by: str | None = None) -> None:
         self.set(rolled_back_revision=self.obs.revision, rollback_at=self.now, current_weight=0,
                  approval=None, approved_step=None, progress_since=None)
@@ -188,7 +192,8 @@ class _Plan:
 
     def finish_rollback(self) -> None:
         stable, want = self.obs.stable, self.spec.replicas
-        if dynamic_stable(self.spec) and stable is not None and (stable.replicas < want or stable.ready < want):
+        shrunk = dynamic_stable(self.spec) or replica_ratio(self.spec)
+        if shrunk and stable is not None and (stable.replicas < want or stable.ready < want):
             # stable was scaled down as the canary grew: it must be ready at full size before traffic moves back
             if stable.replicas < want:
                 self.actions.append(ScaleStable(want))
@@ -204,7 +209,7 @@ class _Plan:
             self.again(wait)
             return
         canary = self.obs.canary
-        if canary is not None and canary.replicas > 0:
+        if canary is not None and canary.replicas > 0 and not self.reset_scales_canary():
             self.actions.append(ScaleCanary(0))
         stable_images = self.obs.stable.images if self.obs.stable is not None else ()
         _trim_prewarm(self, [*stable_images, *kept(self.old.revision_images,
@@ -659,7 +664,7 @@ def _promote(p: _Plan) -> None:
         p.again(POLL_SECONDS)
         return
     p.router_to_stable()
-    if canary is not None and canary.replicas > 0:
+    if canary is not None and canary.replicas > 0 and not p.reset_scales_canary():
         p.actions.append(ScaleCanary(0))
     history = remember(p.old.revision_images, obs.revision, obs.images, p.spec.rollback.prewarm.keep_revisions)
     p.actions.append(RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
