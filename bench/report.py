@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
 import subprocess
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -152,3 +154,22 @@ def update_section(result: Result, path: Path = DOC) -> None:
         marker = "## Rerun"
         text = text.replace(marker, new + "\n" + marker, 1) if marker in text else text + "\n" + new
     path.write_text(text)
+
+
+def cli(argv: list[str] | None, *, name: str, doc: str | None, measure: Callable[..., tuple[Result, object]],
+        default_trials: int, trials_help: str) -> int:
+    """The command line every benchmark module shares: run, print the section, optionally save it."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=default_trials, help=trials_help)
+    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, help="write the result with the raw per-trial numbers here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    result, _ = measure(max(args.trials, 1), keep=args.keep)
+    print(result.markdown(machine_line()))
+    if args.json:
+        args.json.write_text(result.to_json())
+    if args.update_docs:
+        update_section(result)
+    return 0

@@ -21,7 +21,6 @@ the end of the reconcile that set phase RolledBack come from the apiserver's aud
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import random
@@ -31,7 +30,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kubernetes import client
 
@@ -625,28 +623,11 @@ def build_result(trials: list[Trial], failures: list[str], wall: float) -> Resul
     )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=10,
-                        help="measured trials per scenario (at least 10; plus one warm-up each)")
-    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
-    parser.add_argument("--json", type=Path, help="write the result with the raw per-trial numbers here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.report import machine_line, update_section
+    from bench.report import cli
 
-    args = parse_args(argv)
-    result, _ = measure(max(args.trials, 1), keep=args.keep)
-    print(result.markdown(machine_line()))
-    if args.json:
-        args.json.write_text(result.to_json())
-    if args.update_docs:
-        update_section(result)
-    return 0
+    return cli(argv, name=NAME, doc=__doc__, measure=measure, default_trials=10,
+               trials_help="measured trials per scenario (at least 10; plus one warm-up each)")
 
 
 if __name__ == "__main__":
