@@ -359,6 +359,8 @@ class Request:
     subresource: str
     name: str
     agent: str
+    user: str = ""
+    code: int = 0
 
     @property
     def by_kubectl(self) -> bool:
@@ -403,7 +405,8 @@ class AuditLog:
                 completed=parse_k8s_time(ev["stageTimestamp"]),
                 verb=str(ev.get("verb")), resource=str(ref.get("resource")),
                 subresource=str(ref.get("subresource") or ""), name=str(ref.get("name") or ""),
-                agent=str(ev.get("userAgent") or "")))
+                agent=str(ev.get("userAgent") or ""), user=str((ev.get("user") or {}).get("username") or ""),
+                code=int((ev.get("responseStatus") or {}).get("code") or 0)))
         return out
 
     def wait_for(self, namespace: str, predicate: Callable[[list[Request]], T | None], timeout: float = 5) -> T | None:

@@ -22,7 +22,6 @@ the end of the reconcile that set phase RolledBack come from the apiserver's aud
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from bench.common import (
     Env,
     Json,
     ObjectWatch,
+    Request,
     Result,
     Summary,
     Table,
@@ -51,7 +51,6 @@ from bench.common import (
     median_index,
     ms,
     now,
-    parse_k8s_time,
     poll,
     rollout,
     service,
@@ -123,27 +122,8 @@ PATCH of the annotation is not counted.
 """
 
 
-@dataclass
-class Write:
-    """One completed request from the audit log (times on the :func:`now` clock)."""
-
-    received: float
-    completed: float
-    verb: str
-    resource: str
-    subresource: str
-    name: str
-    agent: str
-    user: str
-    code: int
-
-    @property
-    def target(self) -> str:
-        return self.resource + (f"/{self.subresource}" if self.subresource else "") + f" {self.name}"
-
-    def describe(self, origin: float) -> str:
-        return (f"{(self.received - origin) * 1000:7.1f} ms +{(self.completed - self.received) * 1000:5.1f} "
-                f"{self.agent.split('/')[0][:18]:18s} {self.verb:6s} {self.target} → {self.code}")
+Write = Request
+"""One completed request from the audit log (times on the :func:`now` clock)."""
 
 
 @dataclass
@@ -206,29 +186,7 @@ def category(w: Write, name: str) -> str:
 
 def audit_requests(env: Env) -> list[Write]:
     """Every completed request in the namespace since the audit mark, with user and response code."""
-    out: list[Write] = []
-    with env.audit.path.open("rb") as f:
-        f.seek(env.audit.offset)
-        data = f.read()
-    for line in data.splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        ref = ev.get("objectRef") or {}
-        if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != env.namespace:
-            continue
-        out.append(Write(
-            received=parse_k8s_time(ev["requestReceivedTimestamp"]), completed=parse_k8s_time(ev["stageTimestamp"]),
-            verb=str(ev.get("verb")), resource=str(ref.get("resource")), subresource=str(ref.get("subresource") or ""),
-            name=str(ref.get("name") or ""), agent=str(ev.get("userAgent") or ""),
-            user=str((ev.get("user") or {}).get("username") or ""),
-            code=int((ev.get("responseStatus") or {}).get("code") or 0)))
-    return sorted(out, key=lambda r: r.received)
-
-
-def by_engine(r: Write) -> bool:
-    return r.agent.startswith("OpenAPI-Generator")
+    return sorted(env.audit.since_mark(env.namespace), key=lambda r: r.received)
 
 
 def by_operator(r: Write, user: str) -> bool:
@@ -365,13 +323,14 @@ def key(w: Write, name: str) -> str:
 
 def _writes(env: Env, trial: Trial, name: str, t0: float, t1: float, rb_at: float, stable_ready_at: float) -> None:
     def is_get_rollout(r: Write) -> bool:
-        return by_engine(r) and r.verb == "get" and r.resource == "modelrollouts" and not r.subresource \
+        return r.by_operator_engine and r.verb == "get" and r.resource == "modelrollouts" and not r.subresource \
             and r.name == name
 
     def rolled_back_write(reqs: list[Write]) -> Write | None:
         # the watch event can arrive before the PATCH's response is complete: match on the time it was received
-        statuses = [r for r in reqs if by_engine(r) and r.resource == "modelrollouts" and r.subresource == "status"
-                    and r.verb == "patch" and r.name == name and t0 <= r.received <= rb_at]
+        statuses = [r for r in reqs if r.by_operator_engine and r.resource == "modelrollouts"
+                    and r.subresource == "status" and r.verb == "patch" and r.name == name
+                    and t0 <= r.received <= rb_at]
         return statuses[-1] if statuses else None
 
     last = env.audit.wait_for(env.namespace, lambda _: rolled_back_write(audit_requests(env)), timeout=10)
