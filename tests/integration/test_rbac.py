@@ -13,14 +13,11 @@ treatment.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,6 +27,7 @@ from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.operatorproc import operator_process
 from modelrollout.localenv.procs import ManagedProcess
 
+from ..chart import render_chart
 from ..conftest import REQUIRE_CLUSTER
 from .kube import Kubectl
 from .manifests import ingress, rollout, service
@@ -57,19 +55,6 @@ ALLOWED_UNUSED: dict[Grant, str] = {
 }
 
 
-def _render_chart_module() -> ModuleType:
-    """hack/render_chart.py (not a package), loaded once per test run."""
-    if "render_chart" in sys.modules:
-        return sys.modules["render_chart"]
-    spec = importlib.util.spec_from_file_location("render_chart", ROOT / "hack" / "render_chart.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["render_chart"] = module
-    return module
-
-
-render_chart = _render_chart_module()
 
 
 def helm_template(release: str, namespace: str, *args: str) -> list[dict[str, Any]]:

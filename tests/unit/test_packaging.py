@@ -8,21 +8,19 @@ kubernetes-validate; tests/integration/test_rbac.py also dry-runs them against a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any, NoReturn
 
 import pytest
 import yaml
 
+from ..chart import render_chart as rc
 from ..conftest import REQUIRE_CLUSTER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,19 +34,6 @@ EVERYTHING = ("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.
 Doc = dict[str, Any]
 
 
-def _load_render_chart() -> ModuleType:
-    """hack/render_chart.py (not a package), loaded once per test run."""
-    if "render_chart" in sys.modules:
-        return sys.modules["render_chart"]
-    spec = importlib.util.spec_from_file_location("render_chart", ROOT / "hack" / "render_chart.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["render_chart"] = module
-    return module
-
-
-rc = _load_render_chart()
 
 
 def _unavailable(reason: str) -> NoReturn:
