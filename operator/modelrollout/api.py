@@ -748,8 +748,3 @@ class ModelRollout(BaseModel):
     metadata: ObjectMeta
     spec: ModelRolloutSpec
     status: ModelRolloutStatus = Field(default_factory=ModelRolloutStatus)
-
-
-def phase_of(status: ModelRolloutStatus) -> Phase:
-    """The phase, Pending when none was written yet."""
-    return status.phase or Phase.PENDING

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -154,10 +153,6 @@ def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | No
 def read_deployment(kube: Kube, namespace: str, name: str) -> Body | None:
     dep = optional(lambda: kube.apps.read_namespaced_deployment(name, namespace))
     return None if dep is None else kube.to_dict(dep)
-
-
-def template_of(rollout: Body) -> Any:
-    return rollout["spec"]["template"]
 
 
 def check_contract(ctx: RouterContext) -> str | None:

@@ -20,11 +20,3 @@ def canary_replicas(replicas: int, weight: int) -> int:
 def stable_replicas_for_ratio(replicas: int, weight: int) -> int:
     """Stable replicas left when traffic is split by replica ratio (the Service router)."""
     return replicas - canary_replicas(replicas, weight)
-
-
-def effective_ratio_weight(replicas: int, weight: int) -> float:
-    """The share of pods (so, roughly, of requests) the canary gets under the replica-ratio split."""
-    canary = canary_replicas(replicas, weight)
-    stable = stable_replicas_for_ratio(replicas, weight)
-    total = canary + stable
-    return 100.0 * canary / total if total else 0.0
