@@ -45,16 +45,13 @@ def deployment_body(ctx: RouterContext, template: Body, track: Track, revision: 
     meta = pod.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision}
     meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_REVISION: revision}
-    has_config = bool(ctx.spec.model.config)
-    if has_config:
-        mount(pod, config_map_name(ctx.name, revision))
     if ctx.spec.compat_probe is not None:
         inject(pod, ctx.spec.compat_probe, rollout=ctx.name, track=track, revision=revision)
-        if has_config:
-            mount(pod, config_map_name(ctx.name, revision), skip=tuple(
-                c["name"] for c in pod["spec"]["containers"] if c["name"] != PROBE_CONTAINER))
-            sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == PROBE_CONTAINER)
-            sidecar["args"] = [*sidecar["args"], "--config-file", f"{CONFIG_MOUNT}/{CONFIG_KEY}"]
+    if ctx.spec.model.config:
+        mount(pod, config_map_name(ctx.name, revision))  # every container, the sidecar included
+        for container in pod["spec"]["containers"]:
+            if container["name"] == PROBE_CONTAINER:
+                container["args"] = [*container["args"], "--config-file", f"{CONFIG_MOUNT}/{CONFIG_KEY}"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -24,15 +24,13 @@ def rendered(model: api.ModelInfo) -> str:
     return json.dumps(migrate(model.config, model.config_migrations), sort_keys=True, indent=2)
 
 
-def mount(pod: dict[str, Any], name: str, *, skip: tuple[str, ...] = ()) -> None:
-    """Mount ConfigMap ``name`` at /etc/modelrollout in every container (but ``skip``), with MODEL_CONFIG_PATH."""
+def mount(pod: dict[str, Any], name: str) -> None:
+    """Mount ConfigMap ``name`` at /etc/modelrollout in every container, with MODEL_CONFIG_PATH."""
     spec = pod.setdefault("spec", {})
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") != VOLUME]
     volumes.append({"name": VOLUME, "configMap": {"name": name}})
     spec["volumes"] = volumes
     for container in spec.get("containers") or []:
-        if container.get("name") in skip:
-            continue
         mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != VOLUME]
         mounts.append({"name": VOLUME, "mountPath": MOUNT, "readOnly": True})
         container["volumeMounts"] = mounts
