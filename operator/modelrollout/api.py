@@ -262,7 +262,45 @@ class AnalysisStep(_Model):
     """The analysis to wait for."""
 
 
-STEP_KINDS = ("setWeight", "pause", "approval", "analysis")
+class SetHeaderRouteSpec(_Model):
+    """Pin requests carrying a header to the new revision; with neither field, remove the pin."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.name) == has(self.value)",
+                     "setHeaderRoute: set both name and value to pin a header, or neither to remove the pin"),
+            ]
+        }
+    )
+    name: str | None = Field(default=None, pattern=HEADER_NAME, max_length=128)
+    """HTTP header name (case-insensitive match)."""
+    value: str | None = Field(default=None, min_length=1, max_length=256)
+    """Exact header value."""
+
+
+class SetMirrorSpec(_Model):
+    """Mirror a share of the traffic to the new revision; percent 0 removes the mirror."""
+
+    percent: int = Field(ge=0, le=100)
+    """Percent of the managed route's requests copied to NAME-canary (responses discarded); 0 removes it."""
+
+
+class SetHeaderRouteStep(_Model):
+    """From this step on, requests with the header go to the new revision (until changed, promoted or rolled back)."""
+
+    set_header_route: SetHeaderRouteSpec
+    """The header pin; ``{}`` removes it."""
+
+
+class SetMirrorStep(_Model):
+    """From this step on, mirror this share of traffic to the new revision (until changed, promoted or rolled back)."""
+
+    set_mirror: SetMirrorSpec
+    """The mirror; ``percent: 0`` removes it."""
+
+
+STEP_KINDS = ("setWeight", "pause", "approval", "analysis", "setHeaderRoute", "setMirror")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -280,20 +318,25 @@ _STEP_CLASSES: dict[str, type[_Model]] = {
     "pause": PauseStep,
     "approval": ApprovalStep,
     "analysis": AnalysisStep,
+    "setHeaderRoute": SetHeaderRouteStep,
+    "setMirror": SetMirrorStep,
 }
 
 Step = Annotated[
     Annotated[SetWeightStep, Tag("setWeight")]
     | Annotated[PauseStep, Tag("pause")]
     | Annotated[ApprovalStep, Tag("approval")]
-    | Annotated[AnalysisStep, Tag("analysis")],
+    | Annotated[AnalysisStep, Tag("analysis")]
+    | Annotated[SetHeaderRouteStep, Tag("setHeaderRoute")]
+    | Annotated[SetMirrorStep, Tag("setMirror")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
-        custom_error_message="a step sets exactly one of setWeight, pause, approval, analysis",
+        custom_error_message="a step sets exactly one of setWeight, pause, approval, analysis, setHeaderRoute, "
+                             "setMirror",
     ),
 ]
-"""One step of a canary: exactly one of setWeight, pause, approval, analysis."""
+"""One step of a canary: exactly one of setWeight, pause, approval, analysis, setHeaderRoute, setMirror."""
 
 
 class CanaryStrategy(_Model):
@@ -316,11 +359,32 @@ class CanaryStrategy(_Model):
     """Any setWeight above this waits for approval first."""
 
 
-class Strategy(_Model):
-    """How a new revision is released."""
+class BlueGreenStrategy(_Model):
+    """Run the new revision at full size behind the preview Service NAME-canary, judge it, then switch at once."""
 
-    canary: CanaryStrategy
+    pre_promotion_analysis: AnalysisStepSpec | None = None
+    """Passing evaluations of spec.analysis on the preview before the switch (default 1 when spec.analysis is set)."""
+    approval: ApprovalSpec | None = None
+    """Wait for a person (``modelrollout.io/approve=TOKEN``) before the switch; absent: switch automatically."""
+    scale_down_delay: Duration = Field(default="30s", validate_default=True)
+    """After the switch, how long the old revision stays at full size for an instant switch-back."""
+
+
+class Strategy(_Model):
+    """How a new revision is released: exactly one of canary or blueGreen."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.canary) != has(self.blueGreen)",
+                     "spec.strategy: set exactly one of canary or blueGreen"),
+            ]
+        }
+    )
+    canary: CanaryStrategy | None = None
     """Canary: traffic moves through the steps."""
+    blue_green: BlueGreenStrategy | None = None
+    """Blue-green: full-size preview, analysis and an optional approval on it, then one switch of 100%."""
 
 
 # --------------------------------------------------------------------------- analysis
@@ -482,9 +546,39 @@ class ModelRolloutSpec(_Model):
                     ".template.metadata.labels",
                 ),
                 _cel(
-                    "!self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)",
+                    "!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.analysis)) || "
+                    "has(self.analysis)",
                     "an analysis step needs spec.analysis with metrics",
                     ".analysis",
+                ),
+                _cel(
+                    "!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.setHeaderRoute)) || "
+                    "has(self.traffic.ingress) || has(self.traffic.httpRoute) || has(self.traffic.virtualService)",
+                    "spec.strategy.canary.steps: setHeaderRoute needs a router that routes by header "
+                    "(spec.traffic.ingress, httpRoute or virtualService); the Service replica-ratio router cannot "
+                    "pin requests",
+                    ".strategy.canary.steps",
+                ),
+                _cel(
+                    "!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.setMirror)) || "
+                    "has(self.traffic.httpRoute) || has(self.traffic.virtualService)",
+                    "spec.strategy.canary.steps: setMirror needs a router that mirrors (spec.traffic.httpRoute or "
+                    "virtualService); NGINX canary annotations and the Service replica-ratio split cannot mirror",
+                    ".strategy.canary.steps",
+                ),
+                _cel(
+                    "!has(self.strategy.blueGreen) || has(self.traffic.ingress) || has(self.traffic.httpRoute) || "
+                    "has(self.traffic.virtualService)",
+                    "spec.strategy.blueGreen needs a router that switches by weight (spec.traffic.ingress, "
+                    "httpRoute or virtualService): behind the Service replica-ratio router a full-size preview "
+                    "would take half the traffic",
+                    ".strategy.blueGreen",
+                ),
+                _cel(
+                    "!has(self.strategy.blueGreen) || !has(self.strategy.blueGreen.prePromotionAnalysis) || "
+                    "has(self.analysis)",
+                    "spec.strategy.blueGreen.prePromotionAnalysis needs spec.analysis with metrics",
+                    ".strategy.blueGreen.prePromotionAnalysis",
                 ),
                 _cel(
                     "!has(self.compatProbe) || has(self.analysis)",

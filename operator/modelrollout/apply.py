@@ -77,7 +77,7 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         elif isinstance(action, ScaleCanary):
             scale(ctx, "canary", action.replicas)
         elif isinstance(action, SetWeight):
-            router.set_weight(ctx, action.weight)
+            router.set_weight(ctx, action.weight, action.features)
         elif isinstance(action, ResetRouter):
             router.reset(ctx)
         elif isinstance(action, EnsurePrewarm):

@@ -15,6 +15,7 @@ from modelrollout.core.phases import ACTIVE
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
+from modelrollout.core.steps import Features
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
@@ -98,9 +99,12 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()
+    route = router.current(ctx)
     return Observation(spec, status, replace(base, stable=stable, canary=canary, prewarm=prewarm,
                                              recorded=recorded_revisions,
-                                             router_weight=router.current_weight(ctx), samples=samples),
+                                             router_weight=None if route is None else route.weight,
+                                             router_features=Features() if route is None else route.features,
+                                             samples=samples),
                        ctx, router)
 
 

@@ -22,6 +22,7 @@ from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_TO, build_token, parse_token
 from modelrollout.core.phases import ACTIVE, TERMINAL
 from modelrollout.core.plan import describe_step, gate_reason
+from modelrollout.core.steps import steps_of
 
 FIELD_MANAGER = "kubectl-modelrollout"
 HISTORY_SHOWN = 5
@@ -147,7 +148,7 @@ def _raw_step(step: Any) -> tuple[str, str | None]:
 
 def _render_steps(raw_spec: Obj, spec: api.ModelRolloutSpec | None, status: Obj, phase: str) -> list[str]:
     if spec is not None:
-        count = len(spec.strategy.canary.steps)
+        count = len(steps_of(spec))
         described = [(describe_step(spec, i), gate_reason(spec, i)) for i in range(count)]
     else:
         raw_steps = ((raw_spec.get("strategy") or {}).get("canary") or {}).get("steps") or []

@@ -272,3 +272,175 @@ def test_crd_rejects_router_features_the_router_lacks(k: Kubectl, case: str, tra
 ], ids=["gatewayapi", "istio"])
 def test_crd_accepts_header_and_mirror_with_gateway_api_and_istio(k: Kubectl, traffic_spec: Json) -> None:
     k.run("apply", "--dry-run=server", "-f", "-", input=json.dumps(base_rollout(**traffic_spec)))
+
+
+# --------------------------------------------------------------------------- setHeaderRoute / setMirror steps
+
+
+def gate(k: Kubectl, name: str, step: int, timeout: float = 90) -> Json:
+    """Wait for the approval gate at ``step`` (an indefinite pause), return the status."""
+    def waiting(s: Json) -> bool:
+        return s.get("phase") == "AwaitingApproval" and (s.get("approval") or {}).get("step") == step
+
+    return k.wait(name, waiting, timeout, what=f"{name} waiting at step {step}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_header_and_mirror_steps_add_then_remove_them_one_write_each(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane, case: Case) -> None:
+    name = f"{case.id[:3]}-hdr"
+    steps = [{"setWeight": 20}, {"setHeaderRoute": HEADER}, {"setMirror": {"percent": 40}}, {"pause": {}},
+             {"setHeaderRoute": {}}, {"setMirror": {"percent": 0}}, {"pause": {}}, {"setWeight": 100}]
+    spec = traffic(case, name)
+    first = release(k, case, name, rollout(name, steps=steps, **spec))
+    k.apply(rollout(name, image="model:2", steps=steps, **spec))
+    st = gate(k, name, 3)
+    pinned = view(k, case, name)
+    k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
+    st = gate(k, name, 6)
+    unpinned = view(k, case, name)
+    k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
+    k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+    restored = assert_restored(k, case, name)
+    # after the setHeaderRoute and setMirror steps: pinned and mirrored at weight 20
+    assert pinned.weights == [80, 20] and pinned.mirror == (f"{name}-canary", 40) and pinned.pin is not None
+    # after their removal steps: still weight 20, no header rule, no mirror
+    assert unpinned.weights == [80, 20] and unpinned.mirror is None and unpinned.pin is None
+    assert f"{name}-canary-header" not in unpinned.names
+    assert restored.pin is None
+    # one write per route change: 20, +header, +mirror, -header, -mirror, 100, then the restore
+    writes = wait_audit(k.cp, k.ns, case.plural, name, lambda w: len(w) >= 8)
+    assert writes == ["create"] + ["update"] * 7, writes
+    reasons = [e["reason"] for e in k.events(name)]
+    assert "SetHeaderRoute" in reasons and "SetMirror" in reasons
+
+
+def test_nginx_header_step_sets_then_removes_canary_by_header(k: Kubectl, operator: ManagedProcess) -> None:
+    from .manifests import ingress
+
+    name = "ngx-hdr"
+    steps = [{"setWeight": 10}, {"setHeaderRoute": HEADER}, {"pause": {}}, {"setHeaderRoute": {}}, {"pause": {}},
+             {"setWeight": 100}]
+    spec = {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
+    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
+    k.apply(rollout(name, steps=steps, **spec))
+    first = str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
+    k.apply(rollout(name, image="model:2", steps=steps, **spec))
+
+    def canary_annotations() -> dict[str, str]:
+        ing = k.get("ingress", f"{name}-canary")
+        assert ing is not None
+        return dict(ing["metadata"].get("annotations") or {})
+
+    st = gate(k, name, 2)
+    on = canary_annotations()
+    k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
+    st = gate(k, name, 4)
+    off = canary_annotations()
+    k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
+    k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert on[prefix + "canary-by-header"] == "X-Canary" and on[prefix + "canary-by-header-value"] == "yes"
+    assert on[prefix + "canary-weight"] == "10"
+    assert prefix + "canary-by-header" not in off and prefix + "canary-by-header-value" not in off
+    assert off[prefix + "canary-weight"] == "10"
+    assert k.get("ingress", f"{name}-canary") is None
+
+
+def with_strategy(strategy: Json, **traffic_spec: Any) -> Json:
+    out = base_rollout(**traffic_spec)
+    out["spec"]["strategy"] = strategy
+    return out
+
+
+@pytest.mark.parametrize(("strategy", "traffic_spec", "words"), [
+    ({"canary": {"steps": [{"setMirror": {"percent": 10}}]}}, {"ingress": {"name": "a"}},
+     ["setMirror needs a router that mirrors"]),
+    ({"canary": {"steps": [{"setHeaderRoute": HEADER}]}}, {}, ["setHeaderRoute needs a router that routes by header"]),
+    ({"canary": {"steps": [{"setHeaderRoute": {"name": "X-Canary"}}]}}, {"httpRoute": {"name": "b"}},
+     ["set both name and value"]),
+    ({"canary": {"steps": [{"setMirror": {"percent": 101}}]}}, {"httpRoute": {"name": "b"}}, ["percent"]),
+    ({"blueGreen": {}}, {}, ["spec.strategy.blueGreen needs a router that switches by weight"]),
+    ({"blueGreen": {}, "canary": {"steps": [{"setWeight": 100}]}}, {"httpRoute": {"name": "b"}},
+     ["set exactly one of canary or blueGreen"]),
+    ({"blueGreen": {"prePromotionAnalysis": {"passes": 2}}}, {"httpRoute": {"name": "b"}},
+     ["prePromotionAnalysis needs spec.analysis"]),
+], ids=["mirror-step-nginx", "header-step-service", "half-header", "mirror-over-100", "bluegreen-service",
+        "two-strategies", "bluegreen-analysis-without-metrics"])
+def test_crd_rejects_steps_and_strategies_the_router_cannot_do(k: Kubectl, strategy: Json, traffic_spec: Json,
+                                                                words: list[str]) -> None:
+    res = k.cp.kubectl("-n", k.ns, "apply", "--dry-run=server", "-f", "-",
+                       input=json.dumps(with_strategy(strategy, **traffic_spec)), check=False)
+    assert res.returncode != 0, "accepted"
+    for word in words:
+        assert word in res.stderr, f"{word!r} not in {res.stderr}"
+
+
+# --------------------------------------------------------------------------- blue-green
+
+
+def blue_green(name: str, **bg: Any) -> Json:
+    return {"strategy": {"blueGreen": bg}, **traffic(CASES[0], name, headerRoute=HEADER)}
+
+
+def test_blue_green_previews_at_full_size_then_switches_once_and_promotes(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane) -> None:
+    case, name = CASES[0], "bg-promote"
+    spec = blue_green(name, approval={"reason": "look at the preview"}, scaleDownDelay="3s")
+    first = release(k, case, name, rollout(name, **spec))
+    with Watch(k, ["deployment", f"{name}-stable"], "{.spec.replicas} {.spec.template.spec.containers[0].image}") \
+            as blue, Watch(k, [case.kind, name], case.weight_path(name)) as weights:
+        k.apply(rollout(name, image="model:2", **spec))
+        st = k.wait_phase(name, "AwaitingApproval", 90)
+        green = k.get("deployment", f"{name}-canary")
+        assert green is not None and green["spec"]["replicas"] == 4 and green["status"].get("readyReplicas") == 4
+        preview = view(k, case, name)
+        assert "preview" in st["message"] and f"{name}-canary" in st["message"]
+        k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
+        switched = k.wait(name, lambda s: s.get("currentWeight") == 100, 60)
+        during = view(k, case, name)
+        k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+        assert_restored(k, case, name)
+    # the preview: green at full size behind NAME-canary, reached only by the pinned header; blue takes all else
+    assert preview.weights == [100, 0] and preview.pin is not None
+    # one switch of 100%, then the promotion's restore; never an intermediate weight
+    assert [v for v in weights.distinct() if v] == ["0", "100"], weights.values
+    assert during.weights == [0, 100]
+    assert switched["phase"] in ("Progressing", "Paused")
+    # blue stayed at full size on the old image until promotion handed it the new template
+    assert blue.distinct()[:1] == ["4 model:1"] and all(v.split()[0] == "4" for v in blue.values if v), blue.values
+    assert blue.distinct()[-1] == "4 model:2"
+    assert {"Preview", "Switched"} <= {e["reason"] for e in k.events(name)}
+
+
+def test_blue_green_breach_after_the_switch_switches_back_in_one_write(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane, prometheus: Any, tmp_path: Path) -> None:
+    from .exporters import exporters
+    from .test_analysis import COMPAT, analysis
+
+    case, name = CASES[0], "bg-back"
+    spec = {**blue_green(name, prePromotionAnalysis={"passes": 2}, scaleDownDelay="10m"),
+            "analysis": analysis(prometheus, {"name": "api-compatibility", "query": COMPAT, "min": 0.99}),
+            "rollback": {"scaleDownDelay": "1s"}}
+    with exporters(prometheus, tmp_path, name) as ex:
+        first = release(k, case, name, rollout(name, **spec))
+        with Watch(k, ["deployment", f"{name}-stable"], "{.spec.replicas}") as blue:
+            k.apply(rollout(name, image="model:2", **spec))
+            st = k.wait(name, lambda s: s.get("currentWeight") == 100 and s.get("phase") == "Paused", 120)
+            assert any(h["outcome"] == "AnalysisPassed" for h in st["history"])
+            mark = len(audit_writes_of(k, case, name))
+            ex["canary"].set_score(0.5)
+            st = k.wait_phase(name, "RolledBack", 60)
+            assert_restored(k, case, name)
+    assert st["stableRevision"] == first and "api-compatibility" in st["message"]
+    writes = wait_audit(k.cp, k.ns, case.plural, name, lambda w: len(w) > mark)[mark:]
+    assert writes == ["update"], writes  # the switch-back: one write
+    assert set(v for v in blue.values if v) == {"4"}, blue.values  # blue never scaled: no scale-up needed
+    green = k.get("deployment", f"{name}-canary")
+    assert green is not None and green["spec"]["replicas"] == 0
+
+
+def audit_writes_of(k: Kubectl, case: Case, name: str) -> list[str]:
+    from .kube import audit_writes
+
+    return audit_writes(k.cp, k.ns, case.plural, name)

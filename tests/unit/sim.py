@@ -30,6 +30,7 @@ from modelrollout.core.model import (
 from modelrollout.core.plan import decide, replica_ratio
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.revision import revision_of
+from modelrollout.core.steps import Features
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -53,6 +54,8 @@ class World:
     stable: TrackState | None = None
     canary: TrackState | None = None
     router: int | None = None
+    features: Features = field(default_factory=Features)
+    routes: list[tuple[int, Features]] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     status: api.ModelRolloutStatus = field(default_factory=api.ModelRolloutStatus)
     canary_ready: bool = True
@@ -97,6 +100,7 @@ class World:
             stable=self.stable,
             canary=self.canary,
             router_weight=self.router,
+            router_features=self.features,
             annotations=dict(self.annotations),
             samples=got,
             prewarm=self.prewarm,
@@ -144,10 +148,13 @@ class World:
             )
         elif isinstance(a, SetWeight):
             self.router = a.weight
+            self.features = a.features
+            self.routes.append((a.weight, a.features))
             self.router_writes += 1
             self.weights.append(a.weight)
         elif isinstance(a, ResetRouter):
             self.router = None
+            self.features = Features()
             self.router_writes += 1
             self.weights.append(0)
             if replica_ratio(self.spec) and self.canary is not None:  # the Service router's reset

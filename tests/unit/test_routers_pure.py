@@ -9,11 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from modelrollout import api
+from modelrollout.core.steps import Features
 from modelrollout.core.validate import validate
 from modelrollout.routers import httproute as gw
 from modelrollout.routers import istio
 from modelrollout.routers.base import router_name
-from modelrollout.routers.httproute import Features, Tracks
+from modelrollout.routers.httproute import Tracks
 
 T = Tracks(root="chat", stable="chat-stable", canary="chat-canary", namespace="ml")
 HEADER = ("X-Canary", "yes")

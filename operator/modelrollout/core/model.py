@@ -8,6 +8,7 @@ from typing import Literal
 
 from modelrollout import api
 from modelrollout.core.analysis import Sample
+from modelrollout.core.steps import Features
 
 Track = Literal["stable", "canary"]
 
@@ -55,6 +56,8 @@ class Observed:
     canary: TrackState | None
     router_weight: int | None
     """The weight the router carries to the canary now; None when the router carries none."""
+    router_features: Features = field(default_factory=Features)
+    """The header pin and mirror the router carries to the canary now."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     annotation_managers: Mapping[str, str] = field(default_factory=dict)
     """Who last set each control annotation (field manager), where the API tells it."""
@@ -111,9 +114,10 @@ class PromoteStable:
 
 @dataclass(frozen=True)
 class SetWeight:
-    """The router sends ``weight`` percent to the canary."""
+    """The router sends ``weight`` percent to the canary, with the header pin and mirror of ``features``."""
 
     weight: int
+    features: Features = field(default_factory=Features)
 
 
 @dataclass(frozen=True)

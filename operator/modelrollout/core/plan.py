@@ -49,6 +49,7 @@ from modelrollout.core.model import (
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.prewarm import kept, remember, wanted
+from modelrollout.core.steps import Features, blue_green, features_at, risky_above, steps_of
 from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
@@ -69,8 +70,8 @@ def dynamic_stable(spec: api.ModelRolloutSpec) -> bool:
 
 def first_traffic_step(spec: api.ModelRolloutSpec) -> int | None:
     """Index of the first setWeight above zero."""
-    for i, s in enumerate(spec.strategy.canary.steps):
-        if isinstance(s, api.SetWeightStep) and s.set_weight > 0:
+    for i, s in enumerate(steps_of(spec)):
+        if isinstance(s, api.SetWeightStep) and (s.set_weight > 0 or blue_green(spec)):
             return i
     return None
 
@@ -85,7 +86,7 @@ def preflight_reasons(status: api.PreflightStatus | None) -> list[str]:
 
 def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] = ()) -> str | None:
     """Why the step at ``step`` waits for a person before it runs, or None."""
-    steps = spec.strategy.canary.steps
+    steps = steps_of(spec)
     if step >= len(steps):
         return None
     if preflight and step == first_traffic_step(spec):
@@ -95,7 +96,7 @@ def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] 
         return s.approval.reason
     if isinstance(s, api.PauseStep) and s.pause.duration is None:
         return "indefinite pause"
-    risky = spec.strategy.canary.risky_above
+    risky = risky_above(spec)
     if isinstance(s, api.SetWeightStep) and risky is not None and s.set_weight > risky:
         return f"setWeight {s.set_weight} is above riskyAbove {risky}"
     return None
@@ -103,15 +104,24 @@ def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] 
 
 def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
     """``setWeight 25``, ``pause 2m``, ``approval``, ``analysis x2`` for messages."""
-    steps = spec.strategy.canary.steps
+    steps = steps_of(spec)
     if step >= len(steps):
         return "promotion"
     s = steps[step]
     if isinstance(s, api.SetWeightStep):
+        if blue_green(spec):
+            return "preview" if s.set_weight == 0 else "switch"
         return f"setWeight {s.set_weight}"
+    if isinstance(s, api.SetHeaderRouteStep):
+        h = s.set_header_route
+        return "setHeaderRoute (remove)" if h.name is None else f"setHeaderRoute {h.name}: {h.value}"
+    if isinstance(s, api.SetMirrorStep):
+        return "setMirror (remove)" if s.set_mirror.percent == 0 else f"setMirror {s.set_mirror.percent}%"
     if isinstance(s, api.PauseStep):
         if s.pause.duration is None:
             return "pause (until approved)"
+        if blue_green(spec):
+            return f"scaleDownDelay {format_duration(s.pause.duration)}"
         return f"pause {format_duration(s.pause.duration)}"
     if isinstance(s, api.ApprovalStep):
         return "approval"
@@ -248,8 +258,9 @@ class _Plan:
             step=step, token=token, reason=reason, action=action,
             command=approve_command(self.obs.name, self.obs.namespace, token), since=since))
         phase = Phase.PAUSED if action == "resume" else Phase.AWAITING_APPROVAL
-        self.phase(phase, f"waiting for approval before step {step + 1}/{len(self.spec.strategy.canary.steps)} "
-                   f"({describe_step(self.spec, step)}; {reason}): run "
+        preview = f"; the preview is on Service {self.obs.name}-canary" if blue_green(self.spec) else ""
+        self.phase(phase, f"waiting for approval before step {step + 1}/{len(steps_of(self.spec))} "
+                   f"({describe_step(self.spec, step)}; {reason}{preview}): run "
                    f"`{approve_command(self.obs.name, self.obs.namespace, token)}`")
         return False
 
@@ -533,7 +544,7 @@ def _promote_annotation(p: _Plan) -> bool:
 
 def _step(p: _Plan) -> None:
     spec, obs = p.spec, p.obs
-    steps = spec.strategy.canary.steps
+    steps = steps_of(spec)
     i = p.get("current_step") or 0
     held = p.get("approval")
     if held is not None and held.action in ("resume", "rollback"):
@@ -573,6 +584,8 @@ def _step(p: _Plan) -> None:
     label = f"step {i + 1}/{len(steps)} ({describe_step(spec, i)})"
     if isinstance(step, api.SetWeightStep):
         _set_weight(p, i, step.set_weight, analysis_ok, label)
+    elif isinstance(step, api.SetHeaderRouteStep | api.SetMirrorStep):
+        _set_weight(p, i, p.get("current_weight"), analysis_ok, label)
     elif isinstance(step, api.PauseStep):
         if step.pause.duration is None:
             p.advance(i + 1)
@@ -583,8 +596,12 @@ def _step(p: _Plan) -> None:
         if left <= 0:
             p.advance(i + 1)
             return
-        p.phase(Phase.PAUSED, f"{label}: paused, {format_duration(timedelta(seconds=round(left)))} left at weight "
-                f"{p.get('current_weight')}")
+        remaining = format_duration(timedelta(seconds=round(left)))
+        if blue_green(spec):
+            p.phase(Phase.PAUSED, f"{label}: switched, 100% on revision {obs.revision}; stable "
+                    f"{p.old.stable_revision} stays at full size for an instant switch-back, {remaining} left")
+        else:
+            p.phase(Phase.PAUSED, f"{label}: paused, {remaining} left at weight {p.get('current_weight')}")
         p.again(left)
     elif isinstance(step, api.ApprovalStep):
         p.advance(i + 1)
@@ -616,7 +633,9 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
                     "pods and could not take all traffic back")
             p.again(POLL_SECONDS)
             return
-    need = canary_replicas(spec.replicas, weight)
+    features = features_at(spec, i)
+    preview = blue_green(spec)
+    need = spec.replicas if preview else max(canary_replicas(spec.replicas, weight), 1 if features.any else 0)
     canary = obs.canary
     have_replicas = canary.replicas if canary is not None else 0
     if have_replicas < need:
@@ -631,19 +650,39 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
                 + (f" ({canary.failure})" if canary is not None and canary.failure else ""))
         p.again(POLL_SECONDS)
         return
-    if obs.router_weight != weight and not (weight == 0 and obs.router_weight is None):
-        p.actions.append(SetWeight(weight))
+    carried = (obs.router_weight or 0, obs.router_features if obs.router_weight is not None else Features())
+    if carried != (weight, features):
+        p.actions.append(SetWeight(weight, features))
     if dynamic_stable(spec) and stable is not None:
         floor = spec.rollback.stable_min_ready if spec.rollback.stable_min_ready is not None else 1
         target = max(floor, spec.replicas - need)
         if stable.replicas != target:
             p.actions.append(ScaleStable(target))
-    if weight > 0 and p.get("traffic_started_at") is None:
+    if (weight > 0 or preview or features.any) and p.get("traffic_started_at") is None:
         p.set(traffic_started_at=p.now)
     p.set(current_weight=weight)
-    p.phase(Phase.PROGRESSING, f"{label}: weight {weight}")
-    p.event("SetWeight", f"{label}: {weight}% of traffic on revision {obs.revision}")
+    step = steps_of(spec)[i]
+    pinned = f"; requests with {features.header[0]}: {features.header[1]} pinned to it" if features.header else ""
+    mirrored = f"; {features.mirror_percent}% mirrored to it" if features.mirror_percent else ""
+    if preview and weight == 0:
+        p.phase(Phase.PROGRESSING, f"{label}: revision {obs.revision} at full size ({need} ready) behind the preview "
+                f"Service {obs.name}-canary{pinned}")
+        p.event("Preview", f"revision {obs.revision} ready for preview on Service {obs.name}-canary{pinned}")
+    elif preview:
+        p.phase(Phase.PROGRESSING, f"{label}: switched, 100% of traffic on revision {obs.revision}")
+        p.event("Switched", f"100% of traffic switched to revision {obs.revision} in one write; stable "
+                f"{p.old.stable_revision} stays at full size for {_switch_back_window(spec)}")
+    else:
+        p.phase(Phase.PROGRESSING, f"{label}: weight {weight}{pinned}{mirrored}")
+        reason = ("SetHeaderRoute" if isinstance(step, api.SetHeaderRouteStep)
+                  else "SetMirror" if isinstance(step, api.SetMirrorStep) else "SetWeight")
+        p.event(reason, f"{label}: {weight}% of traffic on revision {obs.revision}{pinned}{mirrored}")
     p.advance(i + 1)
+
+
+def _switch_back_window(spec: api.ModelRolloutSpec) -> str:
+    bg = spec.strategy.blue_green
+    return format_duration(bg.scale_down_delay) if bg is not None else "the pause"
 
 
 def _promote(p: _Plan) -> None:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from modelrollout import api
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
+from modelrollout.core.steps import mirrors, pins_header, steps_of
 
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -57,15 +58,38 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
     for key, value in spec.selector.match_labels.items():
         if labels.get(key) != value:
             return f"spec.template.metadata.labels: must contain {key}={value} from spec.selector.matchLabels"
-    problem = _router_features(spec.traffic)
+    problem = _router_features(spec.traffic) or _strategy(spec)
     if problem:
         return problem
-    if any(isinstance(s, api.AnalysisStep) for s in spec.strategy.canary.steps) and spec.analysis is None:
+    if any(isinstance(s, api.AnalysisStep) for s in steps_of(spec)) and spec.analysis is None:
         return "spec.strategy.canary.steps: an analysis step needs spec.analysis"
     if spec.analysis is not None and not spec.analysis.metrics and spec.compat_probe is None:
         return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
     if spec.compat_probe is not None and spec.analysis is None:
         return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
+    return None
+
+
+def _strategy(spec: api.ModelRolloutSpec) -> str | None:
+    """Exactly one strategy, and steps the router can carry out (the CRD's CEL rules, for objects it did not
+    check)."""
+    strategy, traffic = spec.strategy, spec.traffic
+    if (strategy.canary is None) == (strategy.blue_green is None):
+        return "spec.strategy: set exactly one of canary or blueGreen"
+    weighted = any(r is not None for r in (traffic.ingress, traffic.http_route, traffic.virtual_service))
+    if strategy.blue_green is not None:
+        if not weighted:
+            return ("spec.strategy.blueGreen: needs a router that switches by weight (spec.traffic.ingress, httpRoute "
+                    "or virtualService); behind the Service replica-ratio router a full-size preview would take "
+                    "half the traffic")
+        if strategy.blue_green.pre_promotion_analysis is not None and spec.analysis is None:
+            return "spec.strategy.blueGreen.prePromotionAnalysis: needs spec.analysis with metrics"
+        return None
+    if pins_header(spec) and not weighted:
+        return "spec.strategy.canary.steps: setHeaderRoute needs a router that routes by header"
+    if mirrors(spec) and traffic.http_route is None and traffic.virtual_service is None:
+        return ("spec.strategy.canary.steps: setMirror needs a router that mirrors (httpRoute or virtualService); "
+                "NGINX canary annotations and the Service replica-ratio split cannot mirror")
     return None
 
 

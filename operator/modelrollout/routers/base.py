@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelrollout import api
+from modelrollout.core.steps import Features, RouteState
 from modelrollout.kube import Kube
 
 
@@ -45,12 +46,14 @@ class Router(Protocol):
         """Why this router cannot work with the objects in the cluster (a message naming the field), or None."""
         ...
 
-    def current_weight(self, ctx: RouterContext) -> int | None:
-        """The canary's weight as the router carries it now; None when it carries nothing to the canary."""
+    def current(self, ctx: RouterContext) -> RouteState | None:
+        """The canary's weight, header pin and mirror as the router carries them now; None when it carries
+        nothing to the canary."""
         ...
 
-    def set_weight(self, ctx: RouterContext, weight: int) -> None:
-        """Send ``weight`` percent to the canary (and the header route, where supported)."""
+    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+        """Send ``weight`` percent to the canary, pin ``features.header`` to it and mirror
+        ``features.mirror_percent`` to it (each only where the router supports it; absent ones are removed)."""
         ...
 
     def reset(self, ctx: RouterContext) -> None:

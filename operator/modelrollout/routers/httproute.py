@@ -28,6 +28,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
+from modelrollout.core.steps import Features, RouteState
 from modelrollout.kube import FIELD_MANAGER, Body
 from modelrollout.routers.base import RouterContext
 
@@ -61,19 +62,6 @@ class Tracks:
     @classmethod
     def of(cls, ctx: RouterContext) -> Tracks:
         return cls(ctx.spec.traffic.service.name, ctx.stable_service, ctx.canary_service, ctx.namespace)
-
-
-@dataclass(frozen=True)
-class Features:
-    """What the rollout asks of the router besides the weight."""
-
-    header: tuple[str, str] | None = None
-    mirror_percent: int | None = None
-
-    @classmethod
-    def of(cls, spec: api.ModelRolloutSpec) -> Features:
-        h, m = spec.traffic.header_route, spec.traffic.mirror
-        return cls(None if h is None else (h.name, h.value), None if m is None else m.percent)
 
 
 def _is_service(ref: Body, name: str) -> bool:
@@ -229,6 +217,26 @@ def route_weight(spec: Body, t: Tracks, rule: str | None) -> int | None:
     return weight if weight > 0 or pinned or mirrored else None
 
 
+def route_features(spec: Body, t: Tracks, rule: str | None) -> Features:
+    """The header pinned by the header rule (the last header of its first match, as :func:`header_rule` adds
+    it) and the percent of the operator's mirror filter on the managed rule."""
+    rules = spec.get("rules") or []
+    header = None
+    for r in rules:
+        if is_header_rule(r, t):
+            headers = ((r.get("matches") or [{}])[0].get("headers") or [])
+            if headers:
+                header = (str(headers[-1].get("name")), str(headers[-1].get("value")))
+            break
+    mirror = None
+    i = find_rule(spec, t, rule)
+    if i is not None:
+        for f in rules[i].get("filters") or []:
+            if _is_our_mirror(f, t):
+                mirror = int((f.get("requestMirror") or {}).get("percent", 100))
+    return Features(header, mirror)
+
+
 # --------------------------------------------------------------------------- I/O
 
 
@@ -255,7 +263,10 @@ class RouteObjectRouter:
     def weight_of(self, ctx: RouterContext, spec: Body) -> int | None:
         raise NotImplementedError
 
-    def with_weight(self, ctx: RouterContext, spec: Body, weight: int) -> Body:
+    def features_of(self, ctx: RouterContext, spec: Body) -> Features:
+        raise NotImplementedError
+
+    def with_weight(self, ctx: RouterContext, spec: Body, weight: int, features: Features) -> Body:
         raise NotImplementedError
 
     def without_canary(self, ctx: RouterContext, spec: Body) -> Body:
@@ -302,12 +313,14 @@ class RouteObjectRouter:
             raise
         return self.problem(ctx, obj.get("spec") or {})
 
-    def current_weight(self, ctx: RouterContext) -> int | None:
+    def current(self, ctx: RouterContext) -> RouteState | None:
         obj = self._optional(ctx)
-        return None if obj is None else self.weight_of(ctx, obj.get("spec") or {})
+        spec = {} if obj is None else obj.get("spec") or {}
+        weight = None if obj is None else self.weight_of(ctx, spec)
+        return None if weight is None else RouteState(weight, self.features_of(ctx, spec))
 
-    def set_weight(self, ctx: RouterContext, weight: int) -> None:
-        self._write(ctx, lambda spec: self.with_weight(ctx, spec, weight), missing_ok=False)
+    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+        self._write(ctx, lambda spec: self.with_weight(ctx, spec, weight, features), missing_ok=False)
 
     def reset(self, ctx: RouterContext) -> None:
         self._write(ctx, lambda spec: self.without_canary(ctx, spec), missing_ok=True)
@@ -366,8 +379,11 @@ class GatewayAPIRouter(RouteObjectRouter):
     def weight_of(self, ctx: RouterContext, spec: Body) -> int | None:
         return route_weight(spec, Tracks.of(ctx), self._ref(ctx).rule)
 
-    def with_weight(self, ctx: RouterContext, spec: Body, weight: int) -> Body:
-        return route_with_weight(spec, Tracks.of(ctx), self._ref(ctx).rule, weight, Features.of(ctx.spec))
+    def features_of(self, ctx: RouterContext, spec: Body) -> Features:
+        return route_features(spec, Tracks.of(ctx), self._ref(ctx).rule)
+
+    def with_weight(self, ctx: RouterContext, spec: Body, weight: int, features: Features) -> Body:
+        return route_with_weight(spec, Tracks.of(ctx), self._ref(ctx).rule, weight, features)
 
     def without_canary(self, ctx: RouterContext, spec: Body) -> Body:
         return route_reset(spec, Tracks.of(ctx), self._ref(ctx).rule)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modelrollout.core.steps import Features, RouteState
 from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, optional
 from modelrollout.routers.base import RouterContext
 
@@ -91,23 +92,25 @@ class NginxIngressRouter:
                     f"{LABEL_TRACK}: stable to the selector of Service {root}")
         return None
 
-    def current_weight(self, ctx: RouterContext) -> int | None:
+    def current(self, ctx: RouterContext) -> RouteState | None:
         ing = optional(lambda: ctx.kube.networking.read_namespaced_ingress(ctx.canary_service, ctx.namespace))
         if ing is None:
             return None
-        value = (ing.metadata.annotations or {}).get(WEIGHT, "0")
-        return int(value) if value.isdigit() else 0
+        annotations = ing.metadata.annotations or {}
+        value = annotations.get(WEIGHT, "0")
+        header = annotations.get(BY_HEADER)
+        pin = (header, annotations.get(BY_HEADER_VALUE, "")) if header else None
+        return RouteState(int(value) if value.isdigit() else 0, Features(header=pin))
 
-    def set_weight(self, ctx: RouterContext, weight: int) -> None:
+    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
         user = self._user_ingress(ctx)
         if user is None:
             raise RuntimeError("the user's Ingress disappeared")
         annotations = {k: v for k, v in (user["metadata"].get("annotations") or {}).items()
                        if k.startswith(PREFIX) and not k.startswith(CANARY)}
         annotations.update({CANARY: "true", WEIGHT: str(weight)})
-        header = ctx.spec.traffic.header_route
-        if header is not None:
-            annotations.update({BY_HEADER: header.name, BY_HEADER_VALUE: header.value})
+        if features.header is not None:
+            annotations.update({BY_HEADER: features.header[0], BY_HEADER_VALUE: features.header[1]})
         targets = {ctx.spec.traffic.service.name, ctx.stable_service}
         body = {
             "apiVersion": "networking.k8s.io/v1",

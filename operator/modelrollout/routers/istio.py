@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 
 from modelrollout import api
+from modelrollout.core.steps import Features, mirrors
 from modelrollout.kube import Body
 from modelrollout.routers.base import RouterContext
-from modelrollout.routers.httproute import Features, RouteObjectRouter, Tracks
+from modelrollout.routers.httproute import RouteObjectRouter, Tracks
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -174,6 +175,26 @@ def vs_weight(spec: Body, t: Tracks, route: str) -> int | None:
     return weight if weight > 0 or pinned or mirrored else None
 
 
+def vs_features(spec: Body, t: Tracks, route: str) -> Features:
+    """The header the header route adds to the managed route's match (see :func:`header_route`) and the
+    mirror percent on the managed route when it mirrors to the canary."""
+    http = spec.get("http") or []
+    i = find_route(spec, t, route)
+    managed = http[i] if i is not None else {}
+    own = ((managed.get("match") or [{}])[0].get("headers") or {})
+    header = None
+    for r in http:
+        if r.get("name") == t.header_route:
+            pinned = ((r.get("match") or [{}])[0].get("headers") or {})
+            extra = [(k, v) for k, v in pinned.items() if own.get(k) != v]
+            if extra:
+                header = (str(extra[-1][0]), str((extra[-1][1] or {}).get("exact", "")))
+    mirror = None
+    if _mirrors_canary(managed, t):
+        mirror = int(float((managed.get("mirrorPercentage") or {}).get("value", 100)))
+    return Features(header, mirror)
+
+
 # --------------------------------------------------------------------------- I/O
 
 
@@ -197,13 +218,17 @@ class IstioRouter(RouteObjectRouter):
 
     def problem(self, ctx: RouterContext, spec: Body) -> str | None:
         ref = self._ref(ctx)
-        return route_problem(ref.name, spec, Tracks.of(ctx), ref.route, Features.of(ctx.spec))
+        return route_problem(ref.name, spec, Tracks.of(ctx), ref.route,
+                             Features(mirror_percent=100 if mirrors(ctx.spec) else None))
 
     def weight_of(self, ctx: RouterContext, spec: Body) -> int | None:
         return vs_weight(spec, Tracks.of(ctx), self._ref(ctx).route)
 
-    def with_weight(self, ctx: RouterContext, spec: Body, weight: int) -> Body:
-        return vs_with_weight(spec, Tracks.of(ctx), self._ref(ctx).route, weight, Features.of(ctx.spec))
+    def features_of(self, ctx: RouterContext, spec: Body) -> Features:
+        return vs_features(spec, Tracks.of(ctx), self._ref(ctx).route)
+
+    def with_weight(self, ctx: RouterContext, spec: Body, weight: int, features: Features) -> Body:
+        return vs_with_weight(spec, Tracks.of(ctx), self._ref(ctx).route, weight, features)
 
     def without_canary(self, ctx: RouterContext, spec: Body) -> Body:
         return vs_reset(spec, Tracks.of(ctx), self._ref(ctx).route)

@@ -11,6 +11,7 @@ the same patch as its replicas, so one write moves traffic.
 
 from __future__ import annotations
 
+from modelrollout.core.steps import Features, RouteState
 from modelrollout.core.weights import stable_replicas_for_ratio
 from modelrollout.kube import ANNOTATION_WEIGHT, LABEL_TRACK, optional
 from modelrollout.routers.base import RouterContext
@@ -34,15 +35,15 @@ class ServiceRouter:
                     f"spec.selector.matchLabels {dict(labels)} to reach both tracks")
         return None
 
-    def current_weight(self, ctx: RouterContext) -> int | None:
+    def current(self, ctx: RouterContext) -> RouteState | None:
         dep = optional(lambda: ctx.kube.apps.read_namespaced_deployment(ctx.stable_deployment, ctx.namespace))
         if dep is None:
             return None
         value = (dep.metadata.annotations or {}).get(ANNOTATION_WEIGHT)
         weight = int(value) if value and value.isdigit() else 0
-        return weight or None
+        return RouteState(weight) if weight else None
 
-    def set_weight(self, ctx: RouterContext, weight: int) -> None:
+    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
         replicas = ctx.spec.replicas
         ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
             "metadata": {"annotations": {ANNOTATION_WEIGHT: str(weight)}},
