@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# make e2e: create a kind cluster (needs a running Docker engine), run tests/e2e against it, delete it.
+# make e2e: create a kind cluster (needs a running Docker engine), build the operator and compat-probe images,
+# load them into the cluster, install the Helm chart, run tests/e2e against the installed operator, delete
+# the cluster. Without Docker the e2e tests run anyway and skip, saying why.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 if ! docker info >/dev/null 2>&1; then
@@ -10,8 +12,25 @@ fi
 export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 command -v kind >/dev/null || GOTOOLCHAIN=local go install sigs.k8s.io/kind@v0.29.0
 name="modelrollout-e2e-$$"
+tag="e2e-$(git rev-parse --short HEAD 2>/dev/null || echo dev)"
+operator_image="modelrollout/modelrollout:$tag"
+probe_image="modelrollout/compat-probe:$tag"
+
+docker build -f operator/Dockerfile -t "$operator_image" .
+docker build -f operator/compat_probe/Dockerfile -t "$probe_image" .
+
 kind create cluster --name "$name" --wait 120s
 trap 'kind delete cluster --name "$name"' EXIT
 export KUBECONFIG="$(mktemp)"
 kind get kubeconfig --name "$name" > "$KUBECONFIG"
+kind load docker-image --name "$name" "$operator_image" "$probe_image"
+
+helm="$(python hack/render_chart.py --helm)"
+"$helm" install modelrollout charts/modelrollout --namespace modelrollout-system --create-namespace \
+    --set image.repository="${operator_image%:*}" --set image.tag="$tag" --set image.pullPolicy=Never \
+    --wait --timeout 180s
+kubectl -n modelrollout-system rollout status deployment --timeout=120s
+
+# the tests use the operator the chart installed instead of starting one
+export MODELROLLOUT_E2E_OPERATOR=installed MODELROLLOUT_E2E_PROBE_IMAGE="$probe_image"
 python -m pytest -q -p no:cacheprovider tests/e2e

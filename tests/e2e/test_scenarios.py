@@ -42,7 +42,7 @@ def wait_phase(ns: str, name: str, phase: str, timeout: float = 300) -> dict[str
                       what=f"{name} phase {phase}")
 
 
-def test_promote_abort_approve(e2e_namespace: str, e2e_operator: ManagedProcess) -> None:
+def test_promote_abort_approve(e2e_namespace: str, e2e_operator: ManagedProcess | None) -> None:
     ns = e2e_namespace
     steps = [{"setWeight": 50}, {"approval": {"reason": "e2e"}}, {"setWeight": 100}]
     kubectl(ns, "apply", "-f", "-", input=manifest("e2e", ["netexec", "--http-port=8080"], steps))
