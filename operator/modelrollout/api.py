@@ -532,6 +532,44 @@ class RollbackPolicy(_Model):
     then first scales stable back up and waits until it is ready before traffic moves back."""
 
 
+NotifyEvent = Literal[
+    "AwaitingApproval", "Paused", "Approved", "SetWeight", "Promoting", "Promoted", "Succeeded", "RollingBack",
+    "RolledBack", "AnalysisFailed", "AnalysisAlert", "AnalysisInconclusive", "Superseded", "Failed", "Invalid",
+]
+"""Rollout events a webhook can receive; each follows the Kubernetes Event of the same transition."""
+
+
+class WebhookSpec(_Model):
+    """An HTTP(S) endpoint that gets a JSON POST for each rollout event (see docs/notifications.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "isURL(self.url) && url(self.url).getScheme() in ['http', 'https'] && "
+                    "url(self.url).getHostname() != ''",
+                    "spec.notify.webhook.url must be an absolute http or https URL",
+                    ".url",
+                )
+            ]
+        }
+    )
+    url: str = Field(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2048)
+    """The URL to POST to. Anyone who can read this ModelRollout can read it: put credentials in the operator-wide
+    webhook (a Secret) instead. Only scheme://host/path is ever logged."""
+    events: list[NotifyEvent] = Field(default_factory=list, max_length=16)
+    """The events to send; empty: all of them."""
+    timeout: Duration = Field(default="5s", validate_default=True)
+    """Per-attempt timeout (at most 60s is used); failed attempts are retried with backoff."""
+
+
+class Notify(_Model):
+    """Where the operator reports rollout events, besides Kubernetes Events."""
+
+    webhook: WebhookSpec | None = None
+    """A webhook for this rollout; it replaces the operator-wide one (modelrollout run --notify-webhook)."""
+
+
 class ModelRolloutSpec(_Model):
     """The desired model server and how to release a new revision of it."""
 
@@ -613,6 +651,8 @@ class ModelRolloutSpec(_Model):
     """How to go back to stable."""
     progress_deadline_seconds: int = Field(default=600, ge=10, le=86400)
     """Seconds the new revision's pods may take to become ready before the rollout rolls back."""
+    notify: Notify | None = None
+    """Webhook notifications of rollout events (default: the operator-wide webhook, if any)."""
 
 
 # --------------------------------------------------------------------------- status

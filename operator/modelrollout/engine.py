@@ -13,6 +13,7 @@ from modelrollout.core.plan import decide
 from modelrollout.kube import Kube
 from modelrollout.metrics.base import MetricSource
 from modelrollout.metrics.prometheus import PrometheusSource
+from modelrollout.notify import Notifier
 from modelrollout.observe import observe
 
 log = logging.getLogger("modelrollout.engine")
@@ -27,8 +28,11 @@ def utcnow() -> datetime:
 class Engine:
     """Reconciles rollouts; holds the clients and a metric source per Prometheus address."""
 
-    def __init__(self, kube: Kube, *, clock: Clock = utcnow, default_prometheus: str | None = None) -> None:
+    def __init__(self, kube: Kube, *, clock: Clock = utcnow, default_prometheus: str | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.kube = kube
+        self.notifier = notifier if notifier is not None else Notifier()
+        """Webhook notifications of the events a carried-out decision emitted (queued; never blocks)."""
         self.clock = clock
         self.default_prometheus = default_prometheus
         self.written: dict[tuple[str, str], str] = {}
@@ -65,6 +69,9 @@ class Engine:
         telemetry.RECONCILES.labels(namespace).inc()
         self._record(namespace, name, decision.status, seen.observed.samples is not None,
                      [e.reason for e in decision.events])
+        telemetry.record_transition(namespace, name, seen.spec, seen.status, decision.status, now)
+        self.notifier.notify(rollout, seen.spec, seen.observed.revision, seen.status, decision.status,
+                             decision.events, now)
         return decision.requeue_after
 
     def _record(self, namespace: str, name: str, status: api.ModelRolloutStatus, evaluated: bool,

@@ -179,3 +179,25 @@ def test_operator_metrics_after_a_rollout_an_abort_and_an_analysis(
     assert m.value("modelrollout_reconcile_seconds_count") >= reconciles[0][1]
     # modelrollout_reconcile_errors_total{namespace, rollout}: declared (no reconcile failed here)
     assert m.types["modelrollout_reconcile_errors"] == "counter"
+
+    # modelrollout_step_duration_seconds{namespace, rollout, kind}: observed once per completed step
+    assert m.types["modelrollout_step_duration_seconds"] == "histogram"
+    buckets = m.values("modelrollout_step_duration_seconds_bucket", namespace=ns)
+    assert buckets and all(set(lb) == {"namespace", "rollout", "kind", "le"} for lb, _ in buckets)
+    completed = {(lb["rollout"], lb["kind"]): v for lb, v in m.values("modelrollout_step_duration_seconds_count",
+                                                                      namespace=ns)}
+    # met: setWeight 50, pause (approved), setWeight 100; abo: setWeight 50 (aborted at the pause);
+    # ana: setWeight 20, analysis x2, setWeight 100
+    assert completed == {("met", "setWeight"): 2, ("met", "pause"): 1, ("abo", "setWeight"): 1,
+                         ("ana", "setWeight"): 2, ("ana", "analysis"): 1}, completed
+    assert m.value("modelrollout_step_duration_seconds_sum", namespace=ns, rollout="met", kind="pause") > 0
+    assert m.value("modelrollout_step_duration_seconds_sum", namespace=ns, rollout="ana", kind="analysis") >= 1
+
+    # modelrollout_approval_wait_seconds{namespace, rollout, action}: the one approval that opened a gate (met);
+    # the abort dropped abo's gate, which is not an approval
+    assert m.types["modelrollout_approval_wait_seconds"] == "histogram"
+    waits = m.values("modelrollout_approval_wait_seconds_count", namespace=ns)
+    assert [(lb["rollout"], lb["action"], v) for lb, v in waits] == [("met", "continue", 1.0)], waits
+    assert all(set(lb) == {"namespace", "rollout", "action", "le"}
+               for lb, _ in m.values("modelrollout_approval_wait_seconds_bucket", namespace=ns))
+    assert m.value("modelrollout_approval_wait_seconds_sum", namespace=ns, rollout="met", action="continue") > 0
