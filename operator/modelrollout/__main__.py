@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelrollout.core.lease import Timing
 
 
 def _version() -> str:
@@ -34,14 +38,33 @@ def run(args: argparse.Namespace) -> int:
     memo = kopf.Memo()
     memo.workers = args.workers
     memo.prometheus_address = args.prometheus_address
-    kopf.run(
-        standalone=True,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
-        liveness_endpoint=args.liveness or None,
-        memo=memo,
-    )
+    memo.notify_webhook = args.notify_webhook or None
+    options: dict[str, Any] = dict(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
+                                   liveness_endpoint=args.liveness or None, memo=memo)
+    if args.leader_elect:  # several replicas: wait for the Lease, then run kopf (docs/install.md)
+        from modelrollout.leader import Election, default_identity, default_namespace, run_elected
+
+        election = Election(args.leader_elect_namespace or default_namespace(), args.leader_elect_lease_name,
+                            default_identity(), _leader_timing(args))
+        return run_elected(election, lambda stop: kopf.operator(**options, stop_flag=stop), args.liveness)
+    kopf.run(**options)
     return 0
+
+
+def _seconds(text: str) -> float:
+    """A duration on the command line: ``15s``, ``1m``, ``500ms`` or plain seconds (``2.5``)."""
+    from modelrollout.leader import seconds
+
+    try:
+        return seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _leader_timing(args: argparse.Namespace) -> Timing:
+    from modelrollout.core.lease import Timing
+
+    return Timing(args.leader_elect_lease_duration, args.leader_elect_renew_deadline, args.leader_elect_retry_period)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +80,31 @@ def main(argv: list[str] | None = None) -> int:
                        default=os.environ.get("MODELROLLOUT_LOG_FORMAT", "plain"), help="log format")
     p_run.add_argument("--prometheus-address", default=os.environ.get("MODELROLLOUT_PROMETHEUS_ADDRESS", ""),
                        help="Prometheus for rollouts whose spec.analysis has no prometheus.address")
+    p_run.add_argument("--notify-webhook", default=os.environ.get("MODELROLLOUT_NOTIFY_WEBHOOK", ""),
+                       help="webhook for rollout events of rollouts without spec.notify.webhook "
+                       "(env MODELROLLOUT_NOTIFY_WEBHOOK; prefer the env, argv is visible in ps)")
+    p_run.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
+                       default=os.environ.get("MODELROLLOUT_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+                       help="run kopf only while holding a coordination.k8s.io Lease, for several replicas "
+                       "(env MODELROLLOUT_LEADER_ELECT)")
+    p_run.add_argument("--leader-elect-namespace", default="",
+                       help="namespace of the Lease (default: POD_NAMESPACE, else the pod's own namespace)")
+    p_run.add_argument("--leader-elect-lease-name", default="modelrollout-leader", help="name of the Lease")
+    p_run.add_argument("--leader-elect-lease-duration", type=_seconds, default=15.0,
+                       help="a standby takes over a Lease not renewed for this long (15s)")
+    p_run.add_argument("--leader-elect-renew-deadline", type=_seconds, default=10.0,
+                       help="the leader exits (code 1) when it could not renew for this long (10s)")
+    p_run.add_argument("--leader-elect-retry-period", type=_seconds, default=2.0,
+                       help="how often to renew the Lease, or try to acquire it (2s)")
     p_run.add_argument("--verbose", "-v", action="store_true")
     sub.add_parser("crd", help="print the ModelRollout CRD (YAML)")
     sub.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.leader_elect:
+        try:
+            _leader_timing(args)
+        except ValueError as exc:
+            parser.error(f"--leader-elect: {exc}")
     if args.command == "run":
         return run(args)
     if args.command == "crd":

@@ -17,7 +17,8 @@ import kopf
 
 from modelrollout import api, telemetry
 from modelrollout.engine import Engine
-from modelrollout.kube import LABEL_ROLLOUT, Kube
+from modelrollout.kube import LABEL_ROLLOUT, Kube, retry_after
+from modelrollout.notify import Notifier
 
 log = logging.getLogger("modelrollout.handlers")
 
@@ -37,7 +38,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
-        memo.engine = Engine(Kube.connect(), default_prometheus=getattr(memo, "prometheus_address", None) or None)
+        memo.engine = Engine(Kube.connect(), default_prometheus=getattr(memo, "prometheus_address", None) or None,
+                             notifier=Notifier(getattr(memo, "notify_webhook", None) or None))
     memo.wakeups = {}
 
 
@@ -77,6 +79,10 @@ async def rollout_daemon(name: str, namespace: str | None, uid: str, memo: Any, 
                 telemetry.RECONCILE_ERRORS.labels(namespace, name).inc()
                 logger.warning("reconcile failed, retrying: %s: %s", type(exc).__name__, exc)
                 delay = 1.0
+                backoff = retry_after(exc)
+                if backoff is not None:  # the apiserver said when: no wake-up may retry sooner
+                    await stopped.wait(max(backoff, delay))
+                    continue
             timeout = RESYNC_SECONDS if delay is None else min(max(delay, 0.0), RESYNC_SECONDS)
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):

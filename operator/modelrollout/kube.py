@@ -99,6 +99,17 @@ def optional(call: Any) -> Any:
         raise
 
 
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429/503 answer asked the client to wait (its Retry-After header), or None."""
+    if not isinstance(exc, ApiException) or exc.status not in (429, 503):
+        return None
+    value = (exc.headers or {}).get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
+
+
 def owner_reference(rollout: Body) -> Body:
     meta = rollout["metadata"]
     return {

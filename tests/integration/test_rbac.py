@@ -7,7 +7,9 @@ and a retry, promotion). The apiserver's audit log then tells which (verb, group
 operator's user requested. The test fails when a request was denied (403), when the rollout did not succeed,
 and when the role grants a verb the operator never used, apart from the commented allow-list below. The
 namespaced mode (a Role per watched namespace, plus kopf's read-only discovery ClusterRole) gets the same
-treatment.
+treatment. The operator runs with the chart's ``--leader-elect*`` arguments (on by default), so the leader
+election Role (get, create, update on leases in the release namespace) is held to the same rule: acquiring
+creates the Lease, renewing reads and updates it, and the graceful stop at the end releases it.
 """
 
 from __future__ import annotations
@@ -128,8 +130,10 @@ class OperatorAs:
             rules=[r for d in objects if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]],
             objects=objects)
         namespaced = any(v.startswith("watchNamespaces") for v in values)
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
         self.process = operator_process(identity.kubeconfig, self.tmp / "operator.log",
-                                        namespaces=[self.namespace] if namespaced else ())
+                                        namespaces=[self.namespace] if namespaced else (),
+                                        extra=leader_election_args(deployment))
         self.process.start()
         return identity, self.process
 
@@ -139,6 +143,19 @@ class OperatorAs:
             print(f"--- operator log tail ({self.process.log})\n{self.process.log_tail(60)}")
         for kind, name in self.cluster_objects:
             self.cp.kubectl("delete", kind, name, "--wait=false", check=False)
+
+
+def leader_election_args(deployment: dict[str, Any]) -> list[str]:
+    """The chart's ``--leader-elect*`` arguments with their values, so the operator elects itself as in the pod
+    (the Lease in the release namespace, under the chart's leader election Role)."""
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--leader-elect"):
+            out.append(arg)
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                out.append(args[i + 1])
+    return out
 
 
 @pytest.fixture
@@ -275,8 +292,10 @@ def full_rollout(k: Kubectl, name: str) -> None:
 
 def test_cluster_role_grants_exactly_what_the_operator_uses(k: Kubectl, operator_as: OperatorAs) -> None:
     identity, proc = operator_as()  # default values: ClusterRole + ClusterRoleBinding, cluster-wide operator
+    assert "--leader-elect" in proc.argv, "leader election is on by default: its Role is exercised too"
     full_rollout(k, "rbac")
     proc.stop()
+    assert proc.proc is not None and proc.proc.returncode == 0
     used = check_least_privilege(k.cp, identity, ALLOWED_UNUSED)
     # The cluster-wide operator never needs to read Namespaces.
     assert not [g for g in used if g[1] == "namespaces"], fmt(used)
@@ -285,7 +304,10 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(k: Kubectl, operator
 def test_namespaced_roles_are_enough_for_a_namespace_watching_operator(k: Kubectl, operator_as: OperatorAs) -> None:
     identity, proc = operator_as("rbac.namespaced=true", "watchNamespaces={NAMESPACE}")
     kinds = sorted(d["kind"] for d in identity.objects)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"], kinds
+    # the operator's Role in the watched namespace, the leader election Role in the release namespace (the same
+    # namespace here)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "Role", "RoleBinding", "RoleBinding",
+                     "ServiceAccount"], kinds
     cluster_role = next(d for d in identity.objects if d["kind"] == "ClusterRole")
     assert {r for g, r, _ in granted(cluster_role["rules"])} == {"customresourcedefinitions", "namespaces"}
     assert all(v in ("list", "watch") for _, _, v in granted(cluster_role["rules"]))

@@ -109,23 +109,24 @@ def test_helm_lint_strict(helm: Path, values: tuple[str, ...]) -> None:
 def test_default_render(helm: Path) -> None:
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Role",
+                     "RoleBinding", "Service", "ServiceAccount"]
     assert one(docs, "CustomResourceDefinition") == yaml.safe_load(rc.CRD_SOURCE.read_text())
     for d in docs:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
             assert d["metadata"]["namespace"] == rc.NAMESPACE, d["kind"]
 
     dep = one(docs, "Deployment")
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = dep["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/modelrollout/modelrollout:0.1.0"
     assert container["args"] == ["--metrics-port", "9090", "--liveness", "http://0.0.0.0:8080/healthz",
-                                 "--workers", "64"]
-    assert "env" not in container
+                                 "--workers", "64", *LEADER_ELECT_ARGS]
+    assert container["env"] == [POD_NAME]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9090, "healthz": 8080}
@@ -143,6 +144,43 @@ def test_default_render(helm: Path) -> None:
     assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
                                     "namespace": rc.NAMESPACE}]
+
+
+LEADER_ELECT_ARGS = ["--leader-elect", "--leader-elect-namespace", rc.NAMESPACE, "--leader-elect-lease-name",
+                     "modelrollout-leader", "--leader-elect-lease-duration", "15s", "--leader-elect-renew-deadline",
+                     "10s", "--leader-elect-retry-period", "2s"]
+POD_NAME = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+
+def _leader_election(doc: Doc) -> bool:
+    """The leader election Role/RoleBinding (in the release namespace, whatever the RBAC mode)."""
+    return doc["kind"] in ("Role", "RoleBinding") and doc["metadata"]["name"].endswith("-leader-election")
+
+
+def test_leader_election_lets_replicas_scale_and_grants_only_its_lease_verbs(helm: Path) -> None:
+    docs = render(helm, "--set", "replicas=3", "--set", "leaderElection.leaseName=ops-lease", "--set",
+                  "leaderElection.leaseDuration=30s", *NAMESPACED, crds=False)
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 3 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--leader-elect-lease-name") + 1] == "ops-lease"
+    assert args[args.index("--leader-elect-lease-duration") + 1] == "30s"
+    role = next(d for d in by_kind(docs, "Role") if _leader_election(d))
+    assert role["metadata"]["namespace"] == rc.NAMESPACE
+    assert _grants(role["rules"]) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+    binding = next(d for d in by_kind(docs, "RoleBinding") if _leader_election(d))
+    assert binding["metadata"]["namespace"] == rc.NAMESPACE and binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one(docs, "ServiceAccount")["metadata"]["name"],
+                                    "namespace": rc.NAMESPACE}]
+    assert not any(g[1] == "leases" for r in by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
+                   if not _leader_election(r) for g in _grants(r["rules"]))
+
+    off = render(helm, "--set", "leaderElection.enabled=false", crds=False)
+    dep = one(off, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--leader-elect")] and "env" not in container
+    assert not by_kind(off, "Role") and not by_kind(off, "RoleBinding")
 
 
 def _grants(rules: Sequence[Doc]) -> set[tuple[str, str, str]]:
@@ -172,7 +210,7 @@ def test_rbac_is_explicit_and_never_touches_secrets(helm: Path, values: tuple[st
 
 def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Path) -> None:
     cluster = render(helm, crds=False)
-    docs = render(helm, *NAMESPACED, crds=False)
+    docs = [d for d in render(helm, *NAMESPACED, crds=False) if not _leader_election(d)]
     operator_rules = _grants(one(cluster, "ClusterRole")["rules"])
     discovery = {g for g in operator_rules if g[1] == "customresourcedefinitions"}
     roles, bindings = by_kind(docs, "Role"), by_kind(docs, "RoleBinding")
@@ -206,8 +244,9 @@ def test_toggles(helm: Path) -> None:
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/modelrollout/modelrollout@sha256:" + "a" * 64
     assert "--verbose" in container["args"]
-    assert {e["name"]: e["value"] for e in container["env"]} == {
-        "MODELROLLOUT_LOG_FORMAT": "json", "MODELROLLOUT_PROMETHEUS_ADDRESS": "http://prometheus.monitoring:9090"}
+    assert {e["name"]: e.get("value") for e in container["env"]} == {
+        "MODELROLLOUT_LOG_FORMAT": "json", "MODELROLLOUT_PROMETHEUS_ADDRESS": "http://prometheus.monitoring:9090",
+        "POD_NAME": None}
     off = render(helm, "--set", "metrics.service.enabled=false", "--set", "rbac.create=false", "--set",
                  "serviceAccount.create=false", "--set", "serviceAccount.name=existing", crds=False)
     assert [d["kind"] for d in off] == ["Deployment"]
@@ -224,9 +263,10 @@ def test_prometheus_rules_parse(helm: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    (("--set", "replicas=2"), "maximum"),
+    (("--set", "replicas=2", "--set", "leaderElection.enabled=false"), "replicas > 1 needs leaderElection"),
     (("--set", "replicas=-1"), "minimum"),
-    (("--set", "leaderElection.enabled=true"), "must be false"),
+    (("--set", "leaderElection.retryPeriod=soon"), "does not match pattern"),
+    (("--set", "leaderElection.leaseName=Not_A_Name"), "does not match pattern"),
     (("--set", "image.repository="), "minLength"),
     (("--set", "image.digest=sha256:abc"), "does not match pattern"),
     (("--set", "image.pullPolicy=Sometimes"), "value must be one of"),

@@ -26,6 +26,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "modelrollout.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{- define "modelrollout.leaseName" -}}
+{{- default (printf "%s-leader" (include "modelrollout.fullname" .)) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "modelrollout.image" -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
@@ -108,6 +112,9 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 {{- define "modelrollout.validate" -}}
 {{- if and .Values.rbac.namespaced (not .Values.watchNamespaces) -}}
 {{- fail "rbac.namespaced=true needs watchNamespaces: the Roles are created in those namespaces" -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail "replicas > 1 needs leaderElection.enabled=true: without it every replica would reconcile" -}}
 {{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true: it scrapes that Service" -}}

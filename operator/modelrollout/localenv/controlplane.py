@@ -287,6 +287,13 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> Path:
     return path
 
 
+def client_kubeconfig(cp: ControlPlane, user: str, path: Path, *, group: str = "system:masters") -> Path:
+    """A kubeconfig with a new client certificate ``/O=group/CN=user``: a client the audit log tells apart."""
+    pki = cp.workdir / "pki"
+    _make_cert(pki, user, f"/O={group}/CN={user}")
+    return write_kubeconfig(path, cp.server, pki, user)
+
+
 # ------------------------------------------------------------------------------------------ control plane
 
 
