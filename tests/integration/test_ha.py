@@ -15,11 +15,11 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.common import AuditLog, Request
 
 from modelrollout.localenv.controlplane import ControlPlane, client_kubeconfig
 from modelrollout.localenv.operatorproc import kill_hard, operator_process
@@ -35,32 +35,9 @@ WRITES = ("create", "update", "patch", "delete")
 # ------------------------------------------------------------------------------------------------ audit log
 
 
-@dataclass(frozen=True)
-class Request:
-    user: str
-    verb: str
-    resource: str
-    name: str
-    code: int
-    received: datetime
-
-
 def requests_in(cp: ControlPlane, namespace: str) -> list[Request]:
     """Every completed resource request in ``namespace``, in the order the apiserver received them."""
-    out = []
-    for line in cp.audit_log.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        ref = ev.get("objectRef") or {}
-        if ref.get("namespace") != namespace or ev.get("stage") != "ResponseComplete":
-            continue
-        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        out.append(Request((ev.get("user") or {}).get("username", ""), ev["verb"], resource, ref.get("name", ""),
-                           int((ev.get("responseStatus") or {}).get("code", 0)),
-                           datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00"))))
-    return sorted(out, key=lambda r: r.received)
+    return sorted(AuditLog(cp.audit_log).since_mark(namespace), key=lambda r: r.received)
 
 
 def writes(requests: list[Request], user: str, *, leases: bool = False) -> list[Request]:
