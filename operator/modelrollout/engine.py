@@ -20,6 +20,9 @@ log = logging.getLogger("modelrollout.engine")
 
 Clock = Callable[[], datetime]
 
+OWN_WRITES_KEPT = 4
+"""resourceVersions of its own writes remembered per rollout, to tell their echoes from other changes."""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -35,14 +38,15 @@ class Engine:
         """Webhook notifications of the events a carried-out decision emitted (queued; never blocks)."""
         self.clock = clock
         self.default_prometheus = default_prometheus
-        self.written: dict[tuple[str, str], str] = {}
-        """(namespace, name) -> resourceVersion of the operator's own last write, to ignore its own echo."""
+        self.written: dict[tuple[str, str], tuple[str, ...]] = {}
+        """(namespace, name) -> resourceVersions of the operator's own last writes (a few: under load the echo of
+        one write can arrive after the next write), to ignore its own echo."""
         self._sources: dict[tuple[str, float], MetricSource] = {}
         self._lock = threading.Lock()
 
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
-        """The watch event is the echo of the operator's own last write (nothing new to react to)."""
-        return resource_version is not None and self.written.get((namespace, name)) == resource_version
+        """The watch event is the echo of one of the operator's own last writes (nothing new to react to)."""
+        return resource_version is not None and resource_version in self.written.get((namespace, name), ())
 
     def source_for(self, analysis: api.Analysis) -> MetricSource:
         if analysis.prometheus is not None:
@@ -58,6 +62,7 @@ class Engine:
         """Reconcile once; the seconds until the next look (None: only on a change)."""
         rollout = self.kube.get_rollout(namespace, name)
         if rollout is None or rollout["metadata"].get("deletionTimestamp"):
+            self.written.pop((namespace, name), None)  # bounded by the live rollouts, not every one ever seen
             return None
         with telemetry.RECONCILE_SECONDS.time():
             now = self.clock()
@@ -65,7 +70,8 @@ class Engine:
             decision = decide(seen.spec, seen.status, seen.observed, now)
             written = carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
         if written is not None:
-            self.written[(namespace, name)] = written
+            recent = self.written.get((namespace, name), ())[-(OWN_WRITES_KEPT - 1):]
+            self.written[(namespace, name)] = (*recent, written)
         telemetry.RECONCILES.labels(namespace).inc()
         self._record(namespace, name, decision.status, seen.observed.samples is not None,
                      [e.reason for e in decision.events])

@@ -50,18 +50,40 @@ def _wake(memo: kopf.Memo, uid: str | None) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     engine: Engine | None = getattr(memo, "engine", None)
     if engine is not None and engine.own_write(namespace or "default", name, body.metadata.get("resourceVersion")):
         return  # the echo of the operator's own status write: nothing changed that it does not know
     _wake(memo, uid)
 
 
+# Both wake-up handlers are async: they only set an asyncio.Event, which must happen on the event loop (a sync
+# handler runs in kopf's executor thread, where Event.set() is not thread-safe and queues behind other handlers).
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT})
-def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, type: str | None, **_: Any) -> None:
+    seen: dict[str, tuple[Any, ...]] = memo.setdefault("deployments_seen", {})
+    if type == "DELETED":
+        seen.pop(uid, None)
+    else:
+        signature = _track_signature(body)
+        if signature is None or seen.get(uid) == signature:
+            return  # nothing the engine reads from a Deployment changed: a reconcile would find nothing new
+        seen[uid] = signature
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("kind") == api.KIND:
             _wake(memo, ref.get("uid"))
+
+
+def _track_signature(body: kopf.Body) -> tuple[Any, ...] | None:
+    """What the engine reads from a Deployment (``workloads.track_state``), or None while the controller has not
+    observed its latest spec yet (the wake-up comes when it has: a write's own echo wakes no one)."""
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    generation = int(meta.get("generation") or 0)
+    if int(status.get("observedGeneration") or 0) < generation:
+        return None
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("modelrollout.io/")}
+    return (generation, tuple(sorted(annotations.items())), spec.get("replicas"), status.get("replicas"),
+            status.get("updatedReplicas"), status.get("readyReplicas"))
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=5.0, backoff=1.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -25,6 +27,38 @@ from modelrollout.routers.base import Router, RouterContext, router_for
 from modelrollout.workloads import check_contract, dry_run_deployment, pod_failure, read_deployment, track_state
 
 SourceFor = Callable[[api.Analysis], MetricSource]
+
+POD_LOOKUP_AFTER = 5.0
+"""Seconds a track's pods must have been unready (status.progressSince) before their pods are listed for why."""
+CHECK_TTL = 10.0
+"""Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
+rollout generation before the objects are read again; a failing check is made again at every reconcile."""
+ABSENT_TTL = 60.0
+"""Seconds a rollout without prewarm whose DaemonSet was seen absent is not asked for it again."""
+
+
+class Recent:
+    """Facts about rollouts remembered across reconciles for a while (thread-safe; expired keys are dropped)."""
+
+    def __init__(self) -> None:
+        self._until: dict[Hashable, float] = {}
+        self._lock = threading.Lock()
+        self._pruned = time.monotonic()
+
+    def holds(self, key: Hashable) -> bool:
+        with self._lock:
+            return self._until.get(key, 0.0) > time.monotonic()
+
+    def note(self, key: Hashable, ttl: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._pruned > ABSENT_TTL:  # bounded by the keys noted in the last minute or two
+                self._until = {k: t for k, t in self._until.items() if t > now}
+                self._pruned = now
+            self._until[key] = now + ttl
+
+
+RECENT = Recent()
 
 
 @dataclass(frozen=True)
@@ -77,16 +111,24 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         return Observation(spec, status, base, None, None)
     ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
-    problem = router.check(ctx) or check_contract(ctx)
-    if problem is not None:
-        return Observation(spec, status, replace(base, invalid=problem), ctx, router)
-    prewarm = observe_daemonset(kube, namespace, name) if (
-        spec.rollback.prewarm.enabled or status.revision_images) else None
+    uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+    if not RECENT.holds((uid, generation, "checked")):  # a passing check of the user's objects is trusted a while
+        problem = router.check(ctx) or check_contract(ctx)
+        if problem is not None:
+            return Observation(spec, status, replace(base, invalid=problem), ctx, router)
+        RECENT.note((uid, generation, "checked"), CHECK_TTL)
+    prewarm = None
+    if spec.rollback.prewarm.enabled or (status.revision_images and not RECENT.holds((uid, "no-daemonset"))):
+        prewarm = observe_daemonset(kube, namespace, name)
+        if prewarm is None and not spec.rollback.prewarm.enabled:  # the operator creates none while disabled
+            RECENT.note((uid, "no-daemonset"), ABSENT_TTL)
     stable = track_state(read_deployment(kube, namespace, ctx.stable_deployment))
     canary = track_state(read_deployment(kube, namespace, ctx.canary_deployment))
-    if canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
+    # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
+    slow = status.progress_since is not None and (now - status.progress_since).total_seconds() >= POD_LOOKUP_AFTER
+    if slow and canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
         canary = replace(canary, failure=pod_failure(kube, namespace, name, "canary"))
-    if status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
+    if slow and status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
         stable = replace(stable, failure=pod_failure(kube, namespace, name, "stable"))
     samples = None
     if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
