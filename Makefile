@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 LOCALENV ?= .localenv
 export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: bootstrap install test test-unit lint crds manifests demo e2e e2e-existing cluster-up cluster-down bench controlplane
+.PHONY: bootstrap install test test-unit lint crds manifests demo e2e e2e-existing cluster-up cluster-down bench controlplane bench-scale
 
 # Everything a fresh machine needs (Debian packages, Python deps, control plane binaries); idempotent.
 bootstrap:
@@ -57,3 +57,7 @@ cluster-down:
 
 bench:
 	$(PYTHON) -m bench.run
+
+# N = 100, 500, 1000 rollouts at once on one operator; rewrites its section of docs/benchmarks.md.
+bench-scale:
+	$(PYTHON) -m bench.scale --n 100 500 1000 --update-docs

@@ -388,26 +388,34 @@ class AuditLog:
         self.offset = self.path.stat().st_size if self.path.exists() else 0
 
     def since_mark(self, namespace: str) -> list[Request]:
-        out: list[Request] = []
+        return list(self.iter_since_mark(namespace))
+
+    def iter_since_mark(self, namespace: str) -> Iterator[Request]:
+        """The requests in ``namespace`` from the mark on, streamed (the log may be hundreds of MB)."""
+        needle = json.dumps({"namespace": namespace}, separators=(",", ":"))[1:-1].encode()
         with self.path.open("rb") as f:
             f.seek(self.offset)
-            data = f.read()
-        for line in data.splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue  # a line still being written
-            ref = ev.get("objectRef") or {}
-            if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != namespace:
-                continue
-            out.append(Request(
-                received=parse_k8s_time(ev["requestReceivedTimestamp"]),
-                completed=parse_k8s_time(ev["stageTimestamp"]),
-                verb=str(ev.get("verb")), resource=str(ref.get("resource")),
-                subresource=str(ref.get("subresource") or ""), name=str(ref.get("name") or ""),
-                agent=str(ev.get("userAgent") or ""), user=str((ev.get("user") or {}).get("username") or ""),
-                code=int((ev.get("responseStatus") or {}).get("code") or 0)))
-        return out
+            for line in f:
+                if needle not in line:
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue  # a line still being written
+                ref = ev.get("objectRef") or {}
+                if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != namespace:
+                    continue
+                yield self._request(ev, ref)
+
+    @staticmethod
+    def _request(ev: Json, ref: Json) -> Request:
+        return Request(
+            received=parse_k8s_time(ev["requestReceivedTimestamp"]),
+            completed=parse_k8s_time(ev["stageTimestamp"]),
+            verb=str(ev.get("verb")), resource=str(ref.get("resource")),
+            subresource=str(ref.get("subresource") or ""), name=str(ref.get("name") or ""),
+            agent=str(ev.get("userAgent") or ""), user=str((ev.get("user") or {}).get("username") or ""),
+            code=int((ev.get("responseStatus") or {}).get("code") or 0))
 
     def wait_for(self, namespace: str, predicate: Callable[[list[Request]], T | None], timeout: float = 5) -> T | None:
         """The audit log is written as requests complete; give the last lines a moment. None if never."""
@@ -521,7 +529,8 @@ def _create_namespace(cp: ControlPlane, ns: str) -> None:
 
 
 @contextlib.contextmanager
-def environment(name: str, *, with_prometheus: bool, keep: bool = False) -> Iterator[Env]:
+def environment(name: str, *, with_prometheus: bool, keep: bool = False,
+                controller_qps: int | None = None) -> Iterator[Env]:
     """Start everything in a fresh temp dir; stop everything (last started first) on the way out.
 
     The temp dir is removed afterwards unless ``keep`` is set or the benchmark failed (then its path, with
@@ -533,7 +542,7 @@ def environment(name: str, *, with_prometheus: bool, keep: bool = False) -> Iter
     failed = True
     try:
         with contextlib.ExitStack() as stack:  # closed last-in first-out: operator, Prometheus, control plane
-            cp = start_control_plane(root / "controlplane", nodes=2)
+            cp = start_control_plane(root / "controlplane", nodes=2, controller_qps=controller_qps)
             stack.callback(cp.stop)
             cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
             cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s")

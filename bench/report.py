@@ -86,7 +86,8 @@ The latencies that matter to someone running a canary, measured with the real op
 a child process) against a real local control plane (etcd, kube-apiserver, controller-manager, scheduler,
 kwok; see `modelrollout.localenv.controlplane`), a real Prometheus (Debian's, 1 s scrape) and a real exporter
 (`compat_probe.refserver`). They are in `bench/`, not in the test suite: the suite makes no timed assertions.
-DESIGN.md §7 lists what is measured; the N-concurrent-rollouts scale benchmark is not written yet.
+DESIGN.md §7 lists what is measured; the scale benchmark runs N rollouts at once on one operator
+(N = 100, 500, 1000, one environment each).
 
 Every benchmark starts its own environment in a temporary directory, runs its trials one after another on
 one control plane (one namespace, a new rollout name per trial, the previous rollout deleted), and stops
@@ -107,6 +108,7 @@ PYTHONPATH=operator python -m bench.run --trials 40
 PYTHONPATH=operator python -m bench.breach_to_stable --trials 20 --update-docs   # one benchmark, its section
 PYTHONPATH=operator python -m bench.approve_to_shift --trials 20 --update-docs
 PYTHONPATH=operator python -m bench.rollback_path --trials 20 --update-docs
+PYTHONPATH=operator python -m bench.scale --n 100 500 1000 --update-docs    # or: make bench-scale
 ```
 
 Needs what the integration tests need: the control plane binaries (`make controlplane`, cached outside the

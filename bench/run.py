@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import approve_to_shift, breach_to_stable, rollback_path
+from bench import approve_to_shift, breach_to_stable, rollback_path, scale
 from bench.common import Result
 from bench.report import DOC, machine_line, update_section, write_document
 
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Measure] = {
     breach_to_stable.NAME: lambda trials: breach_to_stable.measure(trials)[0],
     approve_to_shift.NAME: lambda trials: approve_to_shift.measure(trials)[0],
     rollback_path.NAME: lambda trials: rollback_path.measure(trials)[0],
+    scale.NAME: lambda trials: scale.measure(scale.DEFAULT_N)[0],  # its N, not trials
 }
 
 

@@ -363,8 +363,12 @@ def _start(cp: ControlPlane, name: str, argv: list[str]) -> ManagedProcess:
     return p
 
 
-def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START_TIMEOUT) -> ControlPlane:
+def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START_TIMEOUT,
+                        controller_qps: int | None = None) -> ControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok with ``nodes`` fake nodes.
+
+    ``controller_qps`` raises kube-controller-manager's client rate limit (default 20/s, burst 30; the burst is
+    twice the rate), for environments with hundreds of Deployments changing at once (the scale benchmark).
 
     Returns once /readyz is ok, the ``default`` ServiceAccount exists and every node is Ready. Everything
     (certificates, etcd data, logs, kubeconfig, audit log) lives in ``workdir``; a previous run's etcd data
@@ -395,7 +399,7 @@ def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START
     )
     atexit.register(cp.stop)
     try:
-        _boot(cp, pki, api_port, nodes, time.monotonic() + timeout)
+        _boot(cp, pki, api_port, nodes, time.monotonic() + timeout, controller_qps)
     except BaseException:
         cp.stop()
         atexit.unregister(cp.stop)
@@ -407,7 +411,8 @@ def _remaining(deadline: float) -> float:
     return max(deadline - time.monotonic(), 1.0)
 
 
-def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: float) -> None:
+def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: float,
+          controller_qps: int | None = None) -> None:
     w, b = cp.workdir, cp.bin_dir
     with contextlib.suppress(FileNotFoundError):
         cp.audit_log.unlink()
@@ -506,6 +511,7 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*," + ",".join(f"-{c}" for c in DISABLED_CONTROLLERS),
             "--profiling=false",
+            *([f"--kube-api-qps={controller_qps}", f"--kube-api-burst={2 * controller_qps}"] if controller_qps else []),
         ],
     )
     sched_cfg = write_kubeconfig(w / "scheduler.kubeconfig", cp.server, pki, "scheduler")

@@ -1,0 +1,61 @@
+"""The scale benchmark's scenario (bench/scale.py) with a few rollouts at once: correctness only, no timing.
+
+The same code as ``python -m bench.scale``, run against the session's control plane and Prometheus with its own
+operator: every rollout is released, then all get a new revision at once and must reach Succeeded through
+setWeight 25 → analysis → 50 → 100, each reading its own series from one exporter, within the write budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.common import BENCH_AGENT, AuditLog, Env, now
+from bench.scale import TARGET_WRITES_PER_STEP, WEIGHT_STEPS, run_scale
+from kubernetes import config
+
+from modelrollout.localenv.controlplane import ControlPlane
+from modelrollout.localenv.operatorproc import operator_process
+from modelrollout.localenv.procs import free_port, port_open, wait_until
+from modelrollout.localenv.prometheus import Prometheus
+
+N = 12
+
+
+@pytest.fixture
+def env(crd: ControlPlane, namespace: str, prometheus: Prometheus, tmp_path: Path) -> Iterator[Env]:
+    port = free_port()
+    op = operator_process(crd.kubeconfig, tmp_path / "operator.log", namespaces=[namespace], metrics_port=port)
+    op.start()
+    api_client: Any = config.new_client_from_config(config_file=str(crd.kubeconfig))  # type: ignore[no-untyped-call]
+    api_client.user_agent = BENCH_AGENT
+    try:
+
+        def up() -> bool:
+            op.check_alive()
+            return port_open(port)
+
+        wait_until(up, 60, 0.05, what="operator metrics endpoint")
+        yield Env(root=tmp_path, cp=crd, namespace=namespace, operator=op, operator_metrics_port=port,
+                  prometheus=prometheus, api_client=api_client, audit=AuditLog(crd.audit_log), started=now())
+    finally:
+        op.stop()
+        api_client.close()
+        print(f"--- operator log tail ({op.log})\n{op.log_tail(40)}")
+
+
+def test_rollouts_at_once_all_succeed_within_the_write_budget(env: Env) -> None:
+    run = run_scale(env, N, interval_s=2.0, timeout=150, log=print)
+    assert run.succeeded == N
+    assert not run.problems, run.problems
+    for weight in WEIGHT_STEPS.values():
+        assert len(run.step_latency[weight]) == N, f"every rollout's setWeight {weight} was matched to its PATCH"
+    assert run.weight_writes == len(WEIGHT_STEPS) * N, "one canary Ingress write per setWeight step"
+    assert len(run.step_reconcile_writes) == len(WEIGHT_STEPS) * N
+    assert run.step_writes_max <= TARGET_WRITES_PER_STEP, (run.step_reconcile_writes, run.writes_by)
+    assert run.reconcile_errors == 0 and run.log_errors == 0
+    assert run.evaluations >= 2 * N, "every rollout passed its analysis step (2 passes)"
+    assert run.prom_queries >= run.evaluations, "every evaluation queried Prometheus"
+    assert run.rss_peak_mib > 0 and run.requests > 0
