@@ -8,7 +8,6 @@ synchronous) and sleeps until the next wake-up or the time the decision asked fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -107,7 +106,17 @@ async def rollout_daemon(name: str, namespace: str | None, uid: str, memo: Any, 
                     continue
             timeout = RESYNC_SECONDS if delay is None else min(max(delay, 0.0), RESYNC_SECONDS)
             if timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=timeout)
+                await _sleep(wake, stopped, timeout)
     finally:
         memo.wakeups.pop(uid, None)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+    """Until woken, ``timeout`` passed, or the operator stops (a graceful stop or a leader handing over then
+    need not wait for kopf's cancellation timeout; no reconcile is ever cut off in its thread)."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
