@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -196,7 +196,31 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class Exporter:
+class ExporterProcess:
+    """An exporter child process on 127.0.0.1:``port`` (started, waited for, stopped)."""
+
+    port: int
+    process: ManagedProcess
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> Self:
+        self.process.start()
+
+        def up() -> bool | None:
+            self.process.check_alive()
+            return True if port_open(self.port) else None
+
+        poll(up, timeout, 0.02, f"exporter {self.address}")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop(5)
+
+
+class Exporter(ExporterProcess):
     """A real model-server exporter (``compat_probe.refserver``) for one rollout's canary track."""
 
     def __init__(self, root: Path, rollout_name: str, *, score: float = 1.0) -> None:
@@ -211,20 +235,6 @@ class Exporter:
                 p for p in (str(OPERATOR_SRC), os.environ.get("PYTHONPATH", "")) if p)},
         )
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 20) -> Exporter:
-        self.process.start()
-
-        def up() -> bool | None:
-            self.process.check_alive()
-            return True if port_open(self.port) else None
-
-        poll(up, timeout, 0.02, f"exporter {self.address}")
-        return self
-
     def set_score(self, value: float) -> None:
         req = urllib.request.Request(f"http://{self.address}/admin/score",
                                      data=json.dumps({"value": value}).encode(),
@@ -232,9 +242,6 @@ class Exporter:
         with _opener.open(req, timeout=5) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"POST /admin/score answered {resp.status}")
-
-    def stop(self) -> None:
-        self.process.stop(5)
 
 
 def prometheus_value(prom: Prometheus, expr: str, timeout: float = 2.0) -> float | None:

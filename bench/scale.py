@@ -56,6 +56,7 @@ from bench.common import (
     VERSION,
     WEIGHT_ANNOTATION,
     Env,
+    ExporterProcess,
     Json,
     Request,
     Result,
@@ -74,7 +75,7 @@ from bench.common import (
     today,
 )
 from modelrollout.core.revision import revision_of
-from modelrollout.localenv.procs import ManagedProcess, free_port, port_open
+from modelrollout.localenv.procs import ManagedProcess, free_port
 
 NAME = "scale"
 TITLE = "Scale (N rollouts progressing at once on one operator)"
@@ -124,7 +125,7 @@ def revision(body: Json) -> str:
 # ---------------------------------------------------------------------------------------------- exporter
 
 
-class SeriesExporter:
+class SeriesExporter(ExporterProcess):
     """``bench.scale_exporter``: one real HTTP exporter process serving every rollout's series."""
 
     def __init__(self, root: Path) -> None:
@@ -140,27 +141,10 @@ class SeriesExporter:
                 p for p in (str(OPERATOR_SRC.parent), str(OPERATOR_SRC), os.environ.get("PYTHONPATH", "")) if p)},
         )
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
     def write(self, series: Sequence[Json]) -> None:
         tmp = self.series_file.with_name(f".{self.series_file.name}.tmp")
         tmp.write_text(json.dumps(list(series)))
         tmp.replace(self.series_file)
-
-    def start(self, timeout: float = 20) -> SeriesExporter:
-        self.process.start()
-
-        def up() -> bool | None:
-            self.process.check_alive()
-            return True if port_open(self.port) else None
-
-        poll(up, timeout, 0.02, f"exporter {self.address}")
-        return self
-
-    def stop(self) -> None:
-        self.process.stop(5)
 
 
 def prometheus_counter(url: str, name: str, match: str) -> float:
