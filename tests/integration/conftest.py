@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,13 +32,23 @@ def k(crd: ControlPlane, namespace: str) -> Kubectl:
     return Kubectl(crd, namespace)
 
 
-@pytest.fixture
-def operator(crd: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[ManagedProcess]:
-    """The operator, watching the test's namespace only, as a child process (restartable)."""
-    proc = operator_process(crd.kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
+@contextmanager
+def running_operator(cp: ControlPlane, namespace: str, log: Path, **env: str) -> Iterator[ManagedProcess]:
+    """The operator watching ``namespace`` as a child process (restartable), ``env`` added to its environment;
+    stopped afterwards, its log tail printed for a failing test's report."""
+    proc = operator_process(cp.kubeconfig, log, namespaces=[namespace])
+    if env:
+        proc.env = {**(proc.env or {}), **env}
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
         print(f"--- operator log tail ({proc.log})\n{proc.log_tail(60)}")
+
+
+@pytest.fixture
+def operator(crd: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[ManagedProcess]:
+    """The operator, watching the test's namespace only, as a child process (restartable)."""
+    with running_operator(crd, namespace, tmp_path / "operator.log") as proc:
+        yield proc

@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import operator_process
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 
+from .conftest import running_operator
 from .kube import Kubectl
 from .manifests import rollout, service
 
@@ -93,14 +93,8 @@ def k(crd: ControlPlane, corpus_namespace: str) -> Kubectl:
 def operator(crd: ControlPlane, corpus_namespace: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
     """Module-scoped stand-in for conftest's ``operator``: one operator for the whole corpus."""
-    log = tmp_path_factory.mktemp("invalid-corpus") / "operator.log"
-    proc = operator_process(crd.kubeconfig, log, namespaces=[corpus_namespace])
-    proc.start()
-    try:
+    with running_operator(crd, corpus_namespace, tmp_path_factory.mktemp("invalid-corpus") / "operator.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log tail ({proc.log})\n{proc.log_tail(60)}")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import operator_process
 from modelrollout.localenv.procs import LOCALHOST, ManagedProcess, wait_until
 from modelrollout.localenv.prometheus import Prometheus
 
+from .conftest import running_operator
 from .exporters import exporters
 from .kube import Kubectl
 from .manifests import ingress, rollout, service
@@ -117,15 +117,9 @@ def notifying_operator(crd: ControlPlane, namespace: str, tmp_path: Path,
                        receiver: Receiver) -> Iterator[ManagedProcess]:
     """The operator with an operator-wide webhook (env MODELROLLOUT_NOTIFY_WEBHOOK, as the chart sets it) whose
     URL carries a password and a token."""
-    proc = operator_process(crd.kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
     url = receiver.url("/hooks/default", f"token={DEFAULT_SECRET}", f"ops:{DEFAULT_PASSWORD}")
-    proc.env = {**(proc.env or {}), "MODELROLLOUT_NOTIFY_WEBHOOK": url}
-    proc.start()
-    try:
+    with running_operator(crd, namespace, tmp_path / "operator.log", MODELROLLOUT_NOTIFY_WEBHOOK=url) as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log tail ({proc.log})\n{proc.log_tail(60)}")
 
 
 def nginx(name: str) -> dict[str, Any]:
