@@ -17,7 +17,6 @@ from modelrollout.core.phases import ACTIVE
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
-from modelrollout.core.steps import Features
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
@@ -103,7 +102,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     base = Observed(
         name=name, namespace=namespace, generation=int(meta.get("generation") or 0), revision=revision,
-        stable=None, canary=None, router_weight=None, images=template_images(raw_spec.get("template") or {}),
+        stable=None, canary=None, route=None, images=template_images(raw_spec.get("template") or {}),
         annotations={k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS},
         annotation_managers=annotation_managers(meta.get("managedFields")), invalid=invalid,
     )
@@ -144,8 +143,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     route = router.current(ctx)
     return Observation(spec, status, replace(base, stable=stable, canary=canary, prewarm=prewarm,
                                              recorded=recorded_revisions,
-                                             router_weight=None if route is None else route.weight,
-                                             router_features=Features() if route is None else route.features,
+                                             route=route,
                                              samples=samples),
                        ctx, router)
 

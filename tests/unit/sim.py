@@ -30,7 +30,7 @@ from modelrollout.core.model import (
 from modelrollout.core.plan import decide, replica_ratio
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.revision import revision_of
-from modelrollout.core.steps import Features
+from modelrollout.core.steps import Features, RouteState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -99,8 +99,7 @@ class World:
             revision=self.revision,
             stable=self.stable,
             canary=self.canary,
-            router_weight=self.router,
-            router_features=self.features,
+            route=None if self.router is None else RouteState(self.router, self.features),
             annotations=dict(self.annotations),
             samples=got,
             prewarm=self.prewarm,

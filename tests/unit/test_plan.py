@@ -8,6 +8,7 @@ from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, build_token
 from modelrollout.core.model import ResetRouter, SetWeight
+from modelrollout.core.steps import RouteState
 
 from .sim import World, released, spec_dict
 
@@ -204,7 +205,7 @@ def test_invalid_touches_nothing() -> None:
         revision="abc",
         stable=None,
         canary=None,
-        router_weight=25,
+        route=RouteState(25),
         invalid="spec.traffic.service.name: Service m not found",
     )
     d = decide(None, api.ModelRolloutStatus(), obs, __import__("datetime").datetime.now())

@@ -8,7 +8,7 @@ from typing import Literal
 
 from modelrollout import api
 from modelrollout.core.analysis import Sample
-from modelrollout.core.steps import Features
+from modelrollout.core.steps import Features, RouteState
 
 Track = Literal["stable", "canary"]
 
@@ -54,10 +54,8 @@ class Observed:
     """The revision the spec asks for."""
     stable: TrackState | None
     canary: TrackState | None
-    router_weight: int | None
-    """The weight the router carries to the canary now; None when the router carries none."""
-    router_features: Features = field(default_factory=Features)
-    """The header pin and mirror the router carries to the canary now."""
+    route: RouteState | None
+    """The weight, header pin and mirror the router carries to the canary now; None when it carries none."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     annotation_managers: Mapping[str, str] = field(default_factory=dict)
     """Who last set each control annotation (field manager), where the API tells it."""

@@ -49,7 +49,7 @@ from modelrollout.core.model import (
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.prewarm import kept, remember, wanted
-from modelrollout.core.steps import Features, blue_green, features_at, risky_above, steps_of
+from modelrollout.core.steps import RouteState, blue_green, features_at, risky_above, steps_of
 from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
@@ -184,7 +184,7 @@ class _Plan:
 
     # -- shared moves ---------------------------------------------------------------------------
     def router_to_stable(self) -> None:
-        if self.obs.router_weight is not None:
+        if self.obs.route is not None:
             self.actions.append(ResetRouter())
 
     def reset_scales_canary(self) -> bool:
@@ -583,9 +583,11 @@ def _step(p: _Plan) -> None:
     step = steps[i]
     label = f"step {i + 1}/{len(steps)} ({describe_step(spec, i)})"
     if isinstance(step, api.SetWeightStep):
-        _set_weight(p, i, step.set_weight, analysis_ok, label)
-    elif isinstance(step, api.SetHeaderRouteStep | api.SetMirrorStep):
-        _set_weight(p, i, p.get("current_weight"), analysis_ok, label)
+        _set_weight(p, i, step.set_weight, analysis_ok, label, "SetWeight")
+    elif isinstance(step, api.SetHeaderRouteStep):
+        _set_weight(p, i, p.get("current_weight"), analysis_ok, label, "SetHeaderRoute")
+    elif isinstance(step, api.SetMirrorStep):
+        _set_weight(p, i, p.get("current_weight"), analysis_ok, label, "SetMirror")
     elif isinstance(step, api.PauseStep):
         if step.pause.duration is None:
             p.advance(i + 1)
@@ -616,7 +618,9 @@ def _step(p: _Plan) -> None:
         p.phase(Phase.PROGRESSING, f"{label}: {have}/{need} passing evaluations")
 
 
-def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) -> None:
+def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, reason: str) -> None:
+    """Carry out a route step: ``weight`` with the features in force after step ``i``; ``reason`` names its
+    Event."""
     obs, spec = p.obs, p.spec
     current = p.get("current_weight")
     if weight > current > 0 and not analysis_ok:
@@ -650,8 +654,7 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
                 + (f" ({canary.failure})" if canary is not None and canary.failure else ""))
         p.again(POLL_SECONDS)
         return
-    carried = (obs.router_weight or 0, obs.router_features if obs.router_weight is not None else Features())
-    if carried != (weight, features):
+    if (obs.route or RouteState(0)) != RouteState(weight, features):
         p.actions.append(SetWeight(weight, features))
     if dynamic_stable(spec) and stable is not None:
         floor = spec.rollback.stable_min_ready if spec.rollback.stable_min_ready is not None else 1
@@ -661,7 +664,6 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
     if (weight > 0 or preview or features.any) and p.get("traffic_started_at") is None:
         p.set(traffic_started_at=p.now)
     p.set(current_weight=weight)
-    step = steps_of(spec)[i]
     pinned = f"; requests with {features.header[0]}: {features.header[1]} pinned to it" if features.header else ""
     mirrored = f"; {features.mirror_percent}% mirrored to it" if features.mirror_percent else ""
     if preview and weight == 0:
@@ -674,8 +676,6 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str) ->
                 f"{p.old.stable_revision} stays at full size for {_switch_back_window(spec)}")
     else:
         p.phase(Phase.PROGRESSING, f"{label}: weight {weight}{pinned}{mirrored}")
-        reason = ("SetHeaderRoute" if isinstance(step, api.SetHeaderRouteStep)
-                  else "SetMirror" if isinstance(step, api.SetMirrorStep) else "SetWeight")
         p.event(reason, f"{label}: {weight}% of traffic on revision {obs.revision}{pinned}{mirrored}")
     p.advance(i + 1)
 
