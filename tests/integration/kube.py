@@ -13,7 +13,16 @@ from typing import Any
 from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.procs import wait_until
 
+from .manifests import ingress, rollout, service
+
 Json = dict[str, Any]
+
+
+def release_behind_nginx(k: Kubectl, name: str, steps: list[Json], **spec: Any) -> str:
+    """The root Service and an Ingress to NAME-stable, then the first revision; its revision once stable."""
+    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
+    k.apply(rollout(name, steps=steps, **spec))
+    return str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
 
 
 @dataclass

@@ -6,6 +6,11 @@ import json
 from typing import Any
 
 
+def nginx(name: str) -> dict[str, Any]:
+    """``spec.traffic`` for the root Service ``name`` behind the NGINX Ingress ``name``."""
+    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
+
+
 def service(name: str, *, stable_only: bool = False) -> str:
     selector: dict[str, str] = {"app": name}
     if stable_only:

@@ -9,8 +9,8 @@ from modelrollout.localenv.procs import ManagedProcess, wait_until
 from modelrollout.localenv.prometheus import Prometheus
 
 from .exporters import exporters
-from .kube import Kubectl
-from .manifests import ingress, rollout, service
+from .kube import Kubectl, release_behind_nginx
+from .manifests import ingress, nginx, rollout, service
 
 COMPAT = 'min(model_api_compatibility_score{rollout="{{rollout}}",track="{{track}}"})'
 
@@ -20,14 +20,8 @@ def analysis(prometheus: Prometheus, *metrics: dict[str, Any], limit: int = 3, a
             "inconclusive": {"limit": limit, "action": action}, "metrics": list(metrics)}
 
 
-def nginx(name: str) -> dict[str, Any]:
-    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
-
-
 def start(k: Kubectl, name: str, steps: list[dict[str, Any]], **spec: Any) -> str:
-    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
-    k.apply(rollout(name, steps=steps, **spec))
-    first = str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
+    first = release_behind_nginx(k, name, steps, **spec)
     k.apply(rollout(name, image="model:2", steps=steps, **spec))
     return first
 

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Kubectl, Watch
-from .manifests import ingress, rollout, service
+from .kube import Kubectl, Watch, release_behind_nginx
+from .manifests import nginx, rollout
 
 APPROVE = "modelrollout.io/approve"
-
-
-def nginx(name: str) -> dict[str, Any]:
-    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
-
-
-def begin(k: Kubectl, name: str, steps: list[dict[str, Any]], **spec: Any) -> str:
-    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
-    k.apply(rollout(name, steps=steps, **spec))
-    first = str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
-    return first
 
 
 def has_event(k: Kubectl, name: str, reason: str, *words: str) -> bool:
@@ -32,7 +20,7 @@ def test_tokens_bind_to_revision_and_step(k: Kubectl, operator: ManagedProcess) 
     steps = [{"setWeight": 20}, {"approval": {"reason": "look at the dashboards"}}, {"setWeight": 60},
              {"setWeight": 100}]
     spec = {**nginx("tok"), "strategy": {"canary": {"steps": steps, "riskyAbove": 50}}}
-    begin(k, "tok", steps, **spec)
+    release_behind_nginx(k, "tok", steps, **spec)
     k.apply(rollout("tok", image="model:2", steps=steps, **spec))
     first_gate = k.wait_phase("tok", "AwaitingApproval", 90)
     rev2 = first_gate["canaryRevision"]
@@ -69,7 +57,7 @@ def test_tokens_bind_to_revision_and_step(k: Kubectl, operator: ManagedProcess) 
 
 def test_pre_approval_is_honoured_when_the_gate_arrives(k: Kubectl, operator: ManagedProcess) -> None:
     steps = [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"approval": {"reason": "r"}}, {"setWeight": 100}]
-    begin(k, "pre", steps, **nginx("pre"))
+    release_behind_nginx(k, "pre", steps, **nginx("pre"))
     with Watch(k, ["mro", "pre"], "{.status.phase}") as phases:
         k.apply(rollout("pre", image="model:2", steps=steps, **nginx("pre")))
         st = k.wait(name="pre", predicate=lambda s: s.get("phase") == "Paused", timeout=90)
@@ -82,7 +70,7 @@ def test_pre_approval_is_honoured_when_the_gate_arrives(k: Kubectl, operator: Ma
 
 def test_promote_needs_the_current_token_and_skips_the_rest(k: Kubectl, operator: ManagedProcess) -> None:
     steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
-    first = begin(k, "pro", steps, **nginx("pro"))
+    first = release_behind_nginx(k, "pro", steps, **nginx("pro"))
     with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"],
                "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}") as w:
         k.apply(rollout("pro", image="model:2", steps=steps, **nginx("pro")))
@@ -102,7 +90,7 @@ def test_promote_needs_the_current_token_and_skips_the_rest(k: Kubectl, operator
 def test_abort_returns_all_traffic_to_stable_and_retry_restarts(k: Kubectl, operator: ManagedProcess) -> None:
     steps = [{"setWeight": 30}, {"pause": {}}, {"setWeight": 100}]
     spec = {**nginx("abo"), "rollback": {"scaleDownDelay": "1s"}}
-    first = begin(k, "abo", steps, **spec)
+    first = release_behind_nginx(k, "abo", steps, **spec)
     k.apply(rollout("abo", image="model:2", steps=steps, **spec))
     k.wait_phase("abo", "AwaitingApproval", 90)
     assert k.get("ingress", "abo-canary") is not None
@@ -123,7 +111,7 @@ def test_preflight_flags_a_torch_major_jump_and_a_removed_config_key(k: Kubectl,
     old = {"version": "1", "config": {"max_seq_len": 4096, "use_fp16": True}, "dependencies": {"torch": "2.5.1"}}
     new = {"version": "2", "config": {"max_length": 4096}, "dependencies": {"torch": "3.0.0"},
            "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
-    first = begin(k, "pre-flight", steps, model=old, **nginx("pre-flight"))
+    first = release_behind_nginx(k, "pre-flight", steps, model=old, **nginx("pre-flight"))
     k.apply(rollout("pre-flight", image="model:2", steps=steps, model=new, **nginx("pre-flight")))
     st = k.wait_phase("pre-flight", "AwaitingApproval", 90)
     assert st["currentWeight"] == 0 and k.get("ingress", "pre-flight-canary") is None

@@ -25,8 +25,8 @@ from modelrollout.localenv.controlplane import ControlPlane, client_kubeconfig
 from modelrollout.localenv.operatorproc import kill_hard, operator_process
 from modelrollout.localenv.procs import ManagedProcess, free_port, wait_until
 
-from .kube import Kubectl, Watch, wait_audit
-from .manifests import ingress, rollout, service
+from .kube import Kubectl, Watch, release_behind_nginx, wait_audit
+from .manifests import nginx, rollout
 
 LEASE = "modelrollout-leader"
 WRITES = ("create", "update", "patch", "delete")
@@ -135,10 +135,8 @@ def pair(crd: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Pair]:
 
 
 def release_first(k: Kubectl, name: str, steps: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    spec: dict[str, Any] = {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
-    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
-    k.apply(rollout(name, steps=steps, **spec))
-    return str(k.wait_phase(name, "Succeeded", 90)["stableRevision"]), spec
+    spec = nginx(name)
+    return release_behind_nginx(k, name, steps, **spec), spec
 
 
 # ---------------------------------------------------------------------------------------------------- tests

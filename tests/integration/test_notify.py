@@ -27,7 +27,7 @@ from modelrollout.localenv.prometheus import Prometheus
 from .conftest import running_operator
 from .exporters import exporters
 from .kube import Kubectl
-from .manifests import ingress, rollout, service
+from .manifests import ingress, nginx, rollout, service
 
 APPROVE = "modelrollout.io/approve"
 SPEC_SECRET = "spec-token-4f1c9e2a7b"
@@ -120,10 +120,6 @@ def notifying_operator(crd: ControlPlane, namespace: str, tmp_path: Path,
     url = receiver.url("/hooks/default", f"token={DEFAULT_SECRET}", f"ops:{DEFAULT_PASSWORD}")
     with running_operator(crd, namespace, tmp_path / "operator.log", MODELROLLOUT_NOTIFY_WEBHOOK=url) as proc:
         yield proc
-
-
-def nginx(name: str) -> dict[str, Any]:
-    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
 
 
 def check_deliveries(receiver: Receiver, sentinel: dict[str, Any]) -> None:

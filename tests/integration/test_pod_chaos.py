@@ -13,21 +13,11 @@ from typing import Any
 
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Json, Kubectl, Watch, wait_audit
-from .manifests import ingress, rollout, service
+from .kube import Json, Kubectl, Watch, release_behind_nginx, wait_audit
+from .manifests import nginx, rollout
 
 APPROVE = "modelrollout.io/approve"
 CANARY_WEIGHT = "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}"
-
-
-def nginx(name: str) -> dict[str, Any]:
-    return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
-
-
-def begin(k: Kubectl, name: str, steps: list[dict[str, Any]], **spec: Any) -> str:
-    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
-    k.apply(rollout(name, steps=steps, **spec))
-    return str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
 
 
 def pods(k: Kubectl, name: str, track: str) -> list[Json]:
@@ -59,7 +49,7 @@ def test_canary_pods_not_ready_mid_step_hold_the_weight_and_roll_back_at_the_dea
     name = "cnr"
     steps: list[dict[str, Any]] = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}, {"setWeight": 100}]
     spec = {**nginx(name), "progressDeadlineSeconds": 10, "rollback": {"scaleDownDelay": "0s"}}
-    first = begin(k, name, steps, **spec)
+    first = release_behind_nginx(k, name, steps, **spec)
     with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"], CANARY_WEIGHT) as router:
         k.apply(rollout(name, image="model:2", steps=steps, **spec))
         gate = k.wait_phase(name, "AwaitingApproval", 90)
@@ -92,7 +82,7 @@ def test_stable_pods_lost_mid_rollout_hold_the_weight_and_say_why(k: Kubectl, op
     name = "snr"
     steps: list[dict[str, Any]] = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
     spec = nginx(name)
-    begin(k, name, steps, **spec)
+    release_behind_nginx(k, name, steps, **spec)
     with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"], CANARY_WEIGHT) as router:
         k.apply(rollout(name, image="model:2", steps=steps, **spec))
         gate = k.wait_phase(name, "AwaitingApproval", 90)
