@@ -9,6 +9,7 @@ from modelrollout import api
 from modelrollout.api import Phase, Verdict
 from modelrollout.core.analysis import Sample, assess, judge
 from modelrollout.core.approval import APPROVE
+from modelrollout.core.model import SetWeight
 
 from .sim import T0, released
 
@@ -147,3 +148,25 @@ def test_manual_rollback_policy_waits_for_approval_to_roll_back() -> None:
     w.annotations[APPROVE] = w.status.approval.token
     w.run(until=lambda w: w.status.phase is Phase.ROLLED_BACK)
     assert w.router is None
+
+
+def test_the_reconcile_that_completes_an_analysis_step_also_carries_out_the_next_weight() -> None:
+    # one round trip less per step: the decision recording the last pass moves the weight too (it was due anyway)
+    w = released(STEPS, analysis=ANALYSIS, replicas=1, traffic={"service": {"name": "m"}, "ingress": {"name": "m"}})
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: any(h.outcome == "AnalysisPassed" for h in w.status.history))
+    last = w.decisions[-1]
+    assert [a.weight for a in last.actions if isinstance(a, SetWeight)] == [60]
+    assert [e.reason for e in last.events if e.reason == "SetWeight"] == ["SetWeight"]
+    assert w.status.current_step == 3 and w.status.current_weight == 60 and w.weights == [20, 60]
+
+
+def test_a_failing_last_evaluation_completes_no_step_and_moves_no_weight() -> None:
+    w = released(STEPS, analysis=ANALYSIS, replicas=1, traffic={"service": {"name": "m"}, "ingress": {"name": "m"}})
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.current_step == 1 and w.status.analysis_passes == 1)
+    w.metric_values["compat"] = 0.5
+    w.run(until=lambda w: w.status.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK))
+    assert w.weights == [20, 0] and not any(h.outcome == "AnalysisPassed" for h in w.status.history)

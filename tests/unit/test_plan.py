@@ -211,3 +211,23 @@ def test_invalid_touches_nothing() -> None:
     d = decide(None, api.ModelRolloutStatus(), obs, __import__("datetime").datetime.now())
     assert d.actions == () and d.status.phase is Phase.INVALID
     assert "spec.traffic.service.name" in d.status.message and d.status.observed_generation == 3
+
+
+def test_the_reconcile_that_ends_a_pause_carries_out_the_next_step() -> None:
+    w = released(STEPS, replicas=1, traffic={"service": {"name": "m"}, "ingress": {"name": "m"}})
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+    w.now += timedelta(seconds=61)
+    d = w.step()
+    assert [a.weight for a in d.actions if isinstance(a, SetWeight)] == [50]
+    assert w.status.current_step == 3 and w.weights == [25, 50]
+
+
+def test_the_first_release_consumes_a_control_annotation_with_a_warning_when_it_succeeds() -> None:
+    # no later reconcile need come (the operator ignores the echo of its own write): the same decision says so
+    w = World(spec_dict(STEPS))
+    w.annotations[APPROVE] = "garbage"
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    d = w.decisions[-1]
+    assert any(e.reason == "AnnotationIgnored" and APPROVE in e.message for e in d.events)
+    assert APPROVE not in w.annotations

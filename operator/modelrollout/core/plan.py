@@ -347,15 +347,21 @@ def _first_release(p: _Plan) -> None:
                                    p.spec.rollback.prewarm.keep_revisions))
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
     p.history("Succeeded", "first release")
+    _ignore_idle_annotations(p)
+
+
+def _ignore_idle_annotations(p: _Plan) -> None:
+    """Control annotations that need a rollout in progress are consumed with a warning when there is none."""
+    for key in (ABORT, RETRY, PROMOTE, APPROVE):
+        if key in p.obs.annotations:
+            p.consume(key)
+            p.event("AnnotationIgnored", f"{key} ignored: no rollout in progress", warning=True)
 
 
 def _steady(p: _Plan) -> None:
     """The spec asks for the stable revision: nothing to roll out; undo any canary left over."""
     obs, want = p.obs, p.spec.replicas
-    for key in (ABORT, RETRY, PROMOTE, APPROVE):
-        if key in obs.annotations:
-            p.consume(key)
-            p.event("AnnotationIgnored", f"{key} ignored: no rollout in progress", warning=True)
+    _ignore_idle_annotations(p)
     if ROLLBACK_TO in obs.annotations:
         _rollback_to(p, obs.annotations[ROLLBACK_TO].strip())
     canary_rev = p.old.canary_revision
@@ -597,6 +603,7 @@ def _step(p: _Plan) -> None:
         left = (started + step.pause.duration - p.now).total_seconds()
         if left <= 0:
             p.advance(i + 1)
+            _step(p)  # the next step starts in the same reconcile: no second round trip for a step that is due
             return
         remaining = format_duration(timedelta(seconds=round(left)))
         if blue_green(spec):
@@ -614,6 +621,7 @@ def _step(p: _Plan) -> None:
         if have >= need:
             p.history("AnalysisPassed", f"{have} passing evaluations", step=i)
             p.advance(i + 1)
+            _step(p)  # the step the passes unlock (a weight, say) is carried out by this same reconcile
             return
         p.phase(Phase.PROGRESSING, f"{label}: {have}/{need} passing evaluations")
 
