@@ -18,6 +18,7 @@ from modelrollout import api, telemetry
 from modelrollout.engine import Engine
 from modelrollout.kube import LABEL_ROLLOUT, Kube, retry_after
 from modelrollout.notify import Notifier
+from modelrollout.watchcache import Key
 
 log = logging.getLogger("modelrollout.handlers")
 
@@ -37,7 +38,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
-        memo.engine = Engine(Kube.connect(), default_prometheus=getattr(memo, "prometheus_address", None) or None,
+        memo.engine = Engine(Kube.connect(cache=True),
+                             default_prometheus=getattr(memo, "prometheus_address", None) or None,
                              notifier=Notifier(getattr(memo, "notify_webhook", None) or None))
     memo.wakeups = {}
 
@@ -49,8 +51,10 @@ def _wake(memo: kopf.Memo, uid: str | None) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf.Body, memo: Any,
+                          type: str | None, **_: Any) -> None:
     engine: Engine | None = getattr(memo, "engine", None)
+    _keep(engine, (api.PLURAL, namespace or "default", name), body, type)
     if engine is not None and engine.own_write(namespace or "default", name, body.metadata.get("resourceVersion")):
         return  # the echo of the operator's own status write: nothing changed that it does not know
     _wake(memo, uid)
@@ -59,7 +63,9 @@ async def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf
 # Both wake-up handlers are async: they only set an asyncio.Event, which must happen on the event loop (a sync
 # handler runs in kopf's executor thread, where Event.set() is not thread-safe and queues behind other handlers).
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT})
-async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, type: str | None, **_: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: str, namespace: str | None,
+                             type: str | None, **_: Any) -> None:
+    _keep(getattr(memo, "engine", None), ("deployments", namespace or "default", name), body, type)
     seen: dict[str, tuple[Any, ...]] = memo.setdefault("deployments_seen", {})
     if type == "DELETED":
         seen.pop(uid, None)
@@ -71,6 +77,14 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, type: s
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("kind") == api.KIND:
             _wake(memo, ref.get("uid"))
+
+
+def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:
+    """Every watch event's body goes to the engine's watch cache (before any filter), so a reconcile can read it
+    instead of a GET."""
+    cache = engine.kube.cache if engine is not None else None
+    if cache is not None:
+        cache.saw(key, body, deleted=type == "DELETED")
 
 
 def _track_signature(body: kopf.Body) -> tuple[Any, ...] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
+from modelrollout.watchcache import Key, WatchCache, trim_deployment
 
 FIELD_MANAGER = "modelrollout"
 LABEL_ROLLOUT = "modelrollout.io/rollout"
@@ -30,9 +32,11 @@ class Kube:
     networking: Any
     custom: Any
     api_client: Any
+    cache: WatchCache | None = None
+    """The watched rollouts and Deployments (fed by the kopf handlers); None: every read is a GET."""
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
+    def connect(cls, kubeconfig: str | None = None, *, cache: bool = False) -> Kube:
         """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         cfg = client.Configuration()
         try:
@@ -41,13 +45,14 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
         cfg.connection_pool_maxsize = 64
         api_client = client.ApiClient(cfg)
-        return cls(
-            apps=client.AppsV1Api(api_client),
-            core=client.CoreV1Api(api_client),
-            networking=client.NetworkingV1Api(api_client),
-            custom=client.CustomObjectsApi(api_client),
-            api_client=api_client,
-        )
+        apps: Any = client.AppsV1Api(api_client)
+        custom: Any = client.CustomObjectsApi(api_client)
+        watched = WatchCache(trim={"deployments": trim_deployment}) if cache else None
+        if watched is not None:  # every write to a cached kind tells the cache the version it made
+            apps = _Recorded(apps, watched, _deployment_key)
+            custom = _Recorded(custom, watched, _rollout_key)
+        return cls(apps=apps, core=client.CoreV1Api(api_client), networking=client.NetworkingV1Api(api_client),
+                   custom=custom, api_client=api_client, cache=watched)
 
     def to_dict(self, obj: Any) -> Body:
         """A client model as the plain dict the apiserver sent (camelCase keys)."""
@@ -56,9 +61,17 @@ class Kube:
         return out
 
     def get_rollout(self, namespace: str, name: str) -> Body | None:
-        out: Body | None = optional(lambda: self.custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name))
-        return out
+        def get() -> Body | None:
+            out: Body | None = optional(lambda: self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name))
+            return out
+        return get() if self.cache is None else self.cache.read((api.PLURAL, namespace, name), get)
+
+    def get_deployment(self, namespace: str, name: str) -> Body | None:
+        def get() -> Body | None:
+            dep = optional(lambda: self.apps.read_namespaced_deployment(name, namespace))
+            return None if dep is None else self.to_dict(dep)
+        return get() if self.cache is None else self.cache.read(("deployments", namespace, name), get)
 
     def patch_rollout_status(self, namespace: str, name: str, status: Body) -> Body:
         out = self.custom.patch_namespaced_custom_object_status(
@@ -87,6 +100,57 @@ class Kube:
         """Server-side apply with the operator's field manager (force: the operator owns these objects)."""
         return method(*args, body=body, field_manager=FIELD_MANAGER, force=True,
                       _content_type="application/apply-patch+yaml")
+
+
+WRITES = ("create_", "patch_", "replace_", "delete_")
+
+
+def _deployment_key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:
+    # (name, namespace, ...) for the single-Deployment methods and their subresources; create_ has (namespace, body)
+    if "_namespaced_deployment" not in method or "collection" in method:
+        return None
+    if method.startswith("create_"):
+        namespace, body = (args[0] if args else kwargs.get("namespace")), (args[1:2] or [kwargs.get("body")])[0]
+        name = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else \
+            getattr(getattr(body, "metadata", None), "name", None)
+    else:
+        name, namespace = (args[0] if args else kwargs.get("name")), (args[1:2] or [kwargs.get("namespace")])[0]
+    return ("deployments", str(namespace), str(name)) if name and namespace else None
+
+
+def _rollout_key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:
+    # (group, version, namespace, plural, name, ...) for the single-object custom-object methods
+    if "_namespaced_custom_object" not in method or method.startswith("create_") or len(args) < 5:
+        return None
+    return (api.PLURAL, str(args[2]), str(args[4])) if args[3] == api.PLURAL else None
+
+
+class _Recorded:
+    """An API group client whose writes of a cached kind report the resourceVersion they made to the cache
+    (a delete forgets the object); everything else passes through untouched."""
+
+    def __init__(self, inner: Any, cache: WatchCache,
+                 key: Callable[[str, tuple[Any, ...], dict[str, Any]], Key | None]) -> None:
+        self._inner, self._cache, self._key = inner, cache, key
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self._inner, method)
+        if not method.startswith(WRITES):
+            return call
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            key = None if kwargs.get("dry_run") else self._key(method, args, kwargs)
+            out = call(*args, **kwargs)
+            if key is not None:
+                if method.startswith("delete_"):
+                    self._cache.saw(key, {}, deleted=True)
+                else:
+                    meta = out.get("metadata") if isinstance(out, dict) else getattr(out, "metadata", None)
+                    rv = meta.get("resourceVersion") if isinstance(meta, dict) else getattr(meta, "resource_version",
+                                                                                            None)
+                    self._cache.wrote(key, None if rv is None else str(rv))
+            return out
+        return recorded
 
 
 def optional(call: Any) -> Any:

@@ -148,8 +148,8 @@ def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | No
 
 
 def read_deployment(kube: Kube, namespace: str, name: str) -> Body | None:
-    dep = optional(lambda: kube.apps.read_namespaced_deployment(name, namespace))
-    return None if dep is None else kube.to_dict(dep)
+    """The Deployment as the watch last delivered it when that is current (``kube.cache``), else a GET."""
+    return kube.get_deployment(namespace, name)
 
 
 def check_contract(ctx: RouterContext) -> str | None:

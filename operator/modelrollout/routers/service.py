@@ -36,10 +36,10 @@ class ServiceRouter:
         return None
 
     def current(self, ctx: RouterContext) -> RouteState | None:
-        dep = optional(lambda: ctx.kube.apps.read_namespaced_deployment(ctx.stable_deployment, ctx.namespace))
+        dep = ctx.kube.get_deployment(ctx.namespace, ctx.stable_deployment)  # the watch cache's copy when current
         if dep is None:
             return None
-        value = (dep.metadata.annotations or {}).get(ANNOTATION_WEIGHT)
+        value = (dep["metadata"].get("annotations") or {}).get(ANNOTATION_WEIGHT)
         weight = int(value) if value and value.isdigit() else 0
         return RouteState(weight) if weight else None
 

@@ -1,0 +1,158 @@
+"""The watch cache trusts a watched body only when it is at least as new as the operator's own writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout.kube import _deployment_key, _Recorded, _rollout_key
+from modelrollout.watchcache import PENDING_TTL, WatchCache, trim_deployment
+
+KEY = ("deployments", "ns", "m-canary")
+
+
+def body(rv: str, ready: int = 0) -> dict[str, Any]:
+    return {"metadata": {"name": "m-canary", "resourceVersion": rv, "managedFields": [{"manager": "x"}]},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": "i"}]}}},
+            "status": {"readyReplicas": ready}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Api:
+    """Stands in for the apiserver: counts GETs, answers with its current body."""
+
+    def __init__(self, current: dict[str, Any] | None) -> None:
+        self.current, self.gets = current, 0
+
+    def get(self) -> dict[str, Any] | None:
+        self.gets += 1
+        return self.current
+
+
+def test_an_object_never_watched_is_read_from_the_api() -> None:
+    cache, api = WatchCache(), Api(body("5"))
+    assert cache.read(KEY, api.get) == body("5") and api.gets == 1
+
+
+def test_a_watched_object_is_read_from_memory() -> None:
+    cache, api = WatchCache(), Api(body("5"))
+    cache.saw(KEY, body("5", ready=1))
+    assert cache.read(KEY, api.get) == body("5", ready=1) and api.gets == 0
+
+
+def test_after_an_own_write_the_api_is_read_until_the_watch_delivers_its_echo() -> None:
+    cache, api = WatchCache(), Api(body("7", ready=1))
+    cache.saw(KEY, body("5"))
+    cache.wrote(KEY, "7")
+    cache.saw(KEY, body("6"))  # older than the write: the watch has not caught up
+    assert cache.read(KEY, api.get) == body("7", ready=1) and api.gets == 1
+    cache.saw(KEY, body("7", ready=1))  # the echo
+    cache.saw(KEY, body("8", ready=2))  # newer than the write
+    assert cache.read(KEY, api.get) == body("8", ready=2) and api.gets == 1
+
+
+def test_an_echo_that_arrives_before_the_write_is_recorded_leaves_nothing_pending() -> None:
+    cache, api = WatchCache(), Api(body("9"))
+    cache.saw(KEY, body("7"))
+    cache.wrote(KEY, "7")
+    assert cache.read(KEY, api.get) == body("7") and api.gets == 0
+
+
+def test_a_folded_echo_is_confirmed_by_a_get_with_the_watched_version() -> None:
+    # kopf may deliver only the last event of a burst: the echo (7) never comes, 8 does
+    cache, api = WatchCache(), Api(body("8", ready=1))
+    cache.saw(KEY, body("5"))
+    cache.wrote(KEY, "7")
+    cache.saw(KEY, body("8", ready=1))
+    assert cache.read(KEY, api.get) == body("8", ready=1) and api.gets == 1  # not yet trusted: one GET
+    assert cache.read(KEY, api.get) == body("8", ready=1) and api.gets == 1  # the GET matched: trusted again
+
+
+def test_an_unconfirmed_write_forgets_the_kept_body_after_the_ttl() -> None:
+    clock = Clock()
+    cache, api = WatchCache(clock=clock), Api(body("9"))
+    cache.saw(KEY, body("5"))
+    cache.wrote(KEY, "7")
+    clock.t = PENDING_TTL + 1
+    assert cache.fresh(KEY) is None and len(cache) == 0  # nothing stale is ever trusted
+    assert cache.read(KEY, api.get) == body("9") and api.gets == 1
+
+
+def test_a_deleted_object_is_read_from_the_api() -> None:
+    cache, api = WatchCache(), Api(None)
+    cache.saw(KEY, body("5"))
+    cache.saw(KEY, body("5"), deleted=True)
+    assert cache.read(KEY, api.get) is None and api.gets == 1
+
+
+def test_the_kept_body_is_a_copy_a_later_change_of_the_event_does_not_reach() -> None:
+    cache, event = WatchCache(), body("5")
+    cache.saw(KEY, event)
+    event["status"]["readyReplicas"] = 3
+    kept = cache.fresh(KEY)
+    assert kept is not None and kept["status"]["readyReplicas"] == 0
+
+
+def test_a_deployment_is_kept_without_what_no_reconcile_reads() -> None:
+    kept = trim_deployment(body("5", ready=1))
+    assert "managedFields" not in kept["metadata"]
+    assert kept["status"] == {"readyReplicas": 1} and kept["spec"]["replicas"] == 1
+    assert kept["spec"]["template"]["spec"]["containers"] == [{"image": "i"}]
+
+
+@pytest.mark.parametrize(("method", "args", "kwargs", "key"), [
+    ("patch_namespaced_deployment", ("m-canary", "ns", {}), {}, KEY),
+    ("patch_namespaced_deployment_scale", ("m-canary", "ns", {}), {}, KEY),
+    ("create_namespaced_deployment", ("ns", {"metadata": {"name": "m-canary"}}), {}, KEY),
+    ("patch_namespaced_deployment", (), {"name": "m-canary", "namespace": "ns", "body": {}}, KEY),
+    ("delete_collection_namespaced_deployment", ("ns",), {}, None),
+    ("patch_namespaced_daemon_set", ("m", "ns", {}), {}, None),
+])
+def test_deployment_writes_are_keyed_by_the_object_they_change(method: str, args: tuple[Any, ...],
+                                                              kwargs: dict[str, Any], key: Any) -> None:
+    assert _deployment_key(method, args, kwargs) == key
+
+
+def test_rollout_writes_are_keyed_and_other_custom_objects_are_not() -> None:
+    args = ("modelrollout.io", "v1alpha1", "ns", "modelrollouts", "m", {})
+    assert _rollout_key("patch_namespaced_custom_object_status", args, {}) == ("modelrollouts", "ns", "m")
+    assert _rollout_key("patch_namespaced_custom_object", (*args[:3], "httproutes", "m", {}), {}) is None
+
+
+class FakeApps:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: Any, **kw: Any) -> dict[str, Any]:
+        self.calls.append("patch")
+        return body_rv("11")
+
+    def read_namespaced_deployment(self, name: str, namespace: str) -> dict[str, Any]:
+        self.calls.append("read")
+        return body_rv("11")
+
+
+def body_rv(rv: str) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": rv}}
+
+
+def test_a_recorded_client_reports_its_writes_and_passes_reads_and_dry_runs_through() -> None:
+    cache, apps = WatchCache(), FakeApps()
+    client = _Recorded(apps, cache, _deployment_key)
+    cache.saw(KEY, body("10"))
+    client.patch_namespaced_deployment("m-canary", "ns", {}, dry_run="All")
+    assert cache.fresh(KEY) is not None  # a dry run writes nothing
+    client.patch_namespaced_deployment("m-canary", "ns", {})
+    assert cache.fresh(KEY) is None  # until the echo of version 11
+    client.read_namespaced_deployment("m-canary", "ns")
+    assert apps.calls == ["patch", "patch", "read"]
+    cache.saw(KEY, body("11"))
+    assert cache.fresh(KEY) is not None
