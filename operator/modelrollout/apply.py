@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,8 +49,9 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
 
 
 def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RouterContext | None,
-              router: Router | None) -> str | None:
-    """Carry out ``decision``; the resourceVersion of the operator's last write to the rollout, if any."""
+              router: Router | None, wrote: Callable[[str], None]) -> None:
+    """Carry out ``decision``; ``wrote`` gets the resourceVersion of each write to the rollout as soon as it is
+    answered (before the Events are posted: the watch may deliver its echo meanwhile)."""
     meta = rollout["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     removals: tuple[str, ...] = ()
@@ -88,17 +90,17 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             record(ctx, rollout, action.revision, action.keep)
         elif isinstance(action, RestoreRevision):
             restore(ctx, rollout, action.revision)
-    written: str | None = None
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
-        written = str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"])
+        wrote(str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"]))
     seen = meta.get("annotations") or {}
     for key in removals:
         if key in seen:
-            written = kube.consume_annotation(namespace, name, key, seen[key]) or written
+            version = kube.consume_annotation(namespace, name, key, seen[key])
+            if version is not None:
+                wrote(version)
     for event in decision.events:
         emit(kube, rollout, event)
-    return written
 
 
 def _differs(new: Body, old: Body) -> bool:

@@ -14,7 +14,7 @@ from modelrollout.kube import Kube
 from modelrollout.metrics.base import MetricSource
 from modelrollout.metrics.prometheus import PrometheusSource
 from modelrollout.notify import Notifier
-from modelrollout.observe import observe
+from modelrollout.observe import observe, recheck
 
 log = logging.getLogger("modelrollout.engine")
 
@@ -68,10 +68,12 @@ class Engine:
             now = self.clock()
             seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
             decision = decide(seen.spec, seen.status, seen.observed, now)
-            written = carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
-        if written is not None:
-            recent = self.written.get((namespace, name), ())[-(OWN_WRITES_KEPT - 1):]
-            self.written[(namespace, name)] = (*recent, written)
+            try:
+                carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router,
+                          lambda version: self._wrote(namespace, name, version))
+            except Exception:
+                recheck(rollout)  # the user's Ingress or Service may be gone: the next reconcile checks and says so
+                raise
         telemetry.RECONCILES.labels(namespace).inc()
         self._record(namespace, name, decision.status, seen.observed.samples is not None,
                      [e.reason for e in decision.events])
@@ -79,6 +81,10 @@ class Engine:
         self.notifier.notify(rollout, seen.spec, seen.observed.revision, seen.status, decision.status,
                              decision.events, now)
         return decision.requeue_after
+
+    def _wrote(self, namespace: str, name: str, resource_version: str) -> None:
+        recent = self.written.get((namespace, name), ())[-(OWN_WRITES_KEPT - 1):]
+        self.written[(namespace, name)] = (*recent, resource_version)
 
     def _record(self, namespace: str, name: str, status: api.ModelRolloutStatus, evaluated: bool,
                 reasons: list[str]) -> None:

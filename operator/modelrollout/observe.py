@@ -29,9 +29,10 @@ SourceFor = Callable[[api.Analysis], MetricSource]
 
 POD_LOOKUP_AFTER = 5.0
 """Seconds a track's pods must have been unready (status.progressSince) before their pods are listed for why."""
-CHECK_TTL = 10.0
+CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
-rollout generation before the objects are read again; a failing check is made again at every reconcile."""
+rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
+reconcile whose writes fail forgets the passing one (:func:`recheck`), so a deleted Ingress is named at once."""
 ABSENT_TTL = 60.0
 """Seconds a rollout without prewarm whose DaemonSet was seen absent is not asked for it again."""
 
@@ -47,6 +48,10 @@ class Recent:
     def holds(self, key: Hashable) -> bool:
         with self._lock:
             return self._until.get(key, 0.0) > time.monotonic()
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._until.pop(key, None)
 
     def note(self, key: Hashable, ttl: float) -> None:
         now = time.monotonic()
@@ -67,6 +72,15 @@ class Observation:
     observed: Observed
     ctx: RouterContext | None
     router: Router | None
+
+
+def _checked(meta: Mapping[str, Any]) -> Hashable:
+    return (str(meta.get("uid") or ""), int(meta.get("generation") or 0), "checked")
+
+
+def recheck(rollout: Body) -> None:
+    """Check the user's objects again at the next reconcile (a write just failed: one may be gone or changed)."""
+    RECENT.forget(_checked(rollout["metadata"]))
 
 
 def annotation_managers(managed_fields: list[Body] | None) -> dict[str, str]:
@@ -110,12 +124,12 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         return Observation(spec, status, base, None, None)
     ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
-    uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
-    if not RECENT.holds((uid, generation, "checked")):  # a passing check of the user's objects is trusted a while
+    uid = str(meta.get("uid") or "")
+    if not RECENT.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
         problem = router.check(ctx) or check_contract(ctx)
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
-        RECENT.note((uid, generation, "checked"), CHECK_TTL)
+        RECENT.note(_checked(meta), CHECK_TTL)
     prewarm = None
     if spec.rollback.prewarm.enabled or (status.revision_images and not RECENT.holds((uid, "no-daemonset"))):
         prewarm = observe_daemonset(kube, namespace, name)
