@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from bench.common import (
     SUMMARY_HEADER,
+    WRITE_VERBS,
     BenchTimeout,
     Env,
     Exporter,
@@ -41,6 +42,7 @@ from bench.common import (
     parse_k8s_time,
     poll,
     prometheus_value,
+    reconciles,
     rollout,
     secs,
     service,
@@ -80,8 +82,14 @@ passing analysis), it is left there {HOLD_S:g} s plus 0–1 s at random; then th
 {PROM_POLL_S * 1000:.0f} ms with the operator's own query and stamps `t0` at the first answer of 0.5; a
 watch on the canary Ingress `NAME-canary`, opened before the breach, stamps `t1` when the DELETED event
 arrives (the NGINX router's reset: the canary Ingress is gone, all traffic on stable). The breakdown comes
-from the apiserver's audit log: the reconcile that rolled back starts with the operator's GET of the
-ModelRollout (the last one before the DELETE of the canary Ingress).
+from the apiserver's audit log: the engine's requests for this rollout's objects (`NAME`, `NAME-canary`,
+`NAME-stable`, Events `NAME.…`) are cut into reconciles where the order a reconcile writes in (workloads and
+routes, status, the rollout's annotations, Events) starts again; the reconcile that rolled back is the one
+with the DELETE of the canary Ingress, and it starts at its first request at or after `t0` (a reconcile that
+writes nothing is in the same cut as the next one, and one such follows every status write at the pause). A
+reconcile reads the rollout and its Deployments from the operator's watch cache, which leaves no trace in
+the audit log, so that first request is usually its GET of the canary Ingress, after the Prometheus query:
+the wait for the tick below includes the reconcile's reads from memory and the query.
 """
 
 
@@ -95,7 +103,7 @@ class Trial:
     total: float
     """t1 - t_set."""
     tick_wait: float = float("nan")
-    """Reconcile start - t0: waiting for the next analysis tick."""
+    """Reconcile start (its first request in the audit log) - t0: the tick wait, reads from memory, the query."""
     to_delete: float = float("nan")
     """DELETE of the canary Ingress received - reconcile start."""
     delivery: float = float("nan")
@@ -109,7 +117,7 @@ class Trial:
     requests_per_tick: float = float("nan")
     """All requests of the operator's engine per analysis tick while waiting at the pause."""
     reconciles_per_tick: float = float("nan")
-    """Reconciles (engine GETs of the rollout) per analysis tick while waiting at the pause (one is needed)."""
+    """Reconciles that write (:func:`bench.common.reconciles`) per analysis tick at the pause (one is needed)."""
     message: str = ""
     trace: list[str] = field(default_factory=list)
     """The operator's requests of the reconcile that rolled back (audit log), times from t0."""
@@ -186,35 +194,36 @@ def _breakdown(env: Env, trial: Trial, canary_ingress: str, name: str, t0: float
                ticks: list[float]) -> None:
     def find(reqs: list[Request]) -> Request | None:
         for r in reqs:
-            if r.verb == "delete" and r.resource == "ingresses" and r.name == canary_ingress:
+            if r.by_operator_engine and r.verb == "delete" and r.resource == "ingresses" and r.name == canary_ingress:
                 return r
         return None
 
     delete = env.audit.wait_for(env.namespace, find)
     if delete is None:
         return
-    reqs = env.audit.since_mark(env.namespace)
-    gets = [r for r in reqs if r.by_operator_engine and r.verb == "get" and r.resource == "modelrollouts"
-            and not r.subresource and r.name == name and r.received <= delete.received]
-    if gets:
-        start = gets[-1].received
+    engine = sorted((r for r in env.audit.since_mark(env.namespace) if r.engine_for(name)),
+                    key=lambda r: r.received)
+    # its first request at or after t0: a reconcile just before it that wrote nothing is in the same part
+    rolled_back = next((part for part in reconciles(engine) if delete in part), [])
+    start = next((r.received for r in rolled_back if r.received >= t0 or r == delete), None)
+    if start is not None:
         trial.tick_wait = start - t0
         trial.to_delete = delete.received - start
         trial.reaction = t1 - start
-        trial.trace = [r.describe(t0) for r in sorted(reqs, key=lambda r: r.received)
-                       if r.by_operator_engine and start <= r.received <= delete.received]
-        trial.trace.append(f"{(t1 - t0) * 1000:7.1f} ms        watch delivers DELETED canary Ingress (t1)")
+        lines = [(r.received, r.describe(t0)) for r in rolled_back if r.received >= start]
+        lines.append((t1, f"{(t1 - t0) * 1000:7.1f} ms        watch delivers DELETED canary Ingress (t1)"))
+        trial.trace = [text for _, text in sorted(lines)]
     trial.delivery = t1 - delete.completed
     # While waiting at the pause nothing changes but the analysis: count the operator's requests per tick,
     # from just before the first evaluation seen to just before the last one (len(ticks) - 1 whole ticks).
     if len(ticks) >= 2:
-        lead = 0.1  # a reconcile's GETs come a few ms before the `now` it stamps as lastAnalysisAt
-        window = [r for r in reqs if r.by_operator_engine and ticks[0] - lead <= r.received < ticks[-1] - lead]
+        lead = 0.1  # a reconcile that must GET the rollout (watch cache not current) does so before its `now`
+        window = [r for r in engine if ticks[0] - lead <= r.received < ticks[-1] - lead]
         n = len(ticks) - 1
         trial.status_writes_per_tick = sum(1 for r in window if r.verb == "patch" and r.subresource == "status") / n
         trial.requests_per_tick = len(window) / n
-        trial.reconciles_per_tick = sum(1 for r in window if r.verb == "get" and r.resource == "modelrollouts"
-                                        and not r.subresource) / n
+        trial.reconciles_per_tick = sum(1 for part in reconciles(window)
+                                        if any(r.verb in WRITE_VERBS for r in part)) / n
 
 
 def measure(trials: int, *, keep: bool = False) -> tuple[Result, list[Trial]]:
@@ -279,9 +288,10 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
     breakdown = Table(
         "Where the time goes (apiserver audit log)",
         SUMMARY_HEADER,
-        [summary_row("t0 → the operator's next reconcile starts (waiting for the analysis tick)",
+        [summary_row("t0 → the reconcile that rolled back starts: its first API request (waiting for the "
+                     "analysis tick, reads from the watch cache, the Prometheus query)",
                      [t.tick_wait for t in trials]),
-         summary_row("reconcile start → DELETE canary Ingress (reads, Prometheus query, decide)",
+         summary_row("reconcile start → DELETE canary Ingress (the reads after the query, decide)",
                      [t.to_delete for t in trials]),
          summary_row("DELETE done → the watch event arrives", [t.delivery for t in trials]),
          summary_row("reconcile start → t1 (the operator's reaction)", reaction),
@@ -311,13 +321,15 @@ def build_result(trials: list[Trial], failures: list[str], wall: float, reconcil
         f"t0 has a resolution of about {PROM_POLL_S * 1000:.0f} ms plus one query (the poll interval); "
         "t1 is the arrival of a watch event, not a poll.",
         "t1 − t0 is the operator's share: at most one analysis interval of waiting for the next evaluation, "
-        "plus one reconcile (GET rollout, the user's Ingress, both Deployments, the Prometheus query, the canary "
-        "Ingress; then DELETE it, scale the canary to 0, write status, emit events) and the watch delivery.",
+        "plus one reconcile (the rollout and both Deployments from the watch cache, the Prometheus query, GET of "
+        "the canary Ingress; then DELETE it, scale the canary to 0, write status, emit events) and the watch "
+        "delivery.",
         f"The analysis period is interval + the part of the reconcile after `now` is read: median "
         f"{ms(statistics.median(periods)) if periods else 'n/a'}.",
         f"While the rollout waits at the pause, every analysis tick costs {_mean(per_tick_reconciles):.1f} "
         f"reconciles, {_mean(per_tick_requests):.1f} API requests and {_mean(per_tick_writes):.1f} status PATCHes "
-        "of the operator's engine (audit log); one reconcile with one PATCH would do."
+        "of the operator's engine (audit log; reconciles that write: one that writes nothing only adds its reads "
+        "to the next one); one reconcile with one PATCH would do."
         + (" The second reconcile is woken by the operator's own status write (kopf on.event → the daemon's "
            "Event), and its status PATCH changes nothing: the status compared before writing carries None-valued "
            "nested fields (e.g. stableModel.version, history[].step/token/by) that the apiserver never stores, "

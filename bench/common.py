@@ -373,6 +373,11 @@ class Request:
     def by_kubectl(self) -> bool:
         return self.agent.startswith("kubectl")
 
+    def engine_for(self, name: str) -> bool:
+        """A request of the operator's engine for one of rollout ``name``'s objects (NAME, NAME-canary, Events
+        NAME.…)."""
+        return self.by_operator_engine and (self.name == name or self.name.startswith((f"{name}-", f"{name}.")))
+
     @property
     def by_operator_engine(self) -> bool:
         """The engine's synchronous kubernetes client (not kopf's aiohttp client, kubectl or this benchmark)."""
@@ -684,3 +689,37 @@ def today() -> str:
 
 def read_json(path: Path) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], json.loads(path.read_text()))
+
+
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def _rank(r: Request) -> int:
+    """Where a write comes in one reconcile: actions on the workloads and routes, the status, the consumed
+    annotations (a patch of the rollout itself), then Events."""
+    if r.resource == "events":
+        return 3
+    if r.resource == PLURAL:
+        return 1 if r.subresource == "status" else 2
+    return 0
+
+
+def reconciles(requests: Sequence[Request]) -> list[list[Request]]:
+    """One rollout's engine requests in time order, cut into reconciles. A reconcile reads (from the apiserver or
+    the watch cache, which leaves no trace) and writes in a fixed order (:func:`_rank`): a write that goes back in
+    that order, or a second write of the rollout, starts the next one, with the reads since the last write."""
+    out: list[list[Request]] = []
+    current: list[Request] = []
+    last, wrote_upto = -1, 0
+    for r in requests:
+        if r.verb in WRITE_VERBS:
+            rank = _rank(r)
+            if rank < last or (rank == last and rank in (1, 2)):
+                out.append(current[:wrote_upto])
+                current, last = current[wrote_upto:], -1
+            last = rank
+            current.append(r)
+            wrote_upto = len(current)
+        else:
+            current.append(r)
+    return [part for part in (*out, current[:wrote_upto], current[wrote_upto:]) if part]

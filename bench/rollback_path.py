@@ -35,6 +35,7 @@ from kubernetes import client
 from bench.common import (
     BENCH_AGENT,
     SUMMARY_HEADER,
+    WRITE_VERBS,
     BenchTimeout,
     Env,
     Json,
@@ -52,6 +53,7 @@ from bench.common import (
     ms,
     now,
     poll,
+    reconciles,
     rollout,
     service,
     sigterm_as_exit,
@@ -73,7 +75,6 @@ C_POLL_S = 0.020
 TAIL_S = 1.0
 """After RolledBack is seen, the operator's writes in this long are collected too (reported apart)."""
 MAX_FAILURES = 3
-WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,10 @@ of the apiserver (both Deployments read every {C_POLL_S * 1000:.0f} ms) that see
 `spec.replicas: 0` and `NAME-stable` with {REPLICAS} ready replicas. The writes come from the apiserver's
 audit log: every create/update/patch/delete in the namespace by the operator (the same kubeconfig user as
 kubectl and this benchmark, so told apart by user agent) from `t0` to the end of the reconcile whose status
-write set phase RolledBack (seen by a watch on the ModelRollout), grouped by resource and name. kubectl's own
+write set phase RolledBack (seen by a watch on the ModelRollout), grouped by resource and name. Reconciles
+are found by cutting the engine's requests for this rollout's objects (`NAME`, `NAME-canary`, `NAME-stable`,
+Events `NAME.…`) where the order a reconcile writes in (workloads and routes, status, the rollout's
+annotations, Events) starts again: the reconcile that set RolledBack ends with its last write. kubectl's own
 PATCH of the annotation is not counted.
 """
 
@@ -157,7 +161,7 @@ class Trial:
     kopf_writes: int = 0
     """Writes in the window by kopf's own client (not the engine)."""
     reconciles: int = 0
-    """Reconciles (engine GETs of the rollout) from t0 to the RolledBack status write."""
+    """Reconciles (:func:`bench.common.reconciles`) from t0 to the one that set RolledBack, inclusive."""
     trace: list[str] = field(default_factory=list)
 
 
@@ -322,10 +326,6 @@ def key(w: Write, name: str) -> str:
 
 
 def _writes(env: Env, trial: Trial, name: str, t0: float, t1: float, rb_at: float, stable_ready_at: float) -> None:
-    def is_get_rollout(r: Write) -> bool:
-        return r.by_operator_engine and r.verb == "get" and r.resource == "modelrollouts" and not r.subresource \
-            and r.name == name
-
     def rolled_back_write(reqs: list[Write]) -> Write | None:
         # the watch event can arrive before the PATCH's response is complete: match on the time it was received
         statuses = [r for r in reqs if r.by_operator_engine and r.resource == "modelrollouts"
@@ -344,20 +344,21 @@ def _writes(env: Env, trial: Trial, name: str, t0: float, t1: float, rb_at: floa
         trial.to_patch = abort.completed - t0
         trial.operator = t1 - abort.completed
     ops = [r for r in reqs if by_operator(r, user)]
-    # the reconcile that set RolledBack ends where the next one starts (its GET of the rollout)
-    end = next((r.received for r in ops if is_get_rollout(r) and r.received > last.received),
-               last.received + TAIL_S)
-    end = min(end, last.received + TAIL_S)
-    window = [r for r in ops if t0 <= r.received < end]
+    # the reconcile that set RolledBack ends with its last write
+    engine = [r for r in reqs if r.received >= t0 and r.engine_for(name)]
+    parts = reconciles(engine)
+    n = next(i for i, part in enumerate(parts) if last in part)
+    end = parts[n][-1].received
+    window = [r for r in ops if t0 <= r.received <= end]
     writes = [r for r in window if r.verb in WRITE_VERBS]
     counts = Counter(category(w, name) for w in writes)
     trial.counts = {c: counts.get(c, 0) for c in CATEGORIES}
     trial.by_target = dict(Counter(key(w, name) for w in writes))
     trial.failed_writes = sum(1 for w in writes if not 200 <= w.code < 300)
     trial.kopf_writes = sum(1 for w in writes if w.agent.startswith("kopf"))
-    trial.reconciles = sum(1 for r in window if is_get_rollout(r))
+    trial.reconciles = n + 1
     trial.tail = dict(Counter(key(w, name) for w in ops
-                              if end <= w.received <= last.received + TAIL_S and w.verb in WRITE_VERBS))
+                              if end < w.received <= last.received + TAIL_S and w.verb in WRITE_VERBS))
     stable_ups = [w for w in writes if category(w, name) == "stable"]
     if stable_ups and stable_ready_at == stable_ready_at:
         trial.stable_scale_to_ready = stable_ready_at - stable_ups[0].received
@@ -502,8 +503,10 @@ def build_result(trials: list[Trial], failures: list[str], wall: float) -> Resul
         "scale-up; B must scale stable up and wait until it is ready before its routing write (its t1 − t0 "
         "becomes stable's start-up time); with C the routing is the scaling itself.",
         "Window: from t0 to the end of the reconcile whose status write set RolledBack (that write, then the "
-        "removal of the abort annotation and the reconcile's Events; the next reconcile's GET of the rollout "
-        f"ends it). Writes of later reconciles in the {TAIL_S:g} s after are listed apart below.",
+        "removal of the abort annotation and the reconcile's Events: its last write, found by cutting the "
+        "engine's requests for the rollout where the order a reconcile writes in starts again). Reconciles are "
+        "counted the same way; one that writes nothing is counted with the next. Writes of later reconciles in "
+        f"the {TAIL_S:g} s after are listed apart below.",
         "t1 for A and B is the arrival of a watch event (no poll granularity); for C it is stamped after the "
         f"poll's two reads return (a poll every {C_POLL_S * 1000:.0f} ms plus the reads). t0 is taken just before "
         "the kubectl process starts, so t1 − t0 includes kubectl's start-up (the rows \"t0 → kubectl's PATCH of "
