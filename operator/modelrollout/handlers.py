@@ -79,6 +79,13 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: s
             _wake(memo, ref.get("uid"))
 
 
+@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                          **_: Any) -> None:
+    """The NGINX router's canary Ingresses: only kept for reads (the router's weight); they wake no one."""
+    _keep(getattr(memo, "engine", None), ("ingresses", namespace or "default", name), body, type)
+
+
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:
     """Every watch event's body goes to the engine's watch cache (before any filter), so a reconcile can read it
     instead of a GET."""

@@ -10,7 +10,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
-from modelrollout.watchcache import Key, WatchCache, trim_deployment
+from modelrollout.watchcache import Key, WatchCache, trim_deployment, trim_object
 
 FIELD_MANAGER = "modelrollout"
 LABEL_ROLLOUT = "modelrollout.io/rollout"
@@ -33,7 +33,8 @@ class Kube:
     custom: Any
     api_client: Any
     cache: WatchCache | None = None
-    """The watched rollouts and Deployments (fed by the kopf handlers); None: every read is a GET."""
+    """The watched rollouts, Deployments and canary Ingresses (fed by the kopf handlers); None: every read is a
+    GET."""
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, *, cache: bool = False) -> Kube:
@@ -47,12 +48,14 @@ class Kube:
         api_client = client.ApiClient(cfg)
         apps: Any = client.AppsV1Api(api_client)
         custom: Any = client.CustomObjectsApi(api_client)
-        watched = WatchCache(trim={"deployments": trim_deployment}) if cache else None
+        networking: Any = client.NetworkingV1Api(api_client)
+        watched = WatchCache(trim={"deployments": trim_deployment, "ingresses": trim_object}) if cache else None
         if watched is not None:  # every write to a cached kind tells the cache the version it made
-            apps = _Recorded(apps, watched, _deployment_key)
+            apps = _Recorded(apps, watched, _named("deployments"))
+            networking = _Recorded(networking, watched, _named("ingresses"))
             custom = _Recorded(custom, watched, _rollout_key)
-        return cls(apps=apps, core=client.CoreV1Api(api_client), networking=client.NetworkingV1Api(api_client),
-                   custom=custom, api_client=api_client, cache=watched)
+        return cls(apps=apps, core=client.CoreV1Api(api_client), networking=networking, custom=custom,
+                   api_client=api_client, cache=watched)
 
     def to_dict(self, obj: Any) -> Body:
         """A client model as the plain dict the apiserver sent (camelCase keys)."""
@@ -72,6 +75,12 @@ class Kube:
             dep = optional(lambda: self.apps.read_namespaced_deployment(name, namespace))
             return None if dep is None else self.to_dict(dep)
         return get() if self.cache is None else self.cache.read(("deployments", namespace, name), get)
+
+    def get_ingress(self, namespace: str, name: str) -> Body | None:
+        def get() -> Body | None:
+            ing = optional(lambda: self.networking.read_namespaced_ingress(name, namespace))
+            return None if ing is None else self.to_dict(ing)
+        return get() if self.cache is None else self.cache.read(("ingresses", namespace, name), get)
 
     def patch_rollout_status(self, namespace: str, name: str, status: Body) -> Body:
         out = self.custom.patch_namespaced_custom_object_status(
@@ -105,17 +114,23 @@ class Kube:
 WRITES = ("create_", "patch_", "replace_", "delete_")
 
 
-def _deployment_key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:
-    # (name, namespace, ...) for the single-Deployment methods and their subresources; create_ has (namespace, body)
-    if "_namespaced_deployment" not in method or "collection" in method:
-        return None
-    if method.startswith("create_"):
-        namespace, body = (args[0] if args else kwargs.get("namespace")), (args[1:2] or [kwargs.get("body")])[0]
-        name = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else \
-            getattr(getattr(body, "metadata", None), "name", None)
-    else:
-        name, namespace = (args[0] if args else kwargs.get("name")), (args[1:2] or [kwargs.get("namespace")])[0]
-    return ("deployments", str(namespace), str(name)) if name and namespace else None
+def _named(resource: str) -> Callable[[str, tuple[Any, ...], dict[str, Any]], Key | None]:
+    """The key of a write to one namespaced object of ``resource`` (plural) by a client method: (name, namespace,
+    ...) for the single-object methods and their subresources; create_ has (namespace, body)."""
+    marker = "_namespaced_" + {"deployments": "deployment", "ingresses": "ingress"}[resource]
+
+    def key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:
+        rest = method.split(marker, 1)[1] if marker in method else None
+        if rest is None or rest not in ("", "_scale", "_status") or "collection" in method:
+            return None
+        if method.startswith("create_"):
+            namespace, body = (args[0] if args else kwargs.get("namespace")), (args[1:2] or [kwargs.get("body")])[0]
+            name = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else \
+                getattr(getattr(body, "metadata", None), "name", None)
+        else:
+            name, namespace = (args[0] if args else kwargs.get("name")), (args[1:2] or [kwargs.get("namespace")])[0]
+        return (resource, str(namespace), str(name)) if name and namespace else None
+    return key
 
 
 def _rollout_key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:

@@ -1,17 +1,17 @@
 """The objects the operator's watches deliver, read instead of a GET when they are known to be current.
 
-kopf already watches the ModelRollouts and the Deployments the operator owns (their events wake the rollout's
-daemon). Each event's body is kept here, so that a reconcile reads the rollout and its two Deployments from
-memory instead of three GETs. What makes a watched body trustworthy is the operator's own writes: a write is
-answered with the object's new resourceVersion, and until the watch has delivered that version (the write's
-echo) the kept body is older than what the operator knows, so the read goes to the apiserver instead.
-Events that arrive before the echo are older than the write (a watch delivers in resourceVersion order, and
-the write was applied on top of them); after the echo the watch is at least as new as the write. kopf may
-fold a burst of events into its last one, so an echo can go missing: then a GET that answers with the same
-resourceVersion as the kept body shows that the watch has caught up. A write whose echo is not matched within
-``PENDING_TTL`` forgets the kept body too, so nothing stale is ever trusted; an object never seen on a watch
-(not watched, not yet listed, deleted) is always read from the apiserver. resourceVersions are only compared
-for equality, never ordered (the API treats them as opaque).
+kopf watches the ModelRollouts, the Deployments the operator owns (their events wake the rollout's daemon) and the
+canary Ingresses it owns. Each event's body is kept here, so that a reconcile reads the rollout, its two
+Deployments and the NGINX router's canary Ingress from memory instead of four GETs. What makes a watched body
+trustworthy is the operator's own writes: a write is answered with the object's new resourceVersion, and until the
+watch has delivered that version (the write's echo) the kept body is older than what the operator knows, so the
+read goes to the apiserver instead. Events that arrive before the echo are older than the write (a watch delivers
+in resourceVersion order, and the write was applied on top of them); after the echo the watch is at least as new as
+the write. kopf may fold a burst of events into its last one, so an echo can go missing: then a GET that answers
+with the same resourceVersion as the kept body shows that the watch has caught up. A write whose echo is not
+matched within ``PENDING_TTL`` forgets the kept body too, so nothing stale is ever trusted; an object never seen on
+a watch (not watched, not yet listed, deleted) is always read from the apiserver. resourceVersions are only
+compared for equality, never ordered (the API treats them as opaque).
 """
 
 from __future__ import annotations
@@ -128,3 +128,10 @@ def trim_deployment(body: Body) -> Body:
         "spec": {k: _copy(spec[k]) for k in ("replicas", "selector", "template") if k in spec},
         "status": _copy(body.get("status") or {}),
     }
+
+
+def trim_object(body: Body) -> Body:
+    """An object without its managedFields (what no reconcile reads), copied."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    out: Body = _copy({**body, "metadata": meta})
+    return out

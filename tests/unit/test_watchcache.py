@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.kube import _deployment_key, _Recorded, _rollout_key
+from modelrollout.kube import _named, _Recorded, _rollout_key
 from modelrollout.watchcache import PENDING_TTL, WatchCache, trim_deployment
 
 KEY = ("deployments", "ns", "m-canary")
@@ -115,10 +115,18 @@ def test_a_deployment_is_kept_without_what_no_reconcile_reads() -> None:
     ("patch_namespaced_deployment", (), {"name": "m-canary", "namespace": "ns", "body": {}}, KEY),
     ("delete_collection_namespaced_deployment", ("ns",), {}, None),
     ("patch_namespaced_daemon_set", ("m", "ns", {}), {}, None),
+    ("patch_namespaced_deployment_rollback", ("m", "ns", {}), {}, None),
 ])
 def test_deployment_writes_are_keyed_by_the_object_they_change(method: str, args: tuple[Any, ...],
                                                               kwargs: dict[str, Any], key: Any) -> None:
-    assert _deployment_key(method, args, kwargs) == key
+    assert _named("deployments")(method, args, kwargs) == key
+
+
+def test_ingress_writes_are_keyed_and_deployment_writes_are_not() -> None:
+    key = _named("ingresses")
+    assert key("patch_namespaced_ingress", ("m-canary", "ns"), {}) == ("ingresses", "ns", "m-canary")
+    assert key("delete_namespaced_ingress", ("m-canary", "ns"), {}) == ("ingresses", "ns", "m-canary")
+    assert key("patch_namespaced_deployment", ("m-canary", "ns"), {}) is None
 
 
 def test_rollout_writes_are_keyed_and_other_custom_objects_are_not() -> None:
@@ -146,7 +154,7 @@ def body_rv(rv: str) -> dict[str, Any]:
 
 def test_a_recorded_client_reports_its_writes_and_passes_reads_and_dry_runs_through() -> None:
     cache, apps = WatchCache(), FakeApps()
-    client = _Recorded(apps, cache, _deployment_key)
+    client = _Recorded(apps, cache, _named("deployments"))
     cache.saw(KEY, body("10"))
     client.patch_namespaced_deployment("m-canary", "ns", {}, dry_run="All")
     assert cache.fresh(KEY) is not None  # a dry run writes nothing

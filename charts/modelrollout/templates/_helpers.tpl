@@ -76,10 +76,10 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
   resources: [pods]
   verbs: [list]
 # NGINX router: read the user's Ingress; server-side apply the NAME-canary Ingress; delete it after promotion
-# or rollback.
+# or rollback. kopf watches the canary Ingresses, so the router reads its weight without a GET.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Gateway API router: read-modify-write of the user's HTTPRoute (update at the resourceVersion it read).
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]

@@ -93,10 +93,10 @@ class NginxIngressRouter:
         return None
 
     def current(self, ctx: RouterContext) -> RouteState | None:
-        ing = optional(lambda: ctx.kube.networking.read_namespaced_ingress(ctx.canary_service, ctx.namespace))
+        ing = ctx.kube.get_ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current
         if ing is None:
             return None
-        annotations = ing.metadata.annotations or {}
+        annotations = ing["metadata"].get("annotations") or {}
         value = annotations.get(WEIGHT, "0")
         header = annotations.get(BY_HEADER)
         pin = (header, annotations.get(BY_HEADER_VALUE, "")) if header else None
