@@ -557,7 +557,10 @@ def environment(name: str, *, with_prometheus: bool, keep: bool = False,
             cp = start_control_plane(root / "controlplane", nodes=2, controller_qps=controller_qps)
             stack.callback(cp.stop)
             cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-            cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s")
+            # kubectl wait fails at once while the new CRD has no status.conditions yet: ask again until it holds
+            poll(lambda: cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
+                                    "--timeout=10s", check=False).returncode == 0 or None, 60, 0.2,
+                 "the ModelRollout CRD Established")
             prom: Prometheus | None = None
             if with_prometheus:
                 prom = start_prometheus(root / "prometheus", scrape_interval="1s")
