@@ -800,20 +800,32 @@ def _notes(runs: Sequence[Run]) -> list[str]:
         + ", ".join(f"N={r.n}: {_num(sum(r.step_reconcile_requests) / len(r.step_reconcile_requests))} in a "
                     "weight-writing reconcile" for r in runs if r.step_reconcile_requests)
         + "); in a burst every request queues in the apiserver and etcd, which share the 2 CPUs with the "
-        "controllers, kwok, Prometheus, the operator and other work on the machine, so a step's latency grows with "
-        "the burst (N) once they are saturated, while the operator's own CPU stays below one core.")
+        "controllers, kwok, Prometheus, the operator and other work on the machine (the apiserver without its watch "
+        "cache: every watcher's events are decoded from etcd again), so a step's latency grows with the burst (N) "
+        "once they are saturated, while the operator's own CPU stays below one core. The step that needs no "
+        "reconcile of its own shows it: setWeight 50, carried out by the evaluation that completes the analysis "
+        "step, "
+        + ", ".join(f"p99 {ms(Summary.of(r.step_latency.get(50, [])).p99)} at N={r.n}" for r in runs)
+        + "; setWeight 25 (woken by the canary becoming ready) and 100 (asked for at once after 50) each wait for a "
+        "reconcile of their own, behind the burst, for one of the operator's 64 workers, all waiting on the "
+        "apiserver.")
     if len(runs) > 1:
         base = min(runs, key=lambda r: r.n)
         big = max(runs, key=lambda r: r.n)
+
+        def per(r: Run, kind: str) -> str:
+            return _num(r.requests_by.get(kind, 0) / r.n)
         notes.append(
             f"What still grows faster than N: API requests per step ({_num(base.requests_per_step)} at N={base.n}, "
             f"{_num(big.requests_per_step)} at N={big.n}) because reconciles per rollout do "
             f"({_num(base.reconciles / base.n)} → {_num(big.reconciles / big.n)}), while writes per step stay flat. "
-            "The extra reconciles are periodic ones: an analysis evaluation every interval while a rollout is "
-            "active and a 5 s safety-net poll (`core.plan.POLL_SECONDS`) while it waits for pods; when the apiserver "
-            "is saturated every rollout takes longer, so it is polled and evaluated more often, which loads the "
-            "apiserver further. Not changed here (it is in the pure core's timing): a longer poll for the waits that a "
-            "Deployment watch event ends (the wake-up filter above makes the event reliable) would cut most of them.")
+            "The longer every rollout takes on the saturated machine, the more analysis evaluations (one every "
+            "interval while it is active) and 5 s safety-net polls while it waits for pods (`core.plan.POLL_SECONDS`) "
+            "it gets; those read from memory now, but the periodic re-checks grow with the duration too: the user's "
+            f"Services and Ingress every 60 s (get services {per(base, 'get services')} → {per(big, 'get services')} "
+            f"per rollout) and the absent prewarm DaemonSet every 60 s (get daemonsets {per(base, 'get daemonsets')} "
+            f"→ {per(big, 'get daemonsets')}). Longer intervals for both would cut them; a failed write already makes "
+            "the next reconcile check at once.")
     notes += FIXES
     for r in runs:
         if r.reconcile_errors or r.log_errors or r.problems:
