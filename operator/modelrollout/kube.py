@@ -63,24 +63,24 @@ class Kube:
         assert isinstance(out, dict)
         return out
 
-    def get_rollout(self, namespace: str, name: str) -> Body | None:
+    def _read(self, key: Key, call: Callable[[], Any]) -> Body | None:
+        """The watch cache's copy of ``key`` when it is current, else ``call()`` (a GET; None on 404) as a dict."""
         def get() -> Body | None:
-            out: Body | None = optional(lambda: self.custom.get_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name))
-            return out
-        return get() if self.cache is None else self.cache.read((api.PLURAL, namespace, name), get)
+            obj = optional(call)
+            return None if obj is None else obj if isinstance(obj, dict) else self.to_dict(obj)
+        return get() if self.cache is None else self.cache.read(key, get)
+
+    def get_rollout(self, namespace: str, name: str) -> Body | None:
+        return self._read((api.PLURAL, namespace, name), lambda: self.custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name))
 
     def get_deployment(self, namespace: str, name: str) -> Body | None:
-        def get() -> Body | None:
-            dep = optional(lambda: self.apps.read_namespaced_deployment(name, namespace))
-            return None if dep is None else self.to_dict(dep)
-        return get() if self.cache is None else self.cache.read(("deployments", namespace, name), get)
+        return self._read(("deployments", namespace, name),
+                          lambda: self.apps.read_namespaced_deployment(name, namespace))
 
     def get_ingress(self, namespace: str, name: str) -> Body | None:
-        def get() -> Body | None:
-            ing = optional(lambda: self.networking.read_namespaced_ingress(name, namespace))
-            return None if ing is None else self.to_dict(ing)
-        return get() if self.cache is None else self.cache.read(("ingresses", namespace, name), get)
+        return self._read(("ingresses", namespace, name),
+                          lambda: self.networking.read_namespaced_ingress(name, namespace))
 
     def patch_rollout_status(self, namespace: str, name: str, status: Body) -> Body:
         out = self.custom.patch_namespaced_custom_object_status(

@@ -23,7 +23,7 @@ from modelrollout.metrics.base import MetricSource
 from modelrollout.prewarm import observe_daemonset
 from modelrollout.revisions import recorded
 from modelrollout.routers.base import Router, RouterContext, router_for
-from modelrollout.workloads import check_contract, dry_run_deployment, pod_failure, read_deployment, track_state
+from modelrollout.workloads import check_contract, dry_run_deployment, pod_failure, track_state
 
 SourceFor = Callable[[api.Analysis], MetricSource]
 
@@ -135,8 +135,8 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         prewarm = observe_daemonset(kube, namespace, name)
         if prewarm is None and not spec.rollback.prewarm.enabled:  # the operator creates none while disabled
             RECENT.note((uid, "no-daemonset"), ABSENT_TTL)
-    stable = track_state(read_deployment(kube, namespace, ctx.stable_deployment))
-    canary = track_state(read_deployment(kube, namespace, ctx.canary_deployment))
+    stable = track_state(kube.get_deployment(namespace, ctx.stable_deployment))
+    canary = track_state(kube.get_deployment(namespace, ctx.canary_deployment))
     # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
     slow = status.progress_since is not None and (now - status.progress_since).total_seconds() >= POD_LOOKUP_AFTER
     if slow and canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:

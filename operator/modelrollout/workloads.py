@@ -147,11 +147,6 @@ def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | No
     return None
 
 
-def read_deployment(kube: Kube, namespace: str, name: str) -> Body | None:
-    """The Deployment as the watch last delivered it when that is current (``kube.cache``), else a GET."""
-    return kube.get_deployment(namespace, name)
-
-
 def check_contract(ctx: RouterContext) -> str | None:
     """Why the compat-probe's contract ConfigMap cannot be used, or None (also None without a probe)."""
     probe = ctx.spec.compat_probe
