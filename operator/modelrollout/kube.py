@@ -141,8 +141,9 @@ def _rollout_key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
 
 class _Recorded:
-    """An API group client whose writes of a cached kind report the resourceVersion they made to the cache
-    (a delete forgets the object); everything else passes through untouched."""
+    """An API group client whose writes of a cached kind report the resourceVersion they made (and, for plain
+    dict answers, the object written) to the cache (a delete makes it known absent); everything else passes
+    through untouched."""
 
     def __init__(self, inner: Any, cache: WatchCache,
                  key: Callable[[str, tuple[Any, ...], dict[str, Any]], Key | None]) -> None:
@@ -155,15 +156,19 @@ class _Recorded:
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
             key = None if kwargs.get("dry_run") else self._key(method, args, kwargs)
+            events_before = None if key is None else self._cache.events(key)
             out = call(*args, **kwargs)
             if key is not None:
                 if method.startswith("delete_"):
-                    self._cache.saw(key, {}, deleted=True)
+                    self._cache.removed(key)
                 else:
                     meta = out.get("metadata") if isinstance(out, dict) else getattr(out, "metadata", None)
                     rv = meta.get("resourceVersion") if isinstance(meta, dict) else getattr(meta, "resource_version",
                                                                                             None)
-                    self._cache.wrote(key, None if rv is None else str(rv))
+                    # a plain dict answer (custom objects: the rollout) is the object as written, read until the
+                    # echo; a client model would cost a conversion per write, so those are read with a GET
+                    self._cache.wrote(key, None if rv is None else str(rv), out if isinstance(out, dict) else None,
+                                      events_before)
             return out
         return recorded
 

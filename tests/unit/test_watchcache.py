@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelrollout.kube import _named, _Recorded, _rollout_key
-from modelrollout.watchcache import PENDING_TTL, WatchCache, trim_deployment
+from modelrollout.watchcache import ABSENT_MAX, PENDING_TTL, WatchCache, trim_deployment
 
 KEY = ("deployments", "ns", "m-canary")
 
@@ -86,11 +86,79 @@ def test_an_unconfirmed_write_forgets_the_kept_body_after_the_ttl() -> None:
     assert cache.read(KEY, api.get) == body("9") and api.gets == 1
 
 
-def test_a_deleted_object_is_read_from_the_api() -> None:
-    cache, api = WatchCache(), Api(None)
+def test_an_object_the_watch_saw_deleted_is_known_absent_until_it_is_seen_again() -> None:
+    cache, api = WatchCache(), Api(body("9"))
     cache.saw(KEY, body("5"))
     cache.saw(KEY, body("5"), deleted=True)
+    assert cache.read(KEY, api.get) is None and api.gets == 0
+    cache.saw(KEY, body("9"))  # made again (ADDED)
+    assert cache.read(KEY, api.get) == body("9") and api.gets == 0
+
+
+def test_a_get_answering_404_makes_the_object_known_absent_until_the_operator_writes_it() -> None:
+    cache, api = WatchCache(), Api(None)
     assert cache.read(KEY, api.get) is None and api.gets == 1
+    assert cache.read(KEY, api.get) is None and api.gets == 1  # no second GET
+    api.current = body("7")
+    cache.wrote(KEY, "7")  # the operator created it: read the API until the echo
+    assert cache.read(KEY, api.get) == body("7") and api.gets == 2
+
+
+def test_a_get_answering_404_after_the_watch_showed_the_object_leaves_it_present() -> None:
+    # the GET was sent before the object was made, the ADDED event was handled before its answer
+    cache = WatchCache()
+
+    def get() -> None:
+        cache.saw(KEY, body("3"))
+        return None
+    assert cache.read(KEY, get) is None
+    assert cache.fresh(KEY) == body("3")
+
+
+def test_a_deleted_event_while_an_own_write_is_unconfirmed_leaves_the_key_to_the_api() -> None:
+    # deleted, then created again by the operator: the DELETED event of the old object arrives after the create
+    cache, api = WatchCache(), Api(body("12"))
+    cache.saw(KEY, body("5"))
+    cache.wrote(KEY, "12")
+    cache.saw(KEY, body("5"), deleted=True)
+    assert cache.read(KEY, api.get) == body("12") and api.gets == 1
+
+
+def test_after_an_own_delete_older_events_are_ignored_until_the_deleted_echo() -> None:
+    clock = Clock()
+    cache, api = WatchCache(clock=clock), Api(None)
+    cache.saw(KEY, body("5"))
+    cache.removed(KEY)
+    cache.saw(KEY, body("6"))  # a change from before the delete, delivered late
+    assert cache.read(KEY, api.get) is None and api.gets == 0
+    cache.saw(KEY, {}, deleted=True)  # the echo
+    cache.saw(KEY, body("8"))  # made again by someone: seen
+    assert cache.read(KEY, api.get) == body("8") and api.gets == 0
+    # an echo folded away: after PENDING_TTL events count again
+    cache.removed(KEY)
+    clock.t = PENDING_TTL + 1
+    cache.saw(KEY, body("9"))
+    assert cache.read(KEY, api.get) == body("9") and api.gets == 0
+
+
+def test_an_own_write_after_an_own_delete_is_read_from_the_api_until_its_echo() -> None:
+    cache, api = WatchCache(), Api(body("11"))
+    cache.saw(KEY, body("5"))
+    cache.removed(KEY)
+    cache.wrote(KEY, "11")  # created again before the DELETED echo
+    assert cache.read(KEY, api.get) == body("11") and api.gets == 1
+    cache.saw(KEY, {}, deleted=True)  # the late echo of the delete proves nothing about the new object
+    assert cache.read(KEY, api.get) == body("11") and api.gets == 2
+    cache.saw(KEY, body("11"))
+    assert cache.read(KEY, api.get) == body("11") and api.gets == 2
+
+
+def test_known_absent_keys_are_bounded() -> None:
+    cache, api = WatchCache(), Api(None)
+    for i in range(ABSENT_MAX + 1):
+        cache.saw(("ingresses", "ns", f"r{i}"), {}, deleted=True)
+    assert cache.read(("ingresses", "ns", "r0"), api.get) is None and api.gets == 1  # forgotten: asked again
+    assert cache.read(("ingresses", "ns", f"r{ABSENT_MAX}"), api.get) is None and api.gets == 1
 
 
 def test_the_kept_body_is_a_copy_a_later_change_of_the_event_does_not_reach() -> None:
@@ -139,9 +207,9 @@ class FakeApps:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def patch_namespaced_deployment(self, name: str, namespace: str, body: Any, **kw: Any) -> dict[str, Any]:
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
         self.calls.append("patch")
-        return body_rv("11")
+        return Model("11") if kw.get("model") else body_rv("11")
 
     def read_namespaced_deployment(self, name: str, namespace: str) -> dict[str, Any]:
         self.calls.append("read")
@@ -152,6 +220,13 @@ def body_rv(rv: str) -> dict[str, Any]:
     return {"metadata": {"resourceVersion": rv}}
 
 
+class Model:
+    """A client model answer (attributes, not a dict), as the typed API groups return."""
+
+    def __init__(self, rv: str) -> None:
+        self.metadata = type("Meta", (), {"resource_version": rv})()
+
+
 def test_a_recorded_client_reports_its_writes_and_passes_reads_and_dry_runs_through() -> None:
     cache, apps = WatchCache(), FakeApps()
     client = _Recorded(apps, cache, _named("deployments"))
@@ -159,8 +234,56 @@ def test_a_recorded_client_reports_its_writes_and_passes_reads_and_dry_runs_thro
     client.patch_namespaced_deployment("m-canary", "ns", {}, dry_run="All")
     assert cache.fresh(KEY) is not None  # a dry run writes nothing
     client.patch_namespaced_deployment("m-canary", "ns", {})
-    assert cache.fresh(KEY) is None  # until the echo of version 11
+    assert cache.fresh(KEY) == body_rv("11")  # a dict answer is the object as written: read until the echo
+    client.patch_namespaced_deployment("m-canary", "ns", {}, model=True)
+    assert cache.fresh(KEY) is None  # a model answer is not kept: the API is read until the echo of 11
     client.read_namespaced_deployment("m-canary", "ns")
-    assert apps.calls == ["patch", "patch", "read"]
+    assert apps.calls == ["patch", "patch", "patch", "read"]
     cache.saw(KEY, body("11"))
-    assert cache.fresh(KEY) is not None
+    assert cache.fresh(KEY) == body("11")
+
+
+def test_until_the_echo_the_answer_to_the_own_write_is_read_instead_of_the_api() -> None:
+    cache, api = WatchCache(), Api(body("9"))
+    cache.saw(KEY, body("5"))
+    cache.wrote(KEY, "7", body("7", ready=1), cache.events(KEY))
+    assert cache.read(KEY, api.get) == body("7", ready=1) and api.gets == 0
+    cache.saw(KEY, body("6"))  # not an own write's echo: another writer's change, maybe newer than 7
+    assert cache.read(KEY, api.get) == body("9") and api.gets == 1
+    assert cache.read(KEY, api.get) == body("9") and api.gets == 1  # the GET's answer is newer than both
+    cache.saw(KEY, body("7", ready=1))  # the echo: the watch is trusted again
+    cache.saw(KEY, body("8", ready=2))
+    assert cache.read(KEY, api.get) == body("8", ready=2) and api.gets == 1
+
+
+def test_late_echoes_of_earlier_own_writes_leave_the_answer_trusted() -> None:
+    cache, api = WatchCache(), Api(body("9"))
+    cache.saw(KEY, body("3"))
+    cache.wrote(KEY, "5", body("5"), cache.events(KEY))
+    cache.wrote(KEY, "7", body("7"), cache.events(KEY))
+    cache.saw(KEY, body("5"))  # the watch lags: the echo of the write before
+    assert cache.read(KEY, api.get) == body("7") and api.gets == 0
+
+
+def test_an_event_that_arrives_while_the_write_is_in_flight_distrusts_the_answer() -> None:
+    cache, api = WatchCache(), Api(body("9"))
+    cache.saw(KEY, body("5"))
+    before = cache.events(KEY)
+    cache.saw(KEY, body("8"))  # another writer, maybe after the write: the answer could be older than this
+    cache.wrote(KEY, "7", body("7"), before)
+    assert cache.read(KEY, api.get) == body("9") and api.gets == 1
+
+
+def test_a_get_answer_is_not_kept_when_an_event_arrived_while_it_was_in_flight() -> None:
+    cache = WatchCache()
+    cache.saw(KEY, body("5"))
+    cache.wrote(KEY, "7")  # no answer kept: read the API
+    gets = 0
+
+    def get() -> dict[str, Any]:
+        nonlocal gets
+        gets += 1
+        cache.saw(KEY, body("8"))  # arrives while the GET is on its way
+        return body("7")
+    assert cache.read(KEY, get) == body("7")
+    assert cache.read(KEY, get) == body("7") and gets == 2  # not adopted: the event may be newer
