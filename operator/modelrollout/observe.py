@@ -33,8 +33,10 @@ CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
 rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
 reconcile whose writes fail forgets the passing one (:func:`recheck`), so a deleted Ingress is named at once."""
-ABSENT_TTL = 60.0
-"""Seconds a rollout without prewarm whose DaemonSet was seen absent is not asked for it again."""
+ABSENT_TTL = 600.0
+"""Seconds a rollout generation without prewarm whose DaemonSet was seen absent is not asked for it again (the
+operator creates none while prewarm is off; it reads it only to remove one left from a generation with prewarm)."""
+PRUNE_EVERY = 60.0
 
 
 class Recent:
@@ -56,7 +58,7 @@ class Recent:
     def note(self, key: Hashable, ttl: float) -> None:
         now = time.monotonic()
         with self._lock:
-            if now - self._pruned > ABSENT_TTL:  # bounded by the keys noted in the last minute or two
+            if now - self._pruned > PRUNE_EVERY:  # bounded by the keys noted within their TTL
                 self._until = {k: t for k, t in self._until.items() if t > now}
                 self._pruned = now
             self._until[key] = now + ttl
@@ -131,10 +133,11 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
         RECENT.note(_checked(meta), CHECK_TTL)
     prewarm = None
-    if spec.rollback.prewarm.enabled or (status.revision_images and not RECENT.holds((uid, "no-daemonset"))):
+    no_daemonset = (uid, base.generation, "no-daemonset")
+    if spec.rollback.prewarm.enabled or (status.revision_images and not RECENT.holds(no_daemonset)):
         prewarm = observe_daemonset(kube, namespace, name)
         if prewarm is None and not spec.rollback.prewarm.enabled:  # the operator creates none while disabled
-            RECENT.note((uid, "no-daemonset"), ABSENT_TTL)
+            RECENT.note(no_daemonset, ABSENT_TTL)
     stable = track_state(kube.get_deployment(namespace, ctx.stable_deployment))
     canary = track_state(kube.get_deployment(namespace, ctx.canary_deployment))
     # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
