@@ -12,7 +12,7 @@ from typing import Any
 from modelrollout import api
 from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO
-from modelrollout.core.model import Observed
+from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.queries import TemplateError, render
@@ -29,6 +29,11 @@ SourceFor = Callable[[api.Analysis], MetricSource]
 
 POD_LOOKUP_AFTER = 5.0
 """Seconds a track's pods must have been unready (status.progressSince) before their pods are listed for why."""
+POD_LOOKUP_EVERY = 10.0
+"""Seconds the answer of such a listing (a reason, or none) is reused while the pods stay unready; the reconcile
+at the progress deadline always lists them again, so the Failed/RolledBack message names the current reason.
+(A LIST of pods reads every pod of the namespace on an apiserver without watch cache: at 1000 rollouts whose pods
+start slowly, listing at every reconcile made the cost grow with N² — 4.3 LISTs per rollout at N=1000.)"""
 CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
 rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
@@ -42,26 +47,35 @@ PRUNE_EVERY = 60.0
 class Recent:
     """Facts about rollouts remembered across reconciles for a while (thread-safe; expired keys are dropped)."""
 
-    def __init__(self) -> None:
-        self._until: dict[Hashable, float] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
-        self._pruned = time.monotonic()
+        self._pruned = clock()
 
     def holds(self, key: Hashable) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The value noted for ``key`` while its TTL lasts, else ``default``."""
         with self._lock:
-            return self._until.get(key, 0.0) > time.monotonic()
+            until, value = self._until.get(key, (0.0, default))
+            return value if until > self._clock() else default
 
     def forget(self, key: Hashable) -> None:
         with self._lock:
             self._until.pop(key, None)
 
-    def note(self, key: Hashable, ttl: float) -> None:
-        now = time.monotonic()
+    def note(self, key: Hashable, ttl: float, value: Any = True) -> None:
+        now = self._clock()
         with self._lock:
             if now - self._pruned > PRUNE_EVERY:  # bounded by the keys noted within their TTL
-                self._until = {k: t for k, t in self._until.items() if t > now}
+                self._until = {k: v for k, v in self._until.items() if v[0] > now}
                 self._pruned = now
-            self._until[key] = now + ttl
+            self._until[key] = (now + ttl, value)
+
+
+_MISSING = object()
 
 
 RECENT = Recent()
@@ -141,11 +155,15 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     stable = track_state(kube.get_deployment(namespace, ctx.stable_deployment))
     canary = track_state(kube.get_deployment(namespace, ctx.canary_deployment))
     # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
-    slow = status.progress_since is not None and (now - status.progress_since).total_seconds() >= POD_LOOKUP_AFTER
-    if slow and canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
-        canary = replace(canary, failure=pod_failure(kube, namespace, name, "canary"))
-    if slow and status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
-        stable = replace(stable, failure=pod_failure(kube, namespace, name, "stable"))
+    unready_for = 0.0 if status.progress_since is None else (now - status.progress_since).total_seconds()
+    if unready_for >= POD_LOOKUP_AFTER:
+        at_deadline = unready_for >= spec.progress_deadline_seconds
+        if canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
+            canary = replace(canary, failure=_pod_failure(kube, (uid, canary.revision), namespace, name, "canary",
+                                                          at_deadline))
+        if status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
+            stable = replace(stable, failure=_pod_failure(kube, (uid, stable.revision), namespace, name, "stable",
+                                                          at_deadline))
     samples = None
     if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
             and an.analysis_due(spec.analysis, status.last_analysis_at, status.traffic_started_at, now)):
@@ -163,6 +181,18 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                                              route=route,
                                              samples=samples),
                        ctx, router)
+
+
+def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Track, fresh: bool) -> str | None:
+    """Why the track's pods do not start (``pod_failure``), reusing an answer for the same rollout and revision
+    (``of``) up to ``POD_LOOKUP_EVERY`` old unless ``fresh``."""
+    key = (of, track, "pod-failure")
+    if not fresh and RECENT.holds(key):
+        cached: str | None = RECENT.get(key)
+        return cached
+    failure = pod_failure(kube, namespace, name, track)
+    RECENT.note(key, POD_LOOKUP_EVERY, failure)
+    return failure
 
 
 def query_metrics(analysis: api.Analysis, source: MetricSource, now: datetime, traffic_started_at: datetime | None,
