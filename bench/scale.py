@@ -754,9 +754,13 @@ def _cpu_table(runs: Sequence[Run]) -> Table:
     rows = [[k, *(cell(r, r.cpu_by.get(k, float("nan"))) for r in runs)] for k in names]
     rows.append(["whole machine (/proc/stat)", *(cell(r, r.machine_cpu_s) for r in runs)])
     rows.append(["apiserver: requests completed (all clients, audit log)", *(str(r.apiserver_requests) for r in runs)])
-    rows.append(["apiserver: CPU per request", *(ms(apiserver_cost(r)) for r in runs)])
+    rows.append(["apiserver: CPU per request", *(_ms1(apiserver_cost(r)) for r in runs)])
     return Table("CPU while the new revisions rolled out (CPU seconds; % of one CPU over the window)",
                  ["process", *(f"N={r.n}" for r in runs)], rows)
+
+
+def _ms1(seconds: float) -> str:
+    return "n/a" if seconds != seconds else f"{seconds * 1000:.1f} ms"
 
 
 def apiserver_cost(r: Run) -> float:
@@ -834,7 +838,10 @@ FIXES = [
     "rollouts grew to 14–17 per rollout, the watch fell further behind, the new revisions took 212 and 256 s "
     "instead of 185 and 191 s; the cache "
     "now reads the apiserver's answer to the write (the object as written) until the echo, and only after "
-    "another writer's event a GET: 0.3 GETs of rollouts per rollout.",
+    "another writer's event a GET: 0.3 GETs of rollouts per rollout; (11) the reason pods are not ready was "
+    "listed (a LIST reads every pod of the namespace here) at every reconcile once they had been unready 5 s; "
+    "under load pods start slowly, so at N=1000 that was 4.3 LISTs of some 3000 pods per rollout, N² in all: the "
+    "answer is now reused for 10 s (`observe.POD_LOOKUP_EVERY`), and listed afresh at the progress deadline.",
     "Also fixed: the kopf wake-up handlers were sync functions run in kopf's executor threads, calling "
     "`asyncio.Event.set()` off the event loop (not thread-safe: the daemon's wake-up could wait for the loop's next "
     "unrelated event); they are async now. `Engine.written` kept an entry for every rollout ever reconciled; it "
@@ -895,7 +902,7 @@ def _notes(runs: Sequence[Run]) -> list[str]:
         notes.append(
             "Why the p99 target cannot be met here when all N steps fall due at once: the apiserver is the busiest "
             "process (table above) and every request costs it CPU ("
-            + ", ".join(f"N={r.n}: {ms(apiserver_cost(r))} per request, {r.apiserver_requests / r.rollout_s:.0f} "
+            + ", ".join(f"N={r.n}: {_ms1(apiserver_cost(r))} per request, {r.apiserver_requests / r.rollout_s:.0f} "
                         f"requests/s, {r.cpu_by.get('kube-apiserver', 0) / r.rollout_s * 100:.0f}% of one CPU"
                         for r in costed)
             + "). A step's weight writes of N rollouts due at once need at least N × (writes per weight-writing "
