@@ -10,7 +10,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
-from modelrollout.watchcache import Key, WatchCache, trim_deployment, trim_object
+from modelrollout.core.approval import CONTROL_ANNOTATIONS
+from modelrollout.watchcache import Key, WatchCache, rollout_trimmer, trim_deployment, trim_object
 
 FIELD_MANAGER = "modelrollout"
 LABEL_ROLLOUT = "modelrollout.io/rollout"
@@ -49,7 +50,8 @@ class Kube:
         apps: Any = client.AppsV1Api(api_client)
         custom: Any = client.CustomObjectsApi(api_client)
         networking: Any = client.NetworkingV1Api(api_client)
-        watched = WatchCache(trim={"deployments": trim_deployment, "ingresses": trim_object}) if cache else None
+        watched = WatchCache(trim={"deployments": trim_deployment, "ingresses": trim_object,
+                                   api.PLURAL: rollout_trimmer(CONTROL_ANNOTATIONS)}) if cache else None
         if watched is not None:  # every write to a cached kind tells the cache the version it made
             apps = _Recorded(apps, watched, _named("deployments"))
             networking = _Recorded(networking, watched, _named("ingresses"))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 Body = dict[str, Any]
@@ -229,14 +229,45 @@ def _copy(value: Any) -> Any:
 
 
 def trim_deployment(body: Body) -> Body:
-    """What a reconcile reads of a Deployment (``workloads.track_state``), copied."""
+    """What a reconcile reads of a Deployment (``workloads.track_state``: of the pod template only the
+    containers' images), copied."""
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     keep = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "annotations", "ownerReferences")
-    return {
+    pod = (spec.get("template") or {}).get("spec") or {}
+    images = {k: [{"image": c.get("image")} for c in pod[k] or []]
+              for k in ("initContainers", "containers") if k in pod}
+    out: Body = {
         "metadata": {k: _copy(meta[k]) for k in keep if k in meta},
-        "spec": {k: _copy(spec[k]) for k in ("replicas", "selector", "template") if k in spec},
+        "spec": {k: _copy(spec[k]) for k in ("replicas", "selector") if k in spec},
         "status": _copy(body.get("status") or {}),
     }
+    if "template" in spec:
+        out["spec"]["template"] = {"spec": images}
+    return out
+
+
+def rollout_trimmer(annotations: Collection[str]) -> Callable[[Body], Body]:
+    """A trim for rollouts: everything but metadata.managedFields, of which only who set each of
+    ``annotations`` is kept (in the same shape, for ``observe.annotation_managers``), copied. managedFields list
+    every field of the status for each writer: the larger part of a rollout kept in memory."""
+    wanted = {f"f:{key}" for key in annotations}
+
+    def trim(body: Body) -> Body:
+        meta = body.get("metadata") or {}
+        kept_meta = {k: _copy(v) for k, v in meta.items() if k != "managedFields"}
+        managers = []
+        for entry in meta.get("managedFields") or []:
+            set_here = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
+            keys = sorted(wanted.intersection(set_here))
+            if keys:
+                managers.append({"manager": entry.get("manager"),
+                                 "fieldsV1": {"f:metadata": {"f:annotations": {k: {} for k in keys}}}})
+        if managers:
+            kept_meta["managedFields"] = managers
+        out: Body = {k: _copy(v) for k, v in body.items() if k != "metadata"}
+        out["metadata"] = kept_meta
+        return out
+    return trim
 
 
 def trim_object(body: Body) -> Body:

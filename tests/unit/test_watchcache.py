@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 
+from modelrollout.core.approval import CONTROL_ANNOTATIONS
 from modelrollout.kube import _named, _Recorded, _rollout_key
-from modelrollout.watchcache import ABSENT_MAX, PENDING_TTL, WatchCache, trim_deployment
+from modelrollout.observe import annotation_managers
+from modelrollout.watchcache import ABSENT_MAX, PENDING_TTL, WatchCache, rollout_trimmer, trim_deployment
+from modelrollout.workloads import track_state
 
 KEY = ("deployments", "ns", "m-canary")
 
@@ -174,6 +177,34 @@ def test_a_deployment_is_kept_without_what_no_reconcile_reads() -> None:
     assert "managedFields" not in kept["metadata"]
     assert kept["status"] == {"readyReplicas": 1} and kept["spec"]["replicas"] == 1
     assert kept["spec"]["template"]["spec"]["containers"] == [{"image": "i"}]
+
+
+def test_a_deployment_trimmed_tells_the_same_track_state() -> None:
+    dep = body("5", ready=1)
+    dep["metadata"]["annotations"] = {"modelrollout.io/revision": "abc"}
+    dep["spec"]["template"]["spec"] = {"initContainers": [{"name": "w", "image": "w:1", "env": [{"name": "A"}]}],
+                                       "containers": [{"name": "m", "image": "m:2", "args": ["--x"]}]}
+    assert track_state(trim_deployment(dep)) == track_state(dep)
+
+
+def test_a_rollout_is_kept_with_only_who_set_the_control_annotations() -> None:
+    approve = "modelrollout.io/approve"
+    rollout = {
+        "metadata": {"name": "m", "annotations": {approve: "t"}, "managedFields": [
+            {"manager": "kubectl-annotate", "operation": "Update",
+             "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{approve}": {}, "f:other": {}}}}},
+            {"manager": "modelrollout", "subresource": "status",
+             "fieldsV1": {"f:status": {"f:phase": {}, "f:history": {}}}},
+        ]},
+        "spec": {"replicas": 2}, "status": {"phase": "Paused"},
+    }
+    kept = rollout_trimmer(CONTROL_ANNOTATIONS)(rollout)
+    assert annotation_managers(kept["metadata"]["managedFields"]) == \
+        annotation_managers(rollout["metadata"]["managedFields"]) == {approve: "kubectl-annotate"}
+    assert len(kept["metadata"]["managedFields"]) == 1
+    assert kept["spec"] == rollout["spec"] and kept["status"] == rollout["status"]
+    kept["spec"]["replicas"] = 3
+    assert rollout["spec"]["replicas"] == 2  # a copy
 
 
 @pytest.mark.parametrize(("method", "args", "kwargs", "key"), [
