@@ -10,7 +10,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
-from modelrollout.core.approval import CONTROL_ANNOTATIONS
+from modelrollout.core.approval import annotation_managers
 from modelrollout.watchcache import Key, WatchCache, rollout_trimmer, trim_deployment, trim_object
 
 FIELD_MANAGER = "modelrollout"
@@ -51,7 +51,7 @@ class Kube:
         custom: Any = client.CustomObjectsApi(api_client)
         networking: Any = client.NetworkingV1Api(api_client)
         watched = WatchCache(trim={"deployments": trim_deployment, "ingresses": trim_object,
-                                   api.PLURAL: rollout_trimmer(CONTROL_ANNOTATIONS)}) if cache else None
+                                   api.PLURAL: rollout_trimmer(annotation_managers)}) if cache else None
         if watched is not None:  # every write to a cached kind tells the cache the version it made
             apps = _Recorded(apps, watched, _named("deployments"))
             networking = _Recorded(networking, watched, _named("ingresses"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelrollout import api
 from modelrollout.core import analysis as an
-from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO
+from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.prewarm import template_images
@@ -97,17 +97,6 @@ def _checked(meta: Mapping[str, Any]) -> Hashable:
 def recheck(rollout: Body) -> None:
     """Check the user's objects again at the next reconcile (a write just failed: one may be gone or changed)."""
     RECENT.forget(_checked(rollout["metadata"]))
-
-
-def annotation_managers(managed_fields: list[Body] | None) -> dict[str, str]:
-    """Who set each control annotation, from metadata.managedFields. Pure."""
-    out: dict[str, str] = {}
-    for entry in managed_fields or []:
-        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
-        for key in CONTROL_ANNOTATIONS:
-            if f"f:{key}" in annotations:
-                out[key] = str(entry.get("manager") or "unknown")
-    return out
 
 
 def parse_status(raw: Any) -> api.ModelRolloutStatus:

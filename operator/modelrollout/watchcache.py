@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Body = dict[str, Any]
@@ -246,26 +246,18 @@ def trim_deployment(body: Body) -> Body:
     return out
 
 
-def rollout_trimmer(annotations: Collection[str]) -> Callable[[Body], Body]:
-    """A trim for rollouts: everything but metadata.managedFields, of which only who set each of
-    ``annotations`` is kept (in the same shape, for ``observe.annotation_managers``), copied. managedFields list
-    every field of the status for each writer: the larger part of a rollout kept in memory."""
-    wanted = {f"f:{key}" for key in annotations}
-
+def rollout_trimmer(managers: Callable[[list[Body] | None], Mapping[str, str]]) -> Callable[[Body], Body]:
+    """A trim for rollouts: the object without its managedFields (``trim_object``) but for who set each control
+    annotation, as ``managers`` reads them (``core.approval.annotation_managers``), one entry per annotation in
+    the shape it reads. managedFields list every field of the status for each writer: the larger part of a
+    rollout kept in memory."""
     def trim(body: Body) -> Body:
-        meta = body.get("metadata") or {}
-        kept_meta = {k: _copy(v) for k, v in meta.items() if k != "managedFields"}
-        managers = []
-        for entry in meta.get("managedFields") or []:
-            set_here = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
-            keys = sorted(wanted.intersection(set_here))
-            if keys:
-                managers.append({"manager": entry.get("manager"),
-                                 "fieldsV1": {"f:metadata": {"f:annotations": {k: {} for k in keys}}}})
-        if managers:
-            kept_meta["managedFields"] = managers
-        out: Body = {k: _copy(v) for k, v in body.items() if k != "metadata"}
-        out["metadata"] = kept_meta
+        out = trim_object(body)
+        who = managers((body.get("metadata") or {}).get("managedFields"))
+        if who:
+            out["metadata"]["managedFields"] = [
+                {"manager": manager, "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{key}": {}}}}}
+                for key, manager in who.items()]
         return out
     return trim
 

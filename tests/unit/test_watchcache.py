@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.core.approval import CONTROL_ANNOTATIONS
+from modelrollout.core.approval import annotation_managers
 from modelrollout.kube import _named, _Recorded, _rollout_key
-from modelrollout.observe import annotation_managers
 from modelrollout.watchcache import ABSENT_MAX, PENDING_TTL, WatchCache, rollout_trimmer, trim_deployment
 from modelrollout.workloads import track_state
 
@@ -198,7 +197,7 @@ def test_a_rollout_is_kept_with_only_who_set_the_control_annotations() -> None:
         ]},
         "spec": {"replicas": 2}, "status": {"phase": "Paused"},
     }
-    kept = rollout_trimmer(CONTROL_ANNOTATIONS)(rollout)
+    kept = rollout_trimmer(annotation_managers)(rollout)
     assert annotation_managers(kept["metadata"]["managedFields"]) == \
         annotation_managers(rollout["metadata"]["managedFields"]) == {approve: "kubectl-annotate"}
     assert len(kept["metadata"]["managedFields"]) == 1

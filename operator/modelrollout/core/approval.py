@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 _TOKEN = re.compile(r"^([0-9a-f]{6,64})-([0-9]{1,4})$")
 
@@ -13,6 +15,17 @@ RETRY = "modelrollout.io/retry"
 PROMOTE = "modelrollout.io/promote"
 ROLLBACK_TO = "modelrollout.io/rollback-to"
 CONTROL_ANNOTATIONS = (APPROVE, ABORT, RETRY, PROMOTE, ROLLBACK_TO)
+
+
+def annotation_managers(managed_fields: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
+    """Who set each control annotation, from metadata.managedFields. Pure."""
+    out: dict[str, str] = {}
+    for entry in managed_fields or []:
+        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
+        for key in CONTROL_ANNOTATIONS:
+            if f"f:{key}" in annotations:
+                out[key] = str(entry.get("manager") or "unknown")
+    return out
 
 
 @dataclass(frozen=True)
