@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--shadow-label-path", default="data.label", help="dotted path to the top-1 label ('' = arg-max)"
     )
     parser.add_argument(
+        "--shadow-protocol",
+        choices=["envelope", "open-inference-v2", "kserve-v1", "openai-chat"],
+        help="how answers are compared (default: the contract's protocol, else envelope)",
+    )
+    parser.add_argument("--shadow-output", help="open-inference-v2: compare only this output tensor")
+    parser.add_argument(
         "--proxy-timeout", type=_positive, default=30.0, help="timeout of proxied requests (30)"
     )
     parser.add_argument(
@@ -138,7 +144,10 @@ def settings_from_args(args: argparse.Namespace) -> ProbeSettings:
         shadow_target=args.shadow_target,
         shadow_fraction=args.shadow_fraction,
         shadow_spec=ShadowSpec(
-            scores_path=args.shadow_scores_path, label_path=args.shadow_label_path or None
+            scores_path=args.shadow_scores_path,
+            label_path=args.shadow_label_path or None,
+            protocol=args.shadow_protocol or (contract.protocol if contract and contract.protocol else "envelope"),
+            output=args.shadow_output,
         ),
         shadow_window=args.shadow_window,
         shadow_paths=tuple(args.shadow_path),

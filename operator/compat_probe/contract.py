@@ -38,6 +38,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from compat_probe.presets import Golden, Preset, Protocol, expand
+from compat_probe.protocols import RAW_RULES, Rule, TensorSpec, judge, judge_raw
+
 __all__ = [
     "Check",
     "CheckResult",
@@ -104,6 +107,7 @@ class Check(_Model):
     fields: list[FieldSpec] = Field(default_factory=list)
     timeout_seconds: float | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
+    rule: Rule | None = Field(default=None, description="a protocol rule (presets set it; see protocols.py)")
 
     @field_validator("method")
     @classmethod
@@ -128,8 +132,25 @@ class Check(_Model):
 
 
 class Contract(_Model):
-    """A set of golden requests. ``envelope`` is the default for every check that does not set its own."""
+    """A set of golden requests. ``envelope`` is the default for every check that does not set its own.
 
+    With ``protocol`` the preset of that protocol (:mod:`compat_probe.presets`) expands ``model``,
+    ``inputs``/``outputs`` and the ``golden`` inputs into checks, placed before the hand-written ``checks``;
+    ``checks`` then holds both. Without an explicit ``envelope``, a protocol other than ``envelope`` means
+    answers are not wrapped.
+    """
+
+    protocol: Protocol | None = None
+    model: str | None = None
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+    require_metadata: bool = False
+    prediction_type: Literal["string", "number", "integer", "boolean", "array", "object"] | None = None
+    prediction_width: int | None = Field(default=None, ge=1)
+    error_check: bool = True
+    error_path: str | None = None
+    error_body: Any = None
+    golden: list[Golden] = Field(default_factory=list)
     envelope: Envelope | None = Field(default_factory=Envelope)
     timeout_seconds: float = Field(default=2.0, gt=0)
     checks: list[Check] = Field(default_factory=list)
@@ -137,7 +158,18 @@ class Contract(_Model):
     @model_validator(mode="before")
     @classmethod
     def _inherit_envelope(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "checks" not in data or not isinstance(data["checks"], list):
+        if not isinstance(data, dict):
+            return data
+        if data.get("protocol") is not None:
+            keys = set(Preset.model_fields) | {field.alias for field in Preset.model_fields.values() if field.alias}
+            preset = Preset.model_validate({key: value for key, value in data.items() if key in keys})
+            own = data.get("checks", [])
+            if not isinstance(own, list):
+                return data
+            data = {**data, "checks": [*expand(preset), *own]}
+            if preset.protocol != "envelope" and "envelope" not in data:
+                data["envelope"] = None
+        if "checks" not in data or not isinstance(data["checks"], list):
             return data
         default = data.get("envelope", {})
         checks = [
@@ -228,11 +260,17 @@ def evaluate(
     if check.max_latency_ms is not None and elapsed is not None and elapsed * 1000.0 > check.max_latency_ms:
         reasons.append(f"latency {elapsed * 1000.0:.1f}ms above maxLatencyMs {check.max_latency_ms:g}")
 
-    document, parse_error = _parse_json(body_bytes)
-    if parse_error is not None:
-        reasons.append(parse_error)
+    rule = check.rule
+    if rule is not None and rule.kind in RAW_RULES:
+        reasons.extend(judge_raw(rule, status_code, body_bytes))
     else:
-        reasons.extend(_judge_document(check, document))
+        document, parse_error = _parse_json(body_bytes)
+        if parse_error is not None:
+            reasons.append(parse_error)
+        else:
+            reasons.extend(_judge_document(check, document))
+            if rule is not None:
+                reasons.extend(judge(rule, status_code, document))
 
     return CheckResult(
         name=check.name, passed=not reasons, reasons=reasons, status_code=status_code, elapsed=elapsed
