@@ -10,11 +10,14 @@ Endpoints on ``--listen`` (GET):
 - ``/healthz``: 200 while the process serves;
 - ``/readyz``: 200 once the first replay has finished (at once when no contract is configured).
 
-With ``--shadow-target`` every other request is proxied to ``--target`` (tee mode, see ``shadow.py``).
+With ``--shadow-target`` every other request is proxied to ``--target`` (tee mode, see ``shadow.py``): the
+listener is aiohttp on an event loop of its own, so proxied answers stream through and connections stay
+alive; the replay loop is a plain thread (it is not in the path of client requests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -28,12 +31,13 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 import yaml
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -82,7 +86,8 @@ _HOP_BY_HOP = frozenset(
         "accept-encoding",  # keep answers uncompressed so they can be compared
     }
 )
-_NOT_RELAYED = _HOP_BY_HOP | {"server", "date"}  # BaseHTTPRequestHandler writes its own
+_NOT_RELAYED = _HOP_BY_HOP | {"server", "date"}  # aiohttp writes its own
+_POOL_SIZE = 256  # keep-alive connections to the target and to the stable track
 SHADOW_HEADER = "X-Modelrollout-Shadow"
 _MAX_BODY = 64 * 1024 * 1024
 _CONFIG_VALUE_LIMIT = 256
@@ -386,18 +391,22 @@ class FractionSampler:
 
 
 class ShadowTee:
-    """Copies sampled requests to the stable track and feeds both answers to the comparator."""
+    """Copies sampled requests to the stable track and feeds both answers to the comparator.
+
+    Runs on the proxy's event loop; the counters are also read from other threads (under a lock).
+    """
 
     def __init__(self, settings: ProbeSettings) -> None:
         assert settings.shadow_target is not None
         self._settings = settings
         self._target = settings.shadow_target.rstrip("/")
         self._sampler = FractionSampler(settings.shadow_fraction)
-        self._slots = threading.BoundedSemaphore(settings.shadow_concurrency)
         self._lock = threading.Lock()
         self._window = ShadowWindow(settings.shadow_window)
         self._errors: dict[str, int] = {"stable": 0, "transport": 0}
         self._dropped = 0
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def wants(self, path: str) -> bool:
         prefixes = self._settings.shadow_paths
@@ -407,45 +416,62 @@ class ShadowTee:
 
     def submit(
         self,
+        session: aiohttp.ClientSession,
         method: str,
         path: str,
-        headers: Mapping[str, str],
+        headers: Sequence[tuple[str, str]],
         body: bytes | None,
-        canary: HttpResult,
+        canary_status: int,
+        canary_body: bytes,
     ) -> None:
-        """Send the copy on a background thread; drop it when too many copies are in flight."""
-        if not self._slots.acquire(blocking=False):
+        """Send the copy as a task on the running loop; drop it when too many copies are in flight."""
+        if self._in_flight >= self._settings.shadow_concurrency:
             with self._lock:
                 self._dropped += 1
             return
-        thread = threading.Thread(
-            target=self._shadow, args=(method, path, dict(headers), body, canary), daemon=True
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(
+            self._shadow(session, method, path, headers, body, canary_status, canary_body)
         )
-        thread.start()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _shadow(
-        self, method: str, path: str, headers: dict[str, str], body: bytes | None, canary: HttpResult
+    async def _shadow(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        canary_status: int,
+        canary_body: bytes,
     ) -> None:
         try:
-            headers[SHADOW_HEADER] = "true"
-            stable = http_call(
-                method, self._target + path, body=body, headers=headers, timeout=self._settings.proxy_timeout
-            )
-            if stable.status is None or stable.body is None:
+            copy_headers = [*headers, (SHADOW_HEADER, "true")]
+            try:
+                async with session.request(
+                    method,
+                    self._target + path,
+                    data=body,
+                    headers=copy_headers,
+                    timeout=aiohttp.ClientTimeout(total=self._settings.proxy_timeout),
+                ) as answer:
+                    stable_status = answer.status
+                    kept = bytearray()
+                    async for chunk in answer.content.iter_any():  # the whole answer (a stream too)
+                        kept.extend(chunk[: _MAX_BODY - len(kept)])
+                    stable_body = bytes(kept)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 with self._lock:
                     self._errors["transport"] += 1
-                log.debug("shadow request failed: %s", stable.error)
+                log.debug("shadow request failed: %s", _describe_async_error(exc, self._settings.proxy_timeout))
                 return
             outcome = compare_responses(
-                stable.status,
-                stable.body,
-                canary.status or 0,
-                canary.body or b"",
-                self._settings.shadow_spec,
+                stable_status, stable_body, canary_status, canary_body, self._settings.shadow_spec
             )
             self.record(outcome)
         finally:
-            self._slots.release()
+            self._in_flight -= 1
 
     def record(self, outcome: Comparison | Unusable) -> None:
         with self._lock:
@@ -458,6 +484,11 @@ class ShadowTee:
     def snapshot(self) -> tuple[ShadowStats, dict[str, int], int]:
         with self._lock:
             return self._window.stats(), dict(self._errors), self._dropped
+
+    async def drain(self) -> None:
+        """Wait for the copies in flight (on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self._settings.proxy_timeout)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -590,7 +621,7 @@ class ProbeApp:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._httpd: _HTTPServer | None = None
+        self._server: _AsyncServer | None = None
         if self.runner is None:
             self._ready.set()
 
@@ -665,20 +696,17 @@ class ProbeApp:
 
     def start(self) -> tuple[str, int]:
         """Bind the listener and start serving and replaying; returns the bound (host, port)."""
-        httpd = _HTTPServer((self.settings.listen_host, self.settings.listen_port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self._spawn("compat-http", httpd.serve_forever)
+        server = _AsyncServer(self)
+        bound = server.start()
+        self._server = server
         if self.runner is not None:
             self._spawn("compat-replay", self._replay_loop)
-        host, port = httpd.server_address[:2]
-        return str(host), int(port)
+        return bound
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        if self._server is not None:
+            self._server.stop(timeout)
         for thread in self._threads:
             thread.join(timeout)
 
@@ -699,116 +727,165 @@ class ProbeApp:
 # ------------------------------------------------------------------------------------------ HTTP server
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    app: ProbeApp
+class _AsyncServer:
+    """The sidecar's listener: aiohttp on an event loop in its own thread.
 
+    Serves the sidecar's own endpoints and, in tee mode, proxies everything else to ``--target`` over a
+    pooled keep-alive client session: the answer is relayed chunk by chunk as it arrives (server-sent
+    events reach the client as the model server sends them, nothing is buffered before the client sees
+    it), while a copy of up to 64 MiB is kept for the shadow comparison once the answer is complete.
+    """
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "compat-probe"
+    def __init__(self, app: ProbeApp) -> None:
+        self._app = app
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="compat-http", daemon=True)
+        self._started = threading.Event()
+        self._bound: tuple[str, int] | None = None
+        self._error: BaseException | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stopped: asyncio.Event | None = None
 
-    @property
-    def app(self) -> ProbeApp:
-        return cast(_HTTPServer, self.server).app
+    def start(self) -> tuple[str, int]:
+        self._thread.start()
+        if not self._started.wait(30.0):
+            raise OSError("the HTTP server did not start within 30 s")
+        if self._error is not None:
+            raise self._error
+        assert self._bound is not None
+        return self._bound
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+    def stop(self, timeout: float) -> None:
+        if self._stopped is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(timeout)
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
         try:
-            if self.command == "GET" and path in RESERVED_PATHS:
-                self._serve_own(path)
-            elif self.app.tee is not None:
-                self._proxy()
-            else:
-                self._send(404, b'{"error":"not found"}\n', "application/json")
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("client went away")
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
 
-    def _serve_own(self, path: str) -> None:
-        app = self.app
-        if path == "/metrics":
-            self._send(200, app.metrics(), CONTENT_TYPE_LATEST)
-        elif path == "/probe/compatibility":
-            self._send_json(200, app.compatibility())
-        elif path == "/healthz":
-            self._send_json(200, {"status": "ok"})
-        elif app.ready:
-            self._send_json(200, {"status": "ready"})
-        else:
-            self._send_json(503, {"status": "waiting for the first contract replay"})
-
-    def _proxy(self) -> None:
-        app = self.app
-        tee = app.tee
-        assert tee is not None
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            self._send_json(413, {"error": "request body too large"})
+    async def _serve(self) -> None:
+        self._stopped = asyncio.Event()
+        settings = self._app.settings
+        try:
+            web_app = web.Application(client_max_size=_MAX_BODY)
+            web_app.router.add_route("*", "/{tail:.*}", self._dispatch)
+            self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, settings.listen_host, settings.listen_port, reuse_address=True)
+            await site.start()
+            address = self._runner.addresses[0]
+            self._bound = (str(address[0]), int(address[1]))
+            if self._app.tee is not None:
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=_POOL_SIZE, keepalive_timeout=30.0),
+                    auto_decompress=False,
+                    trust_env=False,  # no environment proxies: the probe talks to its own pod and the stable Service
+                    skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+                )
+        except BaseException as exc:  # report a bind failure to start()
+            self._error = exc
+            self._started.set()
+            if self._runner is not None:
+                await self._runner.cleanup()
             return
-        body = self.rfile.read(length) if length > 0 else None
-        headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP}
-        canary = http_call(
-            self.command,
-            app.settings.target.rstrip("/") + self.path,
-            body=body,
-            headers=headers,
-            timeout=app.settings.proxy_timeout,
-        )
-        if canary.status is None or canary.body is None:
+        self._started.set()
+        await self._stopped.wait()
+        if self._app.tee is not None:
+            await self._app.tee.drain()
+        await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if request.method == "GET" and path in RESERVED_PATHS:
+            return self._serve_own(path)
+        if self._app.tee is not None:
+            return await self._proxy(request)
+        return _json_response(404, {"error": "not found"})
+
+    def _serve_own(self, path: str) -> web.Response:
+        app = self._app
+        if path == "/metrics":
+            response = web.Response(status=200, body=app.metrics())
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
+        if path == "/probe/compatibility":
+            return _json_response(200, app.compatibility())
+        if path == "/healthz":
+            return _json_response(200, {"status": "ok"})
+        if app.ready:
+            return _json_response(200, {"status": "ready"})
+        return _json_response(503, {"status": "waiting for the first contract replay"})
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        app = self._app
+        tee = app.tee
+        session = self._session
+        assert tee is not None and session is not None
+        try:
+            body = await request.read() if request.body_exists else None
+        except web.HTTPRequestEntityTooLarge:
+            return _json_response(413, {"error": "request body too large"})
+        headers = [(name, value) for name, value in request.headers.items() if name.lower() not in _HOP_BY_HOP]
+        path_qs = request.rel_url.raw_path_qs
+        timeout = aiohttp.ClientTimeout(total=app.settings.proxy_timeout)
+        response: web.StreamResponse | None = None
+        kept = bytearray()
+        try:
+            async with session.request(
+                request.method,
+                app.settings.target.rstrip("/") + path_qs,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as upstream:
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                for name, value in upstream.headers.items():
+                    if name.lower() not in _NOT_RELAYED:
+                        response.headers.add(name, value)
+                if upstream.content_length is not None:
+                    response.content_length = upstream.content_length
+                await response.prepare(request)
+                if request.method != "HEAD":
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                        if len(kept) < _MAX_BODY:
+                            kept.extend(chunk[: _MAX_BODY - len(kept)])
+                await response.write_eof()
+                status = upstream.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if response is not None and response.prepared:
+                # headers (and maybe part of a stream) are out: all that is left is to end the connection
+                app.count_proxied("error")
+                log.debug("target failed mid-answer: %s", exc)
+                raise
             app.count_proxied("error")
-            self._send_json(502, {"error": f"target: {canary.error}"})
-        else:
-            app.count_proxied(str(canary.status))
-            relay = [(name, value) for name, value in canary.headers if name.lower() not in _NOT_RELAYED]
-            self._send(canary.status, canary.body, None, relay)
-        if tee.wants(urllib.parse.urlsplit(self.path).path):
-            tee.submit(self.command, self.path, headers, body, canary)
+            return _json_response(502, {"error": f"target: {_describe_async_error(exc, app.settings.proxy_timeout)}"})
+        app.count_proxied(str(status))
+        if tee.wants(path_qs.split("?", 1)[0]):
+            tee.submit(session, request.method, path_qs, headers, body, status, bytes(kept))
+        return response
 
-    def _send_json(self, status: int, doc: Mapping[str, Any]) -> None:
-        payload = json.dumps(doc, allow_nan=False, sort_keys=True).encode() + b"\n"
-        self._send(status, payload, "application/json")
 
-    def _send(
-        self,
-        status: int,
-        payload: bytes,
-        content_type: str | None,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        if content_type is not None:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+def _json_response(status: int, doc: Mapping[str, Any]) -> web.Response:
+    payload = json.dumps(doc, allow_nan=False, sort_keys=True).encode() + b"\n"
+    return web.Response(status=status, body=payload, content_type="application/json")
+
+
+def _describe_async_error(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"timeout after {timeout:g}s"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ConnectionRefusedError):
+        return "connection refused"
+    return f"connection error: {exc}"
+
 
 
 def _failures(report: Report) -> list[tuple[str, tuple[str, ...]]]:
