@@ -35,6 +35,11 @@ if ! python -c "import modelrollout, kopf, hypothesis, ruff" >/dev/null 2>&1 || 
     python -m pip install -q -e '.[test]'
 fi
 
+# Real model servers for the compat-probe's tests and `make demo MODEL=mlserver`: MLServer and KServe's model
+# server, each in its own venv under ~/.cache/modelrollout/venvs (their pins must not constrain the
+# operator's environment); skipped when the requirement files are unchanged.
+bash hack/modelservers/install.sh
+
 # Go (1.26, local toolchain only) builds kube-apiserver & co. once into ~/.cache/modelrollout.
 export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 export GOTOOLCHAIN=local
