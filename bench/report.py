@@ -139,7 +139,24 @@ def render_document(results: list[Result]) -> str:
 
 
 def write_document(results: list[Result], path: Path = DOC) -> None:
-    path.write_text(render_document(results))
+    """Rewrite the document; sections of benchmarks not in ``results`` (e.g. bench.tee_latency's) are kept."""
+    text = render_document(results)
+    if path.exists():
+        ran = {r.name for r in results}
+        old = path.read_text()
+        for match in re.finditer(r"<!-- BEGIN bench:([\w-]+) -->.*?<!-- END bench:\1 -->\n?", old, re.S):
+            if match.group(1) not in ran:
+                text = replace_block(text, match.group(1), match.group(0))
+    path.write_text(text)
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    """Put ``block`` (a whole marked section) in place of section ``name``, or before "## Rerun"."""
+    pattern = re.compile(re.escape(_begin(name)) + r".*?" + re.escape(_end(name)) + r"\n?", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    marker = "## Rerun"
+    return text.replace(marker, block + "\n" + marker, 1) if marker in text else text + "\n" + block
 
 
 def update_section(result: Result, path: Path = DOC) -> None:

@@ -1,6 +1,7 @@
 """Latency the compat-probe's tee proxy adds, at a fixed request rate, plain JSON and streamed (SSE).
 
-    PYTHONPATH=operator python -m bench.tee_latency [--rate 200] [--seconds 10] [--shadow-fraction 0.1]
+    PYTHONPATH=operator python -m bench.tee_latency [--rate 200] [--seconds 10] [--shadow-fraction 0.1] \
+        [--update-docs]          # replace its section of docs/benchmarks.md (make bench keeps that section)
 
 Three processes on 127.0.0.1: a model-server stand-in (aiohttp; JSON answers of ~300 bytes, or a stream of
 8 server-sent events 2 ms apart), the probe in tee mode in front of it (copying ``--shadow-fraction`` of
@@ -117,9 +118,12 @@ def _wait_port(port: int, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tee_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second (200)")
+    parser.add_argument("--rate", type=float, nargs="+", default=[100.0, 200.0],
+                        help="requests per second, one run each (100 200)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per run (10)")
     parser.add_argument("--shadow-fraction", default="0.1", help="share copied to the stable stand-in (0.1)")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="replace this benchmark's section of docs/benchmarks.md with this run")
     parser.add_argument("--stand-in", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stand_in:
@@ -139,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         for port, what in ((canary, "canary stand-in"), (stable, "stable stand-in"), (probe, "probe")):
             _wait_port(port, what)
         rows = []
-        for stream, path in ((False, "/v1/chat/completions"), (True, "/v1/stream")):
-            direct = asyncio.run(_load(f"http://127.0.0.1:{canary}{path}", args.rate, args.seconds, stream))
-            tee = asyncio.run(_load(f"http://127.0.0.1:{probe}{path}", args.rate, args.seconds, stream))
+        for rate, stream, path in [(r, s, p) for r in args.rate
+                                   for s, p in ((False, "/v1/chat/completions"), (True, "/v1/stream"))]:
+            direct = asyncio.run(_load(f"http://127.0.0.1:{canary}{path}", rate, args.seconds, stream))
+            tee = asyncio.run(_load(f"http://127.0.0.1:{probe}{path}", rate, args.seconds, stream))
             for label, index in (("first event", 0), ("whole answer", 1)) if stream else (("whole answer", 1),):
                 d = [sample[index] for sample in direct]
                 t = [sample[index] for sample in tee]
-                rows.append((("SSE stream, " if stream else "JSON, ") + label, len(t),
+                rows.append((f"{rate:g}/s", ("SSE stream, " if stream else "JSON, ") + label, len(t),
                              _pct(d, 0.5), _pct(d, 0.99), _pct(t, 0.5), _pct(t, 0.99),
                              _pct(t, 0.5) - _pct(d, 0.5), _pct(t, 0.99) - _pct(d, 0.99),
                              statistics.mean(t) * 1000 - statistics.mean(d) * 1000))
@@ -153,13 +158,45 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
-    print(f"rate {args.rate:g}/s for {args.seconds:g} s per run, shadow fraction {args.shadow_fraction}\n")
-    print("| answer | requests | direct p50 | direct p99 | via tee p50 | via tee p99 | added p50 | added p99 "
-          "| added mean |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, count, *ms in rows:
-        print(f"| {name} | {count} | " + " | ".join(f"{value:.2f} ms" for value in ms) + " |")
+    load = os.getloadavg()[0]
+    lines = [f"{args.seconds:g} s per run, shadow fraction {args.shadow_fraction}, "
+             f"load average {load:.1f} at the end ({os.cpu_count()} CPUs):", "",
+             "| rate | answer | requests | direct p50 | direct p99 | via tee p50 | via tee p99 | added p50 "
+             "| added p99 | added mean |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for rate, name, count, *ms in rows:
+        lines.append(f"| {rate} | {name} | {count} | " + " | ".join(f"{value:.2f} ms" for value in ms) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.update_docs:
+        _update_docs(table)
     return 0
+
+
+DOC = ROOT / "docs" / "benchmarks.md"
+_BEGIN, _END = "<!-- BEGIN bench:tee_latency -->", "<!-- END bench:tee_latency -->"
+_INTRO = """## Tee proxy: added latency
+
+The compat-probe in tee mode sits in the path of client requests (docs/compat-probe.md). `bench/tee_latency.py`
+runs a model-server stand-in (aiohttp; JSON answers of about 300 bytes, or 8 server-sent events 2 ms apart),
+the probe in front of it (copying a fraction of requests to a second stand-in as the stable track) and an
+open-loop load generator (a request every 1/rate s over a keep-alive pool, not waiting for answers), once
+straight to the stand-in and once through the probe, all on 127.0.0.1. "Added" is the percentile through
+the probe minus the same percentile direct; for streams, to the first event and to the end. The probe is
+one Python process (one event loop for the proxy): with the load average above the CPU count (other work on
+the machine), its p99 is set by CPU contention, which the direct p99 of the same run shows too; rerun on an
+idle machine for the proxy's own tail.
+"""
+
+
+def _update_docs(table: str) -> None:
+    block = f"{_BEGIN}\n{_INTRO}\n{table}\n{_END}\n"
+    text = DOC.read_text()
+    start, end = text.find(_BEGIN), text.find(_END)
+    if start >= 0 and end > start:
+        text = text[:start] + block + text[end + len(_END) + 1:]
+    else:
+        text = text.replace("## Rerun", block + "\n## Rerun", 1)
+    DOC.write_text(text)
 
 
 if __name__ == "__main__":
