@@ -622,6 +622,8 @@ class ProbeApp:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: _AsyncServer | None = None
+        self._target_answered = False
+        self._waiting_logged = False
         if self.runner is None:
             self._ready.set()
 
@@ -643,10 +645,24 @@ class ProbeApp:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def run_once(self) -> Report | None:
+    def run_once(self, *, wait_for_target: bool = False) -> Report | None:
+        """Replay the contract once and publish the report.
+
+        With ``wait_for_target`` (the replay loop), a replay in which every request was refused before the
+        target ever answered is not published: a model server still starting (loading weights) is no
+        verdict, not an incompatible one, so the score stays NaN and /readyz 503. Once the target answered
+        a request, refusals are failures like any other (a server that died is broken).
+        """
         if self.runner is None:
             return None
         report = self.runner.run_once()
+        if wait_for_target and not self._target_answered:
+            if report.results and all(_refused(result) for result in report.results):
+                if not self._waiting_logged:
+                    log.info("target %s refuses connections: no verdict until it answers", self.settings.target)
+                    self._waiting_logged = True
+                return None
+            self._target_answered = True
         with self._lock:
             previous = self._report
             self._report = report
@@ -718,7 +734,7 @@ class ProbeApp:
     def _replay_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                self.run_once(wait_for_target=True)
             except Exception:  # the loop must survive anything one replay does
                 log.exception("contract replay failed")
             self._stop.wait(self.settings.interval)
@@ -886,6 +902,10 @@ def _describe_async_error(exc: BaseException, timeout: float) -> str:
         return "connection refused"
     return f"connection error: {exc}"
 
+
+
+def _refused(result: CheckResult) -> bool:
+    return result.status_code is None and result.reasons == ["request failed: connection refused"]
 
 
 def _failures(report: Report) -> list[tuple[str, tuple[str, ...]]]:
