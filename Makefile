@@ -37,8 +37,11 @@ manifests:
 	$(PYTHON) hack/render_chart.py --manifests
 
 # A complete demo rollout on a self-contained local environment (no cluster, no Docker).
+# The model server standing in for the pods: mlserver (a real MLServer serving scikit-learn iris revisions,
+# installed by bootstrap) or refserver (this project's reference server: make demo MODEL=refserver).
+MODEL ?= mlserver
 demo: bootstrap
-	$(PYTHON) -m modelrollout.demo
+	$(PYTHON) -m modelrollout.demo --model $(MODEL)
 
 # e2e: the same scenarios on a real cluster. `make e2e` creates one with kind (needs Docker);
 # `make e2e-existing` uses KUBECONFIG. Without a reachable cluster the tests skip and say why.

@@ -1,6 +1,6 @@
 """``make demo``: a complete ModelRollout story on a self-contained local environment (no cluster, no Docker).
 
-    python -m modelrollout.demo [--keep] [--quick] [--workdir DIR]
+    python -m modelrollout.demo [--keep] [--quick] [--workdir DIR] [--model refserver|mlserver]
 
 It starts a real local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok fake nodes),
 a real Prometheus (1 s scrape) and the operator, then plays three acts in namespace ``demo`` with
@@ -15,7 +15,9 @@ a real Prometheus (1 s scrape) and the operator, then plays three acts in namesp
 kwok pods become Ready but run no containers. What would run inside them runs here as local processes on
 127.0.0.1, one pair per track: ``compat_probe.refserver`` (the model server) and the ``compat-probe``
 sidecar replaying ``examples/compat-contract.yaml`` against it; Prometheus scrapes both, labelled
-rollout/track/revision, and the operator reads the sidecar's score from there.
+rollout/track/revision, and the operator reads the sidecar's score from there. With ``--model mlserver``
+(``make demo MODEL=mlserver``) the model server is a real MLServer serving iris classifiers trained at
+start-up, judged by the open-inference-v2 preset (``examples/compat-contract-iris-v2.yaml``).
 
 Every wait has a deadline; the demo exits non-zero naming the act and what it waited for when one passes.
 Everything it started is stopped at the end, on an error and on Ctrl-C (``--keep``: left up until Ctrl-C).
@@ -47,6 +49,7 @@ from typing import Any, TextIO
 import yaml
 
 from modelrollout.crdgen import render
+from modelrollout.localenv import modelservers
 from modelrollout.localenv.controlplane import (
     ControlPlane,
     ensure_binaries,
@@ -108,6 +111,28 @@ class Release:
 V1 = Release("1.0.0", "v1", "the first release")
 V2 = Release("2.0.0", "v2-compatible", "adds an optional response field: compatible")
 V3 = Release("2.1.0", "v2-drop-field", "drops data.tokens from every answer: breaks clients")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What stands in for the model server: this project's reference server, or a real MLServer."""
+
+    name: str
+    label: str  # what the acts call the server ("refserver", "MLServer iris")
+    contract: Path
+    releases: tuple[Release, Release, Release]
+
+
+BACKENDS = {
+    "refserver": Backend("refserver", "refserver", CONTRACT, (V1, V2, V3)),
+    # `make demo MODEL=mlserver`: MLServer's scikit-learn runtime serving iris revisions trained at start-up,
+    # judged with the open-inference-v2 preset (needs hack/modelservers/install.sh, run by make bootstrap).
+    "mlserver": Backend("mlserver", "MLServer iris", EXAMPLES / "compat-contract-iris-v2.yaml", (
+        Release("1.0.0", "v1", "logistic regression on iris, the first release"),
+        Release("2.0.0", "v2", "retrained: probabilities drift by < 0.01, outputs unchanged: compatible"),
+        Release("2.1.0", "v3-labels", "predict answers class names, a BYTES tensor instead of INT64: breaks clients"),
+    )),
+}
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -247,8 +272,11 @@ class StandIn:
     revision: str
     release: Release
     logs: Path
+    backend: Backend = BACKENDS["refserver"]
+    models: Path | None = None  # backend mlserver: the trained revisions
     server_port: int = field(default_factory=free_port)
     probe_port: int = field(default_factory=free_port)
+    metrics_port: int | None = None  # where the model server's /metrics is, when not on server_port
     processes: list[ManagedProcess] = field(default_factory=list)
 
     @property
@@ -266,15 +294,22 @@ class StandIn:
     def start(self) -> StandIn:
         ident = ["--rollout", NAME, "--track", self.track, "--revision", self.revision]
         stem = f"{self.track}-{self.revision}"
-        server = ManagedProcess(
-            f"refserver {self.track} {self.release.server}",
-            [sys.executable, "-m", "compat_probe.refserver", "--host", LOCALHOST, "--port", str(self.server_port),
-             "--version", self.release.server, "--score", "nan", *ident],
-            self.logs / f"{stem}-refserver.log", env=child_env())
+        if self.backend.name == "mlserver":
+            assert self.models is not None
+            real = modelservers.mlserver(self.models, self.release.server, self.logs.parent / "mlserver",
+                                         self.logs / f"{stem}-mlserver.log", env=child_env())
+            server = real.process
+            self.server_port, self.metrics_port = real.port, real.metrics_port
+        else:
+            server = ManagedProcess(
+                f"refserver {self.track} {self.release.server}",
+                [sys.executable, "-m", "compat_probe.refserver", "--host", LOCALHOST, "--port",
+                 str(self.server_port), "--version", self.release.server, "--score", "nan", *ident],
+                self.logs / f"{stem}-refserver.log", env=child_env())
         probe = ManagedProcess(
             f"compat-probe {self.track}",
             [sys.executable, "-m", "compat_probe", "--target", f"http://{self.server_address}",
-             "--contract", str(CONTRACT), "--interval", "1", "--listen", self.probe_address, *ident],
+             "--contract", str(self.backend.contract), "--interval", "1", "--listen", self.probe_address, *ident],
             self.logs / f"{stem}-compat-probe.log", env=child_env())
         for p in (server, probe):
             self.processes.append(p)
@@ -282,7 +317,8 @@ class StandIn:
         return self
 
     def targets(self) -> list[Target]:
-        return [(self.server_address, {**self.labels, "component": "model-server"}),
+        metrics = f"{LOCALHOST}:{self.metrics_port}" if self.metrics_port is not None else self.server_address
+        return [(metrics, {**self.labels, "component": "model-server"}),
                 (self.probe_address, {**self.labels, "component": "compat-probe"})]
 
     def check_alive(self) -> None:
@@ -301,7 +337,8 @@ class StandIn:
         return doc
 
     def describe(self) -> str:
-        return (f"refserver {self.release.server} on {self.server_address} + compat-probe on {self.probe_address} "
+        return (f"{self.backend.label} {self.release.server} on {self.server_address} + compat-probe on "
+                f"{self.probe_address} "
                 f"(track={self.track}, revision={self.revision})")
 
 
@@ -323,6 +360,8 @@ class Demo:
     workdir: Path
     out: Console
     timeout_scale: float = 1.0
+    backend: Backend = BACKENDS["refserver"]
+    models: Path | None = None
     cp: ControlPlane | None = None
     prom: Prometheus | None = None
     operator: ManagedProcess | None = None
@@ -355,6 +394,15 @@ class Demo:
         o = self.out
         o.title("Setting up a local environment (no cluster, no Docker)")
         o.say(f"  work dir: {self.workdir}")
+        if self.backend.name == "mlserver":
+            t = time.monotonic()
+            self.models = self.workdir / "models"
+            try:
+                summary = modelservers.train_iris(self.models)
+            except modelservers.MissingServer as e:
+                raise DemoFailed(str(e)) from None
+            o.say(f"  MLServer: iris revisions trained in {time.monotonic() - t:.1f}s with scikit-learn "
+                  f"(v1 -> v2 drift: {float(summary['v1_v2_max_proba_diff']):.4f} at most)")  # type: ignore[arg-type]
         missing = missing_binaries()
         if missing:
             o.say(f"  building the control-plane binaries {', '.join(missing)} (first run only; takes minutes)")
@@ -382,8 +430,9 @@ class Demo:
         o.say("")
         o.say("  What runs where: the Deployments' pods are real Kubernetes objects on kwok fake nodes; they")
         o.say("  become Ready but run no containers. What would run inside them runs here as local processes on")
-        o.say("  127.0.0.1, one pair per track: compat_probe.refserver (the model server) and the compat-probe")
-        o.say(f"  sidecar replaying {CONTRACT.relative_to(repo_root())} against it. Prometheus scrapes both,")
+        o.say(f"  127.0.0.1, one pair per track: {self.backend.label} (the model server) and the compat-probe")
+        contract = self.backend.contract.relative_to(repo_root())
+        o.say(f"  sidecar replaying {contract} against it. Prometheus scrapes both,")
         o.say("  labelled rollout/track/revision, and the operator reads the sidecar's score from Prometheus.")
         self.manifest = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
 
@@ -428,7 +477,7 @@ class Demo:
         self.prometheus().set_targets(targets)
 
     def start_stand_in(self, track: str, revision: str, release: Release) -> StandIn:
-        s = StandIn(track, revision, release, self.logs).start()
+        s = StandIn(track, revision, release, self.logs, backend=self.backend, models=self.models).start()
         old = self.stand_ins.get(track)
         if old is not None:
             self.retired.append(old)
@@ -460,7 +509,7 @@ class Demo:
 
     def wait_scraped(self, s: StandIn, timeout: float = 40) -> None:
         prom = self.prometheus()
-        for address in (s.server_address, s.probe_address):
+        for address, _ in s.targets():
 
             def up(address: str = address) -> bool:
                 return self._up(prom, address)
@@ -572,17 +621,30 @@ class Demo:
 
     # -- the acts ---------------------------------------------------------------------------------------
 
+    @property
+    def v1(self) -> Release:
+        return self.backend.releases[0]
+
+    @property
+    def v2(self) -> Release:
+        return self.backend.releases[1]
+
+    @property
+    def v3(self) -> Release:
+        return self.backend.releases[2]
+
     def act1(self) -> str:
         o = self.out
-        o.title(f"Act 1: first release, chat-server:{V1.tag} (refserver {V1.server}) becomes stable")
+        o.title(f"Act 1: first release, chat-server:{self.v1.tag} ({self.backend.label} {self.v1.server}) "
+                "becomes stable")
         t = time.monotonic()
-        docs = [self.rollout_doc(V1) if d.get("kind") == "ModelRollout" else d for d in self.manifest]
+        docs = [self.rollout_doc(self.v1) if d.get("kind") == "ModelRollout" else d for d in self.manifest]
         self.apply(docs)
 
         def on_tick(s: Snapshot) -> None:
             rev = s.deployment_revision("stable")
             if rev is not None and "stable" not in self.stand_ins and s.ready("stable") > 0:
-                self.start_stand_in("stable", rev, V1)
+                self.start_stand_in("stable", rev, self.v1)
 
         snap = self.watch(1, "phase Succeeded",
                           lambda s: s.phase == "Succeeded" and bool(s.status.get("stableRevision")),
@@ -591,7 +653,7 @@ class Demo:
         stable = str(snap.status["stableRevision"])
         s = self.stand_ins.get("stable")
         if s is None or s.revision != stable:
-            s = self.start_stand_in("stable", stable, V1)
+            s = self.start_stand_in("stable", stable, self.v1)
         self.wait_scraped(s)
         query = f'min(model_api_compatibility_score{{rollout="{NAME}",track="stable"}})'
         try:
@@ -602,7 +664,7 @@ class Demo:
         o.say(f"  Prometheus: {query} = {float(result[0]['value'][1]):g} "
               f"(the sidecar replays {len(s.compatibility().get('results') or {})} golden requests every second)")
         o.say(f"  act 1: revision {stable} is stable and serves 100% ({snap.ready('stable')} pods)")
-        self.results.append(ActResult(1, V1, stable, "Succeeded", "first release, stable at 100%",
+        self.results.append(ActResult(1, self.v1, stable, "Succeeded", "first release, stable at 100%",
                                       time.monotonic() - t))
         return stable
 
@@ -616,13 +678,13 @@ class Demo:
 
     def act2(self, stable: str) -> str:
         o = self.out
-        o.title(f"Act 2: upgrade to chat-server:{V2.tag} (refserver {V2.server}: {V2.note})")
+        o.title(f"Act 2: upgrade to chat-server:{self.v2.tag} ({self.backend.label} {self.v2.server}: {self.v2.note})")
         t = time.monotonic()
-        o.say(f"  changing spec.template image to chat-server:{V2.tag} and spec.model.version to {V2.tag}: "
+        o.say(f"  changing spec.template image to chat-server:{self.v2.tag} and spec.model.version to {self.v2.tag}: "
               "a new revision")
-        self.apply([self.rollout_doc(V2)])
+        self.apply([self.rollout_doc(self.v2)])
         approved: list[str] = []
-        canary_tick = self._canary_ticker(stable, V2)
+        canary_tick = self._canary_ticker(stable, self.v2)
 
         def on_tick(s: Snapshot) -> None:
             canary_tick(s)
@@ -646,27 +708,27 @@ class Demo:
                           lambda s: s.phase == "Succeeded" and s.status.get("stableRevision") not in (None, stable),
                           timeout=180, fail=fail, on_tick=on_tick)
         new = str(snap.status["stableRevision"])
-        o.say(f"  act 2: revision {new} promoted: stable serves 100% on chat-server:{V2.tag} "
+        o.say(f"  act 2: revision {new} promoted: stable serves 100% on chat-server:{self.v2.tag} "
               f"after {len(approved)} approval(s)")
         # the stable Deployment now runs the new template: its pods' stand-in changes with it
         old_stable = self.stand_ins["stable"]
-        self.start_stand_in("stable", new, V2)
+        self.start_stand_in("stable", new, self.v2)
         self.wait_scraped(self.stand_ins["stable"])
         old_stable.stop()
         o.say(f"  >> stable revision {old_stable.revision} replaced: stopped {old_stable.describe()}")
         self.retire("canary", "scaled down after promotion")
-        self.results.append(ActResult(2, V2, new, "Succeeded",
+        self.results.append(ActResult(2, self.v2, new, "Succeeded",
                                       f"promoted after {len(approved)} approval(s)", time.monotonic() - t))
         return new
 
     def act3(self, stable: str) -> str:
         o = self.out
-        o.title(f"Act 3: upgrade to chat-server:{V3.tag} (refserver {V3.server}: {V3.note})")
+        o.title(f"Act 3: upgrade to chat-server:{self.v3.tag} ({self.backend.label} {self.v3.server}: {self.v3.note})")
         t = time.monotonic()
         since = datetime.now(UTC) - timedelta(seconds=2)
-        self.apply([self.rollout_doc(V3)])
+        self.apply([self.rollout_doc(self.v3)])
         seen_rolling_back: list[str] = []
-        canary_tick = self._canary_ticker(stable, V3)
+        canary_tick = self._canary_ticker(stable, self.v3)
 
         def on_tick(s: Snapshot) -> None:
             canary_tick(s)
@@ -712,7 +774,7 @@ class Demo:
         self.retire("canary")
         value = (snap.metric() or {}).get("value")
         detail = f"{METRIC} = {value:g} below min 0.99" if isinstance(value, int | float) else reason
-        self.results.append(ActResult(3, V3, bad, "RolledBack", detail, time.monotonic() - t))
+        self.results.append(ActResult(3, self.v3, bad, "RolledBack", detail, time.monotonic() - t))
         return bad
 
     def summary(self) -> None:
@@ -774,6 +836,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-scale", type=float, default=float(os.environ.get("MODELROLLOUT_DEMO_TIMEOUT_SCALE",
                                                                                     "1")),
                         help="multiply every deadline (slow machines)")
+    parser.add_argument("--model", choices=sorted(BACKENDS), default="refserver",
+                        help="the model server standing in for the pods: refserver (default) or mlserver (a real "
+                        "MLServer serving scikit-learn iris revisions; needs hack/modelservers/install.sh)")
     args = parser.parse_args(argv)
 
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -784,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="modelrollout-demo-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _sigterm)
-    demo = Demo(workdir=workdir, out=out, timeout_scale=args.timeout_scale)
+    demo = Demo(workdir=workdir, out=out, timeout_scale=args.timeout_scale, backend=BACKENDS[args.model])
     code = 0
     try:
         demo.setup()

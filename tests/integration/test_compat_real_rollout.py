@@ -48,7 +48,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         yield started
     finally:
         for server in started.values():
-            server.stop()
+            server.process.stop()
 
 
 def spec(prometheus: Prometheus, name: str) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def mlserver(work: tuple[Path, Path, dict[str, Any]]) -> Iterator[dict[str, Serv
         yield servers
     finally:
         for server in servers.values():
-            server.stop()
+            server.process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def kserve(work: tuple[Path, Path, dict[str, Any]]) -> Iterator[dict[str, Served
         yield servers
     finally:
         for server in servers.values():
-            server.stop()
+            server.process.stop()
 
 
 def probe_once(target: str, contract: Path) -> tuple[int, dict[str, Any]]:
