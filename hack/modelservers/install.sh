@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}/venvs"
-python="${PYTHON:-python3}"
+python="${PYTHON:-python}"  # the interpreter bootstrap installs the project with (3.11 here; MLServer needs < 3.13)
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(mlserver kserve)
 mkdir -p "$root"

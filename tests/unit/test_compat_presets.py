@@ -380,3 +380,48 @@ def test_preset_validation() -> None:
         Contract.from_yaml("protocol: open-inference-v2\nmodel: m\ngolden: [{name: g}]\n")
     no_error = Contract.from_yaml("protocol: kserve-v1\nmodel: m\nerrorCheck: false\n")
     assert [c.name for c in no_error.checks] == ["v1-ready"]
+
+
+# ------------------------------------------------------------------- the remaining claimed breaks, one each
+
+
+def test_v2_metadata_listing_a_malformed_tensor_and_an_unknown_datatype() -> None:
+    listed = {**MLSERVER_METADATA, "outputs": [{"name": "predict", "datatype": "INT64"}]}
+    assert "outputs.0: shape: not an array of integers" in reasons(V2, "v2-metadata", listed)
+    odd = infer(predict={"datatype": "INT65"})
+    assert "outputs[predict].datatype: unknown datatype 'INT65'" in reasons(V2, "infer-two-flowers", odd)
+    no_data = copy.deepcopy(MLSERVER_INFER)
+    del no_data["outputs"][0]["data"]
+    assert "outputs[predict].data: missing" in reasons(V2, "infer-two-flowers", no_data)
+
+
+def test_v1_ready_names_the_model() -> None:
+    assert "name: is 'flowers', expected 'iris'" in reasons(V1, "v1-ready", {"name": "flowers", "ready": True})
+
+
+def test_openai_identity_choices_count_and_role() -> None:
+    assert "id: missing" in reasons(OPENAI, "chat-hello", {**chat(), "id": None})
+    assert "model: missing" in reasons(OPENAI, "chat-hello", {**chat(), "model": 7})
+    two = Contract.from_yaml("protocol: openai-chat\nmodel: m\ngolden: [{name: n, body: {messages: [], n: 2}}]\n")
+    assert "choices: 1, expected 2 (n)" in reasons(two, "chat-n", chat())
+    user = chat(choice={"message": {"role": "user", "content": "Hello"}})
+    assert "choices.0.message.role: is 'user', expected 'assistant'" in reasons(OPENAI, "chat-hello", user)
+    no_token = chat(choice={"logprobs": {"content": [{"logprob": -0.5, "top_logprobs": []}]}})
+    assert "logprobs.content.0.token: missing" in reasons(OPENAI, "chat-hello", no_token)
+    assert "usage.total_tokens: not an integer" in reasons(
+        OPENAI, "chat-hello", {**chat(), "usage": {**USAGE, "total_tokens": "12"}})
+
+
+def test_openai_stream_delta_and_done_placement() -> None:
+    no_delta = sse({"object": "chat.completion.chunk", "choices": [{"index": 0, "text": "Hi"}]}, "[DONE]")
+    assert "chunk 0: choices[].delta missing" in reasons(OPENAI, "chat-hello-stream", no_delta)
+    early_done = sse(chunk({"content": "Hi"}), "[DONE]", chunk({}, "stop"))
+    found = reasons(OPENAI, "chat-hello-stream", early_done)
+    assert "stream: 'data: [DONE]' is event 1, not the last" in found
+    assert "stream: does not end with 'data: [DONE]'" in found
+
+
+def test_openai_completions_object() -> None:
+    chat_shaped = {"object": "chat.completion", "choices": [{"index": 0, "text": "Hi", "finish_reason": "stop"}],
+                   "usage": USAGE}
+    assert "object: is 'chat.completion', expected 'text_completion'" in reasons(OPENAI, "chat-legacy", chat_shaped)
