@@ -105,6 +105,12 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_port(port: int, what: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -146,14 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         for rate, stream, path in [(r, s, p) for r in args.rate
                                    for s, p in ((False, "/v1/chat/completions"), (True, "/v1/stream"))]:
             direct = asyncio.run(_load(f"http://127.0.0.1:{canary}{path}", rate, args.seconds, stream))
+            cpu_before = _cpu_seconds(procs[2].pid)
             tee = asyncio.run(_load(f"http://127.0.0.1:{probe}{path}", rate, args.seconds, stream))
+            cpu_ms = (_cpu_seconds(procs[2].pid) - cpu_before) * 1000.0 / (len(tee) + 20)  # + the warm-up
             for label, index in (("first event", 0), ("whole answer", 1)) if stream else (("whole answer", 1),):
                 d = [sample[index] for sample in direct]
                 t = [sample[index] for sample in tee]
                 rows.append((f"{rate:g}/s", ("SSE stream, " if stream else "JSON, ") + label, len(t),
                              _pct(d, 0.5), _pct(d, 0.99), _pct(t, 0.5), _pct(t, 0.99),
                              _pct(t, 0.5) - _pct(d, 0.5), _pct(t, 0.99) - _pct(d, 0.99),
-                             statistics.mean(t) * 1000 - statistics.mean(d) * 1000))
+                             statistics.mean(t) * 1000 - statistics.mean(d) * 1000, cpu_ms))
     finally:
         for proc in procs:
             proc.terminate()
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"{args.seconds:g} s per run, shadow fraction {args.shadow_fraction}, "
              f"load average {load:.1f} at the end ({os.cpu_count()} CPUs):", "",
              "| rate | answer | requests | direct p50 | direct p99 | via tee p50 | via tee p99 | added p50 "
-             "| added p99 | added mean |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| added p99 | added mean | probe CPU per request |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rate, name, count, *ms in rows:
         lines.append(f"| {rate} | {name} | {count} | " + " | ".join(f"{value:.2f} ms" for value in ms) + " |")
     table = "\n".join(lines)
@@ -181,10 +189,15 @@ runs a model-server stand-in (aiohttp; JSON answers of about 300 bytes, or 8 ser
 the probe in front of it (copying a fraction of requests to a second stand-in as the stable track) and an
 open-loop load generator (a request every 1/rate s over a keep-alive pool, not waiting for answers), once
 straight to the stand-in and once through the probe, all on 127.0.0.1. "Added" is the percentile through
-the probe minus the same percentile direct; for streams, to the first event and to the end. The probe is
+the probe minus the same percentile direct; for streams, to the first event and to the end. "Probe CPU per
+request" is the probe process's user + system CPU time during the run divided by its requests (shadow
+copies included): the inverse of the rate one core can hold, and unlike the tails it barely depends on
+what else runs on the machine. The probe is
 one Python process (one event loop for the proxy): with the load average above the CPU count (other work on
-the machine), its p99 is set by CPU contention, which the direct p99 of the same run shows too; rerun on an
-idle machine for the proxy's own tail.
+the machine), its p99 is set by CPU contention, which the direct p99 of the same run shows too: once the
+rate times the CPU per request nears the share of a core the probe gets, requests queue in it (at 200
+streams/s it needs about 0.2 of a core, about what it gets at load 7-9 on 2 CPUs). Rerun on an idle machine
+for the proxy's own tail; in a pod, give the sidecar a CPU request of rate × CPU per request.
 """
 
 
