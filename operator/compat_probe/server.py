@@ -485,6 +485,11 @@ class ShadowTee:
         with self._lock:
             return self._window.stats(), dict(self._errors), self._dropped
 
+    @property
+    def in_flight(self) -> int:
+        """Copies sent to stable and not yet compared."""
+        return self._in_flight
+
     async def drain(self) -> None:
         """Wait for the copies in flight (on shutdown)."""
         if self._tasks:
@@ -868,14 +873,21 @@ class _AsyncServer:
                         response.headers.add(name, value)
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
-                await response.prepare(request)
-                if request.method != "HEAD":
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                        if len(kept) < _MAX_BODY:
-                            kept.extend(chunk[: _MAX_BODY - len(kept)])
-                await response.write_eof()
                 status = upstream.status
+                try:
+                    await response.prepare(request)
+                    if request.method != "HEAD":
+                        async for chunk in upstream.content.iter_any():
+                            await response.write(chunk)
+                            if len(kept) < _MAX_BODY:
+                                kept.extend(chunk[: _MAX_BODY - len(kept)])
+                    await response.write_eof()
+                except ConnectionResetError:
+                    # the client went away mid-answer (a cancelled stream): stop reading the target (leaving
+                    # the block closes that connection), count the answer, compare nothing
+                    app.count_proxied(str(status))
+                    log.debug("client closed the connection mid-answer")
+                    return response
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if response is not None and response.prepared:
                 # headers (and maybe part of a stream) are out: all that is left is to end the connection

@@ -73,8 +73,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(chunk({"role": "assistant", "content": "Hel"}))
             if not self.server.release.wait(DEADLINE):
                 return
-            self._chunk(chunk({"content": "lo"}) + chunk({}, self.server.finish) + b"data: [DONE]\n\n")
-            self.wfile.write(b"0\r\n\r\n")
+            try:
+                for _ in range(int(body.get("chunks", 1))):
+                    self._chunk(chunk({"content": "lo"}))
+                self._chunk(chunk({}, self.server.finish) + b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the proxy closed the connection (its client went away)
+                return
             self.wfile.flush()
             self.server.last_sent.set()
             return
@@ -203,3 +208,30 @@ def test_target_down_is_a_502_and_the_sidecar_paths_are_not_proxied(probe: tuple
         assert dead.proxied() == {"error": 1}
     finally:
         dead.stop()
+
+
+def test_a_client_that_leaves_mid_stream_is_counted_and_the_proxy_serves_on(
+        upstreams: tuple[Upstream, Upstream], probe: tuple[ProbeApp, int]) -> None:
+    canary, stable = upstreams
+    app, port = probe
+    canary.release.clear()
+    stable.release.set()
+    assert app.tee is not None
+    wait_for(lambda: app.tee is not None and app.tee.in_flight == 0, "the earlier tests' copies to be compared")
+    before = app.proxied().get("200", 0)
+    shadowed = app.tee.snapshot()[0].total
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    conn.request("POST", "/v1/chat/completions", body=b'{"model": "m", "stream": true, "chunks": 2000}',
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert b"data: " in response.read1(65536)
+    conn.sock.close() if conn.sock is not None else None  # the user pressed stop
+    conn.close()
+    canary.release.set()  # the server goes on streaming (2000 more events) to a proxy whose client is gone
+    wait_for(lambda: app.proxied().get("200", 0) > before, "the abandoned stream to be counted")
+    assert "error" not in app.proxied()
+    assert app.tee is not None and app.tee.snapshot()[0].total == shadowed  # an incomplete answer is not compared
+    again = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    again.request("POST", "/v1/chat/completions", body=b'{"model": "m"}', headers={"Content-Type": "application/json"})
+    assert again.getresponse().status == 200
+    again.close()
