@@ -466,6 +466,10 @@ class Analysis(_Model):
                                                          "x-kubernetes-list-map-keys": ["name"]}
     )
     """The metrics; names are unique. May be empty when spec.compatProbe adds the default ones."""
+    passes: int = Field(default=1, ge=1, le=100)
+    """Evaluations in a row in which every metric passed, each on new samples taken while the canary received
+    traffic, that promotion needs. No step list and no promote annotation skips them (see
+    modelrollout.io/promote)."""
 
 
 class CompatProbeMetrics(_Model):
@@ -721,6 +725,8 @@ class MetricStatus(_Status):
     """Why, in words."""
     at: datetime | None = None
     """When it was evaluated."""
+    sample_at: datetime | None = None
+    """When the newest raw sample of the last counted evaluation was scraped (a repeat of it is not counted)."""
 
 
 class Condition(_Status):
@@ -832,7 +838,10 @@ class ModelRolloutStatus(_Status):
     analysis: list[MetricStatus] = Field(default_factory=list)
     """The last evaluation of every metric."""
     analysis_passes: int = 0
-    """Evaluations in a row in which every metric passed."""
+    """Evaluations in a row in which every metric passed, since the current step began."""
+    consecutive_passes: int = 0
+    """Evaluations in a row in which every metric passed on new samples while the canary received traffic;
+    promotion needs spec.analysis.passes of them."""
     inconclusive_count: int = 0
     """Evaluations in a row that had no answer."""
     last_analysis_at: datetime | None = None

@@ -34,9 +34,10 @@ def metric(**kw: object) -> api.Metric:
     ],
 )
 def test_judge_table(bounds: dict[str, float], value: float | None, verdict: Verdict) -> None:
-    got, message = judge(metric(**bounds), Sample(value, "q"))
+    got, message, shown = judge(metric(**bounds), Sample(value, "q"))
     assert got is verdict
     assert "m" in message
+    assert shown == (value if verdict is not Verdict.INCONCLUSIVE else None)
 
 
 def analysis(*metrics: dict[str, object], limit: int = 3, action: str = "pause") -> api.Analysis:
@@ -54,8 +55,8 @@ def test_failure_limit_counts_consecutive_failures() -> None:
     a = analysis({"name": "m", "query": "q", "min": 1, "failureLimit": 2})
     prev: tuple[api.MetricStatus, ...] = ()
     breaches = []
-    for value in (0, 0, 1, 0, 0, 0):
-        r = assess(a, {"m": Sample(value, "q")}, prev, T0)
+    for i, value in enumerate((0, 0, 1, 0, 0, 0)):
+        r = assess(a, {"m": Sample(value, "q")}, prev, T0 + timedelta(seconds=i))
         prev = r.metrics
         breaches.append(r.breach is not None)
     assert breaches == [False, False, False, False, False, True]
@@ -71,7 +72,7 @@ def test_empty_result_is_inconclusive_never_failure() -> None:
 def test_alert_only_warns_once_per_streak_and_does_not_gate() -> None:
     a = analysis({"name": "a", "query": "q", "min": 1, "onFailure": "alert"}, {"name": "b", "query": "q", "min": 0})
     r1 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, (), T0)
-    r2 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, r1.metrics, T0)
+    r2 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, r1.metrics, T0 + timedelta(seconds=1))
     assert len(r1.alerts) == 1 and r2.alerts == () and r1.breach is None and r1.all_pass
 
 

@@ -53,6 +53,8 @@ from modelrollout.core.steps import RouteState, blue_green, features_at, risky_a
 from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
+SKIP_ANALYSIS = "+skip-analysis"
+"""Suffix of a promote token that promotes without the analysis evidence (``promote=TOKEN+skip-analysis``)."""
 HISTORY_LIMIT = 20
 POLL_SECONDS = 5.0
 """How often a rollout that waits for pods looks again even without a watch event."""
@@ -376,7 +378,7 @@ def _steady(p: _Plan) -> None:
         if p.old.phase in ACTIVE or p.old.phase is Phase.PROMOTING:
             p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
         p.set(canary_revision=None, current_step=None, current_weight=0, approval=None, approved_step=None,
-              progress_since=None, analysis=[], analysis_passes=0, inconclusive_count=0)
+              progress_since=None, analysis=[], analysis_passes=0, consecutive_passes=0, inconclusive_count=0)
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
 
 
@@ -459,6 +461,7 @@ def _start(p: _Plan) -> None:
         p.event("PreflightGate", "first traffic step waits for approval: " + "; ".join(check.reasons), warning=True)
     p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
           traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
+          consecutive_passes=0,
           inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None, prewarm=None)
     if old.fast_path_revision == obs.revision:
         p.phase(Phase.PROMOTING, f"rollback to revision {obs.revision}: steps skipped, stable takes it directly")
@@ -493,11 +496,16 @@ def _evaluate(p: _Plan) -> bool:
     """Fold this evaluation into status; True when it rolled back or paused the rollout."""
     analysis = p.spec.analysis
     assert analysis is not None and p.obs.samples is not None
-    result = an.assess(analysis, p.obs.samples, p.old.analysis, p.now)
-    passes = p.old.analysis_passes + 1 if result.all_pass else 0
+    result = an.assess(analysis, p.obs.samples, p.old.analysis, p.now, traffic_started_at=p.old.traffic_started_at)
+    passes, consecutive = p.old.analysis_passes, p.old.consecutive_passes
+    if not result.all_pass:
+        passes = consecutive = 0
+    elif result.fresh and receives_traffic(p.spec, p.obs, p.get("traffic_started_at")):
+        passes, consecutive = passes + 1, consecutive + 1
+    # else: every metric passed, but on a repeated sample or while no traffic reached the canary: not evidence
     inconclusive = p.old.inconclusive_count + 1 if result.inconclusive else 0
-    p.set(analysis=list(result.metrics), analysis_passes=passes, inconclusive_count=inconclusive,
-          last_analysis_at=p.now)
+    p.set(analysis=list(result.metrics), analysis_passes=passes, consecutive_passes=consecutive,
+          inconclusive_count=inconclusive, last_analysis_at=p.now)
     for message in result.alerts:
         p.event("AnalysisAlert", message, warning=True)
     if result.breach is not None:
@@ -524,6 +532,36 @@ def _evaluate(p: _Plan) -> bool:
     return False
 
 
+def receives_traffic(spec: api.ModelRolloutSpec, obs: Observed, traffic_started_at: datetime | None) -> bool:
+    """The canary receives traffic now: a weight above zero, a header route or a mirror on the router, or the
+    blue-green preview."""
+    if blue_green(spec):
+        return traffic_started_at is not None
+    return obs.route is not None and (obs.route.weight > 0 or obs.route.features.any)
+
+
+def evidence_missing(spec: api.ModelRolloutSpec, obs: Observed, *, consecutive: int,
+                     statuses: Sequence[api.MetricStatus], traffic_started_at: datetime | None) -> str | None:
+    """Why analysis does not yet allow promotion (None: it does, or no metric gates). Promotion needs
+    ``spec.analysis.passes`` evaluations in a row in which every gating metric passed on new samples while the
+    canary received traffic."""
+    analysis = spec.analysis
+    if analysis is None or not any(m.on_failure != "alert" for m in analysis.metrics):
+        return None
+    if consecutive >= analysis.passes and an.last_all_pass(analysis, statuses):
+        return None
+    why = (f"promotion waits for {analysis.passes} passing evaluation(s) of every metric in a row, each on new "
+           f"samples while the canary receives traffic ({consecutive}/{analysis.passes} so far)")
+    if not receives_traffic(spec, obs, traffic_started_at):
+        why += "; no traffic reaches the canary now, so no evaluation can count"
+    return why
+
+
+def _missing(p: _Plan) -> str | None:
+    return evidence_missing(p.spec, p.obs, consecutive=p.get("consecutive_passes"), statuses=p.get("analysis"),
+                            traffic_started_at=p.get("traffic_started_at"))
+
+
 def _schedule_analysis(p: _Plan) -> None:
     nxt = an.next_analysis_in(p.spec.analysis, p.get("last_analysis_at"), p.now)
     if nxt is not None and p.get("traffic_started_at") is not None:
@@ -531,20 +569,34 @@ def _schedule_analysis(p: _Plan) -> None:
 
 
 def _promote_annotation(p: _Plan) -> bool:
+    """``promote=TOKEN`` skips the remaining steps, not the analysis evidence promotion needs; True when the
+    promotion starts now. ``promote=TOKEN+skip-analysis`` skips the evidence too."""
     value = p.obs.annotations.get(PROMOTE)
     if value is None:
         return False
     p.consume(PROMOTE)
     step = p.get("current_step") or 0
     token = build_token(p.obs.revision, step)
-    check = check_token(value, revision=p.obs.revision, step=step)
+    forced = value.strip().endswith(SKIP_ANALYSIS)
+    check = check_token(value.strip().removesuffix(SKIP_ANALYSIS), revision=p.obs.revision, step=step)
     if not check.opens:
         p.event("PromoteRejected", f"{check.reason}; the current token is {token}", warning=True)
         return False
-    p.history("Promoted", "remaining steps skipped", step=step, token=token, by=p.by(PROMOTE))
-    p.event("Promote", f"promotion requested with {token}: skipping steps {step}..")
-    p.set(approval=None)
-    p.phase(Phase.PROMOTING, f"promoting revision {p.obs.revision} (steps skipped by request)")
+    missing = None if forced else _missing(p)
+    if missing is not None and not receives_traffic(p.spec, p.obs, p.get("traffic_started_at")):
+        p.event("PromoteRejected", f"promotion with {token} refused: {missing}. Annotate "
+                f"{PROMOTE}={token}{SKIP_ANALYSIS} to promote without analysis evidence", warning=True)
+        return False
+    skipped = "remaining steps and analysis skipped" if forced and p.spec.analysis else "remaining steps skipped"
+    p.history("Promoted", skipped, step=step, token=token, by=p.by(PROMOTE))
+    p.set(approval=None, approved_step=None)
+    if missing is not None:
+        p.event("Promote", f"promotion requested with {token}: steps {step}.. skipped; it waits for the analysis "
+                "evidence")
+        p.set(current_step=len(steps_of(p.spec)), step_started_at=p.now, analysis_passes=0)
+        return False
+    p.event("Promote", f"promotion requested with {token}: {skipped}", warning=forced and bool(p.spec.analysis))
+    p.phase(Phase.PROMOTING, f"promoting revision {p.obs.revision} ({skipped} by request)")
     return True
 
 
@@ -567,8 +619,10 @@ def _step(p: _Plan) -> None:
     if p.get("inconclusive_count") >= (spec.analysis.inconclusive.limit if spec.analysis else 1 << 30):
         return
     if i >= len(steps):
-        if not analysis_ok and p.get("traffic_started_at") is not None:
-            p.phase(Phase.PROGRESSING, "all steps done; waiting for a passing analysis before promotion")
+        missing = _missing(p)
+        if missing is not None:
+            p.phase(Phase.PROGRESSING, f"all {len(steps)} steps done; {missing}")
+            _schedule_analysis(p)
             return
         p.phase(Phase.PROMOTING, f"all {len(steps)} steps done; promoting revision {obs.revision}")
         p.event("Promoting", f"all steps done for revision {obs.revision}")
