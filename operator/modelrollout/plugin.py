@@ -21,7 +21,7 @@ from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_TO, build_token, parse_token
 from modelrollout.core.phases import ACTIVE, TERMINAL
-from modelrollout.core.plan import describe_step, gate_reason
+from modelrollout.core.plan import SKIP_ANALYSIS, describe_step, gate_reason
 from modelrollout.core.steps import steps_of
 
 FIELD_MANAGER = "kubectl-modelrollout"
@@ -453,8 +453,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if _stale(obj):
         raise PluginError(f"the operator has not acted on the latest spec of {args.name} yet; try again")
     token = build_token(str(canary), int(step))
-    _annotate(custom, namespace, args.name, PROMOTE, token)
-    print(f"promoted {args.name} at step {step} with {token}: the remaining steps are skipped")
+    skip = bool(getattr(args, "skip_analysis", False))
+    _annotate(custom, namespace, args.name, PROMOTE, token + (SKIP_ANALYSIS if skip else ""))
+    print(f"promoted {args.name} at step {step} with {token}: the remaining steps are skipped"
+          + ("; so is the analysis evidence" if skip else "; promotion still waits for the analysis evidence"))
     return 0
 
 
@@ -510,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(verb, parents=[common], help=helptext)
         p.add_argument("name", metavar="NAME")
+        if verb == "promote":
+            p.add_argument("--skip-analysis", action="store_true",
+                           help="promote without the passing evaluations spec.analysis.passes asks for")
         p.set_defaults(func=func)
     back = sub.add_parser("rollback-to", parents=[common],
                           help="after promotion: put an earlier revision back, steps skipped")
