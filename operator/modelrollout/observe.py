@@ -158,8 +158,8 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
             and an.analysis_due(spec.analysis, status.last_analysis_at, status.traffic_started_at, now)):
         samples = query_metrics(spec.analysis, source_for(spec.analysis), now, status.traffic_started_at, values)
-    starting = status.stable_revision is not None and revision not in (status.canary_revision,
-                                                                       status.rolled_back_revision)
+    starting = status.stable_revision is not None and revision not in (
+        status.stable_revision, status.canary_revision, status.rolled_back_revision)
     if spec.analysis is not None and starting:
         problem = refused_query(spec.analysis, source_for(spec.analysis), values)
         if problem is not None:
