@@ -1,4 +1,5 @@
-"""``kubectl-modelrollout``: the kubectl plugin (``kubectl modelrollout get|approve|abort|retry|promote NAME``).
+"""``kubectl-modelrollout``: the kubectl plugin (``kubectl modelrollout get|approve|abort|retry|promote NAME``,
+``dashboard``).
 
 ``get`` shows a rollout's status in words (``-w`` follows it); the other commands set the control
 annotations the operator consumes (``modelrollout.io/approve``, ``abort``, ``retry``, ``promote``) with a
@@ -43,7 +44,11 @@ _TERMINAL = frozenset(p.value for p in TERMINAL)
 
 
 class PluginError(Exception):
-    """A failure to report in one line (exit 1)."""
+    """A failure to report in one line (exit 1); ``status`` is the apiserver's HTTP status when it refused."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # --------------------------------------------------------------------------- rendering (pure)
@@ -97,7 +102,7 @@ def render(obj: Obj) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
+def parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
     try:
         return api.ModelRolloutSpec.model_validate(raw or {})
     except Exception:
@@ -166,7 +171,7 @@ STATE_MARKS = {"done": DONE_MARK, "current": CURRENT_MARK, "failed": FAILED_MARK
 def step_rows(obj: Obj) -> tuple[bool, list[StepRow]]:
     """Whether a rollout is in progress, and its steps (with a last promotion row while one is). Pure."""
     raw_spec: Obj = obj.get("spec") or {}
-    spec = _parse_spec(raw_spec)
+    spec = parse_spec(raw_spec)
     status: Obj = obj.get("status") or {}
     phase = str(status.get("phase") or "Pending")
     if spec is not None:
@@ -296,11 +301,11 @@ def _connect(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _api_error(exc: Any, name: str, namespace: str) -> PluginError:
     if getattr(exc, "status", None) == 404:
-        return PluginError(f'modelrollout "{name}" not found in namespace "{namespace}"')
+        return PluginError(f'modelrollout "{name}" not found in namespace "{namespace}"', 404)
     reason = getattr(exc, "reason", None) or exc
     said = apiserver_message(exc)
     return PluginError(f"{name}: the apiserver said {getattr(exc, 'status', '?')} {reason}"
-                       + (f": {said}" if said else ""))
+                       + (f": {said}" if said else ""), getattr(exc, "status", None))
 
 
 def apiserver_message(exc: Any) -> str:
@@ -598,7 +603,20 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("revision", metavar="REVISION", nargs="?",
                       help="the revision (default: the previous successful one)")
     back.set_defaults(func=cmd_rollback_to)
+
+    dash = sub.add_parser("dashboard", parents=[common],
+                          help="a live web page of the rollouts on 127.0.0.1, acting with your kubeconfig")
+    dash.add_argument("-A", "--all-namespaces", action="store_true",
+                      help="every namespace you can list (default: the namespace)")
+    dash.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    dash.set_defaults(func=cmd_dashboard)
     return parser
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from modelrollout.dashboard.server import cmd_dashboard as serve
+
+    return serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:
