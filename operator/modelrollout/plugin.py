@@ -609,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("-A", "--all-namespaces", action="store_true",
                       help="every namespace you can list (default: the namespace)")
     dash.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    dash.add_argument("--prometheus", metavar="URL", default=None,
+                      help="query this Prometheus for the charts (e.g. a port-forward) instead of the address "
+                      "each rollout names")
     dash.set_defaults(func=cmd_dashboard)
     return parser
 

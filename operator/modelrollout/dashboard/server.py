@@ -189,8 +189,10 @@ def _number(text: Any) -> float | None:
 
 
 class Dashboard:
-    def __init__(self, custom: Any, namespace: str | None, default_namespace: str) -> None:
+    def __init__(self, custom: Any, namespace: str | None, default_namespace: str,
+                 prometheus: str | None = None) -> None:
         self.custom = custom
+        self.prometheus = prometheus.rstrip("/") if prometheus else None
         self.core = _core_api(custom)
         self.namespace = namespace
         self.default_namespace = default_namespace
@@ -273,6 +275,7 @@ class Dashboard:
         recorded = {metric: list(evals.values()) for metric, evals in self.store.evaluations.get(key, {}).items()}
         page = view.detail(obj, events=events, recorded_weights=self.store.weights.get(key, []),
                            recorded_evals=recorded, prometheus=prometheus, compat=compat, now=datetime.now(UTC))
+        page["spec"]["prometheus"] = self._prometheus(obj)
         return web.json_response(page)
 
     async def act(self, request: web.Request) -> web.Response:
@@ -326,8 +329,11 @@ class Dashboard:
             log.info("events of %s/%s: %s %s", namespace, name, exc.status, exc.reason)
             return []
 
+    def _prometheus(self, obj: Obj) -> str | None:
+        return self.prometheus or view.prometheus_address(obj)
+
     async def _series(self, obj: Obj) -> dict[str, Obj]:
-        address = view.prometheus_address(obj)
+        address = self._prometheus(obj)
         metrics = view.metric_queries(obj)
         if address is None or not metrics:
             return {}
@@ -355,7 +361,7 @@ class Dashboard:
         return dict(await asyncio.gather(*(one(m) for m in metrics)))
 
     async def _compat(self, obj: Obj) -> Obj | None:
-        query, address = view.compat_failing_query(obj), view.prometheus_address(obj)
+        query, address = view.compat_failing_query(obj), self._prometheus(obj)
         if query is None:
             return None
         if address is None or time.monotonic() < self.unreachable.get(address, 0):
@@ -440,7 +446,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     custom, namespace = _connect(args)
-    dashboard = Dashboard(custom, None if args.all_namespaces else namespace, namespace)
+    dashboard = Dashboard(custom, None if args.all_namespaces else namespace, namespace, args.prometheus)
 
     def ready(url: str) -> None:
         where = "all namespaces" if args.all_namespaces else f"namespace {namespace}"

@@ -198,7 +198,8 @@ function renderDetail() {
       h("button", { id: "confirm-yes", class: "danger", onclick: () => post(state.confirm.verb, state.confirm.body) },
         `Yes, ${state.confirm.verb}`),
       h("button", { id: "confirm-no", onclick: () => { state.confirm = null; renderDetail(); } }, "Cancel"))) : null;
-  const result = state.result ? h("div", { id: "action-result", class: `result ${state.result.ok ? "ok" : "error"}` },
+  const result = state.result ? h("div", { id: "action-result", class: `result ${state.result.ok ? "ok" : "error"}`,
+    "data-verb": state.result.verb },
     state.result.text) : null;
   const steps = h("ol", { class: "steps", id: "steps" }, d.steps.map((st) => h("li", {
     class: st.state, "data-index": st.index === null ? "promotion" : st.index },
@@ -240,9 +241,10 @@ function renderDetail() {
       actionButton("promote", "Promote now", a.promote, null, "danger"),
       select, actionButton("rollback-to", "Roll back to", a["rollback-to"], () => (revision ? { revision, expect: revision } : {}), "danger")),
       confirm, result),
-    h("div", { class: "card" }, h("h2", {}, "Canary weight"), weightChart(d),
-      h("div", { class: "legend" }, h("span", {}, "from the operator's Events, status.history and what this page saw while it ran"))),
-    metrics,
+    h("div", { class: "grid" },
+      h("div", { class: "card" }, h("h2", {}, "Canary weight"), weightChart(d),
+        h("div", { class: "legend" }, h("span", {}, "from the operator's Events, status.history and what this dashboard saw while it ran"))),
+      metrics),
     d.compat ? h("div", { class: "card", id: "compat" }, h("h2", {}, "Compat-probe: failing checks"),
       d.compat.error ? h("p", { class: "muted" }, d.compat.error)
         : d.compat.failing.length ? h("ul", {}, d.compat.failing.map((c) => h("li", { class: "mono" }, c)))
