@@ -74,13 +74,13 @@ def browser() -> Iterator[Any]:
 
 @contextmanager
 def dashboard(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
-    """``modelrollout dashboard -n NAMESPACE`` as a child process; its URL once it serves."""
+    """``modelrollout dashboard -n NAMESPACE`` as a child process; the URL it prints (with its key) once it serves."""
     proc = ManagedProcess("dashboard", [sys.executable, "-m", "modelrollout", "dashboard", "-n", namespace,
                                         "--kubeconfig", str(kubeconfig)], log, env=plugin_env()).start()
 
     def url() -> str | None:
         proc.check_alive()
-        found = re.search(r"on (http://127\.0\.0\.1:\d+/) ", log.read_text(errors="replace"))
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/\?key=\S+) ", log.read_text(errors="replace"))
         return found.group(1) if found else None
 
     try:
@@ -231,24 +231,28 @@ def test_a_viewer_sees_the_apiservers_refusal_and_the_server_takes_no_foreign_re
     viewer = client_kubeconfig(k.cp, "dashboard-viewer", tmp_path / "viewer.kubeconfig", group="dashboard-viewers")
 
     with dashboard(viewer, k.ns, tmp_path / "dashboard.log") as url:
-        port = int(url.rsplit(":", 1)[1].strip("/"))
+        base, key = url.split("?key=")
+        port = int(base.rsplit(":", 1)[1].strip("/"))
         assert _listening(port) == ["0100007F"], "bound to 127.0.0.1 only"
-        status, page = _request(url)
+        assert _request(base)[0] == 401, "nothing without the key of the printed URL"
+        session = {"Cookie": f"modelrollout-dashboard-{port}={key}"}
+        status, page = _request(base, headers=session)
         page_token = re.search(r'name="modelrollout-token" content="([^"]+)"', page)
         assert status == 200 and page_token is not None
-        action = f"{url}api/rollouts/{k.ns}/locked/abort"
-        assert _request(url, headers={"Host": f"rebound.example:{port}"})[0] == 421, "DNS rebinding refused"
-        status, said = _request(action, method="POST", body={})
+        action = f"{base}api/rollouts/{k.ns}/locked/abort"
+        assert _request(base, headers={**session, "Host": f"rebound.example:{port}"})[0] == 421, "DNS rebinding"
+        status, said = _request(action, method="POST", body={}, headers=session)
         assert status == 403 and "X-ModelRollout-Token" in said, "a POST without the page's token"
         status, said = _request(action, method="POST", body={}, headers={
-            "X-ModelRollout-Token": page_token.group(1), "Origin": "http://attacker.example"})
+            **session, "X-ModelRollout-Token": page_token.group(1), "Origin": "http://attacker.example"})
         assert status == 403 and "cross-origin" in said
-        status, said = _request(f"{url}api/rollouts/{k.ns}/locked/approve", method="POST", body={"token": "0000-9"},
-                                headers={"X-ModelRollout-Token": page_token.group(1),
+        status, said = _request(f"{base}api/rollouts/{k.ns}/locked/approve", method="POST", body={"token": "0000-9"},
+                                headers={**session, "X-ModelRollout-Token": page_token.group(1),
                                          "Content-Type": "application/json"})
         assert status == 409 and f"now: {token}" in said, "an approval for another gate writes nothing"
 
-        browser.get(f"{url}#/{k.ns}/locked")
+        browser.get(url)
+        browser.get(f"{base}#/{k.ns}/locked")
         until(browser, lambda d: css(d, "#approve-token").text == token, 30, "the gate's token")
         css(browser, "#action-abort").click()
         confirm = until(browser, lambda d: css(d, "#confirm"), 10, "the confirmation")

@@ -1,5 +1,6 @@
 """The dashboard server's guard, on a real aiohttp server on 127.0.0.1 (no apiserver needed for these paths):
-the Host check against DNS rebinding, the page's token and the Origin check on every POST, the headers."""
+the Host check against DNS rebinding, the key of the printed URL (a cookie), the page's token and the Origin
+check on every POST, the headers."""
 
 from __future__ import annotations
 
@@ -32,8 +33,17 @@ def run(check: Any) -> None:
         server = TestServer(dash.app(), host="127.0.0.1", port=dash.port)
         await server.start_server()
         try:
-            async with aiohttp.ClientSession() as session:
-                await check(session, f"http://127.0.0.1:{dash.port}", dash)
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+                base = f"http://127.0.0.1:{dash.port}"
+                async with session.get(base + "/") as resp:
+                    assert resp.status == 401, "no page without the key of the printed URL"
+                async with session.get(base + "/?key=wrong") as resp:
+                    assert resp.status == 401
+                async with session.get(dash.url()) as resp:
+                    assert resp.status == 200 and str(resp.url) == base + "/"
+                    cookie = resp.history[0].cookies[dash.cookie]
+                    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+                await check(session, base, dash)
         finally:
             await server.close()
 

@@ -198,6 +198,7 @@ class Dashboard:
         self.default_namespace = default_namespace
         self.store = Store()
         self.token = secrets.token_urlsafe(32)
+        self.key = secrets.token_urlsafe(32)
         self.port = 0
         self.unreachable: dict[str, float] = {}
 
@@ -211,6 +212,12 @@ class Dashboard:
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if request.headers.get("Host", "") not in self.allowed_hosts():
             return _headers(web.json_response({"error": "unexpected Host header"}, status=421))
+        if "key" in request.query and request.method == "GET" and request.path == "/":
+            return _headers(self.login(request))
+        if not hmac.compare_digest(request.cookies.get(self.cookie, ""), self.key):
+            return _headers(web.json_response(
+                {"error": "open the URL the dashboard printed when it started (it holds this session's key)"},
+                status=401))
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("Origin")
             if origin is not None and origin not in {f"http://{h}" for h in self.allowed_hosts()}:
@@ -221,6 +228,21 @@ class Dashboard:
                 return _headers(web.json_response({"error": f"missing or wrong {TOKEN_HEADER}"}, status=403))
         response = await handler(request)
         return _headers(response)
+
+    @property
+    def cookie(self) -> str:
+        return f"modelrollout-dashboard-{self.port}"
+
+    def login(self, request: web.Request) -> web.Response:
+        """``/?key=KEY`` (the URL printed at start): the key goes into a cookie only this origin's pages send."""
+        if not hmac.compare_digest(request.query.get("key", ""), self.key):
+            return web.json_response({"error": "wrong key"}, status=401)
+        response = web.Response(status=302, headers={"Location": "/"})
+        response.set_cookie(self.cookie, self.key, httponly=True, samesite="Strict", path="/")
+        return response
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/?key={self.key}"
 
     async def index(self, request: web.Request) -> web.Response:
         page = _static("index.html").replace("__TOKEN__", self.token)
@@ -431,7 +453,7 @@ async def serve(dashboard: Dashboard, port: int, ready: Callable[[str], None] | 
     site = web.SockSite(runner, sock, shutdown_timeout=1.0)
     await site.start()
     watcher.thread.start()
-    url = f"http://127.0.0.1:{dashboard.port}/"
+    url = dashboard.url()
     if ready is not None:
         ready(url)
     try:
