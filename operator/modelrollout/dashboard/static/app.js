@@ -37,7 +37,11 @@ function s(tag, attrs, ...children) {
 const short = (rev) => rev || "–";
 const time = (iso) => iso ? new Date(iso).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "–";
 const clock = (ms) => new Date(ms).toISOString().slice(11, 19);
-const num = (v) => v === null || v === undefined ? "–" : Number(v).toPrecision(4).replace(/\.?0+$/, "");
+function num(v) {
+  if (v === null || v === undefined) return "–";
+  const text = Number(v).toPrecision(4);
+  return text.includes(".") && !text.includes("e") ? text.replace(/\.?0+$/, "") : text;
+}
 
 function route() {
   const m = location.hash.match(/^#\/([^/]+)\/([^/]+)$/);
