@@ -57,6 +57,12 @@ def test_weight_over_time_from_events_history_and_what_was_seen() -> None:
               event("Approved", "gate at step 1 approved", T0 + timedelta(minutes=1)),
               event("RollingBack", "all traffic back to stable", T0 + timedelta(minutes=4, seconds=50))]
     seen = [(T0 + timedelta(seconds=12), 25), (T0 + timedelta(minutes=3), 50)]
+    same_second = [event("SetWeight", "step 0: 25% of traffic on revision 7f2a1b0c9d", T0),
+                   event("SetWeight", "step 2: 50% of traffic on revision 7f2a1b0c9d", T0 + timedelta(minutes=2))]
+    started = mro({**WAITING, "history": [{"revision": "7f2a1b0c9d", "outcome": "Started",
+                                           "at": "2026-01-01T10:00:00.600000Z"}]})
+    assert [w for _, w in view.weight_points(started, same_second, [])] == [0, 25, 50], \
+        "a revision starts (history, sub-second) before its first weight (Event, whole seconds) in the same second"
     points = view.weight_points(obj, events, seen)
     assert [(int((at - T0).total_seconds()), w) for at, w in points] == [(-3600, 0), (10, 25), (120, 50), (290, 0)]
 

@@ -109,8 +109,15 @@ def weight_points(obj: Obj, events: Iterable[Obj],
                   recorded: Iterable[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
     """The canary weight over time: the operator's Events (SetWeight, Switched, RollingBack), status.history
     outcomes after which no canary serves, and the weights the dashboard saw itself; sorted, consecutive
-    repeats dropped."""
-    points: list[tuple[datetime, int]] = list(recorded)
+    repeats dropped.
+
+    Event times have whole seconds, so every time is cut to the second and, within one second, history comes
+    first, then Events, then what the dashboard saw (a revision's ``Started`` precedes its first ``SetWeight``)."""
+    points: list[tuple[datetime, int, int]] = []
+    for entry in (obj.get("status") or {}).get("history") or []:
+        at = parse_time(entry.get("at"))
+        if at is not None and entry.get("outcome") in _ZERO_OUTCOMES:
+            points.append((at, 0, 0))
     for ev in events:
         at = parse_time(ev.get("lastTimestamp") or ev.get("eventTime") or ev.get("firstTimestamp"))
         if at is None:
@@ -118,18 +125,15 @@ def weight_points(obj: Obj, events: Iterable[Obj],
         reason, message = ev.get("reason"), str(ev.get("message") or "")
         match = _WEIGHT_EVENT.search(message)
         if reason in ("SetWeight", "Switched") and match:
-            points.append((at, int(match.group(1))))
+            points.append((at, 1, int(match.group(1))))
         elif reason == "RollingBack":
-            points.append((at, 0))
-    for entry in (obj.get("status") or {}).get("history") or []:
-        at = parse_time(entry.get("at"))
-        if at is not None and entry.get("outcome") in _ZERO_OUTCOMES:
-            points.append((at, 0))
-    points.sort(key=lambda p: p[0])
+            points.append((at, 1, 0))
+    points += [(at, 2, weight) for at, weight in recorded]
+    points.sort(key=lambda p: (p[0].replace(microsecond=0), p[1]))
     out: list[tuple[datetime, int]] = []
-    for at, weight in points:
+    for at, _, weight in points:
         if not out or out[-1][1] != weight:
-            out.append((at, weight))
+            out.append((at.replace(microsecond=0), weight))
     return out
 
 

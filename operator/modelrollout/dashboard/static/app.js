@@ -27,6 +27,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// replaceChildren without the absent parts (it would show them as "null").
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVGNS, tag);
   for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
@@ -72,7 +77,7 @@ function renderOverview() {
     h("td", { class: "mono" }, short(r.stable)),
     h("td", { class: "mono" }, short(r.canary)),
     h("td", { class: "waiting" }, r.waiting)));
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, "Rollouts"),
     ov.error ? h("div", { class: "error-banner", id: "overview-error" }, ov.error) : null,
     h("table", { id: "rollouts" },
@@ -224,7 +229,7 @@ function renderDetail() {
   const findings = [["dependency changes", pre.dependencyChanges], ["dependency jumps", pre.dependencyJumps],
     ["removed config keys", pre.removedConfigKeys], ["renamed config keys", pre.renamedConfigKeys]]
     .filter(([, v]) => v && v.length);
-  main.replaceChildren(
+  fill(main,
     h("p", {}, h("a", { href: "#/" }, "← all rollouts")),
     h("h1", {}, `${sm.namespace}/${sm.name} `, h("span", { class: `phase ${sm.phase}`, id: "phase" }, sm.phase)),
     h("p", { id: "message" }, sm.message),
