@@ -73,9 +73,9 @@ def browser() -> Iterator[Any]:
 
 
 @contextmanager
-def dashboard(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
-    """``modelrollout dashboard -n NAMESPACE`` as a child process; the URL it prints (with its key) once it serves."""
-    proc = ManagedProcess("dashboard", [sys.executable, "-m", "modelrollout", "dashboard", "-n", namespace,
+def dashboard(kubeconfig: Path, log: Path, *args: str) -> Iterator[str]:
+    """``modelrollout dashboard ARGS`` as a child process; the URL it prints (with its key) once it serves."""
+    proc = ManagedProcess("dashboard", [sys.executable, "-m", "modelrollout", "dashboard", *args,
                                         "--kubeconfig", str(kubeconfig)], log, env=plugin_env()).start()
 
     def url() -> str | None:
@@ -130,7 +130,8 @@ def test_overview_follows_a_rollout_and_its_page_charts_the_metric_and_approves_
     spec = {"analysis": {"interval": "1s", "prometheus": {"address": prometheus.url, "timeout": "2s"},
                          "metrics": [{"name": "api-compatibility", "query": COMPAT, "min": 0.99}]}}
     key = f"{k.ns}/chat"
-    with exporters(prometheus, tmp_path, "chat"), dashboard(k.cp.kubeconfig, k.ns, tmp_path / "dashboard.log") as url:
+    with exporters(prometheus, tmp_path, "chat"), \
+            dashboard(k.cp.kubeconfig, tmp_path / "dashboard.log", "-n", k.ns) as url:
         k.apply(service("chat"))
         k.apply(rollout("chat", steps=steps, **spec))
         first = k.wait_phase("chat", "Succeeded", 90)["stableRevision"]
@@ -159,8 +160,8 @@ def test_overview_follows_a_rollout_and_its_page_charts_the_metric_and_approves_
               "passing evaluations on the chart")
         legend = css(browser, '.metric[data-metric="api-compatibility"] .legend').text
         assert "Prometheus range query" in legend and "last: 1 Pass" in legend
-        line = css(browser, f"{chart} polyline.line").get_attribute("points")
-        assert len(line.split()) >= 2, "the metric's values over time"
+        until(browser, lambda d: len(css(d, f"{chart} polyline.line").get_attribute("points").split()) >= 8, 30,
+              "the metric's values over time (a point a second from Prometheus)")
         weights = css(browser, "svg#weight-chart polyline.line").get_attribute("points").split()
         assert len(weights) >= 3, weights
         current = css(browser, "ol.steps li.current")
@@ -230,7 +231,13 @@ def test_a_viewer_sees_the_apiservers_refusal_and_the_server_takes_no_foreign_re
     k.apply(VIEWER_RBAC)
     viewer = client_kubeconfig(k.cp, "dashboard-viewer", tmp_path / "viewer.kubeconfig", group="dashboard-viewers")
 
-    with dashboard(viewer, k.ns, tmp_path / "dashboard.log") as url:
+    with dashboard(viewer, tmp_path / "all.log", "--all-namespaces") as url:
+        browser.get(url)
+        refused = until(browser, lambda d: css(d, "#overview-error"), 30, "the refused list").text
+        assert "cannot list ModelRollouts in all namespaces: 403" in refused
+        assert 'User "dashboard-viewer" cannot list resource "modelrollouts"' in refused
+
+    with dashboard(viewer, tmp_path / "dashboard.log", "-n", k.ns) as url:
         base, key = url.split("?key=")
         port = int(base.rsplit(":", 1)[1].strip("/"))
         assert _listening(port) == ["0100007F"], "bound to 127.0.0.1 only"
