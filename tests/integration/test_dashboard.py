@@ -56,13 +56,24 @@ def browser() -> Iterator[Any]:
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.utils import is_url_connectable
     except ImportError:
         _unavailable("selenium is not installed (pip install -e '.[test]')")
+
+    class Loopback(Service):
+        """chromedriver reached at 127.0.0.1, not at ``localhost`` (selenium's default: a name to resolve)."""
+
+        @property
+        def service_url(self) -> str:
+            return f"http://127.0.0.1:{self.port}"
+
+        def is_connectable(self) -> bool:
+            return bool(is_url_connectable(self.port, host="127.0.0.1"))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver = webdriver.Chrome(options=options, service=Loopback(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # the viewport, hence the screenshots: fixed
                            {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
