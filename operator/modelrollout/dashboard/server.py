@@ -56,6 +56,8 @@ UNREACHABLE_FOR = 30.0
 POINTS_KEPT = 2000
 """Recorded weights and evaluations kept per rollout (oldest dropped)."""
 HEARTBEAT_SECONDS = 15.0
+QUEUE_LIMIT = 1000
+"""Events queued for one page at most (see Store.publish)."""
 MAX_BODY = 16 * 1024
 
 log = logging.getLogger("modelrollout.dashboard")
@@ -87,6 +89,8 @@ class Store:
         key = view.key_of(obj)
         if kind == "DELETED":
             self.objects.pop(key, None)
+            self.weights.pop(key, None)
+            self.evaluations.pop(key, None)
             self.publish({"type": "DELETED", "key": "/".join(key)})
             return
         self.objects[key] = obj
@@ -115,9 +119,21 @@ class Store:
         self.error = message
         self.publish({"type": "ERROR", "message": message})
 
+    def subscribe(self) -> asyncio.Queue[Obj]:
+        queue: asyncio.Queue[Obj] = asyncio.Queue(QUEUE_LIMIT)
+        self.subscribers.add(queue)
+        return queue
+
     def publish(self, event: Obj) -> None:
+        """Queue ``event`` for every open page; a page that fell ``QUEUE_LIMIT`` events behind gets one RESYNC
+        (the whole overview again) instead of what it missed."""
         for queue in self.subscribers:
-            queue.put_nowait(event)
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait({"type": "RESYNC"})
 
 
 class Watcher:
@@ -266,8 +282,7 @@ class Dashboard:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
-        queue: asyncio.Queue[Obj] = asyncio.Queue()
-        self.store.subscribers.add(queue)
+        queue = self.store.subscribe()
         try:
             await response.write(_sse("overview", self.overview()))
             while True:  # until the page goes away (the write fails) or the server stops (cancelled)
@@ -276,7 +291,10 @@ class Dashboard:
                 except TimeoutError:
                     await response.write(b": ping\n\n")
                     continue
-                await response.write(_sse("change", event))
+                if event["type"] == "RESYNC":
+                    await response.write(_sse("overview", self.overview()))
+                else:
+                    await response.write(_sse("change", event))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
