@@ -119,6 +119,24 @@ def css(driver: Any, selector: str) -> Any:
     return driver.find_element("css selector", selector)
 
 
+def read(driver: Any, get: Callable[[Any], T], what: str, timeout: float = 10) -> T:
+    """``get(driver)`` once it gets through: the page re-renders at every change of the rollout (every analysis
+    tick here), so an element found a moment ago may be gone; find and read (or click) again until it works."""
+    return until(driver, lambda d: (get(d),), timeout, what)[0]
+
+
+def text(driver: Any, selector: str) -> str:
+    return read(driver, lambda d: str(css(d, selector).text), selector)
+
+
+def attr(driver: Any, selector: str, name: str) -> str:
+    return read(driver, lambda d: str(css(d, selector).get_attribute(name)), f"{selector}[{name}]")
+
+
+def click(driver: Any, selector: str) -> None:
+    read(driver, lambda d: css(d, selector).click(), f"a click on {selector}")
+
+
 def row_cell(driver: Any, key: str, cell: str) -> str:
     return str(css(driver, f'tr.rollout[data-key="{key}"] td.{cell}').text)
 
@@ -134,7 +152,7 @@ def screenshot(driver: Any, name: str) -> Path:
     return path
 
 
-def test_overview_follows_a_rollout_and_its_page_charts_the_metric_and_approves_the_gate(
+def test_overview_follows_a_rollout_and_its_page_charts_the_metric_approves_and_rolls_back(
         k: Kubectl, operator: ManagedProcess, prometheus: Prometheus, browser: Any, tmp_path: Path) -> None:
     steps = [{"setWeight": 25}, {"analysis": {"passes": 2}}, {"approval": {"reason": "check the compat score"}},
              {"setWeight": 100}]
@@ -162,34 +180,45 @@ def test_overview_follows_a_rollout_and_its_page_charts_the_metric_and_approves_
         assert browser.execute_script("return window.notReloaded") is True, "updated live, not reloaded"
         screenshot(browser, "dashboard-overview.png")
 
-        css(browser, f'tr.rollout[data-key="{key}"] td.name a').click()
+        click(browser, f'tr.rollout[data-key="{key}"] td.name a')
         until(browser, lambda d: css(d, "#approve-token").text == token, 30, "the gate's token")
         chart = "svg#metric-api-compatibility"
-        threshold = until(browser, lambda d: css(d, f"{chart} line.threshold-min"), 30, "the min threshold line")
-        assert threshold.get_attribute("data-value") == "0.99"
+        until(browser, lambda d: css(d, f"{chart} line.threshold-min"), 30, "the min threshold line")
+        assert attr(browser, f"{chart} line.threshold-min", "data-value") == "0.99"
         until(browser, lambda d: len(d.find_elements("css selector", f"{chart} circle.evaluation.Pass")) >= 1, 30,
               "passing evaluations on the chart")
-        legend = css(browser, '.metric[data-metric="api-compatibility"] .legend').text
+        legend = text(browser, '.metric[data-metric="api-compatibility"] .legend')
         assert "Prometheus range query" in legend and "last: 1 Pass" in legend
         until(browser, lambda d: len(css(d, f"{chart} polyline.line").get_attribute("points").split()) >= 8, 30,
               "the metric's values over time (a point a second from Prometheus)")
-        weights = css(browser, "svg#weight-chart polyline.line").get_attribute("points").split()
+        weights = attr(browser, "svg#weight-chart polyline.line", "points").split()
         assert len(weights) >= 3, weights
-        current = css(browser, "ol.steps li.current")
-        assert current.get_attribute("data-index") == "2" and "gate: check the compat score" in current.text
-        assert [li.get_attribute("data-index") for li in browser.find_elements("css selector", "ol.steps li.done")] \
-            == ["0", "1"]
+        assert attr(browser, "ol.steps li.current", "data-index") == "2"
+        assert "gate: check the compat score" in text(browser, "ol.steps li.current")
+        done = read(browser, lambda d: [li.get_attribute("data-index")
+                                        for li in d.find_elements("css selector", "ol.steps li.done")], "done steps")
+        assert done == ["0", "1"]
         screenshot(browser, "dashboard-rollout.png")
 
-        css(browser, "#approve").click()
-        result = until(browser, lambda d: css(d, "#action-result.ok"), 30, "the approval's answer")
-        assert result.text == f"approved chat at step 2 with {token}"
+        click(browser, "#approve")
+        result = until(browser, lambda d: css(d, "#action-result.ok").text, 30, "the approval's answer")
+        assert result == f"approved chat at step 2 with {token}"
         st = k.wait(name="chat", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != first,
                     timeout=90, what="chat promoted")
         approved = history(st, "Approved")
         assert approved and approved[-1]["token"] == token and approved[-1].get("by") == "modelrollout-dashboard"
         until(browser, lambda d: css(d, "#phase").text == "Succeeded", 30, "the page to follow the promotion")
-        assert "modelrollout-dashboard" in css(browser, "#history").text
+        assert "modelrollout-dashboard" in text(browser, "#history")
+
+        assert attr(browser, "#rollback-revision", "value") == first, "the previous successful revision"
+        click(browser, "#action-rollback-to")
+        confirm = until(browser, lambda d: css(d, "#confirm").text, 10, "the confirmation")
+        assert f"modelrollout.io/rollback-to={first}" in confirm
+        click(browser, "#confirm-yes")
+        result = until(browser, lambda d: css(d, '#action-result.ok[data-verb="rollback-to"]').text, 30, "rolled back")
+        assert result.startswith(f"rolling chat back to revision {first}")
+        k.wait(name="chat", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] == first,
+               timeout=90, what="the first revision back")
 
 
 def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
@@ -244,7 +273,7 @@ def test_a_viewer_sees_the_apiservers_refusal_and_the_server_takes_no_foreign_re
 
     with dashboard(viewer, tmp_path / "all.log", "--all-namespaces") as url:
         browser.get(url)
-        refused = until(browser, lambda d: css(d, "#overview-error"), 30, "the refused list").text
+        refused = until(browser, lambda d: css(d, "#overview-error").text, 30, "the refused list")
         assert "cannot list ModelRollouts in all namespaces: 403" in refused
         assert 'User "dashboard-viewer" cannot list resource "modelrollouts"' in refused
 
@@ -272,16 +301,16 @@ def test_a_viewer_sees_the_apiservers_refusal_and_the_server_takes_no_foreign_re
         browser.get(url)
         browser.get(f"{base}#/{k.ns}/locked")
         until(browser, lambda d: css(d, "#approve-token").text == token, 30, "the gate's token")
-        css(browser, "#action-abort").click()
-        confirm = until(browser, lambda d: css(d, "#confirm"), 10, "the confirmation")
-        assert "modelrollout.io/abort=true" in confirm.text and "back to stable" in confirm.text
-        css(browser, "#confirm-yes").click()
-        refused = until(browser, lambda d: css(d, "#action-result.error"), 30, "the refusal").text
+        click(browser, "#action-abort")
+        confirm = until(browser, lambda d: css(d, "#confirm").text, 10, "the confirmation")
+        assert "modelrollout.io/abort=true" in confirm and "back to stable" in confirm
+        click(browser, "#confirm-yes")
+        refused = until(browser, lambda d: css(d, "#action-result.error").text, 30, "the refusal")
         assert "403 Forbidden" in refused and 'User "dashboard-viewer" cannot patch resource "modelrollouts"' in refused
 
-        css(browser, "#approve").click()
-        refused = until(browser, lambda d: css(d, '#action-result.error[data-verb="approve"]'), 30,
-                        "the approval refused").text
+        click(browser, "#approve")
+        refused = until(browser, lambda d: css(d, '#action-result.error[data-verb="approve"]').text, 30,
+                        "the approval refused")
         assert "locked: the apiserver said 403 Forbidden" in refused and "cannot patch" in refused
     assert not {"modelrollout.io/abort", "modelrollout.io/approve"} & set(annotations(k, "locked"))
     assert k.status("locked")["phase"] == "AwaitingApproval"

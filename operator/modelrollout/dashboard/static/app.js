@@ -10,7 +10,7 @@ const RISKY_TEXT = {
   "rollback-to": "The earlier revision's template returns to the spec and is promoted without steps.",
 };
 const state = { overview: null, detail: null, detailKey: null, loading: false, again: false, confirm: null,
-  result: null };
+  result: null, revision: null };
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -198,10 +198,12 @@ function renderDetail() {
       h("button", { id: "approve", class: "primary", disabled: !a.approve.allowed,
         onclick: () => post("approve", { token: d.approval.token }) }, `Approve ${d.approval.token}`),
       h("span", { class: "muted mono" }, d.approveCommand))) : null;
-  let revision = null;
-  const select = a["rollback-to"].candidates.length ? h("select", { id: "rollback-revision",
-    onchange: (e) => { revision = e.target.value; } }, a["rollback-to"].candidates.slice().reverse().map((c) => h("option", { value: c }, c))) : null;
-  if (select) revision = select.value;
+  // the page is drawn again at every change of the rollout: the chosen revision lives in state
+  const candidates = a["rollback-to"].candidates.slice().reverse();
+  if (!candidates.includes(state.revision)) state.revision = candidates[0] || null;
+  const select = candidates.length ? h("select", { id: "rollback-revision",
+    onchange: (e) => { state.revision = e.target.value; } },
+    candidates.map((c) => h("option", { value: c, selected: c === state.revision }, c))) : null;
   const confirm = state.confirm ? h("div", { id: "confirm", class: "card" }, h("p", {}, state.confirm.text),
     h("div", { class: "actions" },
       h("button", { id: "confirm-yes", class: "danger", onclick: () => post(state.confirm.verb, state.confirm.body) },
@@ -248,7 +250,7 @@ function renderDetail() {
       actionButton("abort", "Abort", a.abort, null, "danger"),
       actionButton("retry", "Retry", a.retry),
       actionButton("promote", "Promote now", a.promote, null, "danger"),
-      select, actionButton("rollback-to", "Roll back to", a["rollback-to"], () => (revision ? { revision, expect: revision } : {}), "danger")),
+      select, actionButton("rollback-to", "Roll back to", a["rollback-to"], () => (state.revision ? { revision: state.revision, expect: state.revision } : {}), "danger")),
       confirm, result),
     h("div", { class: "grid" },
       h("div", { class: "card" }, h("h2", {}, "Canary weight"), weightChart(d),
