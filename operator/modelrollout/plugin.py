@@ -607,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", parents=[common],
                           help="a live web page of the rollouts on 127.0.0.1, acting with your kubeconfig")
     dash.add_argument("-A", "--all-namespaces", action="store_true",
-                      help="every namespace you can list (default: the namespace)")
+                      help="every namespace (needs list and watch on modelrollouts cluster-wide; "
+                      "default: the namespace)")
     dash.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     dash.add_argument("--prometheus", metavar="URL", default=None,
                       help="query this Prometheus for the charts (e.g. a port-forward) instead of the address "
