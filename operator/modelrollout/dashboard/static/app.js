@@ -68,7 +68,7 @@ function renderOverview() {
   document.getElementById("scope").textContent = ov.namespace ? `namespace ${ov.namespace}` : "all namespaces";
   const rows = ov.rollouts.map((r) => h("tr", { class: "rollout", "data-key": `${r.namespace}/${r.name}`,
     onclick: () => { location.hash = `#/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}`; } },
-    h("td", { class: "namespace" }, r.namespace),
+    ov.namespace ? null : h("td", { class: "namespace" }, r.namespace),
     h("td", { class: "name" }, h("a", { href: `#/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}` },
       r.name)),
     h("td", { class: "phase-cell" }, h("span", { class: `phase ${r.phase}` }, r.phase)),
@@ -81,8 +81,8 @@ function renderOverview() {
     h("h1", {}, "Rollouts"),
     ov.error ? h("div", { class: "error-banner", id: "overview-error" }, ov.error) : null,
     h("table", { id: "rollouts" },
-      h("thead", {}, h("tr", {}, ...["Namespace", "Name", "Phase", "Weight", "Step", "Stable", "Canary",
-        "Waiting for"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ...[ov.namespace ? null : "Namespace", "Name", "Phase", "Weight", "Step", "Stable",
+        "Canary", "Waiting for"].filter((t) => t).map((t) => h("th", {}, t)))),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "muted" },
         ov.synced ? "No ModelRollouts here." : "Listing…")))));
 }
