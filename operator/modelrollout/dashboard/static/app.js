@@ -196,7 +196,9 @@ function renderDetail() {
       d.approval.action && d.approval.action !== "continue" ? ` (approving ${d.approval.action === "resume" ? "resumes the rollout" : "rolls the canary back"})` : ""),
     h("div", { class: "actions" },
       h("button", { id: "approve", class: "primary", disabled: !a.approve.allowed,
-        onclick: () => post("approve", { token: d.approval.token }) }, `Approve ${d.approval.token}`),
+        onclick: () => d.approval.action === "rollback"  // approving this gate rolls back: ask first
+          ? ask("approve", { token: d.approval.token }, `Approve ${d.approval.token}: the canary rolls back and stable takes all traffic.`)
+          : post("approve", { token: d.approval.token }) }, `Approve ${d.approval.token}`),
       h("span", { class: "muted mono" }, d.approveCommand))) : null;
   // the page is drawn again at every change of the rollout: the chosen revision lives in state
   const candidates = a["rollback-to"].candidates.slice().reverse();
