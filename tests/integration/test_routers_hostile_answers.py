@@ -196,3 +196,25 @@ def check(k: Kubectl, name: str, case: Case, action: str, router: str, st: Json)
     if ready is None or (ready["status"] == "True") != (phase == "Succeeded"):
         out.append(f"{where}: Ready={ready and ready['status']} in phase {phase}")
     return out
+
+
+def test_a_query_refused_during_a_rollout_fails_its_metric_with_prometheus_words(
+        k: Kubectl, operator: ManagedProcess, prometheus: Prometheus) -> None:
+    """The query is edited mid-rollout into one Prometheus refuses (a 400): the next evaluation is a failure of
+    that metric quoting Prometheus, and its onFailure (rollback) acts; not "did not answer", not a hold."""
+    name = "edited"
+    good = Case("good", "vector(1)", "Pass", "", ("rollback",), "1s")
+    steps = [{"setWeight": 20}, {"approval": {"reason": "hold"}}, {"setWeight": 100}]
+    spec = spec_for(good, "rollback", "nginx", prometheus, name)
+    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
+    k.apply(rollout(name, steps=steps, **spec))
+    first = k.wait_phase(name, "Succeeded", 90)["stableRevision"]
+    k.apply(rollout(name, image="model:2", steps=steps, **spec))
+    k.wait(name, lambda s: s.get("phase") == "AwaitingApproval" and s.get("currentWeight") == 20, 90)
+    spec["analysis"]["metrics"][0]["query"] = "sum(vector(1)"
+    k.apply(rollout(name, image="model:2", steps=steps, **spec))
+    st = k.wait_phase(name, "RolledBack", 60)
+    assert st["stableRevision"] == first and st["currentWeight"] == 0
+    assert "hostile" in st["message"] and "refused the query (400 bad_data)" in st["message"]
+    assert "did not answer" not in st["message"]
+    assert k.get("ingress", f"{name}-canary") is None
