@@ -765,7 +765,7 @@ class ModelSnapshot(_Status):
     version: str | None = None
     """Model version."""
     config: dict[str, Any] = Field(default_factory=dict)
-    """Model config."""
+    """Model config as rendered (after its configMigrations)."""
     dependencies: dict[str, str] = Field(default_factory=dict)
     """Package versions."""
 
@@ -778,9 +778,12 @@ class PreflightStatus(_Status):
     dependency_jumps: list[str] = Field(default_factory=list)
     """Major-version changes (these gate the first traffic step)."""
     removed_config_keys: list[str] = Field(default_factory=list)
-    """Config keys dropped without a migration rule (these gate the first traffic step)."""
+    """Keys of the stable revision's rendered config (after spec.model.configMigrations; nested keys as dotted
+    paths) that the new revision's rendered config lacks (these gate the first traffic step)."""
     renamed_config_keys: list[str] = Field(default_factory=list)
-    """Config keys renamed by spec.model.configMigrations."""
+    """Config keys renamed by spec.model.configMigrations (old -> final name)."""
+    added_config_keys: list[str] = Field(default_factory=list)
+    """Keys of the new revision's rendered config that the stable revision's rendered config lacks."""
 
 
 class PrewarmStatus(_Status):

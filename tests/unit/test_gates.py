@@ -8,7 +8,7 @@ from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core.approval import APPROVE, build_token, check_token, parse_token
 from modelrollout.core.plan import gate_reason
-from modelrollout.core.preflight import dependency_changes, major, migrate, preflight, removed_keys
+from modelrollout.core.preflight import dependency_changes, major, migrate, preflight, removed_keys, snapshot
 
 from .sim import released, spec_dict
 
@@ -75,6 +75,80 @@ def test_config_migration_and_removed_keys() -> None:
                              "config key use_fp16 removed without a migration rule"]
 
 
+def rules(*pairs: str) -> list[api.ConfigMigration]:
+    return [api.ConfigMigration.model_validate({"from": a, "to": b}) for a, b in (p.split(">") for p in pairs)]
+
+
+def model(config: dict[str, Any], *pairs: str) -> api.ModelInfo:
+    return api.ModelInfo.model_validate({"config": config,
+                                         "configMigrations": [{"from": a, "to": b} for a, b in
+                                                              (p.split(">") for p in pairs)]})
+
+
+@pytest.mark.parametrize("stable_config", [{"max_length": 4096, "amp": True},          # kept rendered
+                                           {"max_seq_len": 4096, "use_fp16": True}])  # kept raw by an older operator
+def test_old_key_names_with_rules_on_the_new_side_remove_nothing(stable_config: dict[str, Any]) -> None:
+    new = model({"max_seq_len": 4096, "use_fp16": True}, "max_seq_len>max_length", "use_fp16>amp")
+    check = preflight(api.ModelSnapshot(config=stable_config), new)
+    assert check.removed_config_keys == [] and check.added_config_keys == [] and check.reasons == []
+
+
+def test_old_key_names_on_the_stable_side_are_renamed_not_removed() -> None:
+    stable = api.ModelSnapshot(config={"max_seq_len": 4096, "use_fp16": True})
+    check = preflight(stable, model({"max_length": 4096, "amp": True}, "max_seq_len>max_length", "use_fp16>amp"))
+    assert check.removed_config_keys == [] and check.reasons == []
+    assert check.renamed_config_keys == ["max_seq_len -> max_length", "use_fp16 -> amp"]
+
+
+def test_stable_snapshot_keeps_the_rendered_config() -> None:
+    snap = snapshot(model({"max_seq_len": 1, "amp": True}, "max_seq_len>max_length"))
+    assert snap.config == {"max_length": 1, "amp": True}
+    # the next revision drops amp: that is a removal of a rendered key, whatever names the rules used
+    check = preflight(snap, model({"max_length": 1}, "max_seq_len>max_length"))
+    assert check.removed_config_keys == ["amp"] and "config key amp removed" in check.reasons[0]
+
+
+def test_both_names_present_the_new_one_wins_and_nothing_is_removed() -> None:
+    rules_ = rules("max_seq_len>max_length")
+    assert migrate({"max_seq_len": 1, "max_length": 2}, rules_) == {"max_length": 2}
+    assert migrate({"max_length": 2, "max_seq_len": 1}, rules_) == {"max_length": 2}
+    check = preflight(api.ModelSnapshot(config={"max_length": 1}),
+                      model({"max_seq_len": 1, "max_length": 2}, "max_seq_len>max_length"))
+    assert check.removed_config_keys == [] and check.added_config_keys == []
+
+
+@pytest.mark.parametrize("order", [("a>b", "b>c"), ("b>c", "a>b")])
+def test_rename_chains_end_at_the_last_name_whatever_the_order(order: tuple[str, str]) -> None:
+    assert migrate({"a": 1}, rules(*order)) == {"c": 1}
+    assert migrate({"a": 1, "b": 2}, rules(*order)) == {"c": 2}  # nearer the end of the chain wins
+    assert migrate({"a": 1, "c": 3}, rules(*order)) == {"c": 3}
+    check = preflight(api.ModelSnapshot(config={"a": 1, "x": 0}), model({"c": 1, "x": 0}, *order))
+    assert check.removed_config_keys == [] and check.renamed_config_keys == ["a -> c"]
+    # a chain that stops short of where the new config keeps the key: removed (b) and added (c)
+    check = preflight(api.ModelSnapshot(config={"a": 1}), model({"c": 1}, "a>b"))
+    assert check.removed_config_keys == ["b"] and check.added_config_keys == ["c"]
+
+
+def test_a_rule_cycle_stops_before_it_repeats() -> None:
+    assert migrate({"a": 1}, rules("a>b", "b>a")) == {"b": 1}
+
+
+def test_nested_config_is_compared_key_by_key() -> None:
+    stable = api.ModelSnapshot(config={"generation": {"top_k": 5, "top_p": 0.9}, "amp": True})
+    check = preflight(stable, model({"generation": {"top_k": 5, "temperature": 0.7}, "amp": True}))
+    assert check.removed_config_keys == ["generation.top_p"]
+    assert check.added_config_keys == ["generation.temperature"]
+    assert check.reasons == ["config key generation.top_p removed without a migration rule"]
+    # a renamed top-level key carries its nested mapping along
+    moved = preflight(stable, model({"sampling": {"top_k": 5, "top_p": 0.9}, "amp": True}, "generation>sampling"))
+    assert moved.removed_config_keys == [] and moved.renamed_config_keys == ["generation -> sampling"]
+
+
+def test_added_keys_alone_do_not_gate() -> None:
+    check = preflight(api.ModelSnapshot(config={"amp": True}), model({"amp": True, "max_batch": 8}))
+    assert check.added_config_keys == ["max_batch"] and check.reasons == []
+
+
 def test_torch_major_jump_gates_the_first_traffic_step() -> None:
     w = released([{"setWeight": 20}, {"setWeight": 100}], model={"dependencies": {"torch": "2.5.1"}})
     w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}
@@ -95,3 +169,14 @@ def test_minor_upgrade_with_migrated_key_does_not_gate() -> None:
                       "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
     assert w.weights == [20, 100, 0]
+
+
+def test_old_key_names_with_rules_do_not_gate_the_rollout() -> None:
+    w = released([{"setWeight": 20}, {"setWeight": 100}], model={"config": {"max_length": 10, "amp": True}})
+    w.raw["model"] = {"config": {"max_seq_len": 10, "use_fp16": True},
+                      "configMigrations": [{"from": "max_seq_len", "to": "max_length"},
+                                           {"from": "use_fp16", "to": "amp"}]}
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.weights == [20, 100, 0]
+    assert all(h.outcome != "Approved" for h in w.status.history)
+    assert w.status.stable_model is not None and w.status.stable_model.config == {"max_length": 10, "amp": True}

@@ -454,7 +454,8 @@ def _start(p: _Plan) -> None:
     check = preflight(old.stable_model, p.spec.model)
     p.set(preflight=api.PreflightStatus(
         dependency_changes=check.dependency_changes, dependency_jumps=check.dependency_jumps,
-        removed_config_keys=check.removed_config_keys, renamed_config_keys=check.renamed_config_keys))
+        removed_config_keys=check.removed_config_keys, renamed_config_keys=check.renamed_config_keys,
+        added_config_keys=check.added_config_keys))
     if check.reasons:
         p.event("PreflightGate", "first traffic step waits for approval: " + "; ".join(check.reasons), warning=True)
     p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
