@@ -68,6 +68,33 @@ def test_pre_approval_is_honoured_when_the_gate_arrives(k: Kubectl, operator: Ma
     assert any(h["outcome"] == "Approved" and h["step"] == 2 for h in st["history"])
 
 
+def test_tokens_for_steps_no_gate_will_be_at_are_removed_and_nothing_moves(k: Kubectl,
+                                                                          operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
+    release_behind_nginx(k, "nogate", steps, **nginx("nogate"))
+    with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"],
+               "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}") as w:
+        k.apply(rollout("nogate", image="model:2", steps=steps, **nginx("nogate")))
+        st = k.wait_phase("nogate", "AwaitingApproval", 90)
+        rev, token = st["canaryRevision"], st["approval"]["token"]
+        cases = [(APPROVE, f"{rev}-7", "ApprovalRejected", "no such step"),      # beyond the last step
+                 (APPROVE, f"{rev}-2", "ApprovalRejected", "not a gate"),        # a later step that is no gate
+                 ("modelrollout.io/promote", f"{rev}-9", "PromoteRejected", "no such step")]
+        for key, value, reason, words in cases:
+            k.annotate("nogate", key, value)
+            wait_until(lambda value=value, reason=reason, words=words:
+                       has_event(k, "nogate", reason, value, words, token), 30, 0.1,
+                       what=f"{value} refused with a Warning naming {token}")
+            wait_until(lambda key=key: key not in (k.mro("nogate")["metadata"].get("annotations") or {}), 30, 0.1,
+                       what=f"{key}={value} removed")
+        now = k.status("nogate")
+        assert (now["phase"], now["currentStep"], now["currentWeight"]) == ("AwaitingApproval", 1, 20), now
+        assert now["approval"]["token"] == token
+        assert all(e["type"] == "Warning" for e in k.events("nogate") if e["reason"].endswith("Rejected"))
+    assert w.distinct() == ["20"], "a refused token moved traffic"
+    assert not any(h["outcome"] in ("Approved", "Promoted") for h in now["history"])
+
+
 def test_promote_needs_the_current_token_and_skips_the_rest(k: Kubectl, operator: ManagedProcess) -> None:
     steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
     first = release_behind_nginx(k, "pro", steps, **nginx("pro"))

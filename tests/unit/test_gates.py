@@ -6,7 +6,7 @@ import pytest
 
 from modelrollout import api
 from modelrollout.api import Phase
-from modelrollout.core.approval import APPROVE, build_token, check_token, parse_token
+from modelrollout.core.approval import APPROVE, PROMOTE, build_token, check_token, parse_token
 from modelrollout.core.plan import gate_reason
 from modelrollout.core.preflight import dependency_changes, major, migrate, preflight, removed_keys, snapshot
 
@@ -20,14 +20,107 @@ def test_token_build_parse_check() -> None:
     assert parsed is not None and parsed.revision == "7f2a1b0c9d" and parsed.step == 3
     for bad in ("", "true", "7f2a1b", "7f2a1b-", "-3", "XYZXYZ-1", "7f2a1b-3-4", "7f2a1b-99999"):
         assert parse_token(bad) is None, bad
-    assert check_token(tok, revision="7f2a1b0c9d", step=3).opens
-    stale = check_token("0123456789-3", revision="7f2a1b0c9d", step=3)
+    gates = {3, 5}
+    assert check_token(tok, revision="7f2a1b0c9d", step=3, total=7, gates=gates).opens
+    stale = check_token("0123456789-3", revision="7f2a1b0c9d", step=3, total=7, gates=gates)
     assert not stale.opens and not stale.pending and "revision 0123456789" in stale.reason
-    early = check_token("7f2a1b0c9d-5", revision="7f2a1b0c9d", step=3)
-    assert not early.opens and early.pending
-    late = check_token("7f2a1b0c9d-1", revision="7f2a1b0c9d", step=3)
+    early = check_token("7f2a1b0c9d-5", revision="7f2a1b0c9d", step=3, total=7, gates=gates)
+    assert not early.opens and early.pending and "step 6/7" in early.reason
+    late = check_token("7f2a1b0c9d-1", revision="7f2a1b0c9d", step=3, total=7, gates=gates)
     assert not late.opens and not late.pending and "already passed" in late.reason
-    assert "malformed" in check_token("yes please", revision="7f2a1b0c9d", step=3).reason
+    assert "malformed" in check_token("yes please", revision="7f2a1b0c9d", step=3, total=7).reason
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("7f2a1b0c9d-7", "no such step"),        # one beyond the last step
+    ("7f2a1b0c9d-42", "no such step"),       # far beyond
+    ("7f2a1b0c9d-4", "not a gate"),          # a later step that is no gate
+    ("7f2a1b0c9d-6", "not a gate"),          # the last step, no gate
+])
+def test_tokens_no_gate_will_ever_be_at_are_refused(value: str, words: str) -> None:
+    for step in (3, None):
+        check = check_token(value, revision="7f2a1b0c9d", step=step, total=7, gates={3, 5})
+        assert not check.opens and not check.pending and words in check.reason, check
+
+
+def test_promote_tokens_are_never_kept_for_later() -> None:
+    check = check_token("7f2a1b0c9d-5", revision="7f2a1b0c9d", step=3, total=7, gates={3, 5}, what="promote")
+    assert not check.opens and not check.pending and "not the current step" in check.reason
+    assert check_token("7f2a1b0c9d-7", revision="7f2a1b0c9d", step=7, total=7, what="promote").opens  # all done
+    far = check_token("7f2a1b0c9d-8", revision="7f2a1b0c9d", step=7, total=7, what="promote")
+    assert not far.opens and "no such step" in far.reason
+
+
+def warnings(w: Any, reason: str) -> list[str]:
+    return [e.message for d in w.decisions for e in d.events if e.reason == reason and e.type == "Warning"]
+
+
+STEPS = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 30}, {"approval": {"reason": "look"}},
+         {"setWeight": 100}]
+
+
+@pytest.mark.parametrize("index", [2, 5, 9])  # a step that is no gate, one beyond the last, far beyond
+def test_an_approve_token_no_gate_will_be_at_is_removed_with_the_current_token(index: int) -> None:
+    w = released(STEPS)
+    w.set_image("model:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.status.approval is not None
+    current, weights = w.status.approval.token, list(w.weights)
+    w.annotations[APPROVE] = f"{w.revision}-{index}"
+    w.step()
+    assert APPROVE not in w.annotations
+    assert any(current in m for m in warnings(w, "ApprovalRejected")), warnings(w, "ApprovalRejected")
+    assert w.status.phase is Phase.AWAITING_APPROVAL and w.status.current_step == 1 and w.weights == weights
+
+
+@pytest.mark.parametrize("index", [2, 5])
+def test_an_approve_token_is_refused_while_no_gate_waits_too(index: int) -> None:
+    w = released(STEPS)
+    w.set_image("model:2")
+    w.canary_ready = False  # the first step waits for canary pods: no gate is waiting
+    w.run(until=lambda w: w.status.phase is Phase.PROGRESSING and w.status.current_step == 0 and w.canary is not None
+          and w.canary.replicas > 0)
+    w.annotations[APPROVE] = f"{w.revision}-{index}"
+    w.step()
+    assert APPROVE not in w.annotations
+    assert any(f"{w.revision}-0" in m for m in warnings(w, "ApprovalRejected"))
+
+
+def test_a_token_for_the_current_step_that_is_no_gate_is_refused() -> None:
+    w = released(STEPS)
+    w.set_image("model:2")
+    w.canary_ready = False
+    w.run(until=lambda w: w.canary is not None and w.canary.replicas > 0)
+    w.annotations[APPROVE] = f"{w.revision}-0"
+    w.step()
+    assert APPROVE not in w.annotations and any("not a gate" in m for m in warnings(w, "ApprovalRejected"))
+
+
+def test_pre_approval_of_later_gates_still_works_for_spec_risky_and_preflight_gates() -> None:
+    w = released([{"setWeight": 10}, {"approval": {"reason": "look"}}, {"setWeight": 60}, {"setWeight": 100}],
+                 model={"dependencies": {"torch": "2.5.1"}})
+    w.raw["strategy"]["canary"]["riskyAbove"] = 70
+    w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}  # preflight gate at the first traffic step (0)
+    w.run(until=lambda w: w.status.canary_revision == w.revision)
+    for index in (0, 1, 3):  # preflight gate, approval step, setWeight 100 above riskyAbove 70
+        w.annotations[APPROVE] = f"{w.revision}-{index}"
+        w.run(until=lambda w, index=index: w.status.approved_step == index or w.status.current_step > index)
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert [h.step for h in w.status.history if h.outcome == "Approved"] == [0, 1, 3]
+    assert warnings(w, "ApprovalRejected") == []
+    assert all(d.status.phase is not Phase.AWAITING_APPROVAL for d in w.decisions)
+
+
+@pytest.mark.parametrize("index", [3, 5, 9])  # a later step, one beyond the last, far beyond
+def test_a_promote_token_other_than_the_current_is_removed_naming_it(index: int) -> None:
+    w = released(STEPS)
+    w.set_image("model:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    w.annotations[PROMOTE] = f"{w.revision}-{index}"
+    w.step()
+    assert PROMOTE not in w.annotations and w.status.phase is Phase.AWAITING_APPROVAL
+    assert any(f"{w.revision}-1" in m for m in warnings(w, "PromoteRejected"))
+    assert all("kept" not in m for m in warnings(w, "PromoteRejected"))
 
 
 def spec(**canary: Any) -> api.ModelRolloutSpec:

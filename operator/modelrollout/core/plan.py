@@ -49,7 +49,7 @@ from modelrollout.core.model import (
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.prewarm import kept, remember, wanted
-from modelrollout.core.steps import RouteState, blue_green, features_at, risky_above, steps_of
+from modelrollout.core.steps import RouteState, blue_green, features_at, risky_above, step_of, steps_of
 from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
@@ -100,6 +100,12 @@ def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] 
     if isinstance(s, api.SetWeightStep) and risky is not None and s.set_weight > risky:
         return f"setWeight {s.set_weight} is above riskyAbove {risky}"
     return None
+
+
+def gate_steps(spec: api.ModelRolloutSpec, preflight: Sequence[str] = ()) -> frozenset[int]:
+    """The steps at which the rollout will wait for an approval (a metric that pauses it adds a gate at the
+    step it is at, which no token can foresee)."""
+    return frozenset(i for i in range(len(steps_of(spec))) if gate_reason(spec, i, preflight) is not None)
 
 
 def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
@@ -241,7 +247,8 @@ class _Plan:
         token = build_token(self.obs.revision, step)
         given = self.obs.annotations.get(APPROVE)
         if given:
-            check = check_token(given, revision=self.obs.revision, step=step)
+            check = check_token(given, revision=self.obs.revision, step=step, total=len(steps_of(self.spec)),
+                                gates=gate_steps(self.spec, preflight_reasons(self.get("preflight"))))
             if check.opens:
                 self.consume(APPROVE)
                 self.history("Approved", reason, step=step, token=token, by=self.by(APPROVE))
@@ -538,7 +545,7 @@ def _promote_annotation(p: _Plan) -> bool:
     p.consume(PROMOTE)
     step = p.get("current_step") or 0
     token = build_token(p.obs.revision, step)
-    check = check_token(value, revision=p.obs.revision, step=step)
+    check = check_token(value, revision=p.obs.revision, step=step, total=len(steps_of(p.spec)), what="promote")
     if not check.opens:
         p.event("PromoteRejected", f"{check.reason}; the current token is {token}", warning=True)
         return False
@@ -581,12 +588,16 @@ def _step(p: _Plan) -> None:
             return
         p.set(approved_step=i)
     elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed:
-        check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i)
-        if check.opens:
+        check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i, total=len(steps),
+                            gates=gate_steps(spec, preflight_reasons(p.get("preflight"))))
+        if check.opens and p.get("approved_step") == i:
             p.consume(APPROVE)  # this gate was approved already; the annotation was not removed yet
         elif not check.pending:
             p.consume(APPROVE)
-            p.event("ApprovalRejected", f"{check.reason}; no gate is waiting", warning=True)
+            why = check.reason or (f"approval {obs.annotations[APPROVE]} is for step {step_of(i, len(steps))}, "
+                                   "which is not a gate")
+            p.event("ApprovalRejected", f"{why}; no gate is waiting, the current token is "
+                    f"{build_token(obs.revision, i)}", warning=True)
     step = steps[i]
     label = f"step {i + 1}/{len(steps)} ({describe_step(spec, i)})"
     if isinstance(step, api.SetWeightStep):
