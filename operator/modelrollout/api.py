@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic.alias_generators import to_camel
 
-from modelrollout.durations import Duration
+from modelrollout.durations import Duration, at_least, schema_at_least
+from modelrollout.imageref import PATTERN as IMAGE_PATTERN
 
 GROUP = "modelrollout.io"
 VERSION = "v1alpha1"
@@ -35,6 +36,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
+
+Image = Annotated[str, Field(min_length=1, max_length=512, json_schema_extra={"pattern": IMAGE_PATTERN})]
+"""A container image reference ([HOST[:PORT]/]PATH[:TAG][@ALGORITHM:HEX], the distribution/reference grammar):
+the CRD refuses what a kubelet would refuse, and core.validate says why in words."""
 
 LabelValue = Annotated[str, Field(max_length=63)]
 """A Kubernetes label value (at most 63 characters)."""
@@ -82,8 +87,8 @@ class Container(_Model):
     model_config = ConfigDict(extra="allow")
     name: str = Field(pattern=DNS_LABEL, max_length=63)
     """Container name."""
-    image: str = Field(min_length=1, max_length=512)
-    """Container image; a new image is a new revision."""
+    image: Image
+    """Container image ([HOST[:PORT]/]PATH[:TAG][@DIGEST], path lower-case); a new image is a new revision."""
 
 
 class PodSpec(_Model):
@@ -455,8 +460,8 @@ class Metric(_Model):
 class Analysis(_Model):
     """Metrics judged at every interval from the first traffic step until promotion."""
 
-    interval: Duration = Field(default="15s", validate_default=True)
-    """How often every metric is evaluated."""
+    interval: Annotated[Duration, at_least("1s"), schema_at_least("1s")] = Field(default="15s", validate_default=True)
+    """How often every metric is evaluated (at least 1s)."""
     prometheus: PrometheusSource | None = None
     """The Prometheus to query (default: the operator's --prometheus-address / MODELROLLOUT_PROMETHEUS_ADDRESS)."""
     inconclusive: InconclusivePolicy = Field(default_factory=InconclusivePolicy)
@@ -486,7 +491,7 @@ class CompatProbe(_Model):
     """The ConfigMap holding the contract (golden requests and the expected response shape)."""
     contract_key: str = Field(default="contract.yaml", max_length=253)
     """The key of the contract in the ConfigMap."""
-    image: str = Field(default="modelrollout/compat-probe:0.1.0", min_length=1, max_length=512)
+    image: Image = "modelrollout/compat-probe:0.1.0"
     """The sidecar image."""
     target_port: int = Field(default=8080, ge=1, le=65535)
     """The model server's port in the pod."""
@@ -511,7 +516,7 @@ class PrewarmPolicy(_Model):
     """How long pre-pulling may take; then the rollout fails before any traffic moves, naming the nodes."""
     command: list[str] = Field(default_factory=lambda: ["true"], min_length=1, max_length=8)
     """Entrypoint each pull container runs (it must exit 0 at once); override for images without `true`."""
-    pause_image: str = Field(default="registry.k8s.io/pause:3.10", max_length=512)
+    pause_image: Image = "registry.k8s.io/pause:3.10"
     """The image of the one long-running container that keeps the DaemonSet's pods ready."""
 
 

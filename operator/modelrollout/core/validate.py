@@ -11,6 +11,7 @@ from modelrollout import api
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
 from modelrollout.core.steps import mirrors, pins_header, steps_of
+from modelrollout.imageref import problem as image_problem
 
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -49,6 +50,9 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
             problem = check_template(metric.query)
             if problem:
                 return f"spec.analysis.metrics[{i}].query ({metric.name}): {problem}"
+    problem = _images(spec)
+    if problem:
+        return problem
     for key in spec.selector.match_labels:
         if key.startswith("modelrollout.io/"):
             return f"spec.selector.matchLabels: {key} is set by the operator; use your own labels"
@@ -67,6 +71,22 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
         return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
     if spec.compat_probe is not None and spec.analysis is None:
         return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
+    return None
+
+
+def _images(spec: api.ModelRolloutSpec) -> str | None:
+    """Every image a kubelet would be asked to pull is a valid reference (the CRD's pattern, for objects it did
+    not check, and the 255-character limit on the name, which the pattern does not express)."""
+    images = [(f"spec.template.spec.containers[{i}].image", f"container {c.name}", c.image)
+              for i, c in enumerate(spec.template.spec.containers)]
+    if spec.compat_probe is not None:
+        images.append(("spec.compatProbe.image", "the compat-probe sidecar", spec.compat_probe.image))
+    images.append(("spec.rollback.prewarm.pauseImage", "the pre-pull DaemonSet", spec.rollback.prewarm.pause_image))
+    for field, owner, image in images:
+        why = image_problem(image)
+        if why:
+            shown = image if len(image) <= 100 else image[:97] + "..."
+            return f"{field} ({owner}): {shown!r} is not an image a kubelet can pull: {why}"
     return None
 
 
