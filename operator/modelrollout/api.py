@@ -828,7 +828,10 @@ class ModelRolloutStatus(_Status):
     canary_revision: str | None = None
     """Revision being rolled out."""
     current_step: int | None = None
-    """Index of the step being carried out; equal to the number of steps when all are done."""
+    """Index (0-based) of the step being carried out; equal to the number of steps when all are done."""
+    step_progress: str | None = None
+    """The current step as people read it and every message names it: 1-based ``N/M`` (``2/5``: the second of
+    five steps is being carried out or waited at), ``M/M done`` once all are done; the STEP column."""
     current_weight: int = 0
     """Percent of traffic on the new revision."""
     step_started_at: datetime | None = None

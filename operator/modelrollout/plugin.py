@@ -22,7 +22,7 @@ from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_TO, build_token, parse_token
 from modelrollout.core.phases import ACTIVE, TERMINAL
 from modelrollout.core.plan import describe_step, gate_reason
-from modelrollout.core.steps import steps_of
+from modelrollout.core.steps import step_of, steps_of
 
 FIELD_MANAGER = "kubectl-modelrollout"
 HISTORY_SHOWN = 5
@@ -70,6 +70,8 @@ def render(obj: Obj) -> str:
         fields.append(("Rolled back", _short(status["rolledBackRevision"])))
     weight = int(status.get("currentWeight") or 0)
     fields.append(("Weight", f"{weight}% on canary" if canary else f"{weight}%"))
+    if canary and status.get("currentStep") is not None:
+        fields.append(("Step", _step(status["currentStep"], obj.get("spec"))))
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if generation is not None and observed is not None and observed < generation:
         fields.append(("Spec", f"generation {generation}; the operator has acted on {observed} so far"))
@@ -82,7 +84,7 @@ def render(obj: Obj) -> str:
     if metrics:
         lines += ["", *_render_analysis(status, metrics)]
 
-    waiting = _render_waiting(name, namespace, status, phase)
+    waiting = _render_waiting(name, namespace, status, phase, _step_count(obj.get("spec")))
     if waiting:
         lines += ["", *waiting]
 
@@ -91,10 +93,26 @@ def render(obj: Obj) -> str:
         shown = history[-HISTORY_SHOWN:]
         title = "History:" if len(shown) == len(history) else f"History (last {len(shown)} of {len(history)}):"
         rows = [[_ts(h.get("at")), _short(h.get("revision")), str(h.get("outcome") or ""),
-                 "" if h.get("step") is None else f"step {h['step']}",
+                 "" if h.get("step") is None else f"step {_step(h['step'], obj.get('spec'))}",
                  str(h.get("message") or "") + (f" (by {h['by']})" if h.get("by") else "")] for h in shown]
         lines += ["", title, *_table(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _step_count(raw_spec: Any) -> int:
+    """How many steps the rollout walks (from the raw steps when the spec does not parse)."""
+    spec = _parse_spec(raw_spec)
+    if spec is not None:
+        return len(steps_of(spec))
+    return len((((raw_spec or {}).get("strategy") or {}).get("canary") or {}).get("steps") or [])
+
+
+def _step(index: Any, raw_spec: Any) -> str:
+    """A 0-based step index (status.currentStep, approval.step, a token's step) as messages show it: ``2/5``."""
+    try:
+        return step_of(int(index), _step_count(raw_spec))
+    except (TypeError, ValueError):
+        return str(index)
 
 
 def _parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
@@ -176,7 +194,7 @@ def _render_steps(raw_spec: Obj, spec: api.ModelRolloutSpec | None, status: Obj,
             notes.append("(approved)")
         if approval and approval.get("step") == i and approval.get("action", "continue") == "continue":
             notes.append("<- waiting for approval")
-        rows.append([mark, str(i), text, " ".join(notes)])
+        rows.append([mark, str(i + 1), text, " ".join(notes)])
     if in_progress:
         assert current is not None
         mark = CURRENT_MARK if phase == Phase.PROMOTING or (current >= len(described) and phase in _ACTIVE) else " "
@@ -212,13 +230,14 @@ def plugin_command(verb: str, name: str, namespace: str) -> str:
     return f"kubectl modelrollout {verb} {name}{ns}"
 
 
-def _render_waiting(name: str, namespace: str, status: Obj, phase: str) -> list[str]:
+def _render_waiting(name: str, namespace: str, status: Obj, phase: str, total: int) -> list[str]:
     approval = status.get("approval")
     if approval:
         action = approval.get("action") or "continue"
-        does = {"continue": f"continues past step {approval.get('step')}",
+        at = step_of(int(approval.get("step") or 0), total)
+        does = {"continue": f"continues past step {at}",
                 "resume": "resumes the rollout", "rollback": "rolls the canary back"}.get(action, action)
-        out = [f"Waiting for: approval at step {approval.get('step')} ({approval.get('reason') or 'approval'})",
+        out = [f"Waiting for: approval at step {at} ({approval.get('reason') or 'approval'})",
                f"  since:   {_ts(approval.get('since'))}",
                f"  token:   {approval.get('token')} (approving {does})",
                f"  approve: {plugin_command('approve', name, namespace)}"]
@@ -410,7 +429,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         action = str(approval.get("action") or "continue")
     _annotate(custom, namespace, args.name, APPROVE, value)
     suffix = {"resume": " (the rollout resumes)", "rollback": " (the canary rolls back)"}.get(action, "")
-    print(f"approved {args.name} at step {step} with {value}{suffix}")
+    print(f"approved {args.name} at step {_step(step, obj.get('spec'))} with {value}{suffix}")
     return 0
 
 
@@ -423,8 +442,9 @@ def cmd_abort(args: argparse.Namespace) -> int:
     if not _in_progress(status) and not _stale(obj):
         raise PluginError(f"no rollout in progress on {args.name} (phase {status.get('phase') or 'Pending'})")
     _annotate(custom, namespace, args.name, ABORT, "true")
-    print(f"aborted {args.name} at step {status.get('currentStep')}: revision {_short(status.get('canaryRevision'))} "
-          f"rolls back, stable {_short(status.get('stableRevision'))} takes all traffic")
+    print(f"aborted {args.name} at step {_step(status.get('currentStep'), obj.get('spec'))}: revision "
+          f"{_short(status.get('canaryRevision'))} rolls back, stable {_short(status.get('stableRevision'))} takes "
+          "all traffic")
     return 0
 
 
@@ -439,7 +459,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if phase != Phase.ROLLED_BACK or not status.get("rolledBackRevision"):
         raise PluginError(f"{args.name} has no rolled-back revision to retry (phase {phase})")
     _annotate(custom, namespace, args.name, RETRY, "true")
-    print(f"retried {args.name}: revision {status['rolledBackRevision']} starts again from step 0")
+    print(f"retried {args.name}: revision {status['rolledBackRevision']} starts again from step "
+          f"{_step(0, obj.get('spec'))}")
     return 0
 
 
@@ -454,7 +475,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise PluginError(f"the operator has not acted on the latest spec of {args.name} yet; try again")
     token = build_token(str(canary), int(step))
     _annotate(custom, namespace, args.name, PROMOTE, token)
-    print(f"promoted {args.name} at step {step} with {token}: the remaining steps are skipped")
+    print(f"promoted {args.name} at step {_step(step, obj.get('spec'))} with {token}: the remaining steps are "
+          "skipped")
     return 0
 
 

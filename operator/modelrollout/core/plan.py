@@ -134,6 +134,11 @@ def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
     return f"analysis x{s.analysis.passes}"
 
 
+def step_label(spec: api.ModelRolloutSpec, step: int) -> str:
+    """``step 2/5 (pause 1m)``: how every message names a step (1-based, as ``status.stepProgress`` shows it)."""
+    return f"step {step_of(step, len(steps_of(spec)))} ({describe_step(spec, step)})"
+
+
 @dataclass
 class _Plan:
     spec: api.ModelRolloutSpec
@@ -179,6 +184,9 @@ class _Plan:
         if self.consumed:
             self.actions.insert(0, RemoveAnnotations(tuple(self.consumed)))
         self.set(observed_generation=self.obs.generation)
+        if self.spec is not _PLACEHOLDER:  # an Invalid spec keeps the last progress shown
+            current = self.get("current_step")
+            self.set(step_progress=None if current is None else step_of(current, len(steps_of(self.spec))))
         status = self.old.model_copy(update=self.updates)
         status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
                                                                     self.obs.generation)})
@@ -236,8 +244,16 @@ class _Plan:
                    f"{RETRY}=true to try it again")
 
     def advance(self, to: int) -> None:
-        if self.get("phase") in (Phase.PAUSED, Phase.AWAITING_APPROVAL):
-            self.phase(Phase.PROGRESSING, f"step {to} done, moving on")
+        # the message names the step that now runs (as status.stepProgress does), and what the one done did
+        total, message = len(steps_of(self.spec)), self.get("message") or ""
+        done = f"{step_label(self.spec, to - 1)}: "
+        detail = f": {message[len(done):]}" if "message" in self.updates and message.startswith(done) else ""
+        after = (f"next: {step_label(self.spec, to)}" if to < total
+                 else f"all {total} steps done, promotion next")
+        phase = self.get("phase")
+        self.phase(phase if phase is not None and phase not in (Phase.PAUSED, Phase.AWAITING_APPROVAL)
+                   else Phase.PROGRESSING,
+                   f"{describe_step(self.spec, to - 1)} done{detail}; {after}")
         self.set(current_step=to, step_started_at=self.now, approved_step=None, approval=None,
                  analysis_passes=0, progress_since=None)
         self.again(0)
@@ -252,7 +268,7 @@ class _Plan:
             if check.opens:
                 self.consume(APPROVE)
                 self.history("Approved", reason, step=step, token=token, by=self.by(APPROVE))
-                self.event("Approved", f"gate at step {step} ({reason}) approved with {token}"
+                self.event("Approved", f"gate at {step_label(self.spec, step)} ({reason}) approved with {token}"
                            + (f" by {self.by(APPROVE)}" if self.by(APPROVE) else ""))
                 self.set(approval=None)
                 return True
@@ -266,7 +282,7 @@ class _Plan:
             command=approve_command(self.obs.name, self.obs.namespace, token), since=since))
         phase = Phase.PAUSED if action == "resume" else Phase.AWAITING_APPROVAL
         preview = f"; the preview is on Service {self.obs.name}-canary" if blue_green(self.spec) else ""
-        self.phase(phase, f"waiting for approval before step {step + 1}/{len(steps_of(self.spec))} "
+        self.phase(phase, f"waiting for approval before step {step_of(step, len(steps_of(self.spec)))} "
                    f"({describe_step(self.spec, step)}; {reason}{preview}): run "
                    f"`{approve_command(self.obs.name, self.obs.namespace, token)}`")
         return False
@@ -550,7 +566,9 @@ def _promote_annotation(p: _Plan) -> bool:
         p.event("PromoteRejected", f"{check.reason}; the current token is {token}", warning=True)
         return False
     p.history("Promoted", "remaining steps skipped", step=step, token=token, by=p.by(PROMOTE))
-    p.event("Promote", f"promotion requested with {token}: skipping steps {step}..")
+    total = len(steps_of(p.spec))
+    skipped = f"skipping steps {step_of(step, total)}-{total}" if step < total else "all steps were done"
+    p.event("Promote", f"promotion requested with {token}: {skipped}")
     p.set(approval=None)
     p.phase(Phase.PROMOTING, f"promoting revision {p.obs.revision} (steps skipped by request)")
     return True
@@ -599,7 +617,7 @@ def _step(p: _Plan) -> None:
             p.event("ApprovalRejected", f"{why}; no gate is waiting, the current token is "
                     f"{build_token(obs.revision, i)}", warning=True)
     step = steps[i]
-    label = f"step {i + 1}/{len(steps)} ({describe_step(spec, i)})"
+    label = step_label(spec, i)
     if isinstance(step, api.SetWeightStep):
         _set_weight(p, i, step.set_weight, analysis_ok, label, "SetWeight")
     elif isinstance(step, api.SetHeaderRouteStep):
