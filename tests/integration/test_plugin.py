@@ -65,8 +65,9 @@ def test_get_shows_the_gate_and_approve_opens_it(k: Kubectl, operator: ManagedPr
     assert f"ModelRollout {k.ns}/chat" in out
     assert "AwaitingApproval" in out
     gate = next(line for line in out.splitlines() if " approval " in line and "[gate:" in line)
-    assert gate.split()[:3] == ["▶", "1", "approval"] and "[gate: check dashboards]" in gate
-    assert any(line.split()[:2] == ["✓", "0"] for line in out.splitlines())
+    assert gate.split()[:3] == ["▶", "2", "approval"] and "[gate: check dashboards]" in gate
+    assert any(line.split()[:2] == ["✓", "1"] for line in out.splitlines())
+    assert "Step:" in out and next(line for line in out.splitlines() if line.startswith("Step:")).split()[1] == "2/3"
     assert f"kubectl modelrollout approve chat -n {k.ns}" in out
     assert st["approval"]["command"] in out
 
