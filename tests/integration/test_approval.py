@@ -90,6 +90,10 @@ def test_tokens_for_steps_no_gate_will_be_at_are_removed_and_nothing_moves(k: Ku
         now = k.status("nogate")
         assert (now["phase"], now["currentStep"], now["currentWeight"]) == ("AwaitingApproval", 1, 20), now
         assert now["approval"]["token"] == token
+        # kubectl get mro: the STEP printer column and the message name the same step, 1-based
+        columns = k.run("get", "mro", "nogate", "--no-headers", "-o", "custom-columns=S:.status.stepProgress")
+        assert columns.split() == ["2/4"] and "before step 2/4 " in now["message"], (columns, now["message"])
+        assert "2/4" in k.run("get", "mro", "nogate").split("\n")[1].split()
         assert all(e["type"] == "Warning" for e in k.events("nogate") if e["reason"].endswith("Rejected"))
     assert w.distinct() == ["20"], "a refused token moved traffic"
     assert not any(h["outcome"] in ("Approved", "Promoted") for h in now["history"])

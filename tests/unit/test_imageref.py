@@ -114,3 +114,13 @@ def test_the_crd_has_the_interval_minimum_as_a_cel_rule() -> None:
     spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     rules = spec["analysis"]["properties"]["interval"]["x-kubernetes-validations"]
     assert rules == [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}]
+
+
+def test_validation_checks_init_container_images_kept_as_given() -> None:
+    raw = raw_with_images("model:1")
+    raw["template"]["spec"]["initContainers"] = [{"name": "ok", "image": "warm:1"},
+                                                 {"name": "warm", "image": "registry.example/Warm:1"}]
+    why = parse_spec(raw)[1] or ""
+    assert why.startswith("spec.template.spec.initContainers[1].image (init container warm)") and "upper-case" in why
+    raw["template"]["spec"]["initContainers"] = [{"name": "warm"}]
+    assert "no repository name" in (parse_spec(raw)[1] or "")

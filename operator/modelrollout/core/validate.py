@@ -79,6 +79,11 @@ def _images(spec: api.ModelRolloutSpec) -> str | None:
     not check, and the 255-character limit on the name, which the pattern does not express)."""
     images = [(f"spec.template.spec.containers[{i}].image", f"container {c.name}", c.image)
               for i, c in enumerate(spec.template.spec.containers)]
+    init = (spec.template.spec.model_extra or {}).get("initContainers")  # kept as given: no pattern in the CRD
+    for i, c in enumerate(init if isinstance(init, list) else []):
+        c = c if isinstance(c, dict) else {}
+        images.append((f"spec.template.spec.initContainers[{i}].image", f"init container {c.get('name')}",
+                       str(c.get("image") or "")))
     if spec.compat_probe is not None:
         images.append(("spec.compatProbe.image", "the compat-probe sidecar", spec.compat_probe.image))
     images.append(("spec.rollback.prewarm.pauseImage", "the pre-pull DaemonSet", spec.rollback.prewarm.pause_image))
