@@ -124,8 +124,11 @@ class ModelInfo(_Model):
     """The model's version, shown in status and events."""
     config: dict[str, Any] = Field(default_factory=dict)
     """The model server's effective configuration."""
-    config_migrations: list[ConfigMigration] = Field(default_factory=list, max_length=64)
-    """Config keys renamed from earlier revisions."""
+    config_migrations: list[ConfigMigration] = Field(
+        default_factory=list, max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["from"]})
+    """Config keys renamed from earlier revisions (one rule per old key; rules chain: a -> b and b -> c put a's
+    value under c; a cycle is refused)."""
     dependencies: dict[str, str] = Field(default_factory=dict, max_length=128)
     """Package versions the revision runs with (torch, transformers, ...)."""
 

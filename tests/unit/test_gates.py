@@ -9,6 +9,7 @@ from modelrollout.api import Phase
 from modelrollout.core.approval import APPROVE, PROMOTE, build_token, check_token, parse_token
 from modelrollout.core.plan import gate_reason
 from modelrollout.core.preflight import dependency_changes, major, migrate, preflight, removed_keys, snapshot
+from modelrollout.core.validate import parse_spec
 
 from .sim import released, spec_dict
 
@@ -273,3 +274,20 @@ def test_old_key_names_with_rules_do_not_gate_the_rollout() -> None:
     assert w.weights == [20, 100, 0]
     assert all(h.outcome != "Approved" for h in w.status.history)
     assert w.status.stable_model is not None and w.status.stable_model.config == {"max_length": 10, "amp": True}
+
+
+@pytest.mark.parametrize(("rules_", "words"), [
+    ([("a", "b"), ("b", "a")], "the rules a -> b -> a form a cycle"),
+    ([("a", "b"), ("b", "c"), ("c", "a")], "a -> b -> c -> a form a cycle"),
+    ([("a", "a")], "a -> a form a cycle"),
+    ([("a", "b"), ("a", "c")], "spec.model.configMigrations[1]: a second rule for 'a'"),
+])
+def test_ambiguous_migration_rules_are_invalid(rules_: list[tuple[str, str]], words: str) -> None:
+    raw = spec_dict([{"setWeight": 100}], model={"configMigrations": [{"from": a, "to": b} for a, b in rules_]})
+    assert words in (parse_spec(raw)[1] or "")
+
+
+def test_chained_migration_rules_are_valid() -> None:
+    raw = spec_dict([{"setWeight": 100}], model={"configMigrations": [{"from": "b", "to": "c"},
+                                                                      {"from": "a", "to": "b"}]})
+    assert parse_spec(raw)[1] is None

@@ -50,7 +50,7 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
             problem = check_template(metric.query)
             if problem:
                 return f"spec.analysis.metrics[{i}].query ({metric.name}): {problem}"
-    problem = _images(spec)
+    problem = _images(spec) or _migrations(spec.model.config_migrations)
     if problem:
         return problem
     for key in spec.selector.match_labels:
@@ -71,6 +71,22 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
         return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
     if spec.compat_probe is not None and spec.analysis is None:
         return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
+    return None
+
+
+def _migrations(rules: list[api.ConfigMigration]) -> str | None:
+    """One rule per old key (the CRD's list-map, for objects it did not check) and no rename cycle."""
+    rename: dict[str, str] = {}
+    for i, rule in enumerate(rules):
+        if rule.from_ in rename:
+            return f"spec.model.configMigrations[{i}]: a second rule for {rule.from_!r}"
+        rename[rule.from_] = rule.to
+    for start in rename:
+        chain = [start]
+        while chain[-1] in rename:
+            chain.append(rename[chain[-1]])
+            if chain[-1] in chain[:-1]:
+                return f"spec.model.configMigrations: the rules {' -> '.join(chain)} form a cycle"
     return None
 
 
