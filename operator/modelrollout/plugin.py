@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, helptext, func in (
         ("abort", "roll the canary back to stable", cmd_abort),
-        ("retry", "try a rolled-back revision again from step 0", cmd_retry),
+        ("retry", "try a rolled-back revision again from the first step", cmd_retry),
         ("promote", "skip the remaining steps and promote the canary", cmd_promote),
     ):
         p = sub.add_parser(verb, parents=[common], help=helptext)

@@ -411,7 +411,7 @@ def _rollout(p: _Plan) -> None:
         if obs.annotations.get(RETRY, "").lower() == "true" and old.phase in (Phase.ROLLED_BACK, Phase.FAILED):
             p.consume(RETRY)
             p.history("Retried", "retry requested", by=p.by(RETRY))
-            p.event("Retry", f"retrying revision {rev} from step 0")
+            p.event("Retry", f"retrying revision {rev} from the first step")
             p.set(rolled_back_revision=None, canary_revision=None)
             _start(p)
             return
