@@ -3,12 +3,22 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core.approval import APPROVE, PROMOTE, build_token, check_token, parse_token
 from modelrollout.core.plan import gate_reason
-from modelrollout.core.preflight import dependency_changes, major, migrate, preflight, removed_keys, snapshot
+from modelrollout.core.preflight import (
+    dependency_changes,
+    final_name,
+    major,
+    migrate,
+    preflight,
+    removed_keys,
+    snapshot,
+)
 from modelrollout.core.validate import parse_spec
 
 from .sim import released, spec_dict
@@ -291,3 +301,28 @@ def test_chained_migration_rules_are_valid() -> None:
     raw = spec_dict([{"setWeight": 100}], model={"configMigrations": [{"from": "b", "to": "c"},
                                                                       {"from": "a", "to": "b"}]})
     assert parse_spec(raw)[1] is None
+
+
+KEYS = st.sampled_from(["a", "b", "c", "d"])
+
+
+@given(config=st.dictionaries(KEYS, st.integers(0, 9)), pairs=st.dictionaries(KEYS, KEYS))
+def test_rendering_is_idempotent_and_loses_no_key(config: dict[str, int], pairs: dict[str, str]) -> None:
+    rules_ = [api.ConfigMigration.model_validate({"from": a, "to": b}) for a, b in pairs.items()]
+    out = migrate(config, rules_)
+    assert migrate(out, rules_) == out or any(a == b for a, b in pairs.items()) or _cyclic(pairs)
+    finals = {final_name(key, rules_) for key in config}
+    assert set(out) == finals  # every key ends up under its final name, and nothing else appears
+    assert preflight(api.ModelSnapshot(config=config), model(config, *(f"{a}>{b}" for a, b in pairs.items()))
+                     ).removed_config_keys == []  # the same config on both sides removes nothing
+
+
+def _cyclic(pairs: dict[str, str]) -> bool:
+    for start in pairs:
+        seen, key = {start}, start
+        while key in pairs:
+            key = pairs[key]
+            if key in seen:
+                return True
+            seen.add(key)
+    return False
