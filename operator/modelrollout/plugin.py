@@ -24,7 +24,7 @@ from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_TO, build_token, parse_token
 from modelrollout.core.phases import ACTIVE, TERMINAL
 from modelrollout.core.plan import SKIP_ANALYSIS, describe_step, gate_reason
-from modelrollout.core.steps import steps_of
+from modelrollout.core.steps import step_of, steps_of
 
 FIELD_MANAGER = "kubectl-modelrollout"
 HISTORY_SHOWN = 5
@@ -75,6 +75,8 @@ def render(obj: Obj) -> str:
         fields.append(("Rolled back", _short(status["rolledBackRevision"])))
     weight = int(status.get("currentWeight") or 0)
     fields.append(("Weight", f"{weight}% on canary" if canary else f"{weight}%"))
+    if canary and status.get("currentStep") is not None:
+        fields.append(("Step", _step(status["currentStep"], obj.get("spec"))))
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if generation is not None and observed is not None and observed < generation:
         fields.append(("Spec", f"generation {generation}; the operator has acted on {observed} so far"))
@@ -87,7 +89,7 @@ def render(obj: Obj) -> str:
     if metrics:
         lines += ["", *_render_analysis(status, metrics)]
 
-    waiting = _render_waiting(name, namespace, status, phase)
+    waiting = _render_waiting(name, namespace, status, phase, _step_count(obj.get("spec")))
     if waiting:
         lines += ["", *waiting]
 
@@ -96,10 +98,26 @@ def render(obj: Obj) -> str:
         shown = history[-HISTORY_SHOWN:]
         title = "History:" if len(shown) == len(history) else f"History (last {len(shown)} of {len(history)}):"
         rows = [[_ts(h.get("at")), _short(h.get("revision")), str(h.get("outcome") or ""),
-                 "" if h.get("step") is None else f"step {h['step']}",
+                 "" if h.get("step") is None else f"step {_step(h['step'], obj.get('spec'))}",
                  str(h.get("message") or "") + (f" (by {h['by']})" if h.get("by") else "")] for h in shown]
         lines += ["", title, *_table(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _step_count(raw_spec: Any) -> int:
+    """How many steps the rollout walks (from the raw steps when the spec does not parse)."""
+    spec = parse_spec(raw_spec)
+    if spec is not None:
+        return len(steps_of(spec))
+    return len((((raw_spec or {}).get("strategy") or {}).get("canary") or {}).get("steps") or [])
+
+
+def _step(index: Any, raw_spec: Any) -> str:
+    """A 0-based step index (status.currentStep, approval.step, a token's step) as messages show it: ``2/5``."""
+    try:
+        return step_of(int(index), _step_count(raw_spec))
+    except (TypeError, ValueError):
+        return str(index)
 
 
 def parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
@@ -216,7 +234,8 @@ def _render_steps(obj: Obj) -> list[str]:
             notes.append("(approved)")
         if row.waiting:
             notes.append("<- waiting for approval")
-        rows.append([STATE_MARKS[row.state], "" if row.index is None else str(row.index), row.text, " ".join(notes)])
+        rows.append([STATE_MARKS[row.state], "" if row.index is None else str(row.index + 1), row.text,
+                     " ".join(notes)])
     lines += _table(rows) if rows else ["  (none)"]
     return lines
 
@@ -248,13 +267,14 @@ def plugin_command(verb: str, name: str, namespace: str) -> str:
     return f"kubectl modelrollout {verb} {name}{ns}"
 
 
-def _render_waiting(name: str, namespace: str, status: Obj, phase: str) -> list[str]:
+def _render_waiting(name: str, namespace: str, status: Obj, phase: str, total: int) -> list[str]:
     approval = status.get("approval")
     if approval:
         action = approval.get("action") or "continue"
-        does = {"continue": f"continues past step {approval.get('step')}",
+        at = step_of(int(approval.get("step") or 0), total)
+        does = {"continue": f"continues past step {at}",
                 "resume": "resumes the rollout", "rollback": "rolls the canary back"}.get(action, action)
-        out = [f"Waiting for: approval at step {approval.get('step')} ({approval.get('reason') or 'approval'})",
+        out = [f"Waiting for: approval at step {at} ({approval.get('reason') or 'approval'})",
                f"  since:   {_ts(approval.get('since'))}",
                f"  token:   {approval.get('token')} (approving {does})",
                f"  approve: {plugin_command('approve', name, namespace)}"]
@@ -474,7 +494,8 @@ def plan_approve(name: str, obj: Obj, token: str | None = None) -> Action:
         value, step = str(approval["token"]), approval.get("step")
         action = str(approval.get("action") or "continue")
     suffix = {"resume": " (the rollout resumes)", "rollback": " (the canary rolls back)"}.get(action, "")
-    return Action(APPROVE, value, f"approved {name} at step {step} with {value}{suffix}", warning)
+    return Action(APPROVE, value, f"approved {name} at step {_step(step, obj.get('spec'))} with {value}{suffix}",
+                  warning)
 
 
 def plan_abort(name: str, obj: Obj) -> Action:
@@ -483,9 +504,9 @@ def plan_abort(name: str, obj: Obj) -> Action:
         raise PluginError(f"{name} is promoting revision {status.get('canaryRevision')}; it cannot be aborted")
     if not _in_progress(status) and not _stale(obj):
         raise PluginError(f"no rollout in progress on {name} (phase {status.get('phase') or 'Pending'})")
-    return Action(ABORT, "true", f"aborted {name} at step {status.get('currentStep')}: revision "
-                  f"{_short(status.get('canaryRevision'))} rolls back, stable {_short(status.get('stableRevision'))} "
-                  "takes all traffic")
+    return Action(ABORT, "true", f"aborted {name} at step {_step(status.get('currentStep'), obj.get('spec'))}: "
+                  f"revision {_short(status.get('canaryRevision'))} rolls back, stable "
+                  f"{_short(status.get('stableRevision'))} takes all traffic")
 
 
 def plan_retry(name: str, obj: Obj) -> Action:
@@ -496,7 +517,8 @@ def plan_retry(name: str, obj: Obj) -> Action:
                           f"(kubectl modelrollout get {name} -w --until-done)")
     if phase != Phase.ROLLED_BACK or not status.get("rolledBackRevision"):
         raise PluginError(f"{name} has no rolled-back revision to retry (phase {phase})")
-    return Action(RETRY, "true", f"retried {name}: revision {status['rolledBackRevision']} starts again from step 0")
+    return Action(RETRY, "true", f"retried {name}: revision {status['rolledBackRevision']} starts again from step "
+                  f"{_step(0, obj.get('spec'))}")
 
 
 def plan_promote(name: str, obj: Obj, *, skip_analysis: bool = False) -> Action:
@@ -508,8 +530,8 @@ def plan_promote(name: str, obj: Obj, *, skip_analysis: bool = False) -> Action:
         raise PluginError(f"the operator has not acted on the latest spec of {name} yet; try again")
     token = build_token(str(canary), int(step))
     return Action(PROMOTE, token + (SKIP_ANALYSIS if skip_analysis else ""),
-                  f"promoted {name} at step {step} with {token}: the remaining steps are skipped"
-                  + ("; so is the analysis evidence" if skip_analysis
+                  f"promoted {name} at step {_step(step, obj.get('spec'))} with {token}: the remaining steps are "
+                  "skipped" + ("; so is the analysis evidence" if skip_analysis
                      else "; promotion still waits for the analysis evidence"))
 
 
@@ -595,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, helptext, func in (
         ("abort", "roll the canary back to stable", cmd_abort),
-        ("retry", "try a rolled-back revision again from step 0", cmd_retry),
+        ("retry", "try a rolled-back revision again from the first step", cmd_retry),
         ("promote", "skip the remaining steps and promote the canary", cmd_promote),
     ):
         p = sub.add_parser(verb, parents=[common], help=helptext)

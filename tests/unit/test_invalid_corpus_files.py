@@ -35,7 +35,7 @@ def test_corpus_is_big_enough() -> None:
 
 def test_file_names_and_numbers_are_unique() -> None:
     assert all(NAME.match(p.name) for p in FILES), [p.name for p in FILES if not NAME.match(p.name)]
-    numbers = [p.name.split("-", 1)[0] for p in FILES]
+    numbers = [int(p.name.split("-", 1)[0]) for p in FILES]
     slugs = [p.name.split("-", 1)[1] for p in FILES]
     assert len(set(numbers)) == len(numbers)
     assert len(set(slugs)) == len(slugs)
