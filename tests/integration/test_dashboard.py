@@ -177,8 +177,8 @@ def test_overview_follows_a_rollout_and_its_page_charts_the_metric_approves_and_
         st = k.wait_phase("chat", "AwaitingApproval", 90)
         token = st["approval"]["token"]
         until(browser, lambda d: row_cell(d, key, "phase-cell") == "AwaitingApproval", 30, "AwaitingApproval")
-        assert "approval at step 2: check the compat score" in row_cell(browser, key, "waiting")
-        assert row_cell(browser, key, "step") == "2 / 4"
+        assert "approval at step 3: check the compat score" in row_cell(browser, key, "waiting")
+        assert row_cell(browser, key, "step") == "3/4"
         assert browser.execute_script("return window.notReloaded") is True, "updated live, not reloaded"
         shots = IMG if os.environ.get("MODELROLLOUT_SCREENSHOTS") == "docs" else tmp_path / "img"
         screenshot(browser, "dashboard-overview.png", shots)
@@ -205,7 +205,7 @@ def test_overview_follows_a_rollout_and_its_page_charts_the_metric_approves_and_
 
         click(browser, "#approve")
         result = until(browser, lambda d: css(d, "#action-result.ok").text, 30, "the approval's answer")
-        assert result == f"approved chat at step 2 with {token}"
+        assert result == f"approved chat at step 3/4 with {token}"
         st = k.wait(name="chat", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != first,
                     timeout=90, what="chat promoted")
         approved = history(st, "Approved")

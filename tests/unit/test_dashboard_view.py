@@ -28,8 +28,8 @@ def event(reason: str, message: str, at: datetime) -> dict[str, Any]:
 def test_summary_says_where_the_rollout_is_and_what_it_waits_for() -> None:
     row = view.summary(mro(WAITING))
     assert (row["namespace"], row["name"], row["phase"], row["weight"], row["step"], row["steps"]) == \
-        ("ml", "chat", "AwaitingApproval", 25, 1, 3)
-    assert row["waiting"] == "approval at step 1: check dashboards"
+        ("ml", "chat", "AwaitingApproval", 25, "2/3", 3)
+    assert row["waiting"] == "approval at step 2: check dashboards"
     assert (row["stable"], row["canary"]) == ("1a2b3c4d5e", "7f2a1b0c9d")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from modelrollout.core.compat import SELECTOR, effective
 from modelrollout.core.queries import TemplateError, render
+from modelrollout.core.steps import step_of
 from modelrollout.plugin import (
     Action,
     Obj,
@@ -65,7 +66,7 @@ def waiting_for(obj: Obj) -> str:
     status: Obj = obj.get("status") or {}
     approval = status.get("approval")
     if approval:
-        return f"approval at step {approval.get('step')}: {approval.get('reason') or 'approval'}"
+        return f"approval at step {_shown(approval.get('step'))}: {approval.get('reason') or 'approval'}"
     phase = status.get("phase")
     if phase == "Paused":
         return str(status.get("message") or "paused")
@@ -77,6 +78,16 @@ def waiting_for(obj: Obj) -> str:
     return ""
 
 
+def _shown(index: Any) -> int | None:
+    """A 0-based step index (status.currentStep, approval.step) as people count steps: 1-based, like the STEP
+    column and every message."""
+    return index + 1 if isinstance(index, int) else None
+
+
+def _progress(index: Any, steps: int) -> str | None:
+    return step_of(index, steps) if isinstance(index, int) else None
+
+
 def summary(obj: Obj) -> Obj:
     """One row of the overview."""
     namespace, name = key_of(obj)
@@ -84,7 +95,8 @@ def summary(obj: Obj) -> Obj:
     _, rows = step_rows(obj)
     steps = sum(1 for r in rows if r.index is not None)
     return {"namespace": namespace, "name": name, "phase": status.get("phase") or "Pending",
-            "weight": int(status.get("currentWeight") or 0), "step": status.get("currentStep"), "steps": steps,
+            "weight": int(status.get("currentWeight") or 0), "step": _progress(status.get("currentStep"), steps),
+            "steps": steps,
             "stable": status.get("stableRevision"), "canary": status.get("canaryRevision"),
             "waiting": waiting_for(obj), "message": status.get("message") or "",
             "resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")}

@@ -73,7 +73,7 @@ function renderOverview() {
       r.name)),
     h("td", { class: "phase-cell" }, h("span", { class: `phase ${r.phase}` }, r.phase)),
     h("td", { class: "weight", "data-weight": r.weight }, weightBar(r.weight), `${r.weight}%`),
-    h("td", { class: "step" }, r.step === null || r.step === undefined ? "–" : `${r.step} / ${r.steps}`),
+    h("td", { class: "step" }, r.step === null || r.step === undefined ? "–" : r.step),
     h("td", { class: "mono" }, short(r.stable)),
     h("td", { class: "mono" }, short(r.canary)),
     h("td", { class: "waiting" }, r.waiting)));
@@ -190,7 +190,7 @@ function renderDetail() {
   if (d.error) { main.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← all rollouts")), h("div", { class: "error-banner" }, d.error)); return; }
   const sm = d.summary, a = d.actions;
   const approval = d.approval ? h("div", { class: "card approval", id: "approval" },
-    h("h2", {}, `Waiting for approval at step ${d.approval.step}`),
+    h("h2", {}, `Waiting for approval at step ${d.approval.step + 1}`),
     h("p", {}, d.approval.reason, h("span", { class: "muted" }, ` — since ${time(d.approval.since)}`)),
     h("p", {}, "Token ", h("code", { id: "approve-token" }, d.approval.token),
       d.approval.action && d.approval.action !== "continue" ? ` (approving ${d.approval.action === "resume" ? "resumes the rollout" : "rolls the canary back"})` : ""),
@@ -216,7 +216,7 @@ function renderDetail() {
     state.result.text) : null;
   const steps = h("ol", { class: "steps", id: "steps" }, d.steps.map((st) => h("li", {
     class: st.state, "data-index": st.index === null ? "promotion" : st.index },
-    st.index === null ? "" : `${st.index}  `, st.text,
+    st.index === null ? "" : `${st.index + 1}  `, st.text,
     st.gate ? h("span", { class: "gate" }, `gate: ${st.gate}`) : null,
     st.approved ? h("span", { class: "muted" }, " (approved)") : null,
     st.waiting ? h("span", { class: "muted" }, " ← waiting for approval") : null)));
@@ -242,7 +242,7 @@ function renderDetail() {
         h("dt", {}, "Stable"), h("dd", { class: "mono" }, short(sm.stable)),
         h("dt", {}, "Canary"), h("dd", { class: "mono" }, short(sm.canary)),
         h("dt", {}, "Weight"), h("dd", { id: "weight" }, weightBar(sm.weight), `${sm.weight}% on canary`),
-        h("dt", {}, "Step"), h("dd", {}, sm.step === null || sm.step === undefined ? "–" : `${sm.step} of ${sm.steps}`),
+        h("dt", {}, "Step"), h("dd", {}, sm.step === null || sm.step === undefined ? "–" : sm.step),
         h("dt", {}, "Waiting for"), h("dd", {}, sm.waiting || "–"),
         h("dt", {}, "Analysis"), h("dd", {}, `${d.analysis.passes} passing in a row, ${d.analysis.inconclusive} inconclusive; last ${time(d.analysis.lastAt)}`),
         h("dt", {}, "Prometheus"), h("dd", { class: "mono" }, d.spec.prometheus || "–"))),
@@ -267,7 +267,7 @@ function renderDetail() {
     h("h2", {}, "History"),
     h("table", { id: "history" }, h("thead", {}, h("tr", {}, ["When", "Revision", "Outcome", "Step", "By", "Message"].map((t) => h("th", {}, t)))),
       h("tbody", {}, d.history.map((e) => h("tr", {}, h("td", {}, time(e.at)), h("td", { class: "mono" }, e.revision),
-        h("td", {}, e.outcome), h("td", {}, e.step === null || e.step === undefined ? "" : e.step), h("td", {}, e.by || ""),
+        h("td", {}, e.outcome), h("td", {}, e.step === null || e.step === undefined ? "" : e.step + 1), h("td", {}, e.by || ""),
         h("td", {}, e.message || "", e.token ? h("span", { class: "mono muted" }, ` ${e.token}`) : null))))),
     h("h2", {}, "Events"),
     h("table", { id: "events" }, h("thead", {}, h("tr", {}, ["When", "Type", "Reason", "Message"].map((t) => h("th", {}, t)))),
