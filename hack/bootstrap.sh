@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
-# Debian's etcd-server and prometheus, the Python package with its test extras, and the local control
-# plane binaries built from Go modules (hack/controlplane/build.sh).
+# Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
+# package with its test extras, and the local control plane binaries built from Go modules
+# (hack/controlplane/build.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -10,7 +11,7 @@ SUDO=""
 [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
 
 need_apt=""
-for bin in etcd prometheus openssl make; do
+for bin in etcd prometheus openssl make chromium chromedriver; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
@@ -24,14 +25,15 @@ if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
         added_policy=1
     fi
     $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends etcd-server prometheus openssl ca-certificates make
+    $SUDO apt-get install -y --no-install-recommends etcd-server prometheus openssl ca-certificates make \
+        chromium chromium-driver
     [[ -z "$added_policy" ]] || $SUDO rm -f "$policy"
     for svc in etcd prometheus prometheus-node-exporter; do     # nothing left listening
         $SUDO service "$svc" stop >/dev/null 2>&1 || true
     done
 fi
 
-if ! python -c "import modelrollout, kopf, hypothesis, ruff" >/dev/null 2>&1 || [[ -n "${CI:-}" ]]; then
+if ! python -c "import modelrollout, kopf, hypothesis, ruff, selenium" >/dev/null 2>&1 || [[ -n "${CI:-}" ]]; then
     python -m pip install -q -e '.[test]'
 fi
 

@@ -1,4 +1,4 @@
-"""``modelrollout``: run the operator, print the CRD, print the version."""
+"""``modelrollout``: run the operator, print the CRD, print the version, serve the dashboard."""
 
 from __future__ import annotations
 
@@ -68,6 +68,11 @@ def _leader_timing(args: argparse.Namespace) -> Timing:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dashboard"]:  # the plugin's command: `modelrollout dashboard` == `kubectl modelrollout dashboard`
+        from modelrollout.plugin import main as plugin_main
+
+        return plugin_main(argv)
     parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the operator (kopf) against the cluster in KUBECONFIG or in-cluster")
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--verbose", "-v", action="store_true")
     sub.add_parser("crd", help="print the ModelRollout CRD (YAML)")
     sub.add_parser("version", help="print the version")
+    sub.add_parser("dashboard", help="the rollouts' live web page on 127.0.0.1 (see modelrollout dashboard --help)")
     args = parser.parse_args(argv)
     if args.command == "run" and args.leader_elect:
         try:

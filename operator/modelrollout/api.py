@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic.alias_generators import to_camel
 
-from modelrollout.durations import Duration
+from modelrollout.durations import Duration, at_least, schema_at_least
+from modelrollout.imageref import PATTERN as IMAGE_PATTERN
 
 GROUP = "modelrollout.io"
 VERSION = "v1alpha1"
@@ -35,6 +36,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
+
+Image = Annotated[str, Field(min_length=1, max_length=512, json_schema_extra={"pattern": IMAGE_PATTERN})]
+"""A container image reference ([HOST[:PORT]/]PATH[:TAG][@ALGORITHM:HEX], the distribution/reference grammar):
+the CRD refuses what a kubelet would refuse, and core.validate says why in words."""
 
 LabelValue = Annotated[str, Field(max_length=63)]
 """A Kubernetes label value (at most 63 characters)."""
@@ -82,8 +87,8 @@ class Container(_Model):
     model_config = ConfigDict(extra="allow")
     name: str = Field(pattern=DNS_LABEL, max_length=63)
     """Container name."""
-    image: str = Field(min_length=1, max_length=512)
-    """Container image; a new image is a new revision."""
+    image: Image
+    """Container image ([HOST[:PORT]/]PATH[:TAG][@DIGEST], path lower-case); a new image is a new revision."""
 
 
 class PodSpec(_Model):
@@ -119,8 +124,11 @@ class ModelInfo(_Model):
     """The model's version, shown in status and events."""
     config: dict[str, Any] = Field(default_factory=dict)
     """The model server's effective configuration."""
-    config_migrations: list[ConfigMigration] = Field(default_factory=list, max_length=64)
-    """Config keys renamed from earlier revisions."""
+    config_migrations: list[ConfigMigration] = Field(
+        default_factory=list, max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["from"]})
+    """Config keys renamed from earlier revisions (one rule per old key; rules chain: a -> b and b -> c put a's
+    value under c; a cycle is refused)."""
     dependencies: dict[str, str] = Field(default_factory=dict, max_length=128)
     """Package versions the revision runs with (torch, transformers, ...)."""
 
@@ -455,8 +463,8 @@ class Metric(_Model):
 class Analysis(_Model):
     """Metrics judged at every interval from the first traffic step until promotion."""
 
-    interval: Duration = Field(default="15s", validate_default=True)
-    """How often every metric is evaluated."""
+    interval: Annotated[Duration, at_least("1s"), schema_at_least("1s")] = Field(default="15s", validate_default=True)
+    """How often every metric is evaluated (at least 1s)."""
     prometheus: PrometheusSource | None = None
     """The Prometheus to query (default: the operator's --prometheus-address / MODELROLLOUT_PROMETHEUS_ADDRESS)."""
     inconclusive: InconclusivePolicy = Field(default_factory=InconclusivePolicy)
@@ -466,6 +474,10 @@ class Analysis(_Model):
                                                          "x-kubernetes-list-map-keys": ["name"]}
     )
     """The metrics; names are unique. May be empty when spec.compatProbe adds the default ones."""
+    passes: int = Field(default=1, ge=1, le=100)
+    """Evaluations in a row in which every metric passed, each on new samples taken while the canary received
+    traffic, that promotion needs. No step list and no promote annotation skips them (see
+    modelrollout.io/promote)."""
 
 
 class CompatProbeMetrics(_Model):
@@ -486,7 +498,7 @@ class CompatProbe(_Model):
     """The ConfigMap holding the contract (golden requests and the expected response shape)."""
     contract_key: str = Field(default="contract.yaml", max_length=253)
     """The key of the contract in the ConfigMap."""
-    image: str = Field(default="modelrollout/compat-probe:0.1.0", min_length=1, max_length=512)
+    image: Image = "modelrollout/compat-probe:0.1.0"
     """The sidecar image."""
     target_port: int = Field(default=8080, ge=1, le=65535)
     """The model server's port in the pod."""
@@ -511,7 +523,7 @@ class PrewarmPolicy(_Model):
     """How long pre-pulling may take; then the rollout fails before any traffic moves, naming the nodes."""
     command: list[str] = Field(default_factory=lambda: ["true"], min_length=1, max_length=8)
     """Entrypoint each pull container runs (it must exit 0 at once); override for images without `true`."""
-    pause_image: str = Field(default="registry.k8s.io/pause:3.10", max_length=512)
+    pause_image: Image = "registry.k8s.io/pause:3.10"
     """The image of the one long-running container that keeps the DaemonSet's pods ready."""
 
 
@@ -721,6 +733,8 @@ class MetricStatus(_Status):
     """Why, in words."""
     at: datetime | None = None
     """When it was evaluated."""
+    sample_at: datetime | None = None
+    """When the newest raw sample of the last counted evaluation was scraped (a repeat of it is not counted)."""
 
 
 class Condition(_Status):
@@ -765,7 +779,7 @@ class ModelSnapshot(_Status):
     version: str | None = None
     """Model version."""
     config: dict[str, Any] = Field(default_factory=dict)
-    """Model config."""
+    """Model config as rendered (after its configMigrations)."""
     dependencies: dict[str, str] = Field(default_factory=dict)
     """Package versions."""
 
@@ -778,9 +792,12 @@ class PreflightStatus(_Status):
     dependency_jumps: list[str] = Field(default_factory=list)
     """Major-version changes (these gate the first traffic step)."""
     removed_config_keys: list[str] = Field(default_factory=list)
-    """Config keys dropped without a migration rule (these gate the first traffic step)."""
+    """Keys of the stable revision's rendered config (after spec.model.configMigrations; nested keys as dotted
+    paths) that the new revision's rendered config lacks (these gate the first traffic step)."""
     renamed_config_keys: list[str] = Field(default_factory=list)
-    """Config keys renamed by spec.model.configMigrations."""
+    """Config keys renamed by spec.model.configMigrations (old -> final name)."""
+    added_config_keys: list[str] = Field(default_factory=list)
+    """Keys of the new revision's rendered config that the stable revision's rendered config lacks."""
 
 
 class PrewarmStatus(_Status):
@@ -820,7 +837,10 @@ class ModelRolloutStatus(_Status):
     canary_revision: str | None = None
     """Revision being rolled out."""
     current_step: int | None = None
-    """Index of the step being carried out; equal to the number of steps when all are done."""
+    """Index (0-based) of the step being carried out; equal to the number of steps when all are done."""
+    step_progress: str | None = None
+    """The current step as people read it and every message names it: 1-based ``N/M`` (``2/5``: the second of
+    five steps is being carried out or waited at), ``M/M done`` once all are done; the STEP column."""
     current_weight: int = 0
     """Percent of traffic on the new revision."""
     step_started_at: datetime | None = None
@@ -832,7 +852,10 @@ class ModelRolloutStatus(_Status):
     analysis: list[MetricStatus] = Field(default_factory=list)
     """The last evaluation of every metric."""
     analysis_passes: int = 0
-    """Evaluations in a row in which every metric passed."""
+    """Evaluations in a row in which every metric passed, since the current step began."""
+    consecutive_passes: int = 0
+    """Evaluations in a row in which every metric passed on new samples while the canary received traffic;
+    promotion needs spec.analysis.passes of them."""
     inconclusive_count: int = 0
     """Evaluations in a row that had no answer."""
     last_analysis_at: datetime | None = None

@@ -220,11 +220,8 @@ class Snapshot:
         return next((m for m in self.status.get("analysis") or [] if m.get("name") == METRIC), None)
 
     def step_text(self) -> str:
-        step = self.status.get("currentStep")
-        if step is None:
-            return "-"
-        n = self.steps
-        return f"{min(int(step) + 1, n)}/{n}" if int(step) < n else f"{n}/{n} done"
+        """The STEP column as ``kubectl get mro`` shows it: status.stepProgress, the step every message names."""
+        return str(self.status.get("stepProgress") or "-")
 
     def metric_text(self) -> str:
         m = self.metric()

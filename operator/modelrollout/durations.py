@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 _PART = re.compile(r"([0-9]+)(ms|s|m|h)")
@@ -55,3 +55,25 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32}),
 ]
 """A duration field: ``'30s'`` in YAML, ``timedelta`` in Python."""
+
+
+
+def at_least(minimum: str) -> AfterValidator:
+    """Metadata for ``Annotated[Duration, at_least("1s"), schema_at_least("1s")]``: refused below ``minimum`` by
+    the model, naming the field."""
+    floor = parse_duration(minimum)
+
+    def check(value: timedelta) -> timedelta:
+        if value < floor:
+            raise ValueError(f"must be at least {minimum}, not {format_duration(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def schema_at_least(minimum: str) -> WithJsonSchema:
+    """The CRD side of :func:`at_least`: a CEL rule (the apiserver's ``duration()`` reads the same ``1h30m`` and
+    ``250ms`` forms)."""
+    return WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32,
+                           "x-kubernetes-validations": [{"rule": f"duration(self) >= duration('{minimum}')",
+                                                         "message": f"must be at least {minimum}"}]})

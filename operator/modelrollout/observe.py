@@ -154,10 +154,16 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
             stable = replace(stable, failure=_pod_failure(kube, (uid, stable.revision), namespace, name, "stable",
                                                           at_deadline))
     samples = None
+    values = {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"}
     if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
             and an.analysis_due(spec.analysis, status.last_analysis_at, status.traffic_started_at, now)):
-        samples = query_metrics(spec.analysis, source_for(spec.analysis), now, status.traffic_started_at,
-                                {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"})
+        samples = query_metrics(spec.analysis, source_for(spec.analysis), now, status.traffic_started_at, values)
+    starting = status.stable_revision is not None and revision not in (
+        status.stable_revision, status.canary_revision, status.rolled_back_revision)
+    if spec.analysis is not None and starting:
+        problem = refused_query(spec.analysis, source_for(spec.analysis), values)
+        if problem is not None:
+            return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     new_template = all(t is None or t.revision != revision for t in (stable, canary))
     if new_template and status.rolled_back_revision != revision:
         problem = dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable", revision)
@@ -182,6 +188,21 @@ def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Tra
     failure = pod_failure(kube, namespace, name, track)
     RECENT.note(key, POD_LOOKUP_EVERY, failure)
     return failure
+
+
+def refused_query(analysis: api.Analysis, source: MetricSource, values: Mapping[str, str]) -> str | None:
+    """Preflight of the queries before any traffic moves: every metric's query asked once; the first one the
+    source refuses (a parse error, an unknown function) is named with the source's answer. A source that does
+    not answer is no reason to refuse: evaluations judge that later (Inconclusive)."""
+    for i, metric in enumerate(analysis.metrics):
+        try:
+            query = render(metric.query, values)
+        except TemplateError as exc:
+            return f"spec.analysis.metrics[{i}] ({metric.name}): {exc}"
+        sample = source.query(query)
+        if sample.query_error is not None:
+            return f"spec.analysis.metrics[{i}] ({metric.name}): {sample.query_error} (query: {query})"
+    return None
 
 
 def query_metrics(analysis: api.Analysis, source: MetricSource, now: datetime, traffic_started_at: datetime | None,

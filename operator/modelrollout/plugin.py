@@ -1,4 +1,5 @@
-"""``kubectl-modelrollout``: the kubectl plugin (``kubectl modelrollout get|approve|abort|retry|promote NAME``).
+"""``kubectl-modelrollout``: the kubectl plugin (``kubectl modelrollout get|approve|abort|retry|promote NAME``,
+``dashboard``).
 
 ``get`` shows a rollout's status in words (``-w`` follows it); the other commands set the control
 annotations the operator consumes (``modelrollout.io/approve``, ``abort``, ``retry``, ``promote``) with a
@@ -14,6 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +23,8 @@ from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_TO, build_token, parse_token
 from modelrollout.core.phases import ACTIVE, TERMINAL
-from modelrollout.core.plan import describe_step, gate_reason
-from modelrollout.core.steps import steps_of
+from modelrollout.core.plan import SKIP_ANALYSIS, describe_step, gate_reason
+from modelrollout.core.steps import step_of, steps_of
 
 FIELD_MANAGER = "kubectl-modelrollout"
 HISTORY_SHOWN = 5
@@ -42,7 +44,11 @@ _TERMINAL = frozenset(p.value for p in TERMINAL)
 
 
 class PluginError(Exception):
-    """A failure to report in one line (exit 1)."""
+    """A failure to report in one line (exit 1); ``status`` is the apiserver's HTTP status when it refused."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # --------------------------------------------------------------------------- rendering (pure)
@@ -54,7 +60,6 @@ def render(obj: Obj) -> str:
     name = str(meta.get("name") or "?")
     namespace = str(meta.get("namespace") or "default")
     status: Obj = obj.get("status") or {}
-    spec = _parse_spec(obj.get("spec"))
     phase = str(status.get("phase") or "Pending")
 
     lines = [f"ModelRollout {namespace}/{name}"]
@@ -70,19 +75,21 @@ def render(obj: Obj) -> str:
         fields.append(("Rolled back", _short(status["rolledBackRevision"])))
     weight = int(status.get("currentWeight") or 0)
     fields.append(("Weight", f"{weight}% on canary" if canary else f"{weight}%"))
+    if canary and status.get("currentStep") is not None:
+        fields.append(("Step", _step(status["currentStep"], obj.get("spec"))))
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if generation is not None and observed is not None and observed < generation:
         fields.append(("Spec", f"generation {generation}; the operator has acted on {observed} so far"))
     width = max(len(label) for label, _ in fields) + 2
     lines += [f"{label + ':':<{width}}{value}" for label, value in fields]
 
-    lines += ["", *_render_steps(obj.get("spec") or {}, spec, status, phase)]
+    lines += ["", *_render_steps(obj)]
 
     metrics = status.get("analysis") or []
     if metrics:
         lines += ["", *_render_analysis(status, metrics)]
 
-    waiting = _render_waiting(name, namespace, status, phase)
+    waiting = _render_waiting(name, namespace, status, phase, _step_count(obj.get("spec")))
     if waiting:
         lines += ["", *waiting]
 
@@ -91,13 +98,29 @@ def render(obj: Obj) -> str:
         shown = history[-HISTORY_SHOWN:]
         title = "History:" if len(shown) == len(history) else f"History (last {len(shown)} of {len(history)}):"
         rows = [[_ts(h.get("at")), _short(h.get("revision")), str(h.get("outcome") or ""),
-                 "" if h.get("step") is None else f"step {h['step']}",
+                 "" if h.get("step") is None else f"step {_step(h['step'], obj.get('spec'))}",
                  str(h.get("message") or "") + (f" (by {h['by']})" if h.get("by") else "")] for h in shown]
         lines += ["", title, *_table(rows)]
     return "\n".join(lines) + "\n"
 
 
-def _parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
+def _step_count(raw_spec: Any) -> int:
+    """How many steps the rollout walks (from the raw steps when the spec does not parse)."""
+    spec = parse_spec(raw_spec)
+    if spec is not None:
+        return len(steps_of(spec))
+    return len((((raw_spec or {}).get("strategy") or {}).get("canary") or {}).get("steps") or [])
+
+
+def _step(index: Any, raw_spec: Any) -> str:
+    """A 0-based step index (status.currentStep, approval.step, a token's step) as messages show it: ``2/5``."""
+    try:
+        return step_of(int(index), _step_count(raw_spec))
+    except (TypeError, ValueError):
+        return str(index)
+
+
+def parse_spec(raw: Any) -> api.ModelRolloutSpec | None:
     try:
         return api.ModelRolloutSpec.model_validate(raw or {})
     except Exception:
@@ -146,7 +169,29 @@ def _raw_step(step: Any) -> tuple[str, str | None]:
     return str(step), None
 
 
-def _render_steps(raw_spec: Obj, spec: api.ModelRolloutSpec | None, status: Obj, phase: str) -> list[str]:
+@dataclass(frozen=True)
+class StepRow:
+    """One step of a rollout as the plugin and the dashboard show it (``index`` None for the promotion row)."""
+
+    index: int | None
+    text: str
+    gate: str | None = None
+    state: str = ""
+    """``done``, ``current``, ``failed`` (a rollback happened there), ``skipped`` (by a promotion) or ``""``."""
+    approved: bool = False
+    waiting: bool = False
+    """The gate waits for an approval that continues past this step."""
+
+
+STATE_MARKS = {"done": DONE_MARK, "current": CURRENT_MARK, "failed": FAILED_MARK, "skipped": SKIPPED_MARK, "": " "}
+
+
+def step_rows(obj: Obj) -> tuple[bool, list[StepRow]]:
+    """Whether a rollout is in progress, and its steps (with a last promotion row while one is). Pure."""
+    raw_spec: Obj = obj.get("spec") or {}
+    spec = parse_spec(raw_spec)
+    status: Obj = obj.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
     if spec is not None:
         count = len(steps_of(spec))
         described = [(describe_step(spec, i), gate_reason(spec, i)) for i in range(count)]
@@ -156,31 +201,41 @@ def _render_steps(raw_spec: Obj, spec: api.ModelRolloutSpec | None, status: Obj,
     current = status.get("currentStep")
     in_progress = current is not None and bool(status.get("canaryRevision"))
     approval = status.get("approval") or {}
-    lines = ["Steps:" if in_progress else "Steps (no rollout in progress):"]
     rows = []
     for i, (text, gate) in enumerate(described):
-        mark = " "
-        notes = []
+        state = ""
         if in_progress:
             assert current is not None
             if i < current:
-                mark = DONE_MARK
+                state = "done"
             elif phase == Phase.PROMOTING:
-                mark = SKIPPED_MARK
-                notes.append("(skipped)")
+                state = "skipped"
             elif i == current:
-                mark = FAILED_MARK if phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK) else CURRENT_MARK
-        if gate is not None:
-            notes.append(f"[gate: {gate}]")
-        if in_progress and status.get("approvedStep") == i:
-            notes.append("(approved)")
-        if approval and approval.get("step") == i and approval.get("action", "continue") == "continue":
-            notes.append("<- waiting for approval")
-        rows.append([mark, str(i), text, " ".join(notes)])
+                state = "failed" if phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK) else "current"
+        rows.append(StepRow(i, text, gate, state, approved=in_progress and status.get("approvedStep") == i,
+                            waiting=bool(approval) and approval.get("step") == i
+                            and approval.get("action", "continue") == "continue"))
     if in_progress:
         assert current is not None
-        mark = CURRENT_MARK if phase == Phase.PROMOTING or (current >= len(described) and phase in _ACTIVE) else " "
-        rows.append([mark, "", "promotion", ""])
+        promoting = phase == Phase.PROMOTING or (current >= len(described) and phase in _ACTIVE)
+        rows.append(StepRow(None, "promotion", state="current" if promoting else ""))
+    return in_progress, rows
+
+
+def _render_steps(obj: Obj) -> list[str]:
+    in_progress, steps = step_rows(obj)
+    lines = ["Steps:" if in_progress else "Steps (no rollout in progress):"]
+    rows = []
+    for row in steps:
+        notes = ["(skipped)"] if row.state == "skipped" else []
+        if row.gate is not None:
+            notes.append(f"[gate: {row.gate}]")
+        if row.approved:
+            notes.append("(approved)")
+        if row.waiting:
+            notes.append("<- waiting for approval")
+        rows.append([STATE_MARKS[row.state], "" if row.index is None else str(row.index + 1), row.text,
+                     " ".join(notes)])
     lines += _table(rows) if rows else ["  (none)"]
     return lines
 
@@ -212,13 +267,14 @@ def plugin_command(verb: str, name: str, namespace: str) -> str:
     return f"kubectl modelrollout {verb} {name}{ns}"
 
 
-def _render_waiting(name: str, namespace: str, status: Obj, phase: str) -> list[str]:
+def _render_waiting(name: str, namespace: str, status: Obj, phase: str, total: int) -> list[str]:
     approval = status.get("approval")
     if approval:
         action = approval.get("action") or "continue"
-        does = {"continue": f"continues past step {approval.get('step')}",
+        at = step_of(int(approval.get("step") or 0), total)
+        does = {"continue": f"continues past step {at}",
                 "resume": "resumes the rollout", "rollback": "rolls the canary back"}.get(action, action)
-        out = [f"Waiting for: approval at step {approval.get('step')} ({approval.get('reason') or 'approval'})",
+        out = [f"Waiting for: approval at step {at} ({approval.get('reason') or 'approval'})",
                f"  since:   {_ts(approval.get('since'))}",
                f"  token:   {approval.get('token')} (approving {does})",
                f"  approve: {plugin_command('approve', name, namespace)}"]
@@ -265,9 +321,22 @@ def _connect(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _api_error(exc: Any, name: str, namespace: str) -> PluginError:
     if getattr(exc, "status", None) == 404:
-        return PluginError(f'modelrollout "{name}" not found in namespace "{namespace}"')
+        return PluginError(f'modelrollout "{name}" not found in namespace "{namespace}"', 404)
     reason = getattr(exc, "reason", None) or exc
-    return PluginError(f"{name}: the apiserver said {getattr(exc, 'status', '?')} {reason}")
+    said = apiserver_message(exc)
+    return PluginError(f"{name}: the apiserver said {getattr(exc, 'status', '?')} {reason}"
+                       + (f": {said}" if said else ""), getattr(exc, "status", None))
+
+
+def apiserver_message(exc: Any) -> str:
+    """The ``message`` of the Status an ApiException carries (e.g. who may not patch what), else ``""``."""
+    import json
+
+    try:
+        body = json.loads(getattr(exc, "body", None) or "")
+    except (TypeError, ValueError):
+        return ""
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
 
 
 def _get(custom: Any, namespace: str, name: str) -> Obj:
@@ -281,13 +350,19 @@ def _get(custom: Any, namespace: str, name: str) -> Obj:
     return out
 
 
-def _annotate(custom: Any, namespace: str, name: str, key: str, value: str) -> None:
+def annotation_patch(key: str, value: str) -> Obj:
+    """The merge patch that sets one control annotation."""
+    return {"metadata": {"annotations": {key: value}}}
+
+
+def annotate(custom: Any, namespace: str, name: str, key: str, value: str, field_manager: str = FIELD_MANAGER) -> None:
+    """Set one control annotation with a merge patch under ``field_manager`` (status.history's ``by``)."""
     from kubernetes.client.exceptions import ApiException
 
     try:
         custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"metadata": {"annotations": {key: value}}},
-            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, annotation_patch(key, value),
+            field_manager=field_manager, _content_type="application/merge-patch+json")
     except ApiException as exc:
         raise _api_error(exc, name, namespace) from None
 
@@ -384,96 +459,133 @@ def _watch(custom: Any, namespace: str, name: str, obj: Obj, args: argparse.Name
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
+@dataclass(frozen=True)
+class Action:
+    """What a command writes (one control annotation) and what it then says; ``warning`` goes to stderr."""
+
+    key: str
+    value: str
+    message: str
+    warning: str | None = None
+
+
+def plan_approve(name: str, obj: Obj, token: str | None = None) -> Action:
+    """Approve the gate the rollout waits at (``status.approval.token``), or with ``token``. Pure."""
     status: Obj = obj.get("status") or {}
     approval: Obj = status.get("approval") or {}
     action = "continue"
     step: Any
-    if args.token:
-        token = parse_token(args.token)
-        if token is None:
-            raise PluginError(f"malformed token {args.token!r}: expected REVISION-STEP, e.g. 7f2a1b0c9d-3")
-        value, step = str(token), token.step
+    warning = None
+    if token:
+        parsed = parse_token(token)
+        if parsed is None:
+            raise PluginError(f"malformed token {token!r}: expected REVISION-STEP, e.g. 7f2a1b0c9d-3")
+        value, step = str(parsed), parsed.step
         canary = status.get("canaryRevision")
-        if canary and token.revision != canary:
-            print(f"warning: {value} is for revision {token.revision}, the rollout is at {canary}", file=sys.stderr)
+        if canary and parsed.revision != canary:
+            warning = f"warning: {value} is for revision {parsed.revision}, the rollout is at {canary}"
         if approval.get("token") == value:
             action = str(approval.get("action") or "continue")
     else:
         if not approval.get("token"):
             phase = status.get("phase") or "Pending"
             message = f": {status['message']}" if status.get("message") else ""
-            raise PluginError(f"nothing waits for approval on {args.name} (phase {phase}{message})")
+            raise PluginError(f"nothing waits for approval on {name} (phase {phase}{message})")
         value, step = str(approval["token"]), approval.get("step")
         action = str(approval.get("action") or "continue")
-    _annotate(custom, namespace, args.name, APPROVE, value)
     suffix = {"resume": " (the rollout resumes)", "rollback": " (the canary rolls back)"}.get(action, "")
-    print(f"approved {args.name} at step {step} with {value}{suffix}")
-    return 0
+    return Action(APPROVE, value, f"approved {name} at step {_step(step, obj.get('spec'))} with {value}{suffix}",
+                  warning)
 
 
-def cmd_abort(args: argparse.Namespace) -> int:
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
+def plan_abort(name: str, obj: Obj) -> Action:
     status: Obj = obj.get("status") or {}
     if status.get("phase") == Phase.PROMOTING:
-        raise PluginError(f"{args.name} is promoting revision {status.get('canaryRevision')}; it cannot be aborted")
+        raise PluginError(f"{name} is promoting revision {status.get('canaryRevision')}; it cannot be aborted")
     if not _in_progress(status) and not _stale(obj):
-        raise PluginError(f"no rollout in progress on {args.name} (phase {status.get('phase') or 'Pending'})")
-    _annotate(custom, namespace, args.name, ABORT, "true")
-    print(f"aborted {args.name} at step {status.get('currentStep')}: revision {_short(status.get('canaryRevision'))} "
-          f"rolls back, stable {_short(status.get('stableRevision'))} takes all traffic")
-    return 0
+        raise PluginError(f"no rollout in progress on {name} (phase {status.get('phase') or 'Pending'})")
+    return Action(ABORT, "true", f"aborted {name} at step {_step(status.get('currentStep'), obj.get('spec'))}: "
+                  f"revision {_short(status.get('canaryRevision'))} rolls back, stable "
+                  f"{_short(status.get('stableRevision'))} takes all traffic")
 
 
-def cmd_retry(args: argparse.Namespace) -> int:
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
+def plan_retry(name: str, obj: Obj) -> Action:
     status: Obj = obj.get("status") or {}
     phase = status.get("phase") or "Pending"
     if phase == Phase.ROLLING_BACK:
-        raise PluginError(f"{args.name} is still rolling back; retry once it is RolledBack "
-                          f"(kubectl modelrollout get {args.name} -w --until-done)")
+        raise PluginError(f"{name} is still rolling back; retry once it is RolledBack "
+                          f"(kubectl modelrollout get {name} -w --until-done)")
     if phase != Phase.ROLLED_BACK or not status.get("rolledBackRevision"):
-        raise PluginError(f"{args.name} has no rolled-back revision to retry (phase {phase})")
-    _annotate(custom, namespace, args.name, RETRY, "true")
-    print(f"retried {args.name}: revision {status['rolledBackRevision']} starts again from step 0")
-    return 0
+        raise PluginError(f"{name} has no rolled-back revision to retry (phase {phase})")
+    return Action(RETRY, "true", f"retried {name}: revision {status['rolledBackRevision']} starts again from step "
+                  f"{_step(0, obj.get('spec'))}")
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
+def plan_promote(name: str, obj: Obj, *, skip_analysis: bool = False) -> Action:
     status: Obj = obj.get("status") or {}
     canary, step = status.get("canaryRevision"), status.get("currentStep")
     if not _in_progress(status) or step is None:
-        raise PluginError(f"no rollout in progress on {args.name} (phase {status.get('phase') or 'Pending'})")
+        raise PluginError(f"no rollout in progress on {name} (phase {status.get('phase') or 'Pending'})")
     if _stale(obj):
-        raise PluginError(f"the operator has not acted on the latest spec of {args.name} yet; try again")
+        raise PluginError(f"the operator has not acted on the latest spec of {name} yet; try again")
     token = build_token(str(canary), int(step))
-    _annotate(custom, namespace, args.name, PROMOTE, token)
-    print(f"promoted {args.name} at step {step} with {token}: the remaining steps are skipped")
+    return Action(PROMOTE, token + (SKIP_ANALYSIS if skip_analysis else ""),
+                  f"promoted {name} at step {_step(step, obj.get('spec'))} with {token}: the remaining steps are "
+                  "skipped" + ("; so is the analysis evidence" if skip_analysis
+                     else "; promotion still waits for the analysis evidence"))
+
+
+def rollback_candidates(obj: Obj) -> list[str]:
+    """Earlier successful revisions (oldest first) that ``rollback-to`` can put back."""
+    status: Obj = obj.get("status") or {}
+    return [str(h["revision"]) for h in status.get("history") or []
+            if h.get("outcome") == "Succeeded" and h.get("revision") != status.get("stableRevision")]
+
+
+def plan_rollback_to(name: str, obj: Obj, revision: str | None = None) -> Action:
+    status: Obj = obj.get("status") or {}
+    if _in_progress(status):
+        raise PluginError(f"a rollout is in progress on {name}; use `kubectl modelrollout abort {name}`")
+    if revision is None:
+        earlier = rollback_candidates(obj)
+        if not earlier:
+            raise PluginError(f"{name} has no earlier successful revision to roll back to")
+        revision = earlier[-1]
+    return Action(ROLLBACK_TO, revision,
+                  f"rolling {name} back to revision {revision}: its template returns to the spec, steps skipped")
+
+
+def _act(args: argparse.Namespace, plan: Any) -> int:
+    """Read the rollout, decide with ``plan(name, obj)``, set the annotation, say what was done."""
+    custom, namespace = _connect(args)
+    obj = _get(custom, namespace, args.name)
+    action: Action = plan(args.name, obj)
+    if action.warning:
+        print(action.warning, file=sys.stderr)
+    annotate(custom, namespace, args.name, action.key, action.value)
+    print(action.message)
     return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _act(args, lambda name, obj: plan_approve(name, obj, args.token))
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    return _act(args, plan_abort)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _act(args, plan_retry)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    skip = bool(getattr(args, "skip_analysis", False))
+    return _act(args, lambda name, obj: plan_promote(name, obj, skip_analysis=skip))
 
 
 def cmd_rollback_to(args: argparse.Namespace) -> int:
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
-    status: Obj = obj.get("status") or {}
-    if _in_progress(status):
-        raise PluginError(f"a rollout is in progress on {args.name}; use `kubectl modelrollout abort {args.name}`")
-    revision = args.revision
-    if revision is None:
-        earlier = [h["revision"] for h in status.get("history") or []
-                   if h.get("outcome") == "Succeeded" and h.get("revision") != status.get("stableRevision")]
-        if not earlier:
-            raise PluginError(f"{args.name} has no earlier successful revision to roll back to")
-        revision = earlier[-1]
-    _annotate(custom, namespace, args.name, ROLLBACK_TO, revision)
-    print(f"rolling {args.name} back to revision {revision}: its template returns to the spec, steps skipped")
-    return 0
+    return _act(args, lambda name, obj: plan_rollback_to(name, obj, args.revision))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -505,11 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, helptext, func in (
         ("abort", "roll the canary back to stable", cmd_abort),
-        ("retry", "try a rolled-back revision again from step 0", cmd_retry),
+        ("retry", "try a rolled-back revision again from the first step", cmd_retry),
         ("promote", "skip the remaining steps and promote the canary", cmd_promote),
     ):
         p = sub.add_parser(verb, parents=[common], help=helptext)
         p.add_argument("name", metavar="NAME")
+        if verb == "promote":
+            p.add_argument("--skip-analysis", action="store_true",
+                           help="promote without the passing evaluations spec.analysis.passes asks for")
         p.set_defaults(func=func)
     back = sub.add_parser("rollback-to", parents=[common],
                           help="after promotion: put an earlier revision back, steps skipped")
@@ -517,7 +632,24 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("revision", metavar="REVISION", nargs="?",
                       help="the revision (default: the previous successful one)")
     back.set_defaults(func=cmd_rollback_to)
+
+    dash = sub.add_parser("dashboard", parents=[common],
+                          help="a live web page of the rollouts on 127.0.0.1, acting with your kubeconfig")
+    dash.add_argument("-A", "--all-namespaces", action="store_true",
+                      help="every namespace (needs list and watch on modelrollouts cluster-wide; "
+                      "default: the namespace)")
+    dash.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    dash.add_argument("--prometheus", metavar="URL", default=None,
+                      help="query this Prometheus for the charts (e.g. a port-forward) instead of the address "
+                      "each rollout names")
+    dash.set_defaults(func=cmd_dashboard)
     return parser
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from modelrollout.dashboard.server import cmd_dashboard as serve
+
+    return serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:

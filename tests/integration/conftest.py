@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from modelrollout.crdgen import render
 from modelrollout.localenv.controlplane import ControlPlane
@@ -24,6 +25,21 @@ def crd(control_plane: ControlPlane) -> ControlPlane:
                                              "--timeout=10s", check=False).returncode == 0,
                60, 0.2, what="the ModelRollout CRD Established")
     return control_plane
+
+
+CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
+
+
+@pytest.fixture(scope="module")
+def route_crds(crd: ControlPlane) -> ControlPlane:
+    """The upstream HTTPRoute and VirtualService CRDs, applied once and established (cluster-wide: a module that
+    uses them must run after test_routers_crds_missing.py, which needs a control plane without them)."""
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                crd.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
+    return crd
 
 
 @pytest.fixture

@@ -68,6 +68,37 @@ def test_pre_approval_is_honoured_when_the_gate_arrives(k: Kubectl, operator: Ma
     assert any(h["outcome"] == "Approved" and h["step"] == 2 for h in st["history"])
 
 
+def test_tokens_for_steps_no_gate_will_be_at_are_removed_and_nothing_moves(k: Kubectl,
+                                                                          operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
+    release_behind_nginx(k, "nogate", steps, **nginx("nogate"))
+    with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"],
+               "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}") as w:
+        k.apply(rollout("nogate", image="model:2", steps=steps, **nginx("nogate")))
+        st = k.wait_phase("nogate", "AwaitingApproval", 90)
+        rev, token = st["canaryRevision"], st["approval"]["token"]
+        cases = [(APPROVE, f"{rev}-7", "ApprovalRejected", "no such step"),      # beyond the last step
+                 (APPROVE, f"{rev}-2", "ApprovalRejected", "not a gate"),        # a later step that is no gate
+                 ("modelrollout.io/promote", f"{rev}-9", "PromoteRejected", "no such step")]
+        for key, value, reason, words in cases:
+            k.annotate("nogate", key, value)
+            wait_until(lambda value=value, reason=reason, words=words:
+                       has_event(k, "nogate", reason, value, words, token), 30, 0.1,
+                       what=f"{value} refused with a Warning naming {token}")
+            wait_until(lambda key=key: key not in (k.mro("nogate")["metadata"].get("annotations") or {}), 30, 0.1,
+                       what=f"{key}={value} removed")
+        now = k.status("nogate")
+        assert (now["phase"], now["currentStep"], now["currentWeight"]) == ("AwaitingApproval", 1, 20), now
+        assert now["approval"]["token"] == token
+        # kubectl get mro: the STEP printer column and the message name the same step, 1-based
+        columns = k.run("get", "mro", "nogate", "--no-headers", "-o", "custom-columns=S:.status.stepProgress")
+        assert columns.split() == ["2/4"] and "before step 2/4 " in now["message"], (columns, now["message"])
+        assert "2/4" in k.run("get", "mro", "nogate").split("\n")[1].split()
+        assert all(e["type"] == "Warning" for e in k.events("nogate") if e["reason"].endswith("Rejected"))
+    assert w.distinct() == ["20"], "a refused token moved traffic"
+    assert not any(h["outcome"] in ("Approved", "Promoted") for h in now["history"])
+
+
 def test_promote_needs_the_current_token_and_skips_the_rest(k: Kubectl, operator: ManagedProcess) -> None:
     steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"setWeight": 100}]
     first = release_behind_nginx(k, "pro", steps, **nginx("pro"))
@@ -131,3 +162,19 @@ def test_preflight_flags_a_torch_major_jump_and_a_removed_config_key(k: Kubectl,
     # the old revision's ConfigMap is pruned once no track runs it
     wait_until(lambda: k.get("configmap", f"pre-flight-config-{first}") is None, 30, what="old config pruned")
     assert done["stableRevision"] == st["canaryRevision"]
+
+
+def test_preflight_compares_rendered_configs_old_names_with_rules_pass(k: Kubectl, operator: ManagedProcess) -> None:
+    steps = [{"setWeight": 20}, {"setWeight": 100}]
+    old = {"version": "1", "config": {"max_length": 4096, "amp": True, "generation": {"top_k": 5}}}
+    new = {"version": "2", "config": {"max_seq_len": 4096, "use_fp16": True, "generation": {"top_k": 5, "top_p": 1}},
+           "configMigrations": [{"from": "max_seq_len", "to": "max_length"}, {"from": "use_fp16", "to": "amp"}]}
+    release_behind_nginx(k, "rendered", steps, model=old, **nginx("rendered"))
+    with Watch(k, ["mro", "rendered"], "{.status.phase}") as phases:
+        k.apply(rollout("rendered", image="model:2", steps=steps, model=new, **nginx("rendered")))
+        st = k.wait(name="rendered", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
+                    timeout=90)
+    assert "AwaitingApproval" not in phases.values, phases.values
+    assert st["stableModel"]["config"] == {"max_length": 4096, "amp": True, "generation": {"top_k": 5, "top_p": 1}}
+    assert not any(h["outcome"] == "Approved" for h in st["history"])
+    assert not any(e["reason"] == "PreflightGate" for e in k.events("rendered"))

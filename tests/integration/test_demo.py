@@ -29,6 +29,8 @@ from modelrollout.localenv.prometheus import PROMETHEUS
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 
 DEMO_TIMEOUT = 600
+ROW = re.compile(r"^\s*\+\d+(?:\.\d+)?s\s+[A-Za-z]+\s+(?P<step>\d+/\d+(?: done)?|-)\s+\d+%(?P<message>.*)$")
+"""A row of the demo's table: elapsed, phase, step, weight, ... message."""
 OPERATOR_SRC = Path(__file__).resolve().parents[2] / "operator"
 
 
@@ -130,6 +132,12 @@ def test_demo_runs_all_three_acts_and_leaves_nothing_running(demo: DemoRun) -> N
     assert re.search(r"api-compatibility = [0-9.]+ is below min 0\.99 \(query: min\(model_api_compatibility_score",
                      reason.group(1)), reason.group(1)
     assert re.search(r"Warning event RollingBack: .*api-compatibility", out), out
+    # the STEP column and the message of every row name the same step (both 1-based N/M)
+    rows = [m for m in map(ROW.match, out.splitlines()) if m and m.group("step") != "-"]
+    assert rows, out
+    named = [(m.group("step"), n) for m in rows for n in re.findall(r"\bsteps? (\d+/\d+)", m.group("message"))]
+    assert named, out
+    assert all(step.split()[0] == n for step, n in named), named
     assert "nothing left running" in out
     assert not left, f"processes left running: {left}"
 

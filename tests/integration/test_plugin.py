@@ -65,8 +65,9 @@ def test_get_shows_the_gate_and_approve_opens_it(k: Kubectl, operator: ManagedPr
     assert f"ModelRollout {k.ns}/chat" in out
     assert "AwaitingApproval" in out
     gate = next(line for line in out.splitlines() if " approval " in line and "[gate:" in line)
-    assert gate.split()[:3] == ["▶", "1", "approval"] and "[gate: check dashboards]" in gate
-    assert any(line.split()[:2] == ["✓", "0"] for line in out.splitlines())
+    assert gate.split()[:3] == ["▶", "2", "approval"] and "[gate: check dashboards]" in gate
+    assert any(line.split()[:2] == ["✓", "1"] for line in out.splitlines())
+    assert "Step:" in out and next(line for line in out.splitlines() if line.startswith("Step:")).split()[1] == "2/3"
     assert f"kubectl modelrollout approve chat -n {k.ns}" in out
     assert st["approval"]["command"] in out
 
@@ -81,7 +82,7 @@ def test_get_shows_the_gate_and_approve_opens_it(k: Kubectl, operator: ManagedPr
                 break
         assert "AwaitingApproval" in first[-1], first
         res = plugin(k, "approve", "chat")
-        assert res.stdout.strip() == f"approved chat at step 1 with {token}"
+        assert res.stdout.strip() == f"approved chat at step 2/3 with {token}"
         watched, err = watcher.communicate(timeout=150)
     finally:
         watcher.kill()
@@ -112,7 +113,7 @@ def test_abort_rolls_back_retry_restarts_and_promote_skips_the_gate(k: Kubectl, 
 
     res = plugin(k, "retry", "abt", ok=False)
     assert "no rolled-back revision to retry" in res.stderr
-    assert plugin(k, "abort", "abt").stdout.startswith("aborted abt at step 1")
+    assert plugin(k, "abort", "abt").stdout.startswith("aborted abt at step 2/3")
     st = k.wait(name="abt", predicate=lambda s: s.get("phase") in ("RollingBack", "RolledBack")
                 and "aborted by user" in (s.get("message") or ""), timeout=60, what="abt aborted")
     consumed(k, "abt", ABORT)
@@ -123,7 +124,7 @@ def test_abort_rolls_back_retry_restarts_and_promote_skips_the_gate(k: Kubectl, 
     assert "kubectl modelrollout retry abt" in plugin(k, "get", "abt").stdout
 
     res = plugin(k, "retry", "abt")
-    assert res.stdout.strip() == f"retried abt: revision {revision} starts again from step 0"
+    assert res.stdout.strip() == f"retried abt: revision {revision} starts again from step 1/3"
     st = k.wait(name="abt", predicate=lambda s: bool(history(s, "Retried")) and s.get("phase") != "RolledBack",
                 timeout=60, what="abt retried")
     assert history(st, "Retried")[-1].get("by") == "kubectl-modelrollout"
@@ -132,7 +133,7 @@ def test_abort_rolls_back_retry_restarts_and_promote_skips_the_gate(k: Kubectl, 
     st = k.wait_phase("abt", "AwaitingApproval", 90)
     assert st["canaryRevision"] == revision and st["currentStep"] == 1
     res = plugin(k, "promote", "abt")
-    assert res.stdout.startswith(f"promoted abt at step 1 with {revision}-1")
+    assert res.stdout.startswith(f"promoted abt at step 2/3 with {revision}-1")
     st = k.wait(name="abt", predicate=lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") == revision,
                 timeout=90, what="abt promoted")
     assert st["stableRevision"] != first and history(st, "Promoted")

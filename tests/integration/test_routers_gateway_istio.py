@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.procs import ManagedProcess, wait_until
@@ -24,19 +23,7 @@ from modelrollout.localenv.procs import ManagedProcess, wait_until
 from .kube import Json, Kubectl, Watch, wait_audit
 from .manifests import rollout, service
 
-CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
 HEADER = {"name": "X-Canary", "value": "yes"}
-
-
-@pytest.fixture(scope="module")
-def route_crds(crd: ControlPlane) -> ControlPlane:
-    """The upstream HTTPRoute and VirtualService CRDs, applied once and established."""
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                crd.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
-    return crd
 
 
 @dataclass(frozen=True)

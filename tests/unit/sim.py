@@ -60,6 +60,8 @@ class World:
     status: api.ModelRolloutStatus = field(default_factory=api.ModelRolloutStatus)
     canary_ready: bool = True
     metric_values: dict[str, float | None] = field(default_factory=dict)
+    metric_times: dict[str, datetime] = field(default_factory=dict)
+    """When each metric's sample was scraped (absent: the evaluation time, a new sample every time)."""
     weights: list[int] = field(default_factory=list)
     router_writes: int = 0
     decisions: list[Decision] = field(default_factory=list)
@@ -89,7 +91,7 @@ class World:
             and self.status.canary_revision == self.revision
         ):
             got = {
-                m.name: an.Sample(self.metric_values.get(m.name), m.query)
+                m.name: an.Sample(self.metric_values.get(m.name), m.query, sample_at=self.metric_times.get(m.name))
                 for m in an.due_metrics(spec.analysis, self.status.traffic_started_at, self.now)
             }
         return Observed(

@@ -8,7 +8,7 @@ import pytest
 from modelrollout import api
 from modelrollout.api import Phase, Verdict
 from modelrollout.core.analysis import Sample, assess, judge
-from modelrollout.core.approval import APPROVE
+from modelrollout.core.approval import APPROVE, PROMOTE
 from modelrollout.core.model import SetWeight
 
 from .sim import T0, released
@@ -34,9 +34,10 @@ def metric(**kw: object) -> api.Metric:
     ],
 )
 def test_judge_table(bounds: dict[str, float], value: float | None, verdict: Verdict) -> None:
-    got, message = judge(metric(**bounds), Sample(value, "q"))
+    got, message, shown = judge(metric(**bounds), Sample(value, "q"))
     assert got is verdict
     assert "m" in message
+    assert shown == (value if verdict is not Verdict.INCONCLUSIVE else None)
 
 
 def analysis(*metrics: dict[str, object], limit: int = 3, action: str = "pause") -> api.Analysis:
@@ -54,8 +55,8 @@ def test_failure_limit_counts_consecutive_failures() -> None:
     a = analysis({"name": "m", "query": "q", "min": 1, "failureLimit": 2})
     prev: tuple[api.MetricStatus, ...] = ()
     breaches = []
-    for value in (0, 0, 1, 0, 0, 0):
-        r = assess(a, {"m": Sample(value, "q")}, prev, T0)
+    for i, value in enumerate((0, 0, 1, 0, 0, 0)):
+        r = assess(a, {"m": Sample(value, "q")}, prev, T0 + timedelta(seconds=i))
         prev = r.metrics
         breaches.append(r.breach is not None)
     assert breaches == [False, False, False, False, False, True]
@@ -71,7 +72,7 @@ def test_empty_result_is_inconclusive_never_failure() -> None:
 def test_alert_only_warns_once_per_streak_and_does_not_gate() -> None:
     a = analysis({"name": "a", "query": "q", "min": 1, "onFailure": "alert"}, {"name": "b", "query": "q", "min": 0})
     r1 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, (), T0)
-    r2 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, r1.metrics, T0)
+    r2 = assess(a, {"a": Sample(0, "q"), "b": Sample(1, "q")}, r1.metrics, T0 + timedelta(seconds=1))
     assert len(r1.alerts) == 1 and r2.alerts == () and r1.breach is None and r1.all_pass
 
 
@@ -170,3 +171,78 @@ def test_a_failing_last_evaluation_completes_no_step_and_moves_no_weight() -> No
     w.metric_values["compat"] = 0.5
     w.run(until=lambda w: w.status.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK))
     assert w.weights == [20, 0] and not any(h.outcome == "AnalysisPassed" for h in w.status.history)
+
+
+def test_a_repeated_sample_counts_neither_as_pass_nor_as_failure() -> None:
+    w = released(STEPS, analysis=ANALYSIS)
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.current_weight == 20)
+    w.metric_times["compat"] = w.now + timedelta(seconds=1)  # one scrape after traffic started, then no more
+    w.now += timedelta(seconds=2)
+    for _ in range(12):
+        w.step()
+        w.now += timedelta(seconds=10)
+    assert w.weights == [20] and w.status.analysis_passes == 1 and w.status.consecutive_passes == 1
+    assert "the same sample as before: not counted" in (w.status.analysis[0].message or "")
+    w.metric_values["compat"] = 0.5  # an impossible answer for the same sample: not a second failure either
+    w.step()
+    assert w.status.analysis[0].failures == 0 and w.status.phase is Phase.PROGRESSING
+    w.metric_values["compat"] = 1.0
+    w.metric_times.pop("compat")  # new samples at every evaluation again
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+
+
+def test_a_sample_scraped_before_traffic_started_is_not_evidence() -> None:
+    w = released(STEPS, analysis=ANALYSIS)
+    w.metric_values["compat"] = 1.0
+    w.metric_times["compat"] = w.now
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.current_weight == 20)
+    for _ in range(5):
+        w.step()
+        w.now += timedelta(seconds=10)
+    assert w.status.consecutive_passes == 0 and w.status.analysis[0].verdict is Verdict.PASS
+
+
+def test_steps_without_traffic_never_promote_with_analysis_configured() -> None:
+    w = released([{"setWeight": 0}, {"pause": {"duration": "5s"}}], analysis=ANALYSIS)
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    for _ in range(30):
+        w.step()
+        w.now += timedelta(seconds=5)
+    assert w.status.phase is Phase.PROGRESSING and w.status.stable_revision != w.revision
+    assert "no traffic reaches the canary" in w.status.message
+
+
+def test_promote_skips_steps_not_evidence() -> None:
+    steps = [{"setWeight": 20}, {"approval": {"reason": "look"}}, {"setWeight": 60}, {"setWeight": 100}]
+    w = released(steps, analysis={**ANALYSIS, "passes": 3})
+    w.metric_values["compat"] = 1.0
+    w.metric_times["compat"] = w.now
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    w.annotations[PROMOTE] = f"{w.revision}-1"
+    w.step()
+    assert w.status.phase is not Phase.PROMOTING and w.status.current_step == len(steps)
+    assert "0/3" in w.status.message and w.router == 20
+    w.metric_times.pop("compat")
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.status.consecutive_passes >= 3 and w.weights == [20, 0]
+
+
+def test_promote_before_any_traffic_is_refused_unless_analysis_is_skipped_explicitly() -> None:
+    steps = [{"approval": {"reason": "first"}}, {"setWeight": 20}, {"setWeight": 100}]
+    w = released(steps, analysis=ANALYSIS)
+    w.metric_values["compat"] = 1.0
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    w.annotations[PROMOTE] = f"{w.revision}-0"
+    d = w.step()
+    assert w.status.phase is Phase.AWAITING_APPROVAL and PROMOTE not in w.annotations
+    assert any(e.reason == "PromoteRejected" and "+skip-analysis" in e.message for e in d.events)
+    w.annotations[PROMOTE] = f"{w.revision}-0+skip-analysis"
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert w.weights == [] and any(h.outcome == "Promoted" and "analysis skipped" in h.message
+                                   for h in w.status.history)

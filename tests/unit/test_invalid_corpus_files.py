@@ -11,7 +11,7 @@ import yaml
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "invalid"
 SUPPORT = CORPUS / "support"
 FILES = sorted(CORPUS.glob("*.yaml"))
-NAME = re.compile(r"^(\d{2})-[a-z0-9]+(-[a-z0-9]+)*\.yaml$")
+NAME = re.compile(r"^(\d{2,3})-[a-z0-9]+(-[a-z0-9]+)*\.yaml$")
 KEYED = re.compile(r"^#\s*([A-Za-z]+):\s*(.*)$")
 
 
@@ -35,8 +35,8 @@ def test_corpus_is_big_enough() -> None:
 
 def test_file_names_and_numbers_are_unique() -> None:
     assert all(NAME.match(p.name) for p in FILES), [p.name for p in FILES if not NAME.match(p.name)]
-    numbers = [p.name[:2] for p in FILES]
-    slugs = [p.name[3:] for p in FILES]
+    numbers = [int(p.name.split("-", 1)[0]) for p in FILES]
+    slugs = [p.name.split("-", 1)[1] for p in FILES]
     assert len(set(numbers)) == len(numbers)
     assert len(set(slugs)) == len(slugs)
 

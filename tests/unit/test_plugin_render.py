@@ -71,13 +71,14 @@ def test_awaiting_approval_marks_the_gate_and_shows_the_commands() -> None:
     assert line_with(out, "Phase:").split() == ["Phase:", "AwaitingApproval"]
     assert "1a2b3c4d5e" in line_with(out, "Stable:") and "7f2a1b0c9d" in line_with(out, "Canary:")
     assert "25% on canary" in line_with(out, "Weight:")
-    assert step(out, "setWeight 25") == ["✓", "0", "setWeight", "25"]
+    assert step(out, "setWeight 25") == ["✓", "1", "setWeight", "25"]
     gate = " ".join(step(out, "approval"))
-    assert gate.startswith("▶ 1 approval")
+    assert gate.startswith("▶ 2 approval")
     assert "[gate: check dashboards]" in gate and "waiting for approval" in gate
-    assert step(out, "setWeight 100") == ["2", "setWeight", "100"]
+    assert step(out, "setWeight 100") == ["3", "setWeight", "100"]
     assert step(out, "promotion") == ["promotion"]
-    assert "Waiting for: approval at step 1 (check dashboards)" in out
+    assert "Waiting for: approval at step 2/3 (check dashboards)" in out
+    assert line_with(out, "Step:").split() == ["Step:", "2/3"]  # as the message says: "before step 2/3"
     assert "2026-01-01 10:00:05Z" in line_with(out, "since:")
     assert "7f2a1b0c9d-1" in line_with(out, "token:")
     assert line_with(out, "  approve: ").split(": ", 1)[1] == "kubectl modelrollout approve chat -n ml"
@@ -109,7 +110,7 @@ def test_rolled_back_shows_metric_verdicts_and_the_retry_command() -> None:
     assert line_with(out, "Phase:").split() == ["Phase:", "RolledBack"]
     assert "7f2a1b0c9d" in line_with(out, "Rolled back:")
     assert step(out, "analysis x2")[0] == "✓"
-    assert step(out, "setWeight 50") == ["✗", "2", "setWeight", "50"]
+    assert step(out, "setWeight 50") == ["✗", "3", "setWeight", "50"]
     assert "▶" not in out
     table = [row.split() for row in section(out, "Analysis:")]
     assert table == [
@@ -140,10 +141,10 @@ def test_succeeded_shows_no_rollout_in_progress_and_history() -> None:
     assert line_with(out, "Canary:").split() == ["Canary:", "-"]
     assert "Steps (no rollout in progress):" in out
     assert not any(mark in out for mark in ("▶", "✓", "✗"))
-    assert step(out, "approval") == ["1", "approval", "[gate:", "check", "dashboards]"]
+    assert step(out, "approval") == ["2", "approval", "[gate:", "check", "dashboards]"]
     assert "Waiting for" not in out and "promotion" not in out
     approved, succeeded = section(out, "History:")
-    assert "Approved   step 1  check dashboards (by kubectl-modelrollout)" in approved
+    assert "Approved   step 2/3  check dashboards (by kubectl-modelrollout)" in approved
     assert succeeded.split()[3:] == ["Succeeded", "promoted"]
 
 
@@ -160,7 +161,7 @@ def test_invalid_spec_still_lists_the_raw_steps() -> None:
     obj = mro({"phase": "Invalid", "message": "spec.replicas: must be at least 1"})
     obj["spec"]["replicas"] = 0
     out = render(obj)
-    assert step(out, "setWeight 25") == ["0", "setWeight", "25"]
+    assert step(out, "setWeight 25") == ["1", "setWeight", "25"]
     assert "[gate: check dashboards]" in " ".join(step(out, "approval"))
 
 
@@ -169,7 +170,7 @@ def test_promoting_marks_skipped_steps_and_the_promotion() -> None:
                       "currentStep": 1, "currentWeight": 25,
                       "message": "promoting revision 7f2a1b0c9d (steps skipped by request)"}))
     assert step(out, "setWeight 25")[0] == "✓"
-    assert step(out, "approval")[:4] == ["–", "1", "approval", "(skipped)"]
+    assert step(out, "approval")[:4] == ["–", "2", "approval", "(skipped)"]
     assert step(out, "promotion") == ["▶", "promotion"]
 
 
@@ -182,7 +183,7 @@ def test_renders_the_status_the_engine_writes() -> None:
     out = render({"metadata": {"name": "m", "namespace": "default", "generation": 1},
                   "spec": w.raw, "status": status})
     token = f"{w.revision}-1"
-    assert step(out, "approval")[:2] == ["▶", "1"]
+    assert step(out, "approval")[:2] == ["▶", "2"]
     assert token in line_with(out, "token:")
     assert line_with(out, "  approve: ").split(": ", 1)[1] == "kubectl modelrollout approve m"
     assert f"modelrollout.io/approve={token}" in line_with(out, "  or: ")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from modelrollout.core.steps import step_of
 
 _TOKEN = re.compile(r"^([0-9a-f]{6,64})-([0-9]{1,4})$")
 
@@ -64,18 +66,36 @@ class TokenCheck:
     """Why it does not open the gate, in words (empty when it does)."""
 
 
-def check_token(value: str, *, revision: str, step: int | None) -> TokenCheck:
-    """Judge ``value`` against the gate at ``step`` of ``revision`` (``step`` None: no gate now)."""
+def check_token(
+    value: str, *, revision: str, step: int | None, total: int, gates: Collection[int] = (),
+    what: str = "approval",
+) -> TokenCheck:
+    """Judge ``value`` against the gate at ``step`` of ``revision`` (``step`` None: no gate now).
+
+    ``total`` is the number of steps of the revision and ``gates`` the steps at which a gate will stop it (the
+    spec's gates and the preflight gate); a token for a later step is kept (pre-approval) only when a gate
+    will be there, and only for ``what="approval"``: a promote token must be the current one.
+    """
     token = parse_token(value)
     if token is None:
-        return TokenCheck(False, False, f"malformed approval {value!r}: expected REVISION-STEP")
+        return TokenCheck(False, False, f"malformed {what} {value!r}: expected REVISION-STEP")
     if token.revision != revision:
-        return TokenCheck(False, False, f"approval {value} is for revision {token.revision}, not {revision}")
+        return TokenCheck(False, False, f"{what} {value} is for revision {token.revision}, not {revision}")
     if step is not None and token.step == step:
         return TokenCheck(True, False, "")
-    if step is None or token.step > step:
-        return TokenCheck(False, True, f"approval {value} is for step {token.step}; kept until that gate")
-    return TokenCheck(False, False, f"approval {value} is for step {token.step}, already passed")
+    if token.step >= total:
+        return TokenCheck(False, False, f"{what} {value} names step index {token.step}, but revision {revision} has "
+                          f"{total} steps (indices 0-{total - 1}): there is no such step")
+    named = f"step {step_of(token.step, total)}"
+    if step is not None and token.step < step:
+        return TokenCheck(False, False, f"{what} {value} is for {named}, already passed")
+    if what != "approval":
+        return TokenCheck(False, False, f"{what} {value} is for {named}, not the current step")
+    if token.step in gates:
+        return TokenCheck(False, True, f"{what} {value} is for the gate at {named}; kept until that gate")
+    listed = ", ".join(f"index {g} (step {step_of(g, total)})" for g in sorted(gates)) or "none"
+    return TokenCheck(False, False, f"{what} {value} is for {named}, which is not a gate and will not wait for an "
+                      f"approval (gates of this revision: {listed})")
 
 
 def approve_command(name: str, namespace: str, token: str) -> str:

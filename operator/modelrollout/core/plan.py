@@ -49,10 +49,12 @@ from modelrollout.core.model import (
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.prewarm import kept, remember, wanted
-from modelrollout.core.steps import RouteState, blue_green, features_at, risky_above, steps_of
+from modelrollout.core.steps import RouteState, blue_green, features_at, risky_above, step_of, steps_of
 from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
+SKIP_ANALYSIS = "+skip-analysis"
+"""Suffix of a promote token that promotes without the analysis evidence (``promote=TOKEN+skip-analysis``)."""
 HISTORY_LIMIT = 20
 POLL_SECONDS = 5.0
 """How often a rollout that waits for pods looks again even without a watch event."""
@@ -102,6 +104,12 @@ def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] 
     return None
 
 
+def gate_steps(spec: api.ModelRolloutSpec, preflight: Sequence[str] = ()) -> frozenset[int]:
+    """The steps at which the rollout will wait for an approval (a metric that pauses it adds a gate at the
+    step it is at, which no token can foresee)."""
+    return frozenset(i for i in range(len(steps_of(spec))) if gate_reason(spec, i, preflight) is not None)
+
+
 def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
     """``setWeight 25``, ``pause 2m``, ``approval``, ``analysis x2`` for messages."""
     steps = steps_of(spec)
@@ -126,6 +134,11 @@ def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
     if isinstance(s, api.ApprovalStep):
         return "approval"
     return f"analysis x{s.analysis.passes}"
+
+
+def step_label(spec: api.ModelRolloutSpec, step: int) -> str:
+    """``step 2/5 (pause 1m)``: how every message names a step (1-based, as ``status.stepProgress`` shows it)."""
+    return f"step {step_of(step, len(steps_of(spec)))} ({describe_step(spec, step)})"
 
 
 @dataclass
@@ -173,6 +186,9 @@ class _Plan:
         if self.consumed:
             self.actions.insert(0, RemoveAnnotations(tuple(self.consumed)))
         self.set(observed_generation=self.obs.generation)
+        if self.spec is not _PLACEHOLDER:  # an Invalid spec keeps the last progress shown
+            current = self.get("current_step")
+            self.set(step_progress=None if current is None else step_of(current, len(steps_of(self.spec))))
         status = self.old.model_copy(update=self.updates)
         status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
                                                                     self.obs.generation)})
@@ -230,8 +246,16 @@ class _Plan:
                    f"{RETRY}=true to try it again")
 
     def advance(self, to: int) -> None:
-        if self.get("phase") in (Phase.PAUSED, Phase.AWAITING_APPROVAL):
-            self.phase(Phase.PROGRESSING, f"step {to} done, moving on")
+        # the message names the step that now runs (as status.stepProgress does), and what the one done did
+        total, message = len(steps_of(self.spec)), self.get("message") or ""
+        done = f"{step_label(self.spec, to - 1)}: "
+        detail = f": {message[len(done):]}" if "message" in self.updates and message.startswith(done) else ""
+        after = (f"next: {step_label(self.spec, to)}" if to < total
+                 else f"all {total} steps done, promotion next")
+        phase = self.get("phase")
+        self.phase(phase if phase is not None and phase not in (Phase.PAUSED, Phase.AWAITING_APPROVAL)
+                   else Phase.PROGRESSING,
+                   f"{describe_step(self.spec, to - 1)} done{detail}; {after}")
         self.set(current_step=to, step_started_at=self.now, approved_step=None, approval=None,
                  analysis_passes=0, progress_since=None)
         self.again(0)
@@ -241,11 +265,12 @@ class _Plan:
         token = build_token(self.obs.revision, step)
         given = self.obs.annotations.get(APPROVE)
         if given:
-            check = check_token(given, revision=self.obs.revision, step=step)
+            check = check_token(given, revision=self.obs.revision, step=step, total=len(steps_of(self.spec)),
+                                gates=gate_steps(self.spec, preflight_reasons(self.get("preflight"))))
             if check.opens:
                 self.consume(APPROVE)
                 self.history("Approved", reason, step=step, token=token, by=self.by(APPROVE))
-                self.event("Approved", f"gate at step {step} ({reason}) approved with {token}"
+                self.event("Approved", f"gate at {step_label(self.spec, step)} ({reason}) approved with {token}"
                            + (f" by {self.by(APPROVE)}" if self.by(APPROVE) else ""))
                 self.set(approval=None)
                 return True
@@ -259,7 +284,7 @@ class _Plan:
             command=approve_command(self.obs.name, self.obs.namespace, token), since=since))
         phase = Phase.PAUSED if action == "resume" else Phase.AWAITING_APPROVAL
         preview = f"; the preview is on Service {self.obs.name}-canary" if blue_green(self.spec) else ""
-        self.phase(phase, f"waiting for approval before step {step + 1}/{len(steps_of(self.spec))} "
+        self.phase(phase, f"waiting for approval before step {step_of(step, len(steps_of(self.spec)))} "
                    f"({describe_step(self.spec, step)}; {reason}{preview}): run "
                    f"`{approve_command(self.obs.name, self.obs.namespace, token)}`")
         return False
@@ -376,7 +401,7 @@ def _steady(p: _Plan) -> None:
         if p.old.phase in ACTIVE or p.old.phase is Phase.PROMOTING:
             p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
         p.set(canary_revision=None, current_step=None, current_weight=0, approval=None, approved_step=None,
-              progress_since=None, analysis=[], analysis_passes=0, inconclusive_count=0)
+              progress_since=None, analysis=[], analysis_passes=0, consecutive_passes=0, inconclusive_count=0)
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
 
 
@@ -388,7 +413,7 @@ def _rollout(p: _Plan) -> None:
         if obs.annotations.get(RETRY, "").lower() == "true" and old.phase in (Phase.ROLLED_BACK, Phase.FAILED):
             p.consume(RETRY)
             p.history("Retried", "retry requested", by=p.by(RETRY))
-            p.event("Retry", f"retrying revision {rev} from step 0")
+            p.event("Retry", f"retrying revision {rev} from the first step")
             p.set(rolled_back_revision=None, canary_revision=None)
             _start(p)
             return
@@ -454,11 +479,13 @@ def _start(p: _Plan) -> None:
     check = preflight(old.stable_model, p.spec.model)
     p.set(preflight=api.PreflightStatus(
         dependency_changes=check.dependency_changes, dependency_jumps=check.dependency_jumps,
-        removed_config_keys=check.removed_config_keys, renamed_config_keys=check.renamed_config_keys))
+        removed_config_keys=check.removed_config_keys, renamed_config_keys=check.renamed_config_keys,
+        added_config_keys=check.added_config_keys))
     if check.reasons:
         p.event("PreflightGate", "first traffic step waits for approval: " + "; ".join(check.reasons), warning=True)
     p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
           traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
+          consecutive_passes=0,
           inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None, prewarm=None)
     if old.fast_path_revision == obs.revision:
         p.phase(Phase.PROMOTING, f"rollback to revision {obs.revision}: steps skipped, stable takes it directly")
@@ -493,11 +520,16 @@ def _evaluate(p: _Plan) -> bool:
     """Fold this evaluation into status; True when it rolled back or paused the rollout."""
     analysis = p.spec.analysis
     assert analysis is not None and p.obs.samples is not None
-    result = an.assess(analysis, p.obs.samples, p.old.analysis, p.now)
-    passes = p.old.analysis_passes + 1 if result.all_pass else 0
+    result = an.assess(analysis, p.obs.samples, p.old.analysis, p.now, traffic_started_at=p.old.traffic_started_at)
+    passes, consecutive = p.old.analysis_passes, p.old.consecutive_passes
+    if not result.all_pass:
+        passes = consecutive = 0
+    elif result.fresh and receives_traffic(p.spec, p.obs, p.get("traffic_started_at")):
+        passes, consecutive = passes + 1, consecutive + 1
+    # else: every metric passed, but on a repeated sample or while no traffic reached the canary: not evidence
     inconclusive = p.old.inconclusive_count + 1 if result.inconclusive else 0
-    p.set(analysis=list(result.metrics), analysis_passes=passes, inconclusive_count=inconclusive,
-          last_analysis_at=p.now)
+    p.set(analysis=list(result.metrics), analysis_passes=passes, consecutive_passes=consecutive,
+          inconclusive_count=inconclusive, last_analysis_at=p.now)
     for message in result.alerts:
         p.event("AnalysisAlert", message, warning=True)
     if result.breach is not None:
@@ -524,6 +556,36 @@ def _evaluate(p: _Plan) -> bool:
     return False
 
 
+def receives_traffic(spec: api.ModelRolloutSpec, obs: Observed, traffic_started_at: datetime | None) -> bool:
+    """The canary receives traffic now: a weight above zero, a header route or a mirror on the router, or the
+    blue-green preview."""
+    if blue_green(spec):
+        return traffic_started_at is not None
+    return obs.route is not None and (obs.route.weight > 0 or obs.route.features.any)
+
+
+def evidence_missing(spec: api.ModelRolloutSpec, obs: Observed, *, consecutive: int,
+                     statuses: Sequence[api.MetricStatus], traffic_started_at: datetime | None) -> str | None:
+    """Why analysis does not yet allow promotion (None: it does, or no metric gates). Promotion needs
+    ``spec.analysis.passes`` evaluations in a row in which every gating metric passed on new samples while the
+    canary received traffic."""
+    analysis = spec.analysis
+    if analysis is None or not any(m.on_failure != "alert" for m in analysis.metrics):
+        return None
+    if consecutive >= analysis.passes and an.last_all_pass(analysis, statuses):
+        return None
+    why = (f"promotion waits for {analysis.passes} passing evaluation(s) of every metric in a row, each on new "
+           f"samples while the canary receives traffic ({consecutive}/{analysis.passes} so far)")
+    if not receives_traffic(spec, obs, traffic_started_at):
+        why += "; no traffic reaches the canary now, so no evaluation can count"
+    return why
+
+
+def _missing(p: _Plan) -> str | None:
+    return evidence_missing(p.spec, p.obs, consecutive=p.get("consecutive_passes"), statuses=p.get("analysis"),
+                            traffic_started_at=p.get("traffic_started_at"))
+
+
 def _schedule_analysis(p: _Plan) -> None:
     nxt = an.next_analysis_in(p.spec.analysis, p.get("last_analysis_at"), p.now)
     if nxt is not None and p.get("traffic_started_at") is not None:
@@ -531,20 +593,37 @@ def _schedule_analysis(p: _Plan) -> None:
 
 
 def _promote_annotation(p: _Plan) -> bool:
+    """``promote=TOKEN`` skips the remaining steps, not the analysis evidence promotion needs; True when the
+    promotion starts now. ``promote=TOKEN+skip-analysis`` skips the evidence too."""
     value = p.obs.annotations.get(PROMOTE)
     if value is None:
         return False
     p.consume(PROMOTE)
     step = p.get("current_step") or 0
     token = build_token(p.obs.revision, step)
-    check = check_token(value, revision=p.obs.revision, step=step)
+    forced = value.strip().endswith(SKIP_ANALYSIS)
+    total = len(steps_of(p.spec))
+    check = check_token(value.strip().removesuffix(SKIP_ANALYSIS), revision=p.obs.revision, step=step, total=total,
+                        what="promote")
     if not check.opens:
         p.event("PromoteRejected", f"{check.reason}; the current token is {token}", warning=True)
         return False
-    p.history("Promoted", "remaining steps skipped", step=step, token=token, by=p.by(PROMOTE))
-    p.event("Promote", f"promotion requested with {token}: skipping steps {step}..")
-    p.set(approval=None)
-    p.phase(Phase.PROMOTING, f"promoting revision {p.obs.revision} (steps skipped by request)")
+    missing = None if forced else _missing(p)
+    if missing is not None and not receives_traffic(p.spec, p.obs, p.get("traffic_started_at")):
+        p.event("PromoteRejected", f"promotion with {token} refused: {missing}. Annotate "
+                f"{PROMOTE}={token}{SKIP_ANALYSIS} to promote without analysis evidence", warning=True)
+        return False
+    skipped = "remaining steps and analysis skipped" if forced and p.spec.analysis else "remaining steps skipped"
+    p.history("Promoted", skipped, step=step, token=token, by=p.by(PROMOTE))
+    p.set(approval=None, approved_step=None)
+    steps = f"steps {step_of(step, total)}-{total}" if step < total else "no step (all were done)"
+    if missing is not None:
+        p.event("Promote", f"promotion requested with {token}: skipping {steps}; it waits for the analysis evidence")
+        p.set(current_step=total, step_started_at=p.now, analysis_passes=0)
+        return False
+    p.event("Promote", f"promotion requested with {token}: skipping {steps}"
+            + ("; analysis skipped" if forced and p.spec.analysis else ""), warning=forced and bool(p.spec.analysis))
+    p.phase(Phase.PROMOTING, f"promoting revision {p.obs.revision} ({skipped} by request)")
     return True
 
 
@@ -567,8 +646,10 @@ def _step(p: _Plan) -> None:
     if p.get("inconclusive_count") >= (spec.analysis.inconclusive.limit if spec.analysis else 1 << 30):
         return
     if i >= len(steps):
-        if not analysis_ok and p.get("traffic_started_at") is not None:
-            p.phase(Phase.PROGRESSING, "all steps done; waiting for a passing analysis before promotion")
+        missing = _missing(p)
+        if missing is not None:
+            p.phase(Phase.PROGRESSING, f"all {len(steps)} steps done; {missing}")
+            _schedule_analysis(p)
             return
         p.phase(Phase.PROMOTING, f"all {len(steps)} steps done; promoting revision {obs.revision}")
         p.event("Promoting", f"all steps done for revision {obs.revision}")
@@ -580,14 +661,18 @@ def _step(p: _Plan) -> None:
             return
         p.set(approved_step=i)
     elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed:
-        check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i)
-        if check.opens:
+        check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i, total=len(steps),
+                            gates=gate_steps(spec, preflight_reasons(p.get("preflight"))))
+        if check.opens and p.get("approved_step") == i:
             p.consume(APPROVE)  # this gate was approved already; the annotation was not removed yet
         elif not check.pending:
             p.consume(APPROVE)
-            p.event("ApprovalRejected", f"{check.reason}; no gate is waiting", warning=True)
+            why = check.reason or (f"approval {obs.annotations[APPROVE]} is for step {step_of(i, len(steps))}, "
+                                   "which is not a gate")
+            p.event("ApprovalRejected", f"{why}; no gate is waiting, the current token is "
+                    f"{build_token(obs.revision, i)}", warning=True)
     step = steps[i]
-    label = f"step {i + 1}/{len(steps)} ({describe_step(spec, i)})"
+    label = step_label(spec, i)
     if isinstance(step, api.SetWeightStep):
         _set_weight(p, i, step.set_weight, analysis_ok, label, "SetWeight")
     elif isinstance(step, api.SetHeaderRouteStep):

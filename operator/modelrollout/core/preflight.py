@@ -1,16 +1,16 @@
 """Preflight of a new revision against the stable one: config migrations and dependency jumps. Pure.
 
 Before any traffic moves, the new revision's ``spec.model`` is compared with what the stable revision
-ran: a dependency whose major version changes (torch 2 -> 3) or a config key the stable revision had that
-the new one neither keeps nor renames through ``configMigrations`` makes the first traffic step wait for
-a person (see :func:`modelrollout.core.plan.gate_reason`).
+ran: a dependency whose major version changes (torch 2 -> 3) or a config key the stable revision's rendered
+config had that the new revision's rendered config (after ``configMigrations``) lacks makes the first traffic
+step wait for a person (see :func:`modelrollout.core.plan.gate_reason`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelrollout import api
@@ -45,21 +45,50 @@ def dependency_changes(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[
 
 
 def migrate(config: Mapping[str, Any], migrations: Sequence[api.ConfigMigration]) -> dict[str, Any]:
-    """The config with every renamed key under its new name (the new name wins if both are present)."""
-    out = dict(config)
-    for rule in migrations:
-        if rule.from_ in out:
-            value = out.pop(rule.from_)
-            out.setdefault(rule.to, value)
+    """The config as the model server gets it: every renamed key under its final name.
+
+    Rules chain (``a -> b`` and ``b -> c`` put ``a``'s value under ``c``, whatever the order of the rules);
+    when several names of one chain are present, the name nearest the end of the chain wins (the new name
+    beats the old one). A rule cycle stops at the last name before it repeats. Rules rename top-level keys;
+    a nested mapping moves with its key.
+    """
+    rename = {m.from_: m.to for m in migrations}
+    placed: dict[str, tuple[int, Any]] = {}
+    for key, value in config.items():
+        final, hops, seen = key, 0, {key}
+        while final in rename and rename[final] not in seen:
+            final = rename[final]
+            seen.add(final)
+            hops += 1
+        if final not in placed or hops < placed[final][0]:
+            placed[final] = (hops, value)
+    return {key: value for key, (_, value) in placed.items()}
+
+
+def final_name(key: str, migrations: Sequence[api.ConfigMigration]) -> str:
+    """Where ``key`` ends up after the rules (itself when no rule renames it)."""
+    return next(iter(migrate({key: None}, migrations)))
+
+
+def key_paths(config: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The leaf keys of a config, nested mappings as dotted paths (``generation.top_k``); an empty mapping is a
+    leaf of its own."""
+    out: set[str] = set()
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out |= key_paths(value, f"{path}.")
+        else:
+            out.add(path)
     return out
 
 
 def removed_keys(
     old: Mapping[str, Any], new: Mapping[str, Any], migrations: Sequence[api.ConfigMigration] = ()
 ) -> list[str]:
-    """Keys of the stable config that the new config drops without a migration rule."""
-    renamed = {m.from_ for m in migrations if m.to in new}
-    return sorted(k for k in old if k not in new and k not in renamed)
+    """Keys (dotted leaf paths) of the stable config that the new revision's rendered config no longer has; both
+    sides are rendered with ``migrations`` first."""
+    return sorted(key_paths(migrate(old, migrations)) - key_paths(migrate(new, migrations)))
 
 
 @dataclass(frozen=True)
@@ -68,6 +97,7 @@ class Preflight:
     dependency_jumps: list[str]
     removed_config_keys: list[str]
     renamed_config_keys: list[str]
+    added_config_keys: list[str] = field(default_factory=list)
 
     @property
     def reasons(self) -> list[str]:
@@ -78,15 +108,25 @@ class Preflight:
 
 
 def preflight(stable: api.ModelSnapshot | None, model: api.ModelInfo) -> Preflight:
-    """Compare the new revision's model with the stable one's (no stable yet: nothing to compare)."""
+    """Compare the new revision's rendered config and dependencies with the stable one's (no stable yet: nothing
+    to compare).
+
+    Both configs are compared as the model servers get them: the stable config (kept rendered by
+    :func:`snapshot`; one kept raw by an older operator is rendered here) and the new config, each after the new
+    revision's ``configMigrations``, so a new config that still uses old names with rules for them removes
+    nothing.
+    """
     if stable is None:
         return Preflight([], [], [], [])
     changes, jumps = dependency_changes(stable.dependencies, model.dependencies)
-    migrated_old = migrate(stable.config, model.config_migrations)
-    renamed = [f"{m.from_} -> {m.to}" for m in model.config_migrations if m.from_ in stable.config]
-    return Preflight(changes, jumps, removed_keys(migrated_old, model.config), renamed)
+    rules = model.config_migrations
+    old, new = key_paths(migrate(stable.config, rules)), key_paths(migrate(model.config, rules))
+    renamed = sorted(f"{key} -> {final_name(key, rules)}" for key in stable.config
+                     if final_name(key, rules) != key and final_name(key, rules) in migrate(model.config, rules))
+    return Preflight(changes, jumps, sorted(old - new), renamed, sorted(new - old))
 
 
 def snapshot(model: api.ModelInfo) -> api.ModelSnapshot:
-    """What status keeps of the stable revision's model for the next preflight."""
-    return api.ModelSnapshot(version=model.version, config=dict(model.config), dependencies=dict(model.dependencies))
+    """What status keeps of the stable revision's model for the next preflight: the config as rendered."""
+    return api.ModelSnapshot(version=model.version, config=migrate(model.config, model.config_migrations),
+                             dependencies=dict(model.dependencies))

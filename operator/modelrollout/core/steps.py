@@ -61,6 +61,15 @@ def steps_of(spec: api.ModelRolloutSpec) -> list[api.Step]:
     return steps
 
 
+def step_of(index: int, total: int) -> str:
+    """The step at 0-based ``index`` as people read it: ``3/7`` (1-based), ``7/7 done`` once all are done.
+
+    This is the one convention of every message, Event, the printer column (``status.stepProgress``) and the
+    plugin; ``status.currentStep``, ``status.approval.step`` and approval tokens keep the 0-based index.
+    """
+    return f"{index + 1}/{total}" if index < total else f"{total}/{total} done"
+
+
 def risky_above(spec: api.ModelRolloutSpec) -> int | None:
     return spec.strategy.canary.risky_above if spec.strategy.canary is not None else None
 

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from modelrollout import api
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
-from modelrollout.core.steps import mirrors, pins_header, steps_of
+from modelrollout.core.steps import features_at, mirrors, pins_header, steps_of
+from modelrollout.imageref import problem as image_problem
 
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -49,6 +50,9 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
             problem = check_template(metric.query)
             if problem:
                 return f"spec.analysis.metrics[{i}].query ({metric.name}): {problem}"
+    problem = _images(spec) or _migrations(spec.model.config_migrations)
+    if problem:
+        return problem
     for key in spec.selector.match_labels:
         if key.startswith("modelrollout.io/"):
             return f"spec.selector.matchLabels: {key} is set by the operator; use your own labels"
@@ -67,6 +71,51 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
         return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
     if spec.compat_probe is not None and spec.analysis is None:
         return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
+    if spec.analysis is not None and spec.strategy.canary is not None and not _sends_traffic(spec):
+        return ("spec.strategy.canary.steps: analysis is configured but no step sends traffic to the new revision "
+                "(a setWeight above 0, a header route or a mirror), so promotion could never have evidence")
+    return None
+
+
+def _sends_traffic(spec: api.ModelRolloutSpec) -> bool:
+    """Some step lets the canary receive traffic: a weight above zero, or a header route or mirror in force."""
+    steps = steps_of(spec)
+    return any((isinstance(s, api.SetWeightStep) and s.set_weight > 0) or features_at(spec, i).any
+               for i, s in enumerate(steps))
+def _migrations(rules: list[api.ConfigMigration]) -> str | None:
+    """One rule per old key (the CRD's list-map, for objects it did not check) and no rename cycle."""
+    rename: dict[str, str] = {}
+    for i, rule in enumerate(rules):
+        if rule.from_ in rename:
+            return f"spec.model.configMigrations[{i}]: a second rule for {rule.from_!r}"
+        rename[rule.from_] = rule.to
+    for start in rename:
+        chain = [start]
+        while chain[-1] in rename:
+            chain.append(rename[chain[-1]])
+            if chain[-1] in chain[:-1]:
+                return f"spec.model.configMigrations: the rules {' -> '.join(chain)} form a cycle"
+    return None
+
+
+def _images(spec: api.ModelRolloutSpec) -> str | None:
+    """Every image a kubelet would be asked to pull is a valid reference (the CRD's pattern, for objects it did
+    not check, and the 255-character limit on the name, which the pattern does not express)."""
+    images = [(f"spec.template.spec.containers[{i}].image", f"container {c.name}", c.image)
+              for i, c in enumerate(spec.template.spec.containers)]
+    init = (spec.template.spec.model_extra or {}).get("initContainers")  # kept as given: no pattern in the CRD
+    for i, c in enumerate(init if isinstance(init, list) else []):
+        c = c if isinstance(c, dict) else {}
+        images.append((f"spec.template.spec.initContainers[{i}].image", f"init container {c.get('name')}",
+                       str(c.get("image") or "")))
+    if spec.compat_probe is not None:
+        images.append(("spec.compatProbe.image", "the compat-probe sidecar", spec.compat_probe.image))
+    images.append(("spec.rollback.prewarm.pauseImage", "the pre-pull DaemonSet", spec.rollback.prewarm.pause_image))
+    for field, owner, image in images:
+        why = image_problem(image)
+        if why:
+            shown = image if len(image) <= 100 else image[:97] + "..."
+            return f"{field} ({owner}): {shown!r} is not an image a kubelet can pull: {why}"
     return None
 
 
