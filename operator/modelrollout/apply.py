@@ -14,11 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout import api, telemetry
+from modelrollout import api, drills, telemetry
 from modelrollout.core.model import (
     Decision,
+    DeleteDrill,
     DeletePrewarm,
     EnsureCanary,
+    EnsureDrill,
     EnsurePrewarm,
     EnsureServices,
     EnsureStable,
@@ -90,6 +92,10 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             record(ctx, rollout, action.revision, action.keep)
         elif isinstance(action, RestoreRevision):
             restore(ctx, rollout, action.revision)
+        elif isinstance(action, EnsureDrill):
+            drills.create(ctx, action)
+        elif isinstance(action, DeleteDrill):
+            drills.delete(ctx, action)
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         wrote(str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"]))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from modelrollout import api
+from modelrollout import api, drills
 from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
@@ -131,7 +131,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     router = router_for(spec)
     uid = str(meta.get("uid") or "")
     if not RECENT.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
-        problem = router.check(ctx) or check_contract(ctx)
+        problem = router.check(ctx) or check_contract(ctx) or drills.check(ctx)
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
         RECENT.note(_checked(meta), CHECK_TTL)
@@ -171,9 +171,11 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()
     route = router.current(ctx)
+    drill_kinds = drills.kinds_to_list(spec, status)
+    found = drills.observe(kube, namespace, name, uid, drill_kinds) if drill_kinds else ()
     return Observation(spec, status, replace(base, stable=stable, canary=canary, prewarm=prewarm,
                                              recorded=recorded_revisions,
-                                             route=route,
+                                             route=route, drills=found,
                                              samples=samples),
                        ctx, router)
 
