@@ -314,6 +314,27 @@ CHAOS_SET_BY_OPERATOR = ("selector", "duration", "remoteCluster")
 """Fields of a Chaos Mesh spec the operator sets (the canary's pods only, the drill's duration, this cluster)."""
 
 
+class ChaosExperimentSpec(_Model):
+    """A Chaos Mesh experiment's spec as for Chaos Mesh (action, mode, delay, stressors, ...; kept as given), without
+    the fields the operator sets: it selects the canary's pods itself and runs the experiment for chaos.duration."""
+
+    model_config = ConfigDict(extra="allow")
+    selector: dict[str, Any] | None = None
+    """Refused: the operator sets it to the rollout's namespace and the canary pods' labels."""
+    duration: str | None = None
+    """Refused: the operator sets it from chaos.duration."""
+    remote_cluster: str | None = None
+    """Refused: a drill runs in this cluster."""
+    target: dict[str, Any] | None = None
+    """Refused for NetworkChaos: a target selects other pods (use externalTargets for addresses outside)."""
+
+    def fields(self) -> dict[str, Any]:
+        """The spec as written (extra fields included), without unset fields."""
+        out = self.model_dump(by_alias=True, exclude_none=True)
+        assert isinstance(out, dict)
+        return out
+
+
 class ChaosSpec(_Model):
     """A Chaos Mesh experiment against the canary's pods only, for ``duration``, while analysis runs at its
     interval; deleted when the duration is over, or at once on a breach, abort, rollback or promotion."""
@@ -321,11 +342,11 @@ class ChaosSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                *(_cel(f"!has(self.spec) || !('{f}' in self.spec)",
+                *(_cel(f"!has(self.spec) || !has(self.spec.{f})",
                        f"chaos.spec.{f} is set by the operator (the canary's pods only, for chaos.duration, in this "
                        "cluster): remove it", ".spec")
                   for f in CHAOS_SET_BY_OPERATOR),
-                _cel("self.kind != 'NetworkChaos' || !has(self.spec) || !('target' in self.spec)",
+                _cel("self.kind != 'NetworkChaos' || !has(self.spec) || !has(self.spec.target)",
                      "chaos.spec.target: a NetworkChaos target selects other pods; a drill reaches the canary's "
                      "pods only (use externalTargets for addresses outside the cluster)", ".spec"),
             ]
@@ -333,7 +354,7 @@ class ChaosSpec(_Model):
     )
     kind: Literal["PodChaos", "NetworkChaos", "StressChaos", "HTTPChaos", "IOChaos", "TimeChaos"]
     """The Chaos Mesh kind (chaos-mesh.org/v1alpha1)."""
-    spec: dict[str, Any] = Field(default_factory=dict)
+    spec: ChaosExperimentSpec = Field(default_factory=ChaosExperimentSpec)
     """The experiment's spec as for Chaos Mesh (action, mode, delay, stressors, ...), without selector, duration and
     remoteCluster: the operator sets the selector to the canary's pods and the duration; mode defaults to one."""
     duration: Annotated[Duration, at_least("1s"), schema_at_least("1s")]

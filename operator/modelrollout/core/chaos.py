@@ -53,7 +53,7 @@ def gate_reason(spec: api.ModelRolloutSpec, step: int, drill: api.ChaosSpec) -> 
 
 def describe(drill: api.ChaosSpec) -> str:
     """``chaos PodChaos 1m`` for messages."""
-    action = drill.spec.get("action")
+    action = drill.spec.fields().get("action")
     return f"chaos {drill.kind}{f' {action}' if isinstance(action, str) else ''} {format_duration(drill.duration)}"
 
 
@@ -65,10 +65,10 @@ def problem(spec: api.ModelRolloutSpec) -> str | None:
     for i, drill in found:
         field = f"spec.strategy.canary.steps[{i}].chaos"
         for key in api.CHAOS_SET_BY_OPERATOR:
-            if key in drill.spec:
+            if key in drill.spec.fields():
                 return (f"{field}.spec.{key} is set by the operator (the canary's pods only, for chaos.duration, in "
                         "this cluster): remove it")
-        if drill.kind == "NetworkChaos" and "target" in drill.spec:
+        if drill.kind == "NetworkChaos" and drill.spec.target is not None:
             return (f"{field}.spec.target: a NetworkChaos target selects other pods; a drill reaches the canary's "
                     "pods only (use externalTargets for addresses outside the cluster)")
         if weight_before(spec, i) == 0:
@@ -92,7 +92,7 @@ def selector(namespace: str, pod_labels: Mapping[str, str]) -> dict[str, Any]:
 def experiment(drill: api.ChaosSpec, *, name: str, namespace: str, pod_labels: Mapping[str, str],
                labels: Mapping[str, str], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The Chaos Mesh object of a drill (owner references are added by the caller)."""
-    spec = {k: v for k, v in drill.spec.items() if k not in api.CHAOS_SET_BY_OPERATOR}
+    spec = {k: v for k, v in drill.spec.fields().items() if k not in api.CHAOS_SET_BY_OPERATOR}
     spec.setdefault("mode", "one")
     spec["selector"] = selector(namespace, pod_labels)
     spec["duration"] = format_duration(drill.duration)
