@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core import chaos
 from modelrollout.core.approval import ABORT, APPROVE, build_token
 from modelrollout.core.model import DeleteDrill, EnsureDrill, ResetRouter
+from modelrollout.core.steps import steps_of
 from modelrollout.core.validate import parse_spec
 
 from .sim import World, released, spec_dict
@@ -153,3 +156,40 @@ def test_a_drill_not_yet_started_waits_for_a_ready_canary_pod() -> None:
     w.canary = replace(w.canary, ready=0)
     w.step()
     assert not w.drills and "waiting for a ready canary pod" in w.status.message
+
+
+def test_the_documented_example_is_valid_and_kills_one_canary_pod_for_60s_at_25_percent() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "chat-drill.yaml"
+    doc = next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "ModelRollout")
+    spec, problem = parse_spec(doc["spec"])
+    assert problem is None and spec is not None
+    drills = chaos.drill_steps(spec)
+    i, kill = drills[0]
+    assert kill.kind == "PodChaos" and kill.duration == timedelta(seconds=60) and chaos.weight_before(spec, i) == 25
+    assert chaos.gate_reason(spec, i, kill) is None
+    j, delay = drills[1]
+    assert chaos.gate_reason(spec, j, delay) == "100 ms extra latency on half the users"
+    assert len(steps_of(spec)) == 6
+
+
+def test_a_metric_that_pauses_stops_the_drill_and_approving_the_resume_runs_it_again() -> None:
+    analysis = {**ANALYSIS, "metrics": [{"name": "error-rate", "query": "q", "max": 0.01, "onFailure": "pause"}]}
+    w = released(STEPS, analysis=analysis)
+    w.metric_values["error-rate"] = 0.001
+    w.set_image("img:2")
+    w.run(until=lambda w: bool(w.drills))
+    (first,) = w.drills
+    w.now += timedelta(seconds=10)
+    w.metric_values["error-rate"] = 0.5
+    w.step()
+    assert w.status.phase is Phase.PAUSED and not w.drills
+    assert w.status.drill is not None and w.status.drill.outcome == "Stopped"
+    assert w.status.approval is not None
+    w.metric_values["error-rate"] = 0.001
+    w.annotations[APPROVE] = w.status.approval.token
+    w.now += timedelta(seconds=1)
+    w.step()
+    (second,) = w.drills
+    assert second != first and w.status.drill is not None and w.status.drill.started_at == w.now
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert not w.drills
