@@ -151,3 +151,12 @@ def test_a_sigkilled_operator_resumes_the_drill_and_leaves_no_experiment_behind(
     operator.start()
     k.wait("crash", lambda s: s.get("phase") in ("RollingBack", "RolledBack"), 60)
     assert experiments(k, "crash") == []
+
+
+def test_deleting_the_rollout_during_a_drill_deletes_the_experiment(
+        k: Kubectl, chaos_crds: ControlPlane, operator: ManagedProcess) -> None:
+    released(k, "gone", "10m")
+    wait_experiment(k, "gone")
+    k.run("delete", "mro", "gone", "--wait=false")
+    # the experiment is owned by the rollout: the garbage collector deletes it with the rollout
+    wait_until(lambda: experiments(k, "gone") == [], 60, 0.2, what="the experiment deleted with its rollout")
