@@ -63,6 +63,11 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         if isinstance(action, RemoveAnnotations):
             removals = action.keys
             continue
+        if isinstance(action, DeleteDrill):  # the one action an Invalid spec can carry
+            telemetry.WRITES.labels(kind).inc()
+            log.info("%s/%s: %s", namespace, name, action)
+            drills.delete(kube, namespace, action)
+            continue
         assert ctx is not None and router is not None, f"{kind} needs a valid spec"
         telemetry.WRITES.labels(kind).inc()
         log.info("%s/%s: %s", namespace, name, action)
@@ -94,8 +99,6 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             restore(ctx, rollout, action.revision)
         elif isinstance(action, EnsureDrill):
             drills.create(ctx, action)
-        elif isinstance(action, DeleteDrill):
-            drills.delete(ctx, action)
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         wrote(str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"]))

@@ -37,13 +37,14 @@ def check(ctx: RouterContext) -> str | None:
     return None
 
 
-def kinds_to_list(spec: api.ModelRolloutSpec, status: api.ModelRolloutStatus) -> tuple[str, ...]:
+def kinds_to_list(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus) -> tuple[str, ...]:
     """The kinds whose experiments must be looked for now: at a chaos step (one may have been created and not
-    recorded) or while status says a drill runs; none otherwise (no LIST for rollouts without drills)."""
+    recorded) or while status says a drill runs (also when the spec is invalid now); none otherwise (no LIST for
+    rollouts without drills)."""
     kinds: set[str] = set()
     if chaos.running(status.drill) and status.drill is not None:
         kinds.add(status.drill.kind)
-    steps = dict(chaos.drill_steps(spec))
+    steps = dict(chaos.drill_steps(spec)) if spec is not None else {}
     if status.current_step is not None and status.current_step in steps:
         kinds.add(steps[status.current_step].kind)
     return tuple(sorted(kinds))
@@ -82,11 +83,11 @@ def create(ctx: RouterContext, action: EnsureDrill) -> None:
             raise
 
 
-def delete(ctx: RouterContext, action: DeleteDrill) -> None:
-    """Delete the experiment (gone already: nothing to do)."""
+def delete(kube: Kube, namespace: str, action: DeleteDrill) -> None:
+    """Delete the experiment (gone already: nothing to do). Needs no valid spec: an Invalid rollout stops its drill."""
     try:
-        ctx.kube.custom.delete_namespaced_custom_object(chaos.GROUP, chaos.VERSION, ctx.namespace,
-                                                        chaos.PLURALS[action.kind], action.name)
+        kube.custom.delete_namespaced_custom_object(chaos.GROUP, chaos.VERSION, namespace, chaos.PLURALS[action.kind],
+                                                    action.name)
     except ApiException as exc:
         if exc.status != 404:
             raise

@@ -160,3 +160,14 @@ def test_deleting_the_rollout_during_a_drill_deletes_the_experiment(
     k.run("delete", "mro", "gone", "--wait=false")
     # the experiment is owned by the rollout: the garbage collector deletes it with the rollout
     wait_until(lambda: experiments(k, "gone") == [], 60, 0.2, what="the experiment deleted with its rollout")
+
+
+def test_a_spec_turned_invalid_during_a_drill_deletes_the_experiment(
+        k: Kubectl, chaos_crds: ControlPlane, operator: ManagedProcess) -> None:
+    released(k, "turned", "10m")
+    wait_experiment(k, "turned")
+    bad = [{"setWeight": 0}, {"chaos": {**KILL, "duration": "10m"}}, {"setWeight": 100}]  # admitted, not runnable
+    k.apply(rollout("turned", image="model:2", steps=bad))
+    st = k.wait_phase("turned", "Invalid", 60)
+    assert experiments(k, "turned") == []
+    assert st["drill"]["outcome"] == "Stopped" and "no setWeight above 0" in st["drill"]["message"]

@@ -14,6 +14,7 @@ from modelrollout.api import Phase
 from modelrollout.core import chaos
 from modelrollout.core.approval import ABORT, APPROVE, build_token
 from modelrollout.core.model import DeleteDrill, EnsureDrill, ResetRouter
+from modelrollout.core.plan import decide
 from modelrollout.core.steps import steps_of
 from modelrollout.core.validate import parse_spec
 
@@ -193,3 +194,14 @@ def test_a_metric_that_pauses_stops_the_drill_and_approving_the_resume_runs_it_a
     assert second != first and w.status.drill is not None and w.status.drill.started_at == w.now
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
     assert not w.drills
+
+
+def test_a_spec_turned_invalid_mid_drill_stops_it_and_deletes_the_experiment() -> None:
+    w = drilling()
+    (name,) = w.drills
+    obs = replace(w.observe(False), invalid="spec.strategy.canary.steps[2].setWeight: bad")
+    d = decide(w.spec, w.status, obs, w.now + timedelta(seconds=5))
+    assert d.status.phase is Phase.INVALID
+    assert d.actions == (DeleteDrill("PodChaos", name),)
+    assert d.status.drill is not None and d.status.drill.outcome == "Stopped"
+    assert "steps[2].setWeight: bad" in d.status.drill.message

@@ -337,6 +337,7 @@ def decide(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus, ob
     if obs.invalid is not None or spec is None:
         p = _Plan(_PLACEHOLDER, status, obs, now)
         p.phase(Phase.INVALID, obs.invalid or "spec: invalid")
+        _drills(p)  # a drill does not outlive a spec turned invalid
         return p.done()
     p = _Plan(spec, status, obs, now)
     if status.stable_revision is None:
