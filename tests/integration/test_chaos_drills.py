@@ -54,9 +54,9 @@ def ts(value: str) -> datetime:
 def released(k: Kubectl, name: str, duration: str, **spec: Any) -> None:
     """The first revision stable, then the second one applied (it walks to the drill)."""
     k.apply(service(name))
-    k.apply(rollout(name, steps=steps(duration), **spec))
+    k.apply(rollout(name, steps=steps(duration), replicas=2, **spec))
     k.wait_phase(name, "Succeeded", 90)
-    k.apply(rollout(name, image="model:2", steps=steps(duration), **spec))
+    k.apply(rollout(name, image="model:2", steps=steps(duration), replicas=2, **spec))
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_an_abort_during_the_drill_deletes_the_experiment_at_once(
 
 def test_a_sigkilled_operator_resumes_the_drill_and_leaves_no_experiment_behind(
         k: Kubectl, chaos_crds: ControlPlane, operator: ManagedProcess) -> None:
-    released(k, "crash", "6s")
+    released(k, "crash", "4s")
     first = wait_experiment(k, "crash")
     kill_hard(operator)
     left = k.status("crash")["drill"]
@@ -144,7 +144,7 @@ def test_a_sigkilled_operator_resumes_the_drill_and_leaves_no_experiment_behind(
     assert done["drill"]["name"] == first["metadata"]["name"] == left["name"]
     assert done["drill"]["startedAt"] == left["startedAt"] and done["drill"]["outcome"] == "Completed"
     # killed during the next drill, aborted while it is down: the restarted operator deletes the experiment
-    k.apply(rollout("crash", image="model:3", steps=steps("10m")))
+    k.apply(rollout("crash", image="model:3", steps=steps("10m"), replicas=2))
     wait_experiment(k, "crash")
     kill_hard(operator)
     k.annotate("crash", ABORT, "true")
@@ -167,7 +167,7 @@ def test_a_spec_turned_invalid_during_a_drill_deletes_the_experiment(
     released(k, "turned", "10m")
     wait_experiment(k, "turned")
     bad = [{"setWeight": 0}, {"chaos": {**KILL, "duration": "10m"}}, {"setWeight": 100}]  # admitted, not runnable
-    k.apply(rollout("turned", image="model:2", steps=bad))
+    k.apply(rollout("turned", image="model:2", steps=bad, replicas=2))
     st = k.wait_phase("turned", "Invalid", 60)
     assert experiments(k, "turned") == []
     assert st["drill"]["outcome"] == "Stopped" and "no setWeight above 0" in st["drill"]["message"]
