@@ -308,7 +308,70 @@ class SetMirrorStep(_Model):
     """The mirror; ``percent: 0`` removes it."""
 
 
-STEP_KINDS = ("setWeight", "pause", "approval", "analysis", "setHeaderRoute", "setMirror")
+CHAOS_KINDS = ("PodChaos", "NetworkChaos", "StressChaos", "HTTPChaos", "IOChaos", "TimeChaos")
+"""The Chaos Mesh kinds (chaos-mesh.org/v1alpha1) a chaos step can run."""
+CHAOS_SET_BY_OPERATOR = ("selector", "duration", "remoteCluster")
+"""Fields of a Chaos Mesh spec the operator sets (the canary's pods only, the drill's duration, this cluster)."""
+
+
+class ChaosExperimentSpec(_Model):
+    """A Chaos Mesh experiment's spec as for Chaos Mesh (action, mode, delay, stressors, ...; kept as given), without
+    the fields the operator sets: it selects the canary's pods itself and runs the experiment for chaos.duration."""
+
+    model_config = ConfigDict(extra="allow")
+    selector: dict[str, Any] | None = None
+    """Refused: the operator sets it to the rollout's namespace and the canary pods' labels."""
+    duration: str | None = None
+    """Refused: the operator sets it from chaos.duration."""
+    remote_cluster: str | None = None
+    """Refused: a drill runs in this cluster."""
+    target: dict[str, Any] | None = None
+    """Refused for NetworkChaos: a target selects other pods (use externalTargets for addresses outside)."""
+
+    def fields(self) -> dict[str, Any]:
+        """The spec as written (extra fields included), without unset fields."""
+        out = self.model_dump(by_alias=True, exclude_none=True)
+        assert isinstance(out, dict)
+        return out
+
+
+class ChaosSpec(_Model):
+    """A Chaos Mesh experiment against the canary's pods only, for ``duration``, while analysis runs at its
+    interval; deleted when the duration is over, or at once on a breach, abort, rollback or promotion."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *(_cel(f"!has(self.spec) || !has(self.spec.{f})",
+                       f"chaos.spec.{f} is set by the operator (the canary's pods only, for chaos.duration, in this "
+                       "cluster): remove it", ".spec")
+                  for f in CHAOS_SET_BY_OPERATOR),
+                _cel("self.kind != 'NetworkChaos' || !has(self.spec) || !has(self.spec.target)",
+                     "chaos.spec.target: a NetworkChaos target selects other pods; a drill reaches the canary's "
+                     "pods only (use externalTargets for addresses outside the cluster)", ".spec"),
+            ]
+        }
+    )
+    kind: Literal["PodChaos", "NetworkChaos", "StressChaos", "HTTPChaos", "IOChaos", "TimeChaos"]
+    """The Chaos Mesh kind (chaos-mesh.org/v1alpha1)."""
+    spec: ChaosExperimentSpec = Field(default_factory=ChaosExperimentSpec)
+    """The experiment's spec as for Chaos Mesh (action, mode, delay, stressors, ...), without selector, duration and
+    remoteCluster: the operator sets the selector to the canary's pods and the duration; mode defaults to one."""
+    duration: Annotated[Duration, at_least("1s"), schema_at_least("1s")]
+    """How long the experiment runs; the step is done when it is over (a restarted operator resumes with the
+    remaining time)."""
+    approval: ApprovalSpec | None = None
+    """Wait for a person (modelrollout.io/approve=TOKEN) before the experiment starts."""
+
+
+class ChaosStep(_Model):
+    """A fault drill: a Chaos Mesh experiment against the canary's pods while analysis watches."""
+
+    chaos: ChaosSpec
+    """The drill."""
+
+
+STEP_KINDS = ("setWeight", "pause", "approval", "analysis", "setHeaderRoute", "setMirror", "chaos")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -328,6 +391,7 @@ _STEP_CLASSES: dict[str, type[_Model]] = {
     "analysis": AnalysisStep,
     "setHeaderRoute": SetHeaderRouteStep,
     "setMirror": SetMirrorStep,
+    "chaos": ChaosStep,
 }
 
 Step = Annotated[
@@ -336,15 +400,16 @@ Step = Annotated[
     | Annotated[ApprovalStep, Tag("approval")]
     | Annotated[AnalysisStep, Tag("analysis")]
     | Annotated[SetHeaderRouteStep, Tag("setHeaderRoute")]
-    | Annotated[SetMirrorStep, Tag("setMirror")],
+    | Annotated[SetMirrorStep, Tag("setMirror")]
+    | Annotated[ChaosStep, Tag("chaos")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
         custom_error_message="a step sets exactly one of setWeight, pause, approval, analysis, setHeaderRoute, "
-                             "setMirror",
+                             "setMirror, chaos",
     ),
 ]
-"""One step of a canary: exactly one of setWeight, pause, approval, analysis, setHeaderRoute, setMirror."""
+"""One step of a canary: exactly one of setWeight, pause, approval, analysis, setHeaderRoute, setMirror, chaos."""
 
 
 class CanaryStrategy(_Model):
@@ -773,6 +838,52 @@ class HistoryEntry(_Status):
     """Who (field manager / user), where the API tells it."""
 
 
+class DrillMetric(_Status):
+    """What one metric did during a drill."""
+
+    name: str
+    """Metric name."""
+    min: float | None = None
+    """The lowest value read during the drill."""
+    max: float | None = None
+    """The highest value read during the drill."""
+    last: float | None = None
+    """The last value read during the drill."""
+    evaluations: int = 0
+    """Evaluations during the drill."""
+    failures: int = 0
+    """Failing evaluations during the drill."""
+
+
+class DrillStatus(_Status):
+    """The current or last fault drill (chaos step) of the canary revision."""
+
+    name: str
+    """The Chaos Mesh experiment's name."""
+    kind: str
+    """Its kind (PodChaos, NetworkChaos, ...)."""
+    step: int
+    """Index (0-based) of the chaos step."""
+    revision: str
+    """The canary revision it ran against."""
+    weight: int = 0
+    """The canary's weight during the drill."""
+    started_at: datetime
+    """When the experiment was created (a restarted operator resumes with the remaining time)."""
+    duration: str
+    """How long it was to run."""
+    finished_at: datetime | None = None
+    """When it was deleted; absent while it runs."""
+    outcome: Literal["Running", "Completed", "Stopped"] = "Running"
+    """Running; Completed (ran its duration); Stopped (deleted early: a breach, abort, rollback, promotion)."""
+    message: str = ""
+    """Why it stopped, when it stopped early."""
+    metrics: list[DrillMetric] = Field(default_factory=list)
+    """What every metric did while it ran."""
+    last_analysis_at: datetime | None = None
+    """The last evaluation counted in metrics."""
+
+
 class ModelSnapshot(_Status):
     """What the stable revision ran with, kept for the next revision's preflight."""
 
@@ -878,6 +989,8 @@ class ModelRolloutStatus(_Status):
     """The stable revision's model (version, config, dependencies)."""
     preflight: PreflightStatus | None = None
     """The canary revision compared with the stable one."""
+    drill: DrillStatus | None = None
+    """The current or last fault drill (chaos step): the experiment, when, how long, what the metrics did."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Healthy."""
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout import api, telemetry
+from modelrollout import api, drills, telemetry
 from modelrollout.core.model import (
     Decision,
+    DeleteDrill,
     DeletePrewarm,
     EnsureCanary,
+    EnsureDrill,
     EnsurePrewarm,
     EnsureServices,
     EnsureStable,
@@ -61,6 +63,11 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         if isinstance(action, RemoveAnnotations):
             removals = action.keys
             continue
+        if isinstance(action, DeleteDrill):  # the one action an Invalid spec can carry
+            telemetry.WRITES.labels(kind).inc()
+            log.info("%s/%s: %s", namespace, name, action)
+            drills.delete(kube, namespace, action)
+            continue
         assert ctx is not None and router is not None, f"{kind} needs a valid spec"
         telemetry.WRITES.labels(kind).inc()
         log.info("%s/%s: %s", namespace, name, action)
@@ -90,6 +97,8 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             record(ctx, rollout, action.revision, action.keep)
         elif isinstance(action, RestoreRevision):
             restore(ctx, rollout, action.revision)
+        elif isinstance(action, EnsureDrill):
+            drills.create(ctx, action)
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         wrote(str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"]))

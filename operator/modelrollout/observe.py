@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from modelrollout import api
+from modelrollout import api, drills
 from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
@@ -119,19 +119,22 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                    "(modelrollout run --prometheus-address, or MODELROLLOUT_PROMETHEUS_ADDRESS)")
     revision = revision_of(raw_spec.get("template") or {}, raw_spec.get("model"))
     annotations: Mapping[str, str] = meta.get("annotations") or {}
+    uid = str(meta.get("uid") or "")
+    # listed before any early return: an Invalid spec stops a running drill too
+    drill_kinds = drills.kinds_to_list(spec, status)
     base = Observed(
         name=name, namespace=namespace, generation=int(meta.get("generation") or 0), revision=revision,
         stable=None, canary=None, route=None, images=template_images(raw_spec.get("template") or {}),
         annotations={k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS},
         annotation_managers=annotation_managers(meta.get("managedFields")), invalid=invalid,
+        drills=drills.observe(kube, namespace, name, uid, drill_kinds) if drill_kinds else (),
     )
     if spec is None or invalid is not None:
         return Observation(spec, status, base, None, None)
     ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
-    uid = str(meta.get("uid") or "")
     if not RECENT.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
-        problem = router.check(ctx) or check_contract(ctx)
+        problem = router.check(ctx) or check_contract(ctx) or drills.check(ctx)
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
         RECENT.note(_checked(meta), CHECK_TTL)

@@ -89,6 +89,10 @@ def render(obj: Obj) -> str:
     if metrics:
         lines += ["", *_render_analysis(status, metrics)]
 
+    drill = status.get("drill")
+    if isinstance(drill, dict) and drill.get("name"):
+        lines += ["", *_render_drill(drill, obj.get("spec"))]
+
     waiting = _render_waiting(name, namespace, status, phase, _step_count(obj.get("spec")))
     if waiting:
         lines += ["", *waiting]
@@ -102,6 +106,24 @@ def render(obj: Obj) -> str:
                  str(h.get("message") or "") + (f" (by {h['by']})" if h.get("by") else "")] for h in shown]
         lines += ["", title, *_table(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _render_drill(drill: Obj, raw_spec: Any) -> list[str]:
+    """status.drill: which experiment ran, when, for how long, how it ended, and what every metric did."""
+    outcome = str(drill.get("outcome") or "Running")
+    when = f"started {_ts(drill.get('startedAt'))}" + (
+        f", deleted {_ts(drill['finishedAt'])}" if drill.get("finishedAt") else "")
+    lines = [f"Drill (step {_step(drill.get('step'), raw_spec)}): {drill.get('kind')} {drill.get('name')} for "
+             f"{drill.get('duration')} at weight {drill.get('weight', 0)}: {outcome}, {when}"]
+    if drill.get("message"):
+        lines.append(f"  {drill['message']}")
+    rows = []
+    for m in drill.get("metrics") or []:
+        low, high = m.get("min"), m.get("max")
+        span = "no value" if low is None or high is None else (f"{low:g}" if low == high else f"{low:g}..{high:g}")
+        rows.append([str(m.get("name")), span, f"{m.get('evaluations', 0)} evaluations",
+                     f"{m.get('failures', 0)} failing"])
+    return lines + (_table(rows) if rows else ["  no metric was evaluated during the drill"])
 
 
 def _step_count(raw_spec: Any) -> int:
@@ -166,6 +188,9 @@ def _raw_step(step: Any) -> tuple[str, str | None]:
         return "approval", str((step.get("approval") or {}).get("reason") or "approval required")
     if "analysis" in step:
         return f"analysis x{(step.get('analysis') or {}).get('passes', 1)}", None
+    if "chaos" in step:
+        drill = step.get("chaos") or {}
+        return f"chaos {drill.get('kind')} {drill.get('duration')}", None
     return str(step), None
 
 

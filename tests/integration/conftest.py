@@ -42,6 +42,20 @@ def route_crds(crd: ControlPlane) -> ControlPlane:
     return crd
 
 
+CHAOS_CRDS = Path(__file__).resolve().parents[1] / "data" / "chaos-crds" / "crd.yaml"
+
+
+@pytest.fixture(scope="module")
+def chaos_crds(crd: ControlPlane) -> ControlPlane:
+    """Chaos Mesh's CRDs (tests/data/chaos-crds; no Chaos Mesh controller runs: the experiments just exist), applied
+    once and established (cluster-wide: the missing-CRD test of test_chaos_drills.py runs before it)."""
+    crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHAOS_CRDS))
+    for doc in yaml.safe_load_all(CHAOS_CRDS.read_text()):
+        if doc:
+            crd.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
+    return crd
+
+
 @pytest.fixture
 def k(crd: ControlPlane, namespace: str) -> Kubectl:
     """kubectl bound to the test's namespace, with helpers that wait on conditions."""

@@ -11,8 +11,10 @@ from modelrollout import api
 from modelrollout.core import analysis as an
 from modelrollout.core.model import (
     Decision,
+    DeleteDrill,
     DeletePrewarm,
     EnsureCanary,
+    EnsureDrill,
     EnsurePrewarm,
     EnsureStable,
     Observed,
@@ -69,6 +71,10 @@ class World:
     nodes: int = 2
     prewarm_writes: list[tuple[str, ...]] = field(default_factory=list)
     recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drills: dict[str, str] = field(default_factory=dict)
+    """Chaos Mesh experiments that exist: name -> kind."""
+    drill_log: list[tuple[str, str, datetime]] = field(default_factory=list)
+    """("create" | "delete", name, when) for every drill action."""
 
     @property
     def spec(self) -> api.ModelRolloutSpec:
@@ -107,6 +113,7 @@ class World:
             prewarm=self.prewarm,
             images=template_images(self.raw["template"]),
             recorded=tuple(sorted(self.recorded)),
+            drills=tuple((kind, name) for name, kind in sorted(self.drills.items())),
         )
 
     def step(self, *, samples: bool = True) -> Decision:
@@ -160,6 +167,12 @@ class World:
             self.weights.append(0)
             if replica_ratio(self.spec) and self.canary is not None:  # the Service router's reset
                 self.canary = replace(self.canary, replicas=0, ready=0)
+        elif isinstance(a, EnsureDrill):
+            self.drills[a.name] = a.drill.kind
+            self.drill_log.append(("create", a.name, self.now))
+        elif isinstance(a, DeleteDrill):
+            assert self.drills.pop(a.name, None) == a.kind
+            self.drill_log.append(("delete", a.name, self.now))
         elif isinstance(a, RemoveAnnotations):
             for k in a.keys:
                 self.annotations.pop(k, None)

@@ -390,3 +390,13 @@ def test_dockerfile(dockerfile: str, entrypoint: list[str]) -> None:
     # the scripts it runs exist in the package
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert entrypoint[0] in scripts
+
+
+@pytest.mark.parametrize("values", [(), NAMESPACED], ids=["cluster", "namespaced"])
+def test_chaos_steps_may_create_list_and_delete_the_supported_chaos_mesh_kinds_only(
+        helm: Path, values: tuple[str, ...]) -> None:
+    docs = render(helm, *values, crds=False)
+    roles = [r for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") if not _leader_election(r)]
+    chaos = {(res, verb) for role in roles for group, res, verb in _grants(role["rules"]) if group == "chaos-mesh.org"}
+    plurals = {"podchaos", "networkchaos", "stresschaos", "httpchaos", "iochaos", "timechaos"}
+    assert chaos == {(p, v) for p in plurals for v in ("list", "create", "delete")}

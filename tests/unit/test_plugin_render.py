@@ -197,3 +197,22 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["approve"])
     assert exc.value.code == 2
     capsys.readouterr()
+
+
+def test_a_drill_shows_the_experiment_its_timing_and_what_the_metrics_did() -> None:
+    steps = [{"setWeight": 25}, {"chaos": {"kind": "PodChaos", "spec": {"action": "pod-kill"}, "duration": "60s"}},
+             {"setWeight": 100}]
+    out = render(mro({
+        "phase": "RollingBack", "stableRevision": "1a2b3c4d5e", "canaryRevision": "7f2a1b0c9d", "currentStep": 1,
+        "drill": {"name": "chat-drill-1-0a1b2c3d", "kind": "PodChaos", "step": 1, "revision": "7f2a1b0c9d",
+                  "weight": 25, "startedAt": "2026-01-01T10:00:00Z", "finishedAt": "2026-01-01T10:00:20Z",
+                  "duration": "1m", "outcome": "Stopped", "message": "error-rate above 0.01",
+                  "metrics": [{"name": "error-rate", "min": 0.001, "max": 0.2, "evaluations": 4, "failures": 1}]},
+    }, steps=steps, analysis=ANALYSIS))
+    drill = section(out, "Drill")
+    head = line_with(out, "Drill (step 2/3)")
+    assert "PodChaos chat-drill-1-0a1b2c3d for 1m at weight 25: Stopped" in head
+    assert "started 2026-01-01 10:00:00Z, deleted 2026-01-01 10:00:20Z" in head
+    assert drill[0].strip() == "error-rate above 0.01"
+    assert drill[1].split() == ["error-rate", "0.001..0.2", "4", "evaluations", "1", "failing"]
+    assert "chaos PodChaos pod-kill 1m" in " ".join(step(out, "chaos"))

@@ -88,6 +88,11 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 - apiGroups: [networking.istio.io]
   resources: [virtualservices]
   verbs: [get, update]
+# chaos steps: create the Chaos Mesh experiment of a drill against the canary's pods, find the rollout's own by
+# label at a chaos step (one created but not yet recorded), delete it when the drill is over or stopped.
+- apiGroups: [chaos-mesh.org]
+  resources: [podchaos, networkchaos, stresschaos, httpchaos, iochaos, timechaos]
+  verbs: [list, create, delete]
 # An Event for every transition (the operator), and for handler errors (kopf).
 - apiGroups: [""]
   resources: [events]

@@ -69,6 +69,9 @@ class Observed:
     """Metric samples when an evaluation was due and made this time, else None."""
     invalid: str | None = None
     """Why the spec cannot be acted on (a message naming the field), else None."""
+    drills: tuple[tuple[str, str], ...] = ()
+    """``(kind, name)`` of the Chaos Mesh experiments this rollout owns that exist now (listed only while a drill
+    runs or a chaos step is current)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,23 @@ class RestoreRevision:
 
 
 @dataclass(frozen=True)
+class EnsureDrill:
+    """Create the Chaos Mesh experiment of the chaos step ``step`` against the canary's pods."""
+
+    name: str
+    step: int
+    drill: api.ChaosSpec
+
+
+@dataclass(frozen=True)
+class DeleteDrill:
+    """Delete a Chaos Mesh experiment of this rollout (its drill is over, stopped, or was never recorded)."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
 class RemoveAnnotations:
     """Consume control annotations so a re-sync cannot replay them."""
 
@@ -160,6 +180,7 @@ class RemoveAnnotations:
 Action = (
     EnsureServices | EnsureStable | ScaleStable | EnsureCanary | ScaleCanary | PromoteStable | SetWeight
     | ResetRouter | RemoveAnnotations | EnsurePrewarm | DeletePrewarm | RecordRevision | RestoreRevision
+    | EnsureDrill | DeleteDrill
 )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core import analysis as an
+from modelrollout.core import chaos
 from modelrollout.core.approval import (
     ABORT,
     APPROVE,
@@ -30,8 +31,10 @@ from modelrollout.core.approval import (
 from modelrollout.core.model import (
     Action,
     Decision,
+    DeleteDrill,
     DeletePrewarm,
     EnsureCanary,
+    EnsureDrill,
     EnsurePrewarm,
     EnsureServices,
     EnsureStable,
@@ -101,6 +104,8 @@ def gate_reason(spec: api.ModelRolloutSpec, step: int, preflight: Sequence[str] 
     risky = risky_above(spec)
     if isinstance(s, api.SetWeightStep) and risky is not None and s.set_weight > risky:
         return f"setWeight {s.set_weight} is above riskyAbove {risky}"
+    if isinstance(s, api.ChaosStep):
+        return chaos.gate_reason(spec, step, s.chaos)
     return None
 
 
@@ -133,6 +138,8 @@ def describe_step(spec: api.ModelRolloutSpec, step: int) -> str:
         return f"pause {format_duration(s.pause.duration)}"
     if isinstance(s, api.ApprovalStep):
         return "approval"
+    if isinstance(s, api.ChaosStep):
+        return chaos.describe(s.chaos)
     return f"analysis x{s.analysis.passes}"
 
 
@@ -330,6 +337,7 @@ def decide(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus, ob
     if obs.invalid is not None or spec is None:
         p = _Plan(_PLACEHOLDER, status, obs, now)
         p.phase(Phase.INVALID, obs.invalid or "spec: invalid")
+        _drills(p)  # a drill does not outlive a spec turned invalid
         return p.done()
     p = _Plan(spec, status, obs, now)
     if status.stable_revision is None:
@@ -338,6 +346,7 @@ def decide(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus, ob
         _steady(p)
     else:
         _rollout(p)
+    _drills(p)
     return p.done()
 
 
@@ -700,6 +709,8 @@ def _step(p: _Plan) -> None:
     elif isinstance(step, api.ApprovalStep):
         p.advance(i + 1)
         _step(p)  # the approved gate leads straight into the next step, in the same reconcile
+    elif isinstance(step, api.ChaosStep):
+        _drill(p, i, step.chaos, label)
     else:
         need = step.analysis.passes
         have = p.get("analysis_passes")
@@ -877,3 +888,58 @@ def _rollback_to(p: _Plan, target: str) -> None:
           else p.old.rolled_back_revision)
     p.history("RollbackTo", f"from {obs.revision}", revision=target, by=p.by(ROLLBACK_TO))
     p.event("RollbackTo", f"restoring revision {target} (its template is back in the spec); steps skipped")
+
+
+def _drill(p: _Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
+    """A chaos step: create the experiment (once), wait its duration while analysis runs, then go on (the
+    experiment is deleted by :func:`_drills` as soon as the drill no longer runs)."""
+    obs = p.obs
+    d = p.get("drill")
+    if not (chaos.running(d) and d.step == i and d.revision == obs.revision):
+        if obs.canary is None or obs.canary.ready < 1:
+            p.phase(Phase.PROGRESSING, f"{label}: waiting for a ready canary pod to run the drill against")
+            p.again(POLL_SECONDS)
+            return
+        name = chaos.experiment_name(obs.name, obs.revision, i, p.now)
+        p.actions.append(EnsureDrill(name, i, drill))
+        d = api.DrillStatus(name=name, kind=drill.kind, step=i, revision=obs.revision, weight=p.get("current_weight"),
+                            started_at=p.now, duration=format_duration(drill.duration),
+                            last_analysis_at=p.get("last_analysis_at"))
+        p.set(drill=d)
+        p.history("DrillStarted", f"{drill.kind} {name} for {d.duration}", step=i)
+        p.event("DrillStarted", f"{label}: {drill.kind} {name} started against the canary's pods (weight "
+                f"{d.weight}) for {d.duration}")
+    left = (d.started_at + drill.duration - p.now).total_seconds()
+    if left <= 0:
+        d = chaos.with_evaluation(d, p.get("analysis"), p.get("last_analysis_at"))
+        p.set(drill=d.model_copy(update={"outcome": "Completed", "finished_at": p.now}))
+        p.history("DrillCompleted", f"{d.kind} {d.name} ran {d.duration}: {chaos.summary(d)}", step=i)
+        p.event("DrillCompleted", f"{label}: {d.kind} {d.name} ran {d.duration} and was deleted; {chaos.summary(d)}")
+        p.advance(i + 1)
+        _step(p)
+        return
+    remaining = format_duration(timedelta(seconds=round(left)))
+    p.phase(Phase.PROGRESSING, f"{label}: {d.kind} {d.name} running against the canary's pods, {remaining} left "
+            f"at weight {p.get('current_weight')}")
+    p.again(left)
+
+
+def _drills(p: _Plan) -> None:
+    """Every decision: record what the metrics did during a running drill, stop it (Warning Event, history) when
+    the rollout left its step, and delete every experiment of the rollout except the running drill's."""
+    d = p.get("drill")
+    if chaos.running(d):
+        d = chaos.with_evaluation(d, p.get("analysis"), p.get("last_analysis_at"))
+        if not chaos.wanted(d, phase=p.get("phase"), step=p.get("current_step"),
+                            canary_revision=p.get("canary_revision"), revision=p.obs.revision):
+            why = p.get("message") or (p.get("phase") or "")
+            d = d.model_copy(update={"outcome": "Stopped", "finished_at": p.now, "message": why})
+            p.history("DrillStopped", f"{d.kind} {d.name} stopped after "
+                      f"{format_duration(timedelta(seconds=round((p.now - d.started_at).total_seconds())))}: {why}; "
+                      f"{chaos.summary(d)}", step=d.step, revision=d.revision)
+            p.event("DrillStopped", f"{d.kind} {d.name} deleted before its {d.duration} were over: {why}; "
+                    f"{chaos.summary(d)}", warning=True)
+        p.set(drill=d)
+    keep = d.name if chaos.running(d) else None
+    stale = [DeleteDrill(kind, name) for kind, name in p.obs.drills if name != keep]
+    p.actions[:0] = stale  # faults stop first, before any routing write

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelrollout import api
+from modelrollout.core.chaos import problem as chaos_problem
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
 from modelrollout.core.steps import features_at, mirrors, pins_header, steps_of
@@ -62,7 +63,7 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
     for key, value in spec.selector.match_labels.items():
         if labels.get(key) != value:
             return f"spec.template.metadata.labels: must contain {key}={value} from spec.selector.matchLabels"
-    problem = _router_features(spec.traffic) or _strategy(spec)
+    problem = _router_features(spec.traffic) or _strategy(spec) or chaos_problem(spec)
     if problem:
         return problem
     if any(isinstance(s, api.AnalysisStep) for s in steps_of(spec)) and spec.analysis is None:

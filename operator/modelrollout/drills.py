@@ -1,0 +1,93 @@
+"""Fault drills on the cluster (I/O): the Chaos Mesh experiments of ``chaos`` steps (:mod:`modelrollout.core.chaos`).
+
+Experiments are owned by the ModelRollout (deleting the rollout deletes them) and labelled with it, so that
+every reconcile at a chaos step or during a drill finds what exists and deletes what status does not want.
+"""
+
+from __future__ import annotations
+
+from kubernetes.client.exceptions import ApiException
+
+from modelrollout import api
+from modelrollout.core import chaos
+from modelrollout.core.model import DeleteDrill, EnsureDrill
+from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, Kube
+from modelrollout.routers.base import RouterContext
+
+LABEL_DRILL_STEP = "modelrollout.io/drill-step"
+
+
+def served(kube: Kube, kind: str) -> bool:
+    """Whether the apiserver serves chaos-mesh.org/v1alpha1 ``kind`` (discovery)."""
+    try:
+        resources = kube.custom.get_api_resources(chaos.GROUP, chaos.VERSION)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(r.name == chaos.PLURALS[kind] for r in resources.resources or [])
+
+
+def check(ctx: RouterContext) -> str | None:
+    """Why the rollout's chaos steps cannot run on this cluster (Chaos Mesh's CRDs missing), else None."""
+    for i, drill in chaos.drill_steps(ctx.spec):
+        if not served(ctx.kube, drill.kind):
+            return (f"spec.strategy.canary.steps[{i}].chaos: this cluster does not serve {chaos.GROUP}/"
+                    f"{chaos.VERSION} {drill.kind}; {chaos.INSTALL}")
+    return None
+
+
+def kinds_to_list(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus) -> tuple[str, ...]:
+    """The kinds whose experiments must be looked for now: at a chaos step (one may have been created and not
+    recorded) or while status says a drill runs (also when the spec is invalid now); none otherwise (no LIST for
+    rollouts without drills)."""
+    kinds: set[str] = set()
+    if chaos.running(status.drill) and status.drill is not None:
+        kinds.add(status.drill.kind)
+    steps = dict(chaos.drill_steps(spec)) if spec is not None else {}
+    if status.current_step is not None and status.current_step in steps:
+        kinds.add(steps[status.current_step].kind)
+    return tuple(sorted(kinds))
+
+
+def observe(kube: Kube, namespace: str, name: str, uid: str, kinds: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``(kind, name)`` of the experiments of these kinds the rollout owns."""
+    out: list[tuple[str, str]] = []
+    for kind in kinds:
+        try:
+            listed = kube.custom.list_namespaced_custom_object(chaos.GROUP, chaos.VERSION, namespace,
+                                                               chaos.PLURALS[kind],
+                                                               label_selector=f"{LABEL_ROLLOUT}={name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        for item in listed.get("items") or []:
+            meta = item.get("metadata") or {}
+            if any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []):
+                out.append((kind, str(meta["name"])))
+    return tuple(out)
+
+
+def create(ctx: RouterContext, action: EnsureDrill) -> None:
+    """Create the experiment (already there: nothing to do)."""
+    pod_labels = {**ctx.spec.selector.match_labels, LABEL_TRACK: "canary", LABEL_ROLLOUT: ctx.name}
+    body = chaos.experiment(action.drill, name=action.name, namespace=ctx.namespace, pod_labels=pod_labels,
+                            labels={LABEL_ROLLOUT: ctx.name, LABEL_DRILL_STEP: str(action.step), **MANAGED_BY})
+    body["metadata"]["ownerReferences"] = [ctx.owner]
+    try:
+        ctx.kube.custom.create_namespaced_custom_object(chaos.GROUP, chaos.VERSION, ctx.namespace,
+                                                        chaos.PLURALS[action.drill.kind], body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def delete(kube: Kube, namespace: str, action: DeleteDrill) -> None:
+    """Delete the experiment (gone already: nothing to do). Needs no valid spec: an Invalid rollout stops its drill."""
+    try:
+        kube.custom.delete_namespaced_custom_object(chaos.GROUP, chaos.VERSION, namespace, chaos.PLURALS[action.kind],
+                                                    action.name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
