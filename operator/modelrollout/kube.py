@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +184,22 @@ def optional(call: Any) -> Any:
         if exc.status == 404:
             return None
         raise
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's message in a failure answer (its ``metav1.Status``), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def api_reason(exc: ApiException) -> str:
+    """The ``metav1.Status`` reason (``Forbidden``, ``Invalid``, ...) of a failure answer, else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("reason") or exc.reason or "")
+    except (ValueError, AttributeError):
+        return str(exc.reason or "")
 
 
 def retry_after(exc: BaseException) -> float | None:

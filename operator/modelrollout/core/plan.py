@@ -54,6 +54,8 @@ from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
 HISTORY_LIMIT = 20
+STALLED = "stalled: "
+"""How the message of a status written for a refused write begins (``core.refusal``)."""
 POLL_SECONDS = 5.0
 """How often a rollout that waits for pods looks again even without a watch event."""
 
@@ -173,6 +175,8 @@ class _Plan:
         if self.consumed:
             self.actions.insert(0, RemoveAnnotations(tuple(self.consumed)))
         self.set(observed_generation=self.obs.generation)
+        if "message" not in self.updates and self.old.message.startswith(STALLED):  # the refused write went through
+            self.set(message="no longer " + self.old.message)
         status = self.old.model_copy(update=self.updates)
         status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
                                                                     self.obs.generation)})
@@ -266,19 +270,24 @@ class _Plan:
 
 
 def conditions(
-    status: api.ModelRolloutStatus, old: Sequence[api.Condition], now: datetime, generation: int
+    status: api.ModelRolloutStatus, old: Sequence[api.Condition], now: datetime, generation: int,
+    *, stalled: str | None = None,
 ) -> list[api.Condition]:
-    """kstatus-compatible conditions: Ready, Progressing (and Reconciling), Healthy, Stalled."""
+    """kstatus-compatible conditions: Ready, Progressing (and Reconciling), Healthy, Stalled.
+
+    Ready is True only for a Succeeded status that describes ``generation`` (the spec as it is now).
+    ``stalled``: a write was refused (``core.refusal``): Stalled is True with this message whatever the phase,
+    Ready False."""
     phase = status.phase or Phase.PENDING
     reason = phase.value
     msg = status.message
-    stalled = phase in (Phase.FAILED, Phase.INVALID)
+    current = status.observed_generation == generation
     wanted = {
-        "Ready": phase is Phase.SUCCEEDED,
+        "Ready": phase is Phase.SUCCEEDED and current and stalled is None,
         "Progressing": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
         "Reconciling": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
         "Healthy": phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
-        "Stalled": stalled,
+        "Stalled": stalled is not None or phase in (Phase.FAILED, Phase.INVALID),
     }
     before = {c.type: c for c in old}
     out = []
@@ -287,7 +296,8 @@ def conditions(
         prev = before.get(kind)
         changed = prev is None or prev.status != text
         out.append(api.Condition(
-            type=kind, status=text, reason=reason, message=msg,
+            type=kind, status=text, reason="WriteRefused" if stalled is not None else reason,
+            message=stalled if stalled is not None else msg,
             last_transition_time=now if changed or prev is None else prev.last_transition_time,
             observed_generation=generation))
     return out

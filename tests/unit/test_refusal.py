@@ -1,0 +1,154 @@
+"""Refused writes (core.refusal): which answers back off, the status a stall writes, conditions, finite JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import timedelta
+
+import pytest
+
+from modelrollout import api
+from modelrollout.api import Phase
+from modelrollout.apply import status_body
+from modelrollout.core.plan import STALLED, conditions
+from modelrollout.core.refusal import (
+    BACKOFF_CAP,
+    Refusal,
+    backoff,
+    classify,
+    finite_json,
+    finite_status,
+    stalled_phase,
+    stalled_status,
+)
+
+from .sim import T0, released
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    (None, "transient"), (0, "transient"), (404, "transient"), (408, "transient"), (409, "transient"),
+    (429, "transient"), (500, "transient"), (503, "transient"), (504, "transient"),
+    (401, "refused"), (403, "refused"), (405, "refused"), (415, "refused"),
+    (400, "permanent"), (413, "permanent"), (422, "permanent"),
+])
+def test_classify(code: int | None, kind: str) -> None:
+    assert classify(code) == kind
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    waits = [backoff(n) for n in range(1, 12)]
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert all(b >= a for a, b in zip(waits, waits[1:], strict=False))
+    assert max(waits) == BACKOFF_CAP and backoff(10_000) == BACKOFF_CAP
+    assert backoff(0) == backoff(1)
+
+
+FORBIDDEN = Refusal(403, "Forbidden", 'ingresses.networking.k8s.io "m-canary" is forbidden: no', "the SetWeight write")
+TOO_BIG = Refusal(422, "Invalid", 'ConfigMap "m-config-x" is invalid: []: Too long: must have at most 1048576 bytes',
+                  "the EnsureCanary write", rendered=True)
+BAD_STATUS = Refusal(400, "BadRequest", "invalid character 'I' looking for beginning of value", "the status update")
+
+
+def progressing(generation: int = 4) -> api.ModelRolloutStatus:
+    st = api.ModelRolloutStatus(phase=Phase.PROGRESSING, message="step 1/3 (setWeight 20): weight 20",
+                                observed_generation=generation, stable_revision="aaaaaaaaaa",
+                                canary_revision="bbbbbbbbbb", current_step=1, current_weight=20)
+    return st.model_copy(update={"conditions": conditions(st, [], T0, generation)})
+
+
+def kinds(status: api.ModelRolloutStatus) -> dict[str, api.Condition]:
+    return {c.type: c for c in status.conditions}
+
+
+def test_a_forbidden_write_stalls_with_the_apiservers_message_and_keeps_the_state() -> None:
+    old = progressing()
+    st = stalled_status(old, FORBIDDEN, generation=4, now=T0 + timedelta(seconds=5), retry_in=4)
+    c = kinds(st)
+    assert c["Stalled"].status == "True" and "is forbidden: no" in c["Stalled"].message
+    assert c["Stalled"].reason == "WriteRefused" and c["Stalled"].observed_generation == 4
+    assert c["Ready"].status == "False"
+    assert st.phase is Phase.PROGRESSING  # a retry may help (RBAC fixed): the phase is the state, kept
+    assert st.message.startswith(STALLED) and "403 Forbidden" in st.message and "retrying in 4s" in st.message
+    # nothing else changes: the next decision continues from the recorded state
+    assert (st.current_step, st.current_weight, st.canary_revision) == (1, 20, "bbbbbbbbbb")
+
+
+def test_a_permanent_refusal_of_a_rendered_object_is_invalid_and_of_the_status_failed() -> None:
+    assert stalled_phase(Phase.PROGRESSING, TOO_BIG) is Phase.INVALID
+    assert stalled_phase(Phase.SUCCEEDED, BAD_STATUS) is Phase.FAILED
+    assert stalled_phase(Phase.PROGRESSING, FORBIDDEN) is Phase.PROGRESSING
+    for phase in (Phase.PROMOTING, Phase.ROLLING_BACK):  # the next decision continues from these
+        assert stalled_phase(phase, TOO_BIG) is phase
+    st = stalled_status(progressing(), BAD_STATUS, generation=5, now=T0, retry_in=1, done="Progressing: weight 50")
+    assert st.phase is Phase.FAILED and st.observed_generation == 5
+    assert "carried out but not recorded: Progressing: weight 50" in st.message
+    assert "cannot help" in st.message and "invalid character 'I'" in kinds(st)["Stalled"].message
+
+
+def test_a_stalled_rollback_keeps_its_message_for_rolled_back() -> None:
+    old = progressing().model_copy(update={"phase": Phase.ROLLING_BACK, "message": "rolling back revision b: x"})
+    st = stalled_status(old, FORBIDDEN, generation=4, now=T0, retry_in=1)
+    assert st.message == old.message and st.phase is Phase.ROLLING_BACK
+    assert kinds(st)["Stalled"].status == "True" and "forbidden" in kinds(st)["Stalled"].message
+
+
+def test_ready_only_for_the_generation_the_status_describes() -> None:
+    st = api.ModelRolloutStatus(phase=Phase.SUCCEEDED, message="ok", observed_generation=3)
+    assert kinds(st.model_copy(update={"conditions": conditions(st, [], T0, 3)}))["Ready"].status == "True"
+    for generation in (2, 4):
+        got = {c.type: c.status for c in conditions(st, [], T0, generation)}
+        assert got["Ready"] == "False", generation
+    unobserved = st.model_copy(update={"observed_generation": None})
+    assert {c.type: c.status for c in conditions(unobserved, [], T0, 3)}["Ready"] == "False"
+    stalled = {c.type: c.status for c in conditions(st, [], T0, 3, stalled="stalled: x")}
+    assert stalled["Ready"] == "False" and stalled["Stalled"] == "True"
+
+
+def test_the_next_decision_clears_the_stall() -> None:
+    w = released([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}])
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    waiting = w.status.message
+    w.status = stalled_status(w.status, FORBIDDEN, generation=w.status.observed_generation or 0, now=w.now,
+                              retry_in=1)
+    assert kinds(w.status)["Stalled"].status == "True"
+    w.step()
+    c = kinds(w.status)
+    assert c["Stalled"].status == "False" and c["Ready"].status == "False"
+    assert w.status.message == waiting  # the gate's message again, with its command
+    # a decision that sets no message of its own says the stall is over instead of repeating it
+    w.status = stalled_status(w.status, FORBIDDEN, generation=w.status.observed_generation or 0, now=w.now,
+                              retry_in=1)
+    w.set_image("img:1")  # back to stable: steady, which sets its own message
+    w.step()
+    assert not w.status.message.startswith(STALLED)
+
+
+def test_non_finite_floats_become_null_and_are_named() -> None:
+    body = {"message": "step 1", "analysis": [
+        {"name": "compat", "value": math.inf, "verdict": "Pass", "message": "1 series"},
+        {"name": "lat", "value": -math.inf, "verdict": "Fail", "message": None},
+        {"name": "ok", "value": 0.5, "verdict": "Pass", "message": "fine"},
+        {"name": "none", "value": math.nan, "verdict": "Inconclusive"},
+    ]}
+    clean, found = finite_json(body)
+    assert found == ["analysis[0].value=+Inf", "analysis[1].value=-Inf", "analysis[3].value=NaN"]
+    metrics = clean["analysis"]
+    assert [m["value"] for m in metrics] == [None, None, 0.5, None]
+    assert metrics[0]["message"] == "1 series (value=+Inf: not a finite number, written as null)"
+    assert metrics[1]["message"] == "value=-Inf: not a finite number, written as null"
+    assert metrics[2]["message"] == "fine" and "message" not in metrics[3]
+    status = finite_status(body)
+    assert status["message"].startswith("step 1; not finite, written as null: analysis[0].value=+Inf")
+    json.dumps(status, allow_nan=False)  # valid JSON: the apiserver can parse it
+    assert body["analysis"][0]["value"] == math.inf  # the input is not changed
+
+
+def test_status_body_never_carries_a_non_finite_number() -> None:
+    st = progressing().model_copy(update={"analysis": [
+        api.MetricStatus(name="compat", value=math.inf, verdict=api.Verdict.PASS, message="ok", at=T0)]})
+    body = status_body(st)
+    text = json.dumps(body, allow_nan=False)
+    assert "Infinity" not in text and body["analysis"][0]["value"] is None
+    assert "value=+Inf" in body["analysis"][0]["message"] and "analysis[0].value=+Inf" in body["message"]
