@@ -23,7 +23,13 @@ from modelrollout.metrics.base import MetricSource
 from modelrollout.prewarm import observe_daemonset
 from modelrollout.revisions import recorded
 from modelrollout.routers.base import Router, RouterContext, router_for
-from modelrollout.workloads import check_contract, dry_run_deployment, pod_failure, track_state
+from modelrollout.workloads import (
+    check_contract,
+    dry_run_config_map,
+    dry_run_deployment,
+    pod_failure,
+    track_state,
+)
 
 SourceFor = Callable[[api.Analysis], MetricSource]
 
@@ -160,7 +166,9 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                                 {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"})
     new_template = all(t is None or t.revision != revision for t in (stable, canary))
     if new_template and status.rolled_back_revision != revision:
-        problem = dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable", revision)
+        problem = (dry_run_config_map(ctx, revision)
+                   or dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable",
+                                         revision))
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()

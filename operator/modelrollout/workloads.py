@@ -8,7 +8,6 @@ owned by the ModelRollout, so deleting it deletes them.
 from __future__ import annotations
 
 import copy
-import json
 
 from kubernetes.client.exceptions import ApiException
 
@@ -28,10 +27,13 @@ from modelrollout.kube import (
     MANAGED_BY,
     Body,
     Kube,
+    api_message,
     optional,
 )
 from modelrollout.routers.base import RouterContext
 
+REJECTED = frozenset({400, 413, 422})
+"""Answers to a dry run that mean the rendered object itself is refused (bad request, too large, invalid)."""
 FAILURE_REASONS = frozenset({
     "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError",
     "CreateContainerError", "RunContainerError",
@@ -161,6 +163,19 @@ def check_contract(ctx: RouterContext) -> str | None:
     return None
 
 
+def config_map_body(ctx: RouterContext, revision: str) -> Body:
+    """The immutable ConfigMap with the revision's effective model config. Pure."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name(ctx.name, revision), "namespace": ctx.namespace,
+                     "ownerReferences": [ctx.owner],
+                     "labels": {LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision, **MANAGED_BY}},
+        "immutable": True,
+        "data": {CONFIG_KEY: rendered(ctx.spec.model)},
+    }
+
+
 def ensure_config_map(ctx: RouterContext, revision: str) -> None:
     """Create the immutable ConfigMap with the revision's effective model config (when it has one)."""
     if not ctx.spec.model.config:
@@ -168,14 +183,7 @@ def ensure_config_map(ctx: RouterContext, revision: str) -> None:
     name = config_map_name(ctx.name, revision)
     if optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace)) is not None:
         return
-    ctx.kube.core.create_namespaced_config_map(ctx.namespace, {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ctx.namespace, "ownerReferences": [ctx.owner],
-                     "labels": {LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision, **MANAGED_BY}},
-        "immutable": True,
-        "data": {CONFIG_KEY: rendered(ctx.spec.model)},
-    })
+    ctx.kube.core.create_namespaced_config_map(ctx.namespace, config_map_body(ctx, revision))
 
 
 def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
@@ -195,15 +203,26 @@ def dry_run_deployment(ctx: RouterContext, template: Body, track: Track, revisio
             body["metadata"]["name"], ctx.namespace, body=body, field_manager=FIELD_MANAGER, force=True,
             dry_run="All", _content_type="application/apply-patch+yaml")
     except ApiException as exc:
-        message = _api_message(exc)
-        if exc.status in (400, 422) or (exc.status == 500 and "typed" in message):
+        message = api_message(exc)
+        if exc.status in REJECTED or (exc.status == 500 and "typed" in message):
             return f"spec.template: the apiserver rejects the {track} Deployment: {message}"
         raise
     return None
 
 
-def _api_message(exc: ApiException) -> str:
+def dry_run_config_map(ctx: RouterContext, revision: str) -> str | None:
+    """Why the apiserver would reject the revision's model-config ConfigMap (a server-side dry run of its
+    create: the 1 MiB object limit, say), or None (also when there is none, or it exists already)."""
+    if not ctx.spec.model.config:
+        return None
+    body = config_map_body(ctx, revision)
     try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
-    except ValueError:
-        return str(exc.reason)
+        ctx.kube.core.create_namespaced_config_map(ctx.namespace, body, dry_run="All")
+    except ApiException as exc:
+        if exc.status in REJECTED:
+            return (f"spec.model.config: the apiserver rejects the ConfigMap {body['metadata']['name']} it renders "
+                    f"to: {api_message(exc)}")
+        if exc.status == 409:  # already there (immutable, made from the same revision): nothing to create
+            return None
+        raise
+    return None
