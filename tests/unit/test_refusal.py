@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,7 @@ from modelrollout.core.refusal import (
 )
 
 from .sim import T0, released
+from .test_argocd_health import health, rollout
 
 
 @pytest.mark.parametrize(("code", "kind"), [
@@ -39,7 +42,7 @@ def test_classify(code: int | None, kind: str) -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     waits = [backoff(n) for n in range(1, 12)]
     assert waits[:4] == [1.0, 2.0, 4.0, 8.0]
-    assert all(b >= a for a, b in zip(waits, waits[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(waits))
     assert max(waits) == BACKOFF_CAP and backoff(10_000) == BACKOFF_CAP
     assert backoff(0) == backoff(1)
 
@@ -126,7 +129,7 @@ def test_the_next_decision_clears_the_stall() -> None:
 
 
 def test_non_finite_floats_become_null_and_are_named() -> None:
-    body = {"message": "step 1", "analysis": [
+    body: dict[str, Any] = {"message": "step 1", "analysis": [
         {"name": "compat", "value": math.inf, "verdict": "Pass", "message": "1 series"},
         {"name": "lat", "value": -math.inf, "verdict": "Fail", "message": None},
         {"name": "ok", "value": 0.5, "verdict": "Pass", "message": "fine"},
@@ -152,3 +155,12 @@ def test_status_body_never_carries_a_non_finite_number() -> None:
     text = json.dumps(body, allow_nan=False)
     assert "Infinity" not in text and body["analysis"][0]["value"] is None
     assert "value=+Inf" in body["analysis"][0]["message"] and "analysis[0].value=+Inf" in body["message"]
+
+
+@pytest.mark.parametrize("phase", [Phase.PROGRESSING, Phase.SUCCEEDED, Phase.AWAITING_APPROVAL, Phase.ROLLING_BACK])
+def test_argo_cd_sees_a_stall_as_degraded_whatever_the_phase(phase: Phase) -> None:
+    old = progressing().model_copy(update={"phase": phase})
+    st = stalled_status(old, FORBIDDEN, generation=4, now=T0, retry_in=2)
+    got = health(rollout(st, generation=4))
+    assert got["status"] == "Degraded"
+    assert "is forbidden" in got["message"]  # the Stalled condition's message (a rollback keeps its own message)
