@@ -137,8 +137,9 @@ def test_a_forbidden_write_stalls_visibly_and_backs_off(target: str, k: Kubectl,
 def test_a_refused_status_update_is_made_visible(k: Kubectl, api_proxy: FaultProxy,
                                                  proxied_operator: ManagedProcess) -> None:
     """A status update answered 400 (as a non-finite float in the body once made the apiserver answer): a minimal
-    status says so (Stalled=True with the apiserver's message, Failed: the same write cannot succeed), a Warning
-    Event too, and the next attempt after the backoff records the rollout again."""
+    status says so (Stalled=True with the apiserver's message, Ready=False for the new generation; the phase stays
+    Succeeded, which core.phases never turns into Failed), a Warning Event too, and the next attempt after the
+    backoff records the rollout again."""
     name = "badstatus"
     first = release(k, name)
     message = "injected: invalid character 'I' looking for beginning of value"
@@ -149,7 +150,7 @@ def test_a_refused_status_update_is_made_visible(k: Kubectl, api_proxy: FaultPro
         done = k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120,
                       f"{name} Succeeded after the refused update")
     assert rule.injected == 1
-    stalls = [v for v in seen.distinct() if v.startswith("Failed|True|")]
+    stalls = [v for v in seen.distinct() if v.startswith("Succeeded|True|")]
     assert stalls, seen.distinct()
     assert message in stalls[0] and "status update" in stalls[0] and "400" in stalls[0], stalls[0]
     events = warnings(k, name, "WriteRefused")

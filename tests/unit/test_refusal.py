@@ -13,6 +13,7 @@ import pytest
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.apply import status_body
+from modelrollout.core.phases import allowed
 from modelrollout.core.plan import STALLED, conditions
 from modelrollout.core.refusal import (
     BACKOFF_CAP,
@@ -79,7 +80,13 @@ def test_a_forbidden_write_stalls_with_the_apiservers_message_and_keeps_the_stat
 
 def test_a_permanent_refusal_of_a_rendered_object_is_invalid_and_of_the_status_failed() -> None:
     assert stalled_phase(Phase.PROGRESSING, TOO_BIG) is Phase.INVALID
-    assert stalled_phase(Phase.SUCCEEDED, BAD_STATUS) is Phase.FAILED
+    assert stalled_phase(Phase.PROGRESSING, BAD_STATUS) is Phase.FAILED
+    assert stalled_phase(Phase.SUCCEEDED, BAD_STATUS) is Phase.SUCCEEDED  # core.phases: never Succeeded -> Failed
+    assert stalled_phase(Phase.SUCCEEDED, TOO_BIG) is Phase.INVALID
+    for old in Phase:  # a stall never makes a move a reconcile may not make
+        for refusal in (FORBIDDEN, TOO_BIG, BAD_STATUS):
+            new = stalled_phase(old, refusal)
+            assert new is old or (new is not None and allowed(old, new)), (old, refusal.code, new)
     assert stalled_phase(Phase.PROGRESSING, FORBIDDEN) is Phase.PROGRESSING
     for phase in (Phase.PROMOTING, Phase.ROLLING_BACK):  # the next decision continues from these
         assert stalled_phase(phase, TOO_BIG) is phase

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from modelrollout import api
 from modelrollout.api import Phase
+from modelrollout.core.phases import allowed
 from modelrollout.core.plan import STALLED, conditions
 
 Kind = Literal["transient", "refused", "permanent"]
@@ -90,10 +91,12 @@ def stalled_message(refusal: Refusal, retry_in: float, done: str = "") -> str:
 
 def stalled_phase(old: Phase | None, refusal: Refusal) -> Phase | None:
     """The phase a stall shows: unchanged while a retry might help (or while the phase is the state the next
-    decision continues from), else ``Invalid`` for an object rendered from the spec, ``Failed`` otherwise."""
+    decision continues from), else ``Invalid`` for an object rendered from the spec, ``Failed`` otherwise, where
+    ``core.phases`` allows that move (a ``Succeeded`` rollout does not become ``Failed``: Stalled says it)."""
     if refusal.kind != "permanent" or old in KEEP_PHASE:
         return old
-    return Phase.INVALID if refusal.rendered else Phase.FAILED
+    target = Phase.INVALID if refusal.rendered else Phase.FAILED
+    return target if old is None or allowed(old, target) else old
 
 
 def stalled_status(old: api.ModelRolloutStatus, refusal: Refusal, *, generation: int, now: datetime,
