@@ -13,6 +13,7 @@ import pytest
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.apply import status_body
+from modelrollout.core.notifications import Notice
 from modelrollout.core.phases import allowed
 from modelrollout.core.plan import STALLED, conditions
 from modelrollout.core.refusal import (
@@ -25,6 +26,7 @@ from modelrollout.core.refusal import (
     stalled_phase,
     stalled_status,
 )
+from modelrollout.notify import Delivery, Notifier, Response, Target
 
 from .sim import T0, released
 from .test_argocd_health import health, rollout
@@ -171,3 +173,18 @@ def test_argo_cd_sees_a_stall_as_degraded_whatever_the_phase(phase: Phase) -> No
     got = health(rollout(st, generation=4))
     assert got["status"] == "Degraded"
     assert "is forbidden" in got["message"]  # the Stalled condition's message (a rollback keeps its own message)
+
+
+def test_a_notification_never_carries_a_non_finite_number() -> None:
+    sent: list[bytes] = []
+
+    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Response:
+        sent.append(body)
+        return Response(200)
+
+    notice = Notice("RollingBack", "id-1", {"event": "RollingBack", "value": math.inf,
+                                            "metrics": [{"value": math.nan, "message": "no data"}]})
+    assert Notifier(post=post).deliver(Delivery(Target("https://hooks.example/x", 1.0), notice))
+    got = json.loads(sent[0], parse_constant=lambda c: pytest.fail(f"{c} in a notification"))
+    assert got["value"] is None and got["metrics"][0] == {"value": None, "message":
+                                                          "no data (value=NaN: not a finite number, written as null)"}
