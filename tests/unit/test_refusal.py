@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.apply import status_body
+from modelrollout.core.model import EnsureStable
 from modelrollout.core.notifications import Notice
 from modelrollout.core.phases import allowed
 from modelrollout.core.plan import STALLED, conditions
@@ -28,7 +30,7 @@ from modelrollout.core.refusal import (
 )
 from modelrollout.notify import Delivery, Notifier, Response, Target
 
-from .sim import T0, released
+from .sim import T0, World, released
 from .test_argocd_health import health, rollout
 
 
@@ -188,3 +190,27 @@ def test_a_notification_never_carries_a_non_finite_number() -> None:
     got = json.loads(sent[0], parse_constant=lambda c: pytest.fail(f"{c} in a notification"))
     assert got["value"] is None and got["metrics"][0] == {"value": None, "message":
                                                           "no data (value=NaN: not a finite number, written as null)"}
+
+
+def ready_now(w: World) -> Phase | None:
+    return w.status.phase  # read afresh each time (mypy would narrow an attribute across w.step())
+
+
+def test_succeeded_only_while_stable_is_whole_and_ready() -> None:
+    """Ready is not claimed for a stable the world does not show: a lost or unready stable Deployment is
+    Progressing (restoring) until it is back."""
+    w = released([{"setWeight": 20}, {"setWeight": 100}])
+    assert w.stable is not None and ready_now(w) is Phase.SUCCEEDED
+    w.stable = replace(w.stable, ready=2)  # two of four stable pods lost
+    w.step()
+    assert ready_now(w) is Phase.PROGRESSING and kinds(w.status)["Ready"].status == "False"
+    assert "restoring stable revision" in w.status.message and "2/4 ready" in w.status.message
+    w.stable = replace(w.stable, ready=4)
+    w.step()
+    assert ready_now(w) is Phase.SUCCEEDED and kinds(w.status)["Ready"].status == "True"
+    w.stable = None  # the stable Deployment deleted
+    d = w.step()
+    assert any(isinstance(a, EnsureStable) for a in d.actions)
+    assert ready_now(w) is Phase.PROGRESSING and kinds(w.status)["Ready"].status == "False"
+    w.step()  # the simulated world makes it ready at once
+    assert ready_now(w) is Phase.SUCCEEDED

@@ -387,6 +387,13 @@ def _steady(p: _Plan) -> None:
             p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
         p.set(canary_revision=None, current_step=None, current_weight=0, approval=None, approved_step=None,
               progress_since=None, analysis=[], analysis_passes=0, inconclusive_count=0)
+    stable = obs.stable
+    if stable is None or stable.revision != obs.revision or stable.replicas != want or stable.ready < want \
+            or not stable.updated:  # Succeeded (Ready) only while the world shows it: stable whole and ready
+        ready = stable.ready if stable is not None and stable.revision == obs.revision else 0
+        p.phase(Phase.PROGRESSING, f"restoring stable revision {obs.revision}: {ready}/{want} ready")
+        p.again(POLL_SECONDS)
+        return
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
 
 
