@@ -24,6 +24,9 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
 
 Body = dict[str, Any]
 
+REJECTED = frozenset({400, 413, 422})
+"""Answers to a server-side dry run that mean the object itself is refused (bad request, too large, invalid)."""
+
 
 @dataclass(frozen=True)
 class Kube:

@@ -14,9 +14,11 @@ from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
+from modelrollout.core.plan import first_traffic_step
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
+from modelrollout.core.steps import features_at, steps_of
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
@@ -168,7 +170,8 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     if new_template and status.rolled_back_revision != revision:
         problem = (dry_run_config_map(ctx, revision)
                    or dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable",
-                                         revision))
+                                         revision)
+                   or (dry_run_routes(spec, ctx, router) if stable is not None else None))
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()
@@ -178,6 +181,22 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                                              route=route,
                                              samples=samples),
                        ctx, router)
+
+
+def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RouterContext, router: Router) -> str | None:
+    """Why the apiserver would refuse a route object the steps write (a server-side dry run of the first traffic
+    step's weight with every header pin and mirror the steps use), or None: checked before any traffic moves."""
+    first = first_traffic_step(spec)
+    if first is None:
+        return None
+    steps = steps_of(spec)
+    step = steps[first]
+    weight = step.set_weight if isinstance(step, api.SetWeightStep) else 0
+    for features in dict.fromkeys(features_at(spec, i) for i in range(first, len(steps))):
+        problem = router.dry_run(ctx, weight, features)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Track, fresh: bool) -> str | None:

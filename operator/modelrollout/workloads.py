@@ -25,6 +25,7 @@ from modelrollout.kube import (
     LABEL_ROLLOUT,
     LABEL_TRACK,
     MANAGED_BY,
+    REJECTED,
     Body,
     Kube,
     api_message,
@@ -32,8 +33,6 @@ from modelrollout.kube import (
 )
 from modelrollout.routers.base import RouterContext
 
-REJECTED = frozenset({400, 413, 422})
-"""Answers to a dry run that mean the rendered object itself is refused (bad request, too large, invalid)."""
 FAILURE_REASONS = frozenset({
     "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError",
     "CreateContainerError", "RunContainerError",

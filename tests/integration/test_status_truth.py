@@ -15,15 +15,18 @@ from typing import Any
 import pytest
 
 from modelrollout.core.refusal import backoff
+from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.faultproxy import FaultProxy, Respond, Rule, status_body
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Json, Kubectl, Watch
 from .manifests import ingress, rollout, service
 from .test_faults import CLIENT, api_proxy, proxied_operator
+from .test_routers_gateway_istio import HEADER, route_crds
 
-FIXTURES = (api_proxy, proxied_operator)
-"""The fault proxy and the operator behind it, shared with test_faults."""
+FIXTURES = (api_proxy, proxied_operator, route_crds)
+"""The fault proxy and the operator behind it (shared with test_faults), the HTTPRoute CRD (with
+test_routers_gateway_istio)."""
 
 STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"setWeight": 100}]
 WINDOW = 20.0
@@ -96,6 +99,38 @@ def test_config_over_the_object_limit_is_invalid_before_anything_moves(k: Kubect
         n.startswith(f"{name}-config-") and n != f"{name}-config-{first}" for n in names), names
     events = warnings(k, name, "PhaseInvalid")
     assert events and "1048576" in events[-1]["message"], events
+
+
+def test_a_route_the_apiserver_would_refuse_is_invalid_before_anything_moves(
+        k: Kubectl, operator: ManagedProcess, route_crds: ControlPlane) -> None:
+    """An HTTPRoute that already has the 16 rules Gateway API allows: the header-pin rule the operator would add
+    makes 17, which the CRD's schema refuses. The dry run finds it before any write: Invalid with the
+    apiserver's message, the route untouched, no canary."""
+    name = "full-route"
+    rules = [{"name": f"r{i}", "matches": [{"path": {"type": "PathPrefix", "value": f"/r{i}"}}],
+              "backendRefs": [{"name": "docs", "port": 80}]} for i in range(15)]
+    rules.append({"name": "api", "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                  "backendRefs": [{"name": name, "port": 80}]})
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+             "spec": {"parentRefs": [{"name": "gateway"}], "rules": rules}}
+    spec: dict[str, Any] = {"traffic": {"service": {"name": name}, "httpRoute": {"name": name, "rule": "api"},
+                                        "headerRoute": HEADER}}
+    k.apply(service(name) + "\n---\n" + json.dumps(route))
+    k.apply(rollout(name, steps=STEPS, replicas=2, **spec))
+    first = str(k.wait_phase(name, "Succeeded", 90)["stableRevision"])
+    before = k.get("httproute", name)
+    assert before is not None
+    k.apply(rollout(name, image="model:2", steps=STEPS, replicas=2, **spec))
+    generation = int(k.mro(name)["metadata"]["generation"])
+    st = k.wait(name, lambda s: s.get("phase") == "Invalid" and s.get("observedGeneration") == generation, 60,
+                f"{name} Invalid for generation {generation}")
+    assert "spec.traffic.httpRoute" in st["message"] and "must have at most 16 items" in st["message"], st["message"]
+    assert condition(st, "Ready")["status"] == "False" and condition(st, "Stalled")["status"] == "True"
+    assert st["stableRevision"] == first and st.get("currentWeight", 0) == 0
+    after = k.get("httproute", name)
+    assert after is not None and after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert k.get("deployment", f"{name}-canary") is None
+    assert warnings(k, name, "PhaseInvalid")
 
 
 @pytest.mark.parametrize("target", ["write", "status"])

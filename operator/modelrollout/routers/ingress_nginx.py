@@ -13,8 +13,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from modelrollout.core.steps import Features, RouteState
-from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, optional
+from modelrollout.kube import FIELD_MANAGER, LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, REJECTED, api_message, optional
 from modelrollout.routers.base import RouterContext
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -103,6 +105,25 @@ class NginxIngressRouter:
         return RouteState(int(value) if value.isdigit() else 0, Features(header=pin))
 
     def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+        body = self._canary_body(ctx, weight, features)
+        ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
+                       body=body)
+
+    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+        body = self._canary_body(ctx, weight, features)
+        try:
+            ctx.kube.networking.patch_namespaced_ingress(
+                ctx.canary_service, ctx.namespace, body=body, field_manager=FIELD_MANAGER, force=True,
+                dry_run="All", _content_type="application/apply-patch+yaml")
+        except ApiException as exc:
+            if exc.status in REJECTED:
+                return (f"spec.traffic.ingress: the apiserver rejects the canary Ingress {ctx.canary_service} made "
+                        f"from Ingress {ctx.spec.traffic.ingress.name if ctx.spec.traffic.ingress else ''}: "
+                        f"{api_message(exc)}")
+            raise
+        return None
+
+    def _canary_body(self, ctx: RouterContext, weight: int, features: Features) -> dict[str, Any]:
         user = self._user_ingress(ctx)
         if user is None:
             raise RuntimeError("the user's Ingress disappeared")
@@ -112,7 +133,7 @@ class NginxIngressRouter:
         if features.header is not None:
             annotations.update({BY_HEADER: features.header[0], BY_HEADER_VALUE: features.header[1]})
         targets = {ctx.spec.traffic.service.name, ctx.stable_service}
-        body = {
+        return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
             "metadata": {
@@ -124,8 +145,6 @@ class NginxIngressRouter:
             },
             "spec": canary_ingress_spec(user.get("spec") or {}, targets, ctx.canary_service),
         }
-        ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
-                       body=body)
 
     def reset(self, ctx: RouterContext) -> None:
         optional(lambda: ctx.kube.networking.delete_namespaced_ingress(ctx.canary_service, ctx.namespace))
