@@ -28,6 +28,7 @@ from modelrollout.core.refusal import (
     stalled_phase,
     stalled_status,
 )
+from modelrollout.core.revision import CONFIG_MAP_LIMIT, fitting
 from modelrollout.notify import Delivery, Notifier, Response, Target
 
 from .sim import T0, World, released
@@ -214,3 +215,16 @@ def test_succeeded_only_while_stable_is_whole_and_ready() -> None:
     assert ready_now(w) is Phase.PROGRESSING and kinds(w.status)["Ready"].status == "False"
     w.step()  # the simulated world makes it ready at once
     assert ready_now(w) is Phase.SUCCEEDED
+
+
+def test_recorded_revisions_fit_in_one_config_map() -> None:
+    """NAME-revisions keeps the last keepRevisions + 1 templates, but never more than a ConfigMap holds: a large
+    model config leaves room for fewer (the oldest go first), one too large alone is not recorded."""
+    small = {r: "{}" for r in "abcde"}
+    assert fitting(list("abcde"), small, keep=2) == ["c", "d", "e"]
+    assert fitting(list("abcde"), small, keep=0) == ["d", "e"]  # the current and one to go back to, at least
+    big = {r: "x" * (400 * 1024) for r in "abc"}
+    assert fitting(list("abc"), big, keep=2) == ["b", "c"]
+    assert sum(len(big[r]) for r in fitting(list("abc"), big, keep=2)) <= CONFIG_MAP_LIMIT
+    assert fitting(["a"], {"a": "x" * CONFIG_MAP_LIMIT}, keep=2) == []
+    assert fitting(["gone", "a"], {"a": "{}"}, keep=2) == ["a"]  # revisions without an entry are dropped
