@@ -161,6 +161,13 @@ def test_a_forbidden_write_stalls_visibly_and_backs_off(target: str, k: Kubectl,
         assert condition(st, "Ready")["status"] == "False"
         assert st["message"].startswith("stalled: ") and "retrying in" in st["message"]
         assert st["currentWeight"] == 0  # the weight was never written: status does not claim it
+        # a spec change is tried at once, not after the backoff: the new revision's weight write comes (and is
+        # refused) well before the retry the backoff scheduled
+        scheduled = rule.injected_at[0] + times[-1] + backoff(len(times))
+        seen = rule.injected
+        k.run("apply", "--server-side", "-f", "-", input=manifest(name, "model:3"))
+        wait_until(lambda: rule.injected > seen, 30, 0.1, what="the new revision's weight write")
+        assert rule.injected_at[seen] < scheduled - 1, "the new generation waited for the old backoff"
     else:
         assert st["phase"] == "Succeeded" and st["stableRevision"] == first  # nothing could be written
     api_proxy.remove(rule)
