@@ -170,6 +170,8 @@ def test_a_forbidden_write_stalls_visibly_and_backs_off(target: str, k: Kubectl,
         assert rule.injected_at[seen] < scheduled - 1, "the new generation waited for the old backoff"
     else:
         assert st["phase"] == "Succeeded" and st["stableRevision"] == first  # nothing could be written
+        log = proxied_operator.log.read_text(errors="replace")
+        assert "could not record the stall in status either" in log and "(injected)" in log
     api_proxy.remove(rule)
     done = k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120,
                   f"{name} Succeeded once the refusal stops")
