@@ -16,7 +16,7 @@ from modelrollout.apply import WriteRefused, carry_out, emit, refusal_of, status
 from modelrollout.core.approval import CONTROL_ANNOTATIONS
 from modelrollout.core.model import Event
 from modelrollout.core.plan import decide
-from modelrollout.core.refusal import STALL_KEYS, backoff, classify, stalled_status
+from modelrollout.core.refusal import STALL_KEYS, backoff, classify, stalled_message, stalled_status
 from modelrollout.kube import Body, Kube
 from modelrollout.metrics.base import MetricSource
 from modelrollout.metrics.prometheus import PrometheusSource
@@ -137,7 +137,8 @@ class Engine:
         status = stalled_status(parse_status(rollout.get("status")), exc.refusal,
                                 generation=int(meta.get("generation") or 0), now=now, retry_in=retry_in,
                                 done=exc.done)
-        log.warning("%s/%s: %s (refusal %d in a row)", namespace, name, status.message, attempts)
+        message = stalled_message(exc.refusal, retry_in, exc.done)  # (a rollback keeps its status message)
+        log.warning("%s/%s: %s (refusal %d in a row)", namespace, name, message, attempts)
         body = {k: v for k, v in status_body(status).items() if k in STALL_KEYS}
         try:
             answer = self.kube.patch_rollout_status(namespace, name, body)
@@ -146,7 +147,7 @@ class Engine:
             log.warning("%s/%s: could not record the stall in status either: %s", namespace, name,
                         refusal_of(failed, "the stalled status").describe() if isinstance(failed, ApiException)
                         else failed)
-        emit(self.kube, rollout, Event("Warning", "WriteRefused", status.message))
+        emit(self.kube, rollout, Event("Warning", "WriteRefused", message))
         return retry_in
 
     def _wrote(self, namespace: str, name: str, resource_version: str) -> None:

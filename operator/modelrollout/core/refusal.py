@@ -1,7 +1,8 @@
 """What the apiserver's refusal of a write means, and the status that says so. Pure: no I/O here.
 
-A write the apiserver answers with 409 (a stale resourceVersion), 429 (too many requests), a 5xx or no
-answer at all is *transient*: the next reconcile (soon) decides again from what it reads. Any other 4xx is
+A write the apiserver answers with 409 (a stale resourceVersion), 429 (too many requests), 404 (gone
+meanwhile), 408, a 5xx or no answer at all is *transient*: the next reconcile (soon) decides again from what it
+reads. Any other 4xx is
 the user's or the operator's problem, and repeating the same write every second helps nobody: it is
 *refused* (401, 403, ...: someone must change the cluster, an RBAC rule say) or *permanent* (400, 413,
 422: the same body is refused again until the spec or the operator changes). A refused or permanent write
