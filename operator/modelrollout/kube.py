@@ -116,6 +116,19 @@ class Kube:
         return method(*args, body=body, field_manager=FIELD_MANAGER, force=True,
                       _content_type="application/apply-patch+yaml")
 
+    def refused_apply(self, method: Any, *args: Any, body: Body) -> str | None:
+        """The apiserver's message if it would refuse :meth:`apply` of ``body`` (a server-side dry run: validated,
+        nothing stored), else None. Other failures are raised."""
+        try:
+            method(*args, body=body, field_manager=FIELD_MANAGER, force=True, dry_run="All",
+                   _content_type="application/apply-patch+yaml")
+        except ApiException as exc:
+            message = api_message(exc)
+            if exc.status in REJECTED or (exc.status == 500 and "typed" in message):  # 500: a field of a wrong type
+                return message
+            raise
+        return None
+
 
 WRITES = ("create_", "patch_", "replace_", "delete_")
 

@@ -15,14 +15,14 @@ from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotat
 from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.plan import first_traffic_step
-from modelrollout.core.prewarm import template_images
+from modelrollout.core.prewarm import kept, template_images, wanted
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
 from modelrollout.core.steps import features_at, steps_of
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
-from modelrollout.prewarm import observe_daemonset
+from modelrollout.prewarm import dry_run_daemonset, observe_daemonset
 from modelrollout.revisions import recorded
 from modelrollout.routers.base import Router, RouterContext, router_for
 from modelrollout.workloads import (
@@ -171,7 +171,11 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         problem = (dry_run_config_map(ctx, revision)
                    or dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable",
                                          revision)
-                   or (dry_run_routes(spec, ctx, router) if stable is not None else None))
+                   or (dry_run_routes(spec, ctx, router) if stable is not None else None)
+                   or (dry_run_daemonset(ctx, raw_spec.get("template") or {},
+                                         wanted(base.images, stable.images,
+                                                kept(status.revision_images, spec.rollback.prewarm.keep_revisions)))
+                       if stable is not None and spec.rollback.prewarm.enabled else None))
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()

@@ -20,7 +20,6 @@ from modelrollout.core.modelconfig import config_map_name, mount, rendered
 from modelrollout.core.prewarm import template_images
 from modelrollout.kube import (
     ANNOTATION_REVISION,
-    FIELD_MANAGER,
     LABEL_REVISION,
     LABEL_ROLLOUT,
     LABEL_TRACK,
@@ -197,16 +196,9 @@ def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
 def dry_run_deployment(ctx: RouterContext, template: Body, track: Track, revision: str) -> str | None:
     """Why the apiserver would reject the Deployment for this template (a server-side dry run), or None."""
     body = deployment_body(ctx, template, track, revision, 0)
-    try:
-        ctx.kube.apps.patch_namespaced_deployment(
-            body["metadata"]["name"], ctx.namespace, body=body, field_manager=FIELD_MANAGER, force=True,
-            dry_run="All", _content_type="application/apply-patch+yaml")
-    except ApiException as exc:
-        message = api_message(exc)
-        if exc.status in REJECTED or (exc.status == 500 and "typed" in message):
-            return f"spec.template: the apiserver rejects the {track} Deployment: {message}"
-        raise
-    return None
+    message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"],
+                                     ctx.namespace, body=body)
+    return None if message is None else f"spec.template: the apiserver rejects the {track} Deployment: {message}"
 
 
 def dry_run_config_map(ctx: RouterContext, revision: str) -> str | None:

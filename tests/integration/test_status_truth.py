@@ -133,6 +133,23 @@ def test_a_route_the_apiserver_would_refuse_is_invalid_before_anything_moves(
     assert warnings(k, name, "PhaseInvalid")
 
 
+def test_a_prewarm_daemonset_the_apiserver_would_refuse_is_invalid_before_anything_moves(
+        k: Kubectl, operator: ManagedProcess) -> None:
+    """The pre-pull DaemonSet is rendered before any traffic too: a pause image the apiserver refuses (empty: the
+    CRD does not require one) is Invalid up front, nothing created."""
+    name = "bad-prewarm"
+    spec = {"rollback": {"prewarm": {"enabled": True, "pauseImage": ""}}}
+    first = release(k, name, **spec)
+    k.run("apply", "--server-side", "-f", "-", input=manifest(name, "model:2", **spec))
+    generation = int(k.mro(name)["metadata"]["generation"])
+    st = k.wait(name, lambda s: s.get("phase") == "Invalid" and s.get("observedGeneration") == generation, 60,
+                f"{name} Invalid for generation {generation}")
+    assert "spec.rollback.prewarm" in st["message"] and "image: Required value" in st["message"], st["message"]
+    assert st["stableRevision"] == first and condition(st, "Ready")["status"] == "False"
+    assert k.get("daemonset", f"{name}-prewarm") is None and k.get("deployment", f"{name}-canary") is None
+    assert k.get("ingress", f"{name}-canary") is None
+
+
 @pytest.mark.parametrize("target", ["write", "status"])
 def test_a_forbidden_write_stalls_visibly_and_backs_off(target: str, k: Kubectl, api_proxy: FaultProxy,
                                                         proxied_operator: ManagedProcess) -> None:

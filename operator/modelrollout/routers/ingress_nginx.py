@@ -13,10 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from modelrollout.core.steps import Features, RouteState
-from modelrollout.kube import FIELD_MANAGER, LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, REJECTED, api_message, optional
+from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, optional
 from modelrollout.routers.base import RouterContext
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -111,17 +109,11 @@ class NginxIngressRouter:
 
     def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
         body = self._canary_body(ctx, weight, features)
-        try:
-            ctx.kube.networking.patch_namespaced_ingress(
-                ctx.canary_service, ctx.namespace, body=body, field_manager=FIELD_MANAGER, force=True,
-                dry_run="All", _content_type="application/apply-patch+yaml")
-        except ApiException as exc:
-            if exc.status in REJECTED:
-                return (f"spec.traffic.ingress: the apiserver rejects the canary Ingress {ctx.canary_service} made "
-                        f"from Ingress {ctx.spec.traffic.ingress.name if ctx.spec.traffic.ingress else ''}: "
-                        f"{api_message(exc)}")
-            raise
-        return None
+        message = ctx.kube.refused_apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service,
+                                         ctx.namespace, body=body)
+        return None if message is None else (
+            f"spec.traffic.ingress: the apiserver rejects the canary Ingress {ctx.canary_service} made from Ingress "
+            f"{ctx.spec.traffic.ingress.name if ctx.spec.traffic.ingress else ''}: {message}")
 
     def _canary_body(self, ctx: RouterContext, weight: int, features: Features) -> dict[str, Any]:
         user = self._user_ingress(ctx)
