@@ -368,6 +368,8 @@ class Request:
     agent: str
     user: str = ""
     code: int = 0
+    dry_run: bool = False
+    """A server-side dry run (``?dryRun=All``): validated, nothing written."""
 
     @property
     def by_kubectl(self) -> bool:
@@ -433,7 +435,8 @@ class AuditLog:
             verb=str(ev.get("verb")), resource=str(ref.get("resource")),
             subresource=str(ref.get("subresource") or ""), name=str(ref.get("name") or ""),
             agent=str(ev.get("userAgent") or ""), user=str((ev.get("user") or {}).get("username") or ""),
-            code=int((ev.get("responseStatus") or {}).get("code") or 0))
+            code=int((ev.get("responseStatus") or {}).get("code") or 0),
+            dry_run="dryRun=" in str(ev.get("requestURI") or ""))
 
     def wait_for(self, namespace: str, predicate: Callable[[list[Request]], T | None], timeout: float = 5) -> T | None:
         """The audit log is written as requests complete; give the last lines a moment. None if never."""

@@ -46,6 +46,18 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 
+-- a write the apiserver refuses (403, 422, ...) stalls the rollout whatever its phase (Stalled=True)
+local stalled = condition(status, "Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  if stalled.message ~= nil and stalled.message ~= "" then
+    hs.message = stalled.message
+  else
+    hs.message = message_of(status, "Stalled")
+  end
+  return hs
+end
+
 local phase = status.phase
 local by_phase = {
   Succeeded = "Healthy",

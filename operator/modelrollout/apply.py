@@ -14,8 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from modelrollout import api, drills, telemetry
 from modelrollout.core.model import (
+    Action,
     Decision,
     DeleteDrill,
     DeletePrewarm,
@@ -34,7 +37,8 @@ from modelrollout.core.model import (
     ScaleStable,
     SetWeight,
 )
-from modelrollout.kube import Body, Kube
+from modelrollout.core.refusal import Refusal, classify, finite_status
+from modelrollout.kube import Body, Kube, api_message, api_reason
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.revisions import record, restore
 from modelrollout.routers.base import Router, RouterContext
@@ -43,11 +47,30 @@ from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_s
 log = logging.getLogger("modelrollout.apply")
 
 
+RENDERED = (EnsureServices, EnsureStable, PromoteStable, EnsureCanary, EnsurePrewarm, RecordRevision, EnsureDrill)
+"""Actions that create or apply objects rendered from the spec (a permanent refusal of one: the spec is Invalid)."""
+
+
+class WriteRefused(Exception):
+    """The apiserver refused a write with a 4xx no retry outlives by itself (``core.refusal.classify``)."""
+
+    def __init__(self, refusal: Refusal, done: str = "") -> None:
+        super().__init__(refusal.describe())
+        self.refusal = refusal
+        self.done = done
+        """What was carried out but could not be recorded (a refused status update), in words."""
+
+
+def refusal_of(exc: ApiException, what: str, *, rendered: bool = False) -> Refusal:
+    return Refusal(int(exc.status or 0), api_reason(exc), api_message(exc), what, rendered)
+
+
 def status_body(status: api.ModelRolloutStatus) -> Body:
-    """The status as JSON for a merge patch (None values delete fields)."""
+    """The status as JSON for a merge patch (None values delete fields); a non-finite float (no JSON form: the
+    apiserver would refuse the whole patch) is written as null and named in the message instead."""
     out = status.model_dump(by_alias=True, mode="json")
     assert isinstance(out, dict)
-    return out
+    return finite_status(out)
 
 
 def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RouterContext | None,
@@ -71,37 +94,22 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         assert ctx is not None and router is not None, f"{kind} needs a valid spec"
         telemetry.WRITES.labels(kind).inc()
         log.info("%s/%s: %s", namespace, name, action)
-        if isinstance(action, EnsureServices):
-            ensure_services(ctx)
-        elif isinstance(action, EnsureStable | PromoteStable):
-            ensure_config_map(ctx, action.revision)
-            apply_deployment(ctx, template, "stable", action.revision, action.replicas)
-            if isinstance(action, PromoteStable):
-                prune_config_maps(ctx, {action.revision})
-        elif isinstance(action, EnsureCanary):
-            ensure_config_map(ctx, action.revision)
-            apply_deployment(ctx, template, "canary", action.revision, action.replicas)
-        elif isinstance(action, ScaleStable):
-            scale(ctx, "stable", action.replicas)
-        elif isinstance(action, ScaleCanary):
-            scale(ctx, "canary", action.replicas)
-        elif isinstance(action, SetWeight):
-            router.set_weight(ctx, action.weight, action.features)
-        elif isinstance(action, ResetRouter):
-            router.reset(ctx)
-        elif isinstance(action, EnsurePrewarm):
-            apply_daemonset(ctx, template, action.images)
-        elif isinstance(action, DeletePrewarm):
-            delete_daemonset(ctx)
-        elif isinstance(action, RecordRevision):
-            record(ctx, rollout, action.revision, action.keep)
-        elif isinstance(action, RestoreRevision):
-            restore(ctx, rollout, action.revision)
-        elif isinstance(action, EnsureDrill):
-            drills.create(ctx, action)
+        try:
+            _carry(action, ctx, router, rollout, template)
+        except ApiException as exc:
+            if classify(exc.status) == "transient":
+                raise
+            raise WriteRefused(refusal_of(exc, f"the {kind} write", rendered=isinstance(action, RENDERED))) from exc
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
-        wrote(str(kube.patch_rollout_status(namespace, name, new_status)["metadata"]["resourceVersion"]))
+        try:
+            answer = kube.patch_rollout_status(namespace, name, new_status)
+        except ApiException as exc:
+            if classify(exc.status) == "transient":
+                raise
+            done = f"{decision.status.phase.value if decision.status.phase else ''}: {decision.status.message}"
+            raise WriteRefused(refusal_of(exc, "the status update"), done.strip(": ")) from exc
+        wrote(str(answer["metadata"]["resourceVersion"]))
     seen = meta.get("annotations") or {}
     for key in removals:
         if key in seen:
@@ -110,6 +118,38 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
                 wrote(version)
     for event in decision.events:
         emit(kube, rollout, event)
+
+
+def _carry(action: Action, ctx: RouterContext, router: Router, rollout: Body, template: Body) -> None:
+    """Carry out one action (not RemoveAnnotations)."""
+    if isinstance(action, EnsureServices):
+        ensure_services(ctx)
+    elif isinstance(action, EnsureStable | PromoteStable):
+        ensure_config_map(ctx, action.revision)
+        apply_deployment(ctx, template, "stable", action.revision, action.replicas)
+        if isinstance(action, PromoteStable):
+            prune_config_maps(ctx, {action.revision})
+    elif isinstance(action, EnsureCanary):
+        ensure_config_map(ctx, action.revision)
+        apply_deployment(ctx, template, "canary", action.revision, action.replicas)
+    elif isinstance(action, ScaleStable):
+        scale(ctx, "stable", action.replicas)
+    elif isinstance(action, ScaleCanary):
+        scale(ctx, "canary", action.replicas)
+    elif isinstance(action, SetWeight):
+        router.set_weight(ctx, action.weight, action.features)
+    elif isinstance(action, ResetRouter):
+        router.reset(ctx)
+    elif isinstance(action, EnsurePrewarm):
+        apply_daemonset(ctx, template, action.images)
+    elif isinstance(action, DeletePrewarm):
+        delete_daemonset(ctx)
+    elif isinstance(action, RecordRevision):
+        record(ctx, rollout, action.revision, action.keep)
+    elif isinstance(action, RestoreRevision):
+        restore(ctx, rollout, action.revision)
+    elif isinstance(action, EnsureDrill):
+        drills.create(ctx, action)
 
 
 def _differs(new: Body, old: Body) -> bool:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api, telemetry
-from modelrollout.apply import carry_out
+from modelrollout.apply import WriteRefused, carry_out, emit, refusal_of, status_body
+from modelrollout.core.approval import CONTROL_ANNOTATIONS
+from modelrollout.core.model import Event
 from modelrollout.core.plan import decide
-from modelrollout.kube import Kube
+from modelrollout.core.refusal import STALL_KEYS, backoff, classify, stalled_message, stalled_status
+from modelrollout.kube import Body, Kube
 from modelrollout.metrics.base import MetricSource
 from modelrollout.metrics.prometheus import PrometheusSource
 from modelrollout.notify import Notifier
-from modelrollout.observe import observe, recheck
+from modelrollout.observe import observe, parse_status, recheck
 
 log = logging.getLogger("modelrollout.engine")
 
@@ -26,6 +33,24 @@ OWN_WRITES_KEPT = 4
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A rollout whose last reconcile had a write refused (``core.refusal``): no new attempt before ``until``
+    while the spec and its control annotations stay as they were (``on``)."""
+
+    on: Hashable
+    attempts: int
+    until: datetime
+
+
+def _stall_key(meta: Mapping[str, Any]) -> Hashable:
+    """What, when it changes, makes a refused write worth trying again at once: the spec's generation and the
+    control annotations (an abort or an approval is not kept waiting for a backoff)."""
+    annotations = meta.get("annotations") or {}
+    return (int(meta.get("generation") or 0),
+            tuple(sorted((k, v) for k, v in annotations.items() if k in CONTROL_ANNOTATIONS)))
 
 
 class Engine:
@@ -42,6 +67,8 @@ class Engine:
         """(namespace, name) -> resourceVersions of the operator's own last writes (a few: under load the echo of
         one write can arrive after the next write), to ignore its own echo."""
         self._sources: dict[tuple[str, float], MetricSource] = {}
+        self.stalls: dict[tuple[str, str], Stall] = {}
+        """(namespace, name) -> the backoff of a rollout whose writes the apiserver refuses."""
         self._lock = threading.Lock()
 
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
@@ -63,17 +90,30 @@ class Engine:
         rollout = self.kube.get_rollout(namespace, name)
         if rollout is None or rollout["metadata"].get("deletionTimestamp"):
             self.written.pop((namespace, name), None)  # bounded by the live rollouts, not every one ever seen
+            self.stalls.pop((namespace, name), None)
             return None
+        now = self.clock()
+        stall = self.stalls.get((namespace, name))
+        if stall is not None and stall.on == _stall_key(rollout["metadata"]) and now < stall.until:
+            return (stall.until - now).total_seconds()  # backing off: a wake-up does not retry a refused write
         with telemetry.RECONCILE_SECONDS.time():
-            now = self.clock()
-            seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
-            decision = decide(seen.spec, seen.status, seen.observed, now)
             try:
+                seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
+                decision = decide(seen.spec, seen.status, seen.observed, now)
                 carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router,
                           lambda version: self._wrote(namespace, name, version))
-            except Exception:
+            except WriteRefused as exc:
+                recheck(rollout)
+                return self._stalled(rollout, exc, now)
+            except ApiException as exc:
                 recheck(rollout)  # the user's Ingress or Service may be gone: the next reconcile checks and says so
+                if classify(exc.status) == "transient":
+                    raise
+                return self._stalled(rollout, WriteRefused(refusal_of(exc, "a request (reading the world)")), now)
+            except Exception:
+                recheck(rollout)
                 raise
+        self.stalls.pop((namespace, name), None)
         telemetry.RECONCILES.labels(namespace).inc()
         self._record(namespace, name, decision.status, seen.observed.samples is not None,
                      [e.reason for e in decision.events])
@@ -81,6 +121,34 @@ class Engine:
         self.notifier.notify(rollout, seen.spec, seen.observed.revision, seen.status, decision.status,
                              decision.events, now)
         return decision.requeue_after
+
+    def _stalled(self, rollout: Body, exc: WriteRefused, now: datetime) -> float:
+        """Make a refused write visible: a minimal status (phase, message, observedGeneration, conditions with
+        Stalled=True and Ready=False), a Warning Event and the log; then back off (capped, doubling per refusal in
+        a row). The seconds until the next attempt."""
+        meta = rollout["metadata"]
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        on = _stall_key(meta)
+        before = self.stalls.get((namespace, name))
+        attempts = before.attempts + 1 if before is not None and before.on == on else 1
+        retry_in = backoff(attempts)
+        self.stalls[(namespace, name)] = Stall(on, attempts, now + timedelta(seconds=retry_in))
+        telemetry.RECONCILE_ERRORS.labels(namespace, name).inc()
+        status = stalled_status(parse_status(rollout.get("status")), exc.refusal,
+                                generation=int(meta.get("generation") or 0), now=now, retry_in=retry_in,
+                                done=exc.done)
+        message = stalled_message(exc.refusal, retry_in, exc.done)  # (a rollback keeps its status message)
+        log.warning("%s/%s: %s (refusal %d in a row)", namespace, name, message, attempts)
+        body = {k: v for k, v in status_body(status).items() if k in STALL_KEYS}
+        try:
+            answer = self.kube.patch_rollout_status(namespace, name, body)
+            self._wrote(namespace, name, str(answer["metadata"]["resourceVersion"]))
+        except Exception as failed:  # even the stall is refused (403 on status): the Event and the log remain
+            log.warning("%s/%s: could not record the stall in status either: %s", namespace, name,
+                        refusal_of(failed, "the stalled status").describe() if isinstance(failed, ApiException)
+                        else failed)
+        emit(self.kube, rollout, Event("Warning", "WriteRefused", message))
+        return retry_in
 
     def _wrote(self, namespace: str, name: str, resource_version: str) -> None:
         recent = self.written.get((namespace, name), ())[-(OWN_WRITES_KEPT - 1):]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ ANNOTATION_WEIGHT = "modelrollout.io/weight"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
 
 Body = dict[str, Any]
+
+REJECTED = frozenset({400, 413, 422})
+"""Answers to a server-side dry run that mean the object itself is refused (bad request, too large, invalid)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,19 @@ class Kube:
         return method(*args, body=body, field_manager=FIELD_MANAGER, force=True,
                       _content_type="application/apply-patch+yaml")
 
+    def refused_apply(self, method: Any, *args: Any, body: Body) -> str | None:
+        """The apiserver's message if it would refuse :meth:`apply` of ``body`` (a server-side dry run: validated,
+        nothing stored), else None. Other failures are raised."""
+        try:
+            method(*args, body=body, field_manager=FIELD_MANAGER, force=True, dry_run="All",
+                   _content_type="application/apply-patch+yaml")
+        except ApiException as exc:
+            message = api_message(exc)
+            if exc.status in REJECTED or (exc.status == 500 and "typed" in message):  # 500: a field of a wrong type
+                return message
+            raise
+        return None
+
 
 WRITES = ("create_", "patch_", "replace_", "delete_")
 
@@ -183,6 +200,22 @@ def optional(call: Any) -> Any:
         if exc.status == 404:
             return None
         raise
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's message in a failure answer (its ``metav1.Status``), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def api_reason(exc: ApiException) -> str:
+    """The ``metav1.Status`` reason (``Forbidden``, ``Invalid``, ...) of a failure answer, else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("reason") or exc.reason or "")
+    except (ValueError, AttributeError):
+        return str(exc.reason or "")
 
 
 def retry_after(exc: BaseException) -> float | None:

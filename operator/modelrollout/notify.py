@@ -31,6 +31,7 @@ from typing import Any
 from modelrollout import api, telemetry
 from modelrollout.core.model import Event
 from modelrollout.core.notifications import Notice, notices
+from modelrollout.core.refusal import finite_json
 
 log = logging.getLogger("modelrollout.notify")
 
@@ -238,7 +239,8 @@ class Notifier:
         """Post one notification, retrying; True when the receiver accepted it (2xx)."""
         notice, target = delivery.notice, delivery.target
         where = redact(target.url)
-        body = json.dumps(notice.payload, separators=(",", ":")).encode()
+        payload, _ = finite_json(notice.payload)  # no Infinity/NaN: not JSON, a receiver could not parse it
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         headers = {"Content-Type": "application/json", "User-Agent": self.user_agent,
                    "X-ModelRollout-Event": notice.event, "X-ModelRollout-Delivery": notice.id}
         for attempt in range(1, self.max_attempts + 1):

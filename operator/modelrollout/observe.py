@@ -14,16 +14,24 @@ from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
-from modelrollout.core.prewarm import template_images
+from modelrollout.core.plan import first_traffic_step
+from modelrollout.core.prewarm import kept, template_images, wanted
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
+from modelrollout.core.steps import features_at, steps_of
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
-from modelrollout.prewarm import observe_daemonset
+from modelrollout.prewarm import dry_run_daemonset, observe_daemonset
 from modelrollout.revisions import recorded
 from modelrollout.routers.base import Router, RouterContext, router_for
-from modelrollout.workloads import check_contract, dry_run_deployment, pod_failure, track_state
+from modelrollout.workloads import (
+    check_contract,
+    dry_run_config_map,
+    dry_run_deployment,
+    pod_failure,
+    track_state,
+)
 
 SourceFor = Callable[[api.Analysis], MetricSource]
 
@@ -169,7 +177,14 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     new_template = all(t is None or t.revision != revision for t in (stable, canary))
     if new_template and status.rolled_back_revision != revision:
-        problem = dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable", revision)
+        problem = (dry_run_config_map(ctx, revision)
+                   or dry_run_deployment(ctx, raw_spec.get("template") or {}, "canary" if stable else "stable",
+                                         revision)
+                   or (dry_run_routes(spec, ctx, router) if stable is not None else None)
+                   or (dry_run_daemonset(ctx, raw_spec.get("template") or {},
+                                         wanted(base.images, stable.images,
+                                                kept(status.revision_images, spec.rollback.prewarm.keep_revisions)))
+                       if stable is not None and spec.rollback.prewarm.enabled else None))
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
     recorded_revisions = recorded(kube, namespace, name) if ROLLBACK_TO in annotations else ()
@@ -179,6 +194,22 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                                              route=route,
                                              samples=samples),
                        ctx, router)
+
+
+def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RouterContext, router: Router) -> str | None:
+    """Why the apiserver would refuse a route object the steps write (a server-side dry run of the first traffic
+    step's weight with every header pin and mirror the steps use), or None: checked before any traffic moves."""
+    first = first_traffic_step(spec)
+    if first is None:
+        return None
+    steps = steps_of(spec)
+    step = steps[first]
+    weight = step.set_weight if isinstance(step, api.SetWeightStep) else 0
+    for features in dict.fromkeys(features_at(spec, i) for i in range(first, len(steps))):
+        problem = router.dry_run(ctx, weight, features)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Track, fresh: bool) -> str | None:

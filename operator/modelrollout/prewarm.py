@@ -69,6 +69,15 @@ def apply_daemonset(ctx: RouterContext, template: Body, images: Sequence[str]) -
     ctx.kube.apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"], ctx.namespace, body=body)
 
 
+def dry_run_daemonset(ctx: RouterContext, template: Body, images: Sequence[str]) -> str | None:
+    """Why the apiserver would refuse the DaemonSet pulling ``images`` (a server-side dry run), or None."""
+    body = daemonset_body(ctx, template, images)
+    message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"],
+                                     ctx.namespace, body=body)
+    return None if message is None else (f"spec.rollback.prewarm: the apiserver rejects the DaemonSet "
+                                         f"{body['metadata']['name']}: {message}")
+
+
 def delete_daemonset(ctx: RouterContext) -> None:
     optional(lambda: ctx.kube.apps.delete_namespaced_daemon_set(daemonset_name(ctx.name), ctx.namespace))
 

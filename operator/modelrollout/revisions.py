@@ -7,13 +7,17 @@ last ``keepRevisions + 1`` of them, oldest first in the ``modelrollout.io/order`
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from modelrollout import api
+from modelrollout.core.revision import fitting
 from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
 from modelrollout.routers.base import RouterContext
 
 ORDER = "modelrollout.io/order"
+
+log = logging.getLogger("modelrollout.revisions")
 
 
 def config_map_name(rollout: str) -> str:
@@ -21,9 +25,16 @@ def config_map_name(rollout: str) -> str:
 
 
 def record(ctx: RouterContext, rollout: Body, revision: str, keep: int) -> None:
+    """Record ``revision``'s template and model, keeping the last ``keep + 1`` that fit in one ConfigMap (a large
+    ``spec.model.config`` leaves room for fewer; one too large to record at all is left out, with a warning,
+    rather than refused by the apiserver at every promotion)."""
     spec = rollout.get("spec") or {}
     entry = json.dumps({"template": spec.get("template"), "model": spec.get("model")}, sort_keys=True)
     name = config_map_name(ctx.name)
+    if not fitting([revision], {revision: entry}, keep):
+        log.warning("%s/%s: revision %s is not recorded for rollback-to: its template and model (%d bytes) do not "
+                    "fit in ConfigMap %s", ctx.namespace, ctx.name, revision, len(entry.encode()), name)
+        return
     cm = optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace))
     if cm is None:
         ctx.kube.core.create_namespaced_config_map(ctx.namespace, {
@@ -37,9 +48,8 @@ def record(ctx: RouterContext, rollout: Body, revision: str, keep: int) -> None:
     data = dict(cm.data or {})
     if revision in data:
         return
-    order = [r for r in json.loads((cm.metadata.annotations or {}).get(ORDER, "[]")) if r in data]
-    order = [*order, revision][-(max(keep, 1) + 1):]
     data[revision] = entry
+    order = fitting([*json.loads((cm.metadata.annotations or {}).get(ORDER, "[]")), revision], data, keep)
     body = ctx.kube.to_dict(cm)
     body["data"] = {r: data[r] for r in order}
     body["metadata"].setdefault("annotations", {})[ORDER] = json.dumps(order)

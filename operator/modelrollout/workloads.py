@@ -8,7 +8,6 @@ owned by the ModelRollout, so deleting it deletes them.
 from __future__ import annotations
 
 import copy
-import json
 
 from kubernetes.client.exceptions import ApiException
 
@@ -21,13 +20,14 @@ from modelrollout.core.modelconfig import config_map_name, mount, rendered
 from modelrollout.core.prewarm import template_images
 from modelrollout.kube import (
     ANNOTATION_REVISION,
-    FIELD_MANAGER,
     LABEL_REVISION,
     LABEL_ROLLOUT,
     LABEL_TRACK,
     MANAGED_BY,
+    REJECTED,
     Body,
     Kube,
+    api_message,
     optional,
 )
 from modelrollout.routers.base import RouterContext
@@ -161,6 +161,19 @@ def check_contract(ctx: RouterContext) -> str | None:
     return None
 
 
+def config_map_body(ctx: RouterContext, revision: str) -> Body:
+    """The immutable ConfigMap with the revision's effective model config. Pure."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name(ctx.name, revision), "namespace": ctx.namespace,
+                     "ownerReferences": [ctx.owner],
+                     "labels": {LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision, **MANAGED_BY}},
+        "immutable": True,
+        "data": {CONFIG_KEY: rendered(ctx.spec.model)},
+    }
+
+
 def ensure_config_map(ctx: RouterContext, revision: str) -> None:
     """Create the immutable ConfigMap with the revision's effective model config (when it has one)."""
     if not ctx.spec.model.config:
@@ -168,14 +181,7 @@ def ensure_config_map(ctx: RouterContext, revision: str) -> None:
     name = config_map_name(ctx.name, revision)
     if optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace)) is not None:
         return
-    ctx.kube.core.create_namespaced_config_map(ctx.namespace, {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ctx.namespace, "ownerReferences": [ctx.owner],
-                     "labels": {LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision, **MANAGED_BY}},
-        "immutable": True,
-        "data": {CONFIG_KEY: rendered(ctx.spec.model)},
-    })
+    ctx.kube.core.create_namespaced_config_map(ctx.namespace, config_map_body(ctx, revision))
 
 
 def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
@@ -190,20 +196,24 @@ def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
 def dry_run_deployment(ctx: RouterContext, template: Body, track: Track, revision: str) -> str | None:
     """Why the apiserver would reject the Deployment for this template (a server-side dry run), or None."""
     body = deployment_body(ctx, template, track, revision, 0)
+    message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"],
+                                     ctx.namespace, body=body)
+    return None if message is None else f"spec.template: the apiserver rejects the {track} Deployment: {message}"
+
+
+def dry_run_config_map(ctx: RouterContext, revision: str) -> str | None:
+    """Why the apiserver would reject the revision's model-config ConfigMap (a server-side dry run of its
+    create: the 1 MiB object limit, say), or None (also when there is none, or it exists already)."""
+    if not ctx.spec.model.config:
+        return None
+    body = config_map_body(ctx, revision)
     try:
-        ctx.kube.apps.patch_namespaced_deployment(
-            body["metadata"]["name"], ctx.namespace, body=body, field_manager=FIELD_MANAGER, force=True,
-            dry_run="All", _content_type="application/apply-patch+yaml")
+        ctx.kube.core.create_namespaced_config_map(ctx.namespace, body, dry_run="All")
     except ApiException as exc:
-        message = _api_message(exc)
-        if exc.status in (400, 422) or (exc.status == 500 and "typed" in message):
-            return f"spec.template: the apiserver rejects the {track} Deployment: {message}"
+        if exc.status in REJECTED:
+            return (f"spec.model.config: the apiserver rejects the ConfigMap {body['metadata']['name']} it renders "
+                    f"to: {api_message(exc)}")
+        if exc.status == 409:  # already there (immutable, made from the same revision): nothing to create
+            return None
         raise
     return None
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
-    except ValueError:
-        return str(exc.reason)

@@ -113,7 +113,8 @@ class Watch:
 
 
 def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, since: float = 0) -> list[str]:
-    """Verbs of the write requests the apiserver's audit log recorded for one object."""
+    """Verbs of the write requests the apiserver's audit log recorded for one object (server-side dry runs are not
+    writes: left out)."""
     verbs = []
     for line in cp.audit_log.read_text().splitlines():
         try:
@@ -123,7 +124,7 @@ def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, sin
         ref = ev.get("objectRef") or {}
         if ref.get("namespace") != namespace or ref.get("resource") != resource or ref.get("name") != name:
             continue
-        if ref.get("subresource"):
+        if ref.get("subresource") or "dryRun=" in (ev.get("requestURI") or ""):  # a dry run writes nothing
             continue
         if ev.get("verb") in ("create", "update", "patch", "delete") and ev.get("stage") == "ResponseComplete":
             code = (ev.get("responseStatus") or {}).get("code", 0)

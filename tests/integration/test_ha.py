@@ -41,8 +41,8 @@ def requests_in(cp: ControlPlane, namespace: str) -> list[Request]:
 
 
 def writes(requests: list[Request], user: str, *, leases: bool = False) -> list[Request]:
-    """The successful writes of ``user`` (to the Lease only, or to everything else)."""
-    return [r for r in requests if r.user == user and r.verb in WRITES and 200 <= r.code < 300
+    """The successful writes of ``user`` (to the Lease only, or to everything else); dry runs write nothing."""
+    return [r for r in requests if r.user == user and r.verb in WRITES and 200 <= r.code < 300 and not r.dry_run
             and (r.resource == "leases") == leases]
 
 

@@ -58,7 +58,8 @@ def ingress_patch_times(k: Kubectl, name: str) -> list[datetime]:
             continue
         ref = ev.get("objectRef") or {}
         if (ref.get("namespace"), ref.get("resource"), ref.get("name"), ref.get("subresource")) != (
-                k.ns, "ingresses", name, None) or ev.get("verb") != "patch" or ev.get("stage") != "ResponseComplete":
+                k.ns, "ingresses", name, None) or ev.get("verb") != "patch" or ev.get("stage") != "ResponseComplete" \
+                or "dryRun=" in (ev.get("requestURI") or ""):  # a server-side dry run writes nothing
             continue
         if 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300:
             out.append(ts(ev["requestReceivedTimestamp"]))

@@ -59,6 +59,8 @@ from modelrollout.durations import format_duration
 SKIP_ANALYSIS = "+skip-analysis"
 """Suffix of a promote token that promotes without the analysis evidence (``promote=TOKEN+skip-analysis``)."""
 HISTORY_LIMIT = 20
+STALLED = "stalled: "
+"""How the message of a status written for a refused write begins (``core.refusal``)."""
 POLL_SECONDS = 5.0
 """How often a rollout that waits for pods looks again even without a watch event."""
 
@@ -196,6 +198,8 @@ class _Plan:
         if self.spec is not _PLACEHOLDER:  # an Invalid spec keeps the last progress shown
             current = self.get("current_step")
             self.set(step_progress=None if current is None else step_of(current, len(steps_of(self.spec))))
+        if "message" not in self.updates and self.old.message.startswith(STALLED):  # the refused write went through
+            self.set(message="no longer " + self.old.message)
         status = self.old.model_copy(update=self.updates)
         status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
                                                                     self.obs.generation)})
@@ -298,19 +302,24 @@ class _Plan:
 
 
 def conditions(
-    status: api.ModelRolloutStatus, old: Sequence[api.Condition], now: datetime, generation: int
+    status: api.ModelRolloutStatus, old: Sequence[api.Condition], now: datetime, generation: int,
+    *, stalled: str | None = None,
 ) -> list[api.Condition]:
-    """kstatus-compatible conditions: Ready, Progressing (and Reconciling), Healthy, Stalled."""
+    """kstatus-compatible conditions: Ready, Progressing (and Reconciling), Healthy, Stalled.
+
+    Ready is True only for a Succeeded status that describes ``generation`` (the spec as it is now).
+    ``stalled``: a write was refused (``core.refusal``): Stalled is True with this message whatever the phase,
+    Ready False."""
     phase = status.phase or Phase.PENDING
     reason = phase.value
     msg = status.message
-    stalled = phase in (Phase.FAILED, Phase.INVALID)
+    current = status.observed_generation == generation
     wanted = {
-        "Ready": phase is Phase.SUCCEEDED,
+        "Ready": phase is Phase.SUCCEEDED and current and stalled is None,
         "Progressing": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
         "Reconciling": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
         "Healthy": phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
-        "Stalled": stalled,
+        "Stalled": stalled is not None or phase in (Phase.FAILED, Phase.INVALID),
     }
     before = {c.type: c for c in old}
     out = []
@@ -319,7 +328,8 @@ def conditions(
         prev = before.get(kind)
         changed = prev is None or prev.status != text
         out.append(api.Condition(
-            type=kind, status=text, reason=reason, message=msg,
+            type=kind, status=text, reason="WriteRefused" if stalled is not None else reason,
+            message=stalled if stalled is not None else msg,
             last_transition_time=now if changed or prev is None else prev.last_transition_time,
             observed_generation=generation))
     return out
@@ -411,6 +421,13 @@ def _steady(p: _Plan) -> None:
             p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
         p.set(canary_revision=None, current_step=None, current_weight=0, approval=None, approved_step=None,
               progress_since=None, analysis=[], analysis_passes=0, consecutive_passes=0, inconclusive_count=0)
+    stable = obs.stable
+    if stable is None or stable.revision != obs.revision or stable.replicas != want or stable.ready < want \
+            or not stable.updated:  # Succeeded (Ready) only while the world shows it: stable whole and ready
+        ready = stable.ready if stable is not None and stable.revision == obs.revision else 0
+        p.phase(Phase.PROGRESSING, f"restoring stable revision {obs.revision}: {ready}/{want} ready")
+        p.again(POLL_SECONDS)
+        return
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
 
 

@@ -60,6 +60,11 @@ class Router(Protocol):
         """Send everything to stable at once and remove what the router added."""
         ...
 
+    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+        """Why the apiserver would refuse the route object ``set_weight(weight, features)`` writes (a server-side
+        dry run, before any traffic moves), or None."""
+        ...
+
 
 def router_name(spec: api.ModelRolloutSpec) -> str:
     """The registry key of the router a spec selects. Pure."""

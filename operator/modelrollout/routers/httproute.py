@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
 from modelrollout.core.steps import Features, RouteState
-from modelrollout.kube import FIELD_MANAGER, Body
+from modelrollout.kube import FIELD_MANAGER, REJECTED, Body, api_message
 from modelrollout.routers.base import RouterContext
 
 log = logging.getLogger("modelrollout.routers")
@@ -325,9 +325,22 @@ class RouteObjectRouter:
     def reset(self, ctx: RouterContext) -> None:
         self._write(ctx, lambda spec: self.without_canary(ctx, spec), missing_ok=True)
 
-    def _write(self, ctx: RouterContext, edit: Callable[[Body], Body], *, missing_ok: bool) -> None:
+    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+        try:
+            self._write(ctx, lambda spec: self.with_weight(ctx, spec, weight, features), missing_ok=False,
+                        dry_run=True)
+        except ApiException as exc:
+            if exc.status in REJECTED:
+                return (f"{self.field}: the apiserver rejects {self.kind} {self.object_name(ctx)} as the operator "
+                        f"would edit it (weight {weight}): {api_message(exc)}")
+            raise
+        return None
+
+    def _write(self, ctx: RouterContext, edit: Callable[[Body], Body], *, missing_ok: bool,
+               dry_run: bool = False) -> None:
         """Edit the spec and write the whole object back at the resourceVersion it was read at; on a 409
-        Conflict (someone else wrote meanwhile) read and edit again. No write when the edit changes nothing."""
+        Conflict (someone else wrote meanwhile) read and edit again. No write when the edit changes nothing.
+        ``dry_run``: the apiserver only validates the write (nothing is stored)."""
         name = self.object_name(ctx)
         for attempt in range(CONFLICT_RETRIES):
             obj = self._optional(ctx)
@@ -346,7 +359,8 @@ class RouteObjectRouter:
             body = {**obj, "metadata": metadata, "spec": new}
             try:
                 ctx.kube.custom.replace_namespaced_custom_object(
-                    self.group, self.version, ctx.namespace, self.plural, name, body, field_manager=FIELD_MANAGER)
+                    self.group, self.version, ctx.namespace, self.plural, name, body, field_manager=FIELD_MANAGER,
+                    **({"dry_run": "All"} if dry_run else {}))
                 return
             except ApiException as exc:
                 if exc.status != 409 or attempt == CONFLICT_RETRIES - 1:

@@ -103,6 +103,19 @@ class NginxIngressRouter:
         return RouteState(int(value) if value.isdigit() else 0, Features(header=pin))
 
     def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+        body = self._canary_body(ctx, weight, features)
+        ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
+                       body=body)
+
+    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+        body = self._canary_body(ctx, weight, features)
+        message = ctx.kube.refused_apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service,
+                                         ctx.namespace, body=body)
+        return None if message is None else (
+            f"spec.traffic.ingress: the apiserver rejects the canary Ingress {ctx.canary_service} made from Ingress "
+            f"{ctx.spec.traffic.ingress.name if ctx.spec.traffic.ingress else ''}: {message}")
+
+    def _canary_body(self, ctx: RouterContext, weight: int, features: Features) -> dict[str, Any]:
         user = self._user_ingress(ctx)
         if user is None:
             raise RuntimeError("the user's Ingress disappeared")
@@ -112,7 +125,7 @@ class NginxIngressRouter:
         if features.header is not None:
             annotations.update({BY_HEADER: features.header[0], BY_HEADER_VALUE: features.header[1]})
         targets = {ctx.spec.traffic.service.name, ctx.stable_service}
-        body = {
+        return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
             "metadata": {
@@ -124,8 +137,6 @@ class NginxIngressRouter:
             },
             "spec": canary_ingress_spec(user.get("spec") or {}, targets, ctx.canary_service),
         }
-        ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
-                       body=body)
 
     def reset(self, ctx: RouterContext) -> None:
         optional(lambda: ctx.kube.networking.delete_namespaced_ingress(ctx.canary_service, ctx.namespace))

@@ -59,4 +59,5 @@ class ServiceRouter:
         optional(lambda: ctx.kube.apps.patch_namespaced_deployment(
             ctx.canary_deployment, ctx.namespace, {"spec": {"replicas": 0}}))
 
-
+    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+        return None  # it writes replicas and an annotation of the operator's own Deployments, checked as they are made
