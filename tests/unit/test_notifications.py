@@ -155,16 +155,19 @@ def test_redact_and_retry_after() -> None:
 
 
 def test_a_full_queue_drops_instead_of_blocking() -> None:
-    gate = threading.Event()
+    gate, posting = threading.Event(), threading.Event()
 
     def stuck(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Response:
+        posting.set()
         gate.wait(30)
         return Response(200)
 
     n = Notifier(post=stuck, queue_size=1)
     try:
-        results = [n.submit(delivery()) for _ in range(5)]  # one posting (stuck), one queued, the rest dropped
-        assert results[0] and not results[-1]
+        first = n.submit(delivery())
+        assert posting.wait(30), "the worker took the first notification"
+        results = [n.submit(delivery()) for _ in range(4)]  # one queued behind the stuck one, the rest dropped
+        assert first and results == [True, False, False, False]
     finally:
         gate.set()
         n.close()
