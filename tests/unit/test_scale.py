@@ -125,3 +125,25 @@ def test_sizes_and_selector() -> None:
     assert sizes(3, 0, preview=True, features=False, ratio=False, dynamic=False, stable_floor=None).canary == 3
     assert sizes(5, 10, preview=False, features=False, ratio=True, dynamic=False, stable_floor=None).stable == 4
     assert selector({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+def test_scale_while_rolled_back_resizes_stable() -> None:
+    w = released(STEPS, traffic=INGRESS, rollback={"scaleDownDelay": "0s"})
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+    w.annotations["modelrollout.io/abort"] = "true"
+    w.run(until=lambda w: w.status.phase is Phase.ROLLED_BACK)
+    scaled(w, 9)
+    assert w.stable is not None and w.stable.replicas == 9 and w.status.phase is Phase.ROLLED_BACK
+    assert w.canary is not None and w.canary.replicas == 0
+
+
+def test_blue_green_preview_follows_the_scale() -> None:
+    w = released([{"setWeight": 100}], traffic=INGRESS)
+    w.raw["strategy"] = {"blueGreen": {"approval": {"reason": "look at the preview"}}}
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.canary is not None and w.canary.replicas == 4 and w.weights == []
+    scaled(w, 6)
+    assert w.canary.replicas == 6 and w.stable is not None and w.stable.replicas == 6
+    assert w.status.phase is Phase.AWAITING_APPROVAL and w.weights == []

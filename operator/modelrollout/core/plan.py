@@ -429,6 +429,8 @@ def _rollout(p: _Plan) -> None:
             p.router_to_stable()
             if obs.canary is not None and obs.canary.replicas > 0:
                 p.actions.append(ScaleCanary(0))
+            if obs.stable is not None and obs.stable.replicas != p.spec.replicas:  # scaled while rolled back
+                p.actions.append(ScaleStable(p.spec.replicas))
         return
     if old.canary_revision != rev:
         _start(p)
