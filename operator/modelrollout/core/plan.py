@@ -754,7 +754,7 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
     need = size.canary
     canary = obs.canary
     have_replicas = canary.replicas if canary is not None else 0
-    if have_replicas > need:  # spec.replicas went down while this step scaled the canary up
+    if have_replicas > need and (weight > 0 or preview):  # spec.replicas went down while this step scaled it up
         p.actions.append(ScaleCanary(need))
     if have_replicas < need:
         p.actions.append(ScaleCanary(need))
