@@ -21,6 +21,7 @@ from .manifests import nginx, rollout, service
 from .metricsapi import ExternalMetrics, external_metrics_api
 
 KEDA_CRD = Path(__file__).resolve().parents[1] / "data" / "keda" / "keda-v2.21.1-scaledobjects.yaml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +54,20 @@ def replicas_of(k: Kubectl, deployment: str) -> int:
     return int(dep["spec"]["replicas"]) if dep is not None else -1
 
 
-def wait_sizes(k: Kubectl, name: str, spec: int, stable: int, canary: int | None, timeout: float = 60) -> None:
+def wait_sizes(k: Kubectl, name: str, spec: int, stable: int, canary: int | None, timeout: float = 90) -> None:
     """spec.replicas, and both Deployments sized, as the HPA and then the operator make them."""
     def check() -> bool:
         mro = k.mro(name)
         return (mro["spec"]["replicas"] == spec and replicas_of(k, f"{name}-stable") == stable
                 and (canary is None or replicas_of(k, f"{name}-canary") == canary))
-    wait_until(check, timeout, 0.2, what=f"{name}: spec.replicas {spec}, stable {stable}, canary {canary}")
+    try:
+        wait_until(check, timeout, 0.2, what=f"{name}: spec.replicas {spec}, stable {stable}, canary {canary}")
+    except TimeoutError as exc:  # say what the HPAs and the rollout show
+        hpas = k.run("get", "hpa", "-o", "jsonpath={range .items[*]}{.metadata.name}: {.status}{'\\n'}{end}",
+                     check=False)
+        raise AssertionError(f"{exc}; spec.replicas {k.mro(name)['spec']['replicas']}, stable "
+                             f"{replicas_of(k, name + '-stable')}, canary {replicas_of(k, name + '-canary')}; "
+                             f"HPAs: {hpas}; rollout: {k.status(name).get('message')}") from None
 
 
 def scale_subresource(k: Kubectl, name: str) -> Json:
@@ -145,6 +153,8 @@ def test_keda_scaledobject_accepts_the_rollout_and_its_hpa_shape_drives_it(
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(KEDA_CRD))
     name = next(yaml.safe_load_all(KEDA_CRD.read_text()))["metadata"]["name"]
     cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    for example in ("summarize-hpa.yaml", "summarize-keda.yaml"):  # the documented examples are accepted as they are
+        k.run("apply", "--dry-run=server", "-f", str(EXAMPLES / example))
     k.apply(service("kd"))
     k.apply(rollout("kd", replicas=1))
     k.wait_phase("kd", "Succeeded", 90)
