@@ -709,7 +709,10 @@ class ModelRolloutSpec(_Model):
         }
     )
     replicas: int = Field(default=1, ge=1, le=1000)
-    """Model server replicas of the stable revision."""
+    """Model server replicas: the stable revision's size, and the base of the canary's (ceil(replicas x weight /
+    100)). The scale subresource's target: ``kubectl scale``, an HPA or a KEDA ScaledObject write it, before, during
+    and after a rollout; a change resizes both tracks at the current weight without a new revision or moving
+    traffic. At least 1 (scale to zero is refused). Leave it out of a GitOps manifest an autoscaler owns."""
     selector: LabelSelector
     """Labels shared by the pods of both tracks."""
     template: PodTemplate
@@ -954,6 +957,11 @@ class ModelRolloutStatus(_Status):
     five steps is being carried out or waited at), ``M/M done`` once all are done; the STEP column."""
     current_weight: int = 0
     """Percent of traffic on the new revision."""
+    replicas: int = 0
+    """Pods the Deployments of both tracks ask for now (the scale subresource's status.replicas)."""
+    selector: str | None = None
+    """spec.selector.matchLabels as a label selector (the scale subresource's labelSelectorPath): it selects the
+    pods of both tracks, so an HPA averages its metrics over every pod serving traffic."""
     step_started_at: datetime | None = None
     """When the current step began (timed pauses resume with the remaining time)."""
     traffic_started_at: datetime | None = None

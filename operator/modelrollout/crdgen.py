@@ -28,6 +28,8 @@ JSON = dict[str, Any]
 
 PRINTER_COLUMNS: list[JSON] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Rollout phase"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas",
+     "description": "Desired replicas (spec.replicas; kubectl scale, an HPA or KEDA set it)"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.currentWeight",
      "description": "Percent of traffic on the new revision"},
     {"name": "Step", "type": "string", "jsonPath": ".status.stepProgress",
@@ -38,6 +40,13 @@ PRINTER_COLUMNS: list[JSON] = [
      "description": "What is happening"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+
+SCALE: JSON = {
+    "specReplicasPath": ".spec.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+"""The scale subresource: ``kubectl scale mro``, an HPA's or a KEDA ScaledObject's scaleTargetRef."""
 
 _DROP = {"title", "discriminator"}
 
@@ -130,7 +139,7 @@ def crd() -> JSON:
                     "name": api.VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, "scale": SCALE},
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {

@@ -84,5 +84,5 @@ def test_broken_object_is_rejected_naming_the_field(k: Kubectl, case: str, obj: 
 def test_printer_columns_and_short_name(k: Kubectl) -> None:
     k.apply(yaml.safe_dump(example()))
     out = k.run("get", "mro")
-    for column in ("PHASE", "WEIGHT", "STEP", "STABLE", "CANARY", "AGE"):
+    for column in ("PHASE", "REPLICAS", "WEIGHT", "STEP", "STABLE", "CANARY", "AGE"):
         assert column in out.splitlines()[0]

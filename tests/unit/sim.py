@@ -33,6 +33,7 @@ from modelrollout.core.plan import decide, replica_ratio
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.revision import revision_of
 from modelrollout.core.steps import Features, RouteState
+from modelrollout.core.weights import stable_replicas_for_ratio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -160,6 +161,9 @@ class World:
             self.routes.append((a.weight, a.features))
             self.router_writes += 1
             self.weights.append(a.weight)
+            if replica_ratio(self.spec) and self.stable is not None:  # the Service router's set_weight
+                n = stable_replicas_for_ratio(self.spec.replicas, a.weight)
+                self.stable = replace(self.stable, replicas=n, ready=n)
         elif isinstance(a, ResetRouter):
             self.router = None
             self.features = Features()
@@ -167,6 +171,8 @@ class World:
             self.weights.append(0)
             if replica_ratio(self.spec) and self.canary is not None:  # the Service router's reset
                 self.canary = replace(self.canary, replicas=0, ready=0)
+            if replica_ratio(self.spec) and self.stable is not None:
+                self.stable = replace(self.stable, replicas=self.spec.replicas, ready=self.spec.replicas)
         elif isinstance(a, EnsureDrill):
             self.drills[a.name] = a.drill.kind
             self.drill_log.append(("create", a.name, self.now))

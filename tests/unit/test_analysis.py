@@ -100,7 +100,8 @@ def test_healthy_canary_promotes_after_passing_analysis() -> None:
 
 
 def test_breach_rolls_back_naming_metric_value_threshold_and_query() -> None:
-    w = released(STEPS, analysis=ANALYSIS)
+    # an ingress router: the replica-ratio router first scales stable back to full size (tests/unit/test_scale.py)
+    w = released(STEPS, analysis=ANALYSIS, traffic={"service": {"name": "m"}, "ingress": {"name": "m"}})
     w.metric_values["compat"] = 1.0
     w.set_image("img:2")
     w.run(until=lambda w: w.status.current_weight == 20)

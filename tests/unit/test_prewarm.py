@@ -69,7 +69,8 @@ def test_a_node_that_cannot_pull_fails_the_rollout_before_traffic_naming_the_nod
 def test_weight_is_not_raised_while_stable_could_not_take_traffic_back() -> None:
     from dataclasses import replace
 
-    w = released([{"setWeight": 20}, {"setWeight": 50}, {"setWeight": 100}])
+    w = released([{"setWeight": 20}, {"setWeight": 50}, {"setWeight": 100}],
+                 traffic={"service": {"name": "m"}, "ingress": {"name": "m"}})  # stable stays at 4 replicas
     w.set_image("img:2")
     w.run(until=lambda w: w.status.current_weight == 20)
     assert w.stable is not None

@@ -52,8 +52,8 @@ from modelrollout.core.model import (
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.prewarm import kept, remember, wanted
+from modelrollout.core.scale import Sizes, follow, pods, selector, sizes
 from modelrollout.core.steps import RouteState, blue_green, features_at, risky_above, step_of, steps_of
-from modelrollout.core.weights import canary_replicas
 from modelrollout.durations import format_duration
 
 SKIP_ANALYSIS = "+skip-analysis"
@@ -198,6 +198,7 @@ class _Plan:
         if self.spec is not _PLACEHOLDER:  # an Invalid spec keeps the last progress shown
             current = self.get("current_step")
             self.set(step_progress=None if current is None else step_of(current, len(steps_of(self.spec))))
+            self.set(replicas=pods(self.obs), selector=selector(self.spec.selector.match_labels))
         if "message" not in self.updates and self.old.message.startswith(STALLED):  # the refused write went through
             self.set(message="no longer " + self.old.message)
         status = self.old.model_copy(update=self.updates)
@@ -454,6 +455,8 @@ def _rollout(p: _Plan) -> None:
             p.router_to_stable()
             if obs.canary is not None and obs.canary.replicas > 0:
                 p.actions.append(ScaleCanary(0))
+            if obs.stable is not None and obs.stable.replicas != p.spec.replicas:  # scaled while rolled back
+                p.actions.append(ScaleStable(p.spec.replicas))
         return
     if old.canary_revision != rev:
         _start(p)
@@ -477,6 +480,7 @@ def _rollout(p: _Plan) -> None:
     if old.phase is Phase.PROMOTING:
         _promote(p)
         return
+    _follow_scale(p)
     if _canary_deadline(p):
         return
     if obs.samples is not None and _evaluate(p):
@@ -521,6 +525,20 @@ def _start(p: _Plan) -> None:
     p.phase(Phase.PROGRESSING, f"rolling out revision {obs.revision} over stable {old.stable_revision}")
     p.history("Started", f"stable {old.stable_revision}")
     p.again(0)
+
+
+def _sizes(spec: api.ModelRolloutSpec, weight: int, features: bool) -> Sizes:
+    return sizes(spec.replicas, weight, preview=blue_green(spec), features=features, ratio=replica_ratio(spec),
+                 dynamic=dynamic_stable(spec), stable_floor=spec.rollback.stable_min_ready)
+
+
+def _follow_scale(p: _Plan) -> None:
+    """spec.replicas changed mid-rollout (kubectl scale, an HPA, KEDA): both tracks are resized at the weight the
+    router carries now; no step restarts and no traffic moves."""
+    steps, i = steps_of(p.spec), p.get("current_step") or 0
+    moving = i < len(steps) and isinstance(steps[i], api.SetWeightStep | api.SetHeaderRouteStep | api.SetMirrorStep)
+    route = p.obs.route or RouteState(0)
+    p.actions.extend(follow(p.obs, _sizes(p.spec, route.weight, route.features.any), grow_only=moving))
 
 
 def _canary_deadline(p: _Plan) -> bool:
@@ -760,9 +778,12 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
             return
     features = features_at(spec, i)
     preview = blue_green(spec)
-    need = spec.replicas if preview else max(canary_replicas(spec.replicas, weight), 1 if features.any else 0)
+    size = _sizes(spec, weight, features.any)
+    need = size.canary
     canary = obs.canary
     have_replicas = canary.replicas if canary is not None else 0
+    if have_replicas > need and (weight > 0 or preview):  # spec.replicas went down while this step scaled it up
+        p.actions.append(ScaleCanary(need))
     if have_replicas < need:
         p.actions.append(ScaleCanary(need))
         p.set(progress_since=p.now)
@@ -777,11 +798,8 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
         return
     if (obs.route or RouteState(0)) != RouteState(weight, features):
         p.actions.append(SetWeight(weight, features))
-    if dynamic_stable(spec) and stable is not None:
-        floor = spec.rollback.stable_min_ready if spec.rollback.stable_min_ready is not None else 1
-        target = max(floor, spec.replicas - need)
-        if stable.replicas != target:
-            p.actions.append(ScaleStable(target))
+    if dynamic_stable(spec) and stable is not None and stable.replicas != size.stable:
+        p.actions.append(ScaleStable(size.stable))
     if (weight > 0 or preview or features.any) and p.get("traffic_started_at") is None:
         p.set(traffic_started_at=p.now)
     p.set(current_weight=weight)

@@ -65,6 +65,10 @@ DISABLED_CONTROLLERS = (
     "storage-version-migrator-controller",
 )
 
+FRONT_PROXY_CLIENT = "front-proxy-client"
+HPA_SYNC_PERIOD = "1s"
+"""kube-controller-manager's --horizontal-pod-autoscaler-sync-period (default 15s): HPAs act within seconds."""
+
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -149,7 +153,7 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{res.stderr}")
 
 
-def _make_ca(pki: Path) -> None:
+def _make_ca(pki: Path, name: str = "ca", subject: str = "/CN=modelrollout-local-ca") -> None:
     (pki / "req.cnf").write_text(_REQ_CNF)
     _openssl(
         "req",
@@ -161,13 +165,13 @@ def _make_ca(pki: Path) -> None:
         "-pkeyopt",
         "ec_paramgen_curve:prime256v1",
         "-keyout",
-        "ca.key",
+        f"{name}.key",
         "-out",
-        "ca.crt",
+        f"{name}.crt",
         "-days",
         "3650",
         "-subj",
-        "/CN=modelrollout-local-ca",
+        subject,
         "-config",
         "req.cnf",
         "-extensions",
@@ -176,8 +180,8 @@ def _make_ca(pki: Path) -> None:
     )
 
 
-def _make_cert(pki: Path, name: str, subject: str, *, server_sans: Sequence[str] = ()) -> None:
-    """EC key + certificate signed by ca.crt. Client certs: subject /O=group/CN=user."""
+def _make_cert(pki: Path, name: str, subject: str, *, server_sans: Sequence[str] = (), ca: str = "ca") -> None:
+    """EC key + certificate signed by ``ca``.crt. Client certs: subject /O=group/CN=user."""
     usages = "serverAuth,clientAuth" if server_sans else "clientAuth"
     ext = [
         "[ext]",
@@ -212,9 +216,9 @@ def _make_cert(pki: Path, name: str, subject: str, *, server_sans: Sequence[str]
         "-in",
         f"{name}.csr",
         "-CA",
-        "ca.crt",
+        f"{ca}.crt",
         "-CAkey",
-        "ca.key",
+        f"{ca}.key",
         "-set_serial",
         str(int.from_bytes(os.urandom(8), "big")),
         "-days",
@@ -250,6 +254,10 @@ def _make_pki(pki: Path) -> None:
     _make_cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
     _make_cert(pki, "scheduler", "/CN=system:kube-scheduler")
     _make_cert(pki, "kwok", "/O=system:masters/CN=kwok-controller")
+    # The aggregation layer: the apiserver proxies aggregated APIs (APIService objects: an external-metrics
+    # server for an HPA, say) with this client certificate, from a CA of its own (the front proxy's).
+    _make_ca(pki, "front-proxy-ca", "/CN=modelrollout-front-proxy-ca")
+    _make_cert(pki, "front-proxy-client", f"/CN={FRONT_PROXY_CLIENT}", ca="front-proxy-ca")
     # Service-account token signing key (ES256) and its public half for the apiserver.
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
@@ -473,6 +481,14 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
             "--audit-log-format=json",
             "--audit-log-maxsize=0",  # one file, never rotated: tests read it whole
             "--profiling=false",
+            # the aggregation layer (APIService objects), as kubeadm configures it
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
         ],
     )
 
@@ -510,6 +526,7 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*," + ",".join(f"-{c}" for c in DISABLED_CONTROLLERS),
+            f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
             "--profiling=false",
             *([f"--kube-api-qps={controller_qps}", f"--kube-api-burst={2 * controller_qps}"] if controller_qps else []),
         ],
