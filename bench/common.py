@@ -724,7 +724,7 @@ def reconciles(requests: Sequence[Request]) -> list[list[Request]]:
     current: list[Request] = []
     last, wrote_upto = -1, 0
     for r in requests:
-        if r.verb in WRITE_VERBS:
+        if r.verb in WRITE_VERBS and not r.dry_run:  # a dry run (validation before traffic) writes nothing
             rank = _rank(r)
             if rank < last or (rank == last and rank in (1, 2)):
                 out.append(current[:wrote_upto])

@@ -590,10 +590,10 @@ def _analyse(run: Run, env: Env, world: World, names: Sequence[str], rev2: dict[
             kind = f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
             run.requests += 1
             requests_by[kind] += 1
-            if r.verb in WRITE_VERBS:
+            if r.verb in WRITE_VERBS and not r.dry_run:  # a dry run is a request that writes nothing
                 run.writes += 1
                 writes_by[kind] += 1
-            if r.verb == "patch" and r.resource == "ingresses" and r.name.endswith("-canary"):
+            if r.verb == "patch" and r.resource == "ingresses" and r.name.endswith("-canary") and not r.dry_run:
                 weight_patches[r.name].append(r)
                 run.weight_writes += 1
         elif r.verb == "update" and r.resource == "deployments" and r.subresource == "status" \
@@ -603,8 +603,8 @@ def _analyse(run: Run, env: Env, world: World, names: Sequence[str], rev2: dict[
     for reqs in engine.values():
         reqs.sort(key=lambda r: r.received)
         for reconcile in reconciles(reqs):
-            if any(x.verb == "patch" and x.resource == "ingresses" for x in reconcile):
-                run.step_reconcile_writes.append(sum(1 for x in reconcile if x.verb in WRITE_VERBS))
+            if any(x.verb == "patch" and x.resource == "ingresses" and not x.dry_run for x in reconcile):
+                run.step_reconcile_writes.append(sum(1 for x in reconcile if x.verb in WRITE_VERBS and not x.dry_run))
                 run.step_reconcile_requests.append(len(reconcile))
     for reqs in (*weight_patches.values(), *ready_updates.values()):
         reqs.sort(key=lambda r: r.received)
