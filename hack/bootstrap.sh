@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
-# package with its test extras, and the local control plane binaries built from Go modules
-# (hack/controlplane/build.sh).
+# package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
+# control plane (hack/controlplane/build.sh) and the kstatus checker (hack/kstatus/build.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,3 +42,4 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 export GOTOOLCHAIN=local
 command -v go >/dev/null || { echo "bootstrap: Go 1.26 is needed to build the local control plane" >&2; exit 1; }
 bash hack/controlplane/build.sh >/dev/null
+bash hack/kstatus/build.sh >/dev/null
