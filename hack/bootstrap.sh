@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
-# package with its test extras, and the local control plane binaries built from Go modules
-# (hack/controlplane/build.sh).
+# package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
+# control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh) and Flux's
+# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,7 +12,7 @@ SUDO=""
 [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
 
 need_apt=""
-for bin in etcd prometheus openssl make chromium chromedriver; do
+for bin in etcd prometheus openssl make chromium chromedriver git; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
@@ -26,7 +27,7 @@ if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
     fi
     $SUDO apt-get update
     $SUDO apt-get install -y --no-install-recommends etcd-server prometheus openssl ca-certificates make \
-        chromium chromium-driver
+        chromium chromium-driver git
     [[ -z "$added_policy" ]] || $SUDO rm -f "$policy"
     for svc in etcd prometheus prometheus-node-exporter; do     # nothing left listening
         $SUDO service "$svc" stop >/dev/null 2>&1 || true
@@ -47,3 +48,5 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 export GOTOOLCHAIN=local
 command -v go >/dev/null || { echo "bootstrap: Go 1.26 is needed to build the local control plane" >&2; exit 1; }
 bash hack/controlplane/build.sh >/dev/null
+bash hack/kstatus/build.sh >/dev/null
+bash hack/flux/build.sh >/dev/null

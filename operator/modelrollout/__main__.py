@@ -67,6 +67,28 @@ def _leader_timing(args: argparse.Namespace) -> Timing:
     return Timing(args.leader_elect_lease_duration, args.leader_elect_renew_deadline, args.leader_elect_retry_period)
 
 
+def _revisions(filename: str) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from modelrollout import api
+    from modelrollout.core.revision import revision_of
+
+    text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
+    found = 0
+    for doc in yaml.safe_load_all(text):
+        if isinstance(doc, dict) and doc.get("kind") == api.KIND:
+            spec = doc.get("spec") or {}
+            name = (doc.get("metadata") or {}).get("name", "")
+            print(name, revision_of(spec.get("template") or {}, spec.get("model")))
+            found += 1
+    if not found:
+        print(f"no {api.KIND} in {filename}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dashboard"]:  # the plugin's command: `modelrollout dashboard` == `kubectl modelrollout dashboard`
@@ -103,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="how often to renew the Lease, or try to acquire it (2s)")
     p_run.add_argument("--verbose", "-v", action="store_true")
     sub.add_parser("crd", help="print the ModelRollout CRD (YAML)")
+    p_rev = sub.add_parser("revision", help="print NAME REVISION for each ModelRollout in a manifest (the revision "
+                           "its template and model will have, for approve=REVISION-STEP or abort=REVISION in git)")
+    p_rev.add_argument("-f", "--filename", required=True, help="a YAML file of one or more documents ('-': stdin)")
     sub.add_parser("version", help="print the version")
     sub.add_parser("dashboard", help="the rollouts' live web page on 127.0.0.1 (see modelrollout dashboard --help)")
     args = parser.parse_args(argv)
@@ -113,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--leader-elect: {exc}")
     if args.command == "run":
         return run(args)
+    if args.command == "revision":
+        return _revisions(args.filename)
     if args.command == "crd":
         from modelrollout.crdgen import main as crd_main
 

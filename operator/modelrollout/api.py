@@ -936,6 +936,21 @@ class RevisionImages(_Status):
     """Its container images."""
 
 
+class ConsumedAnnotation(_Status):
+    """A control annotation value the operator has acted on (or refused): the same value put back, by a GitOps
+    tool re-applying it from git, is not acted on again for the same revision (no write, no Event)."""
+
+    key: str
+    """The annotation, e.g. modelrollout.io/approve."""
+    value: str
+    """The value consumed."""
+    revision: str
+    """The revision the spec asked for when it was consumed (a value held over into a new revision is
+    re-stamped with it at the revision's start)."""
+    at: datetime | None = None
+    """When it was consumed."""
+
+
 class ModelRolloutStatus(_Status):
     """What the operator observed and did. All rollout state lives here, so a restart loses nothing."""
 
@@ -1003,6 +1018,9 @@ class ModelRolloutStatus(_Status):
     """Ready, Progressing, Healthy."""
     history: list[HistoryEntry] = Field(default_factory=list)
     """Recent revisions with their outcome and audited actions, newest last."""
+    consumed_annotations: list[ConsumedAnnotation] = Field(default_factory=list)
+    """The last value of each control annotation the operator acted on or refused, and for which revision; an
+    identical value seen again for that revision is ignored silently (see docs/gitops.md)."""
 
 
 class ObjectMeta(BaseModel):

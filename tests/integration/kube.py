@@ -6,7 +6,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +112,10 @@ class Watch:
         return out
 
 
-def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, since: float = 0) -> list[str]:
-    """Verbs of the write requests the apiserver's audit log recorded for one object (server-side dry runs are not
-    writes: left out)."""
-    verbs = []
+def audit_events(cp: ControlPlane, namespace: str, resource: str, name: str, *,
+                 subresources: bool = False, dry_runs: bool = False) -> Iterator[Json]:
+    """The successful write requests the apiserver's audit log recorded for one object (with ``subresources``:
+    its status and scale writes too; with ``dry_runs``: server-side dry runs too, which write nothing)."""
     for line in cp.audit_log.read_text().splitlines():
         try:
             ev = json.loads(line)
@@ -124,13 +124,20 @@ def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, sin
         ref = ev.get("objectRef") or {}
         if ref.get("namespace") != namespace or ref.get("resource") != resource or ref.get("name") != name:
             continue
-        if ref.get("subresource") or "dryRun=" in (ev.get("requestURI") or ""):  # a dry run writes nothing
+        if ref.get("subresource") and not subresources:
+            continue
+        if "dryRun=" in (ev.get("requestURI") or "") and not dry_runs:  # a dry run writes nothing
             continue
         if ev.get("verb") in ("create", "update", "patch", "delete") and ev.get("stage") == "ResponseComplete":
             code = (ev.get("responseStatus") or {}).get("code", 0)
             if 200 <= code < 300:
-                verbs.append(ev["verb"])
-    return verbs
+                yield ev
+
+
+def audit_writes(cp: ControlPlane, namespace: str, resource: str, name: str, since: float = 0) -> list[str]:
+    """Verbs of the write requests the apiserver's audit log recorded for one object (server-side dry runs are not
+    writes: left out)."""
+    return [ev["verb"] for ev in audit_events(cp, namespace, resource, name)]
 
 
 def now() -> float:

@@ -169,11 +169,12 @@ def test_preflight_compares_rendered_configs_old_names_with_rules_pass(k: Kubect
     old = {"version": "1", "config": {"max_length": 4096, "amp": True, "generation": {"top_k": 5}}}
     new = {"version": "2", "config": {"max_seq_len": 4096, "use_fp16": True, "generation": {"top_k": 5, "top_p": 1}},
            "configMigrations": [{"from": "max_seq_len", "to": "max_length"}, {"from": "use_fp16", "to": "amp"}]}
-    release_behind_nginx(k, "rendered", steps, model=old, **nginx("rendered"))
+    first = release_behind_nginx(k, "rendered", steps, model=old, **nginx("rendered"))
     with Watch(k, ["mro", "rendered"], "{.status.phase}") as phases:
         k.apply(rollout("rendered", image="model:2", steps=steps, model=new, **nginx("rendered")))
-        st = k.wait(name="rendered", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
-                    timeout=90)
+        # the new revision promoted (the status before the apply is Succeeded without a canary too)
+        st = k.wait(name="rendered", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision")
+                    and s.get("stableRevision") != first, timeout=90)
     assert "AwaitingApproval" not in phases.values, phases.values
     assert st["stableModel"]["config"] == {"max_length": 4096, "amp": True, "generation": {"top_k": 5, "top_p": 1}}
     assert not any(h["outcome"] == "Approved" for h in st["history"])

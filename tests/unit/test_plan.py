@@ -7,7 +7,7 @@ import pytest
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, build_token
-from modelrollout.core.model import ResetRouter, SetWeight
+from modelrollout.core.model import Decision, RemoveAnnotations, ResetRouter, SetWeight
 from modelrollout.core.steps import RouteState
 
 from .sim import World, released, spec_dict
@@ -233,3 +233,130 @@ def test_the_first_release_consumes_a_control_annotation_with_a_warning_when_it_
     d = w.decisions[-1]
     assert any(e.reason == "AnnotationIgnored" and APPROVE in e.message for e in d.events)
     assert APPROVE not in w.annotations
+
+
+# -- annotations kept in git (docs/gitops.md): one action or one Event, then silence ----------------------------
+
+def _reapply(w: World, key: str, value: str, times: int = 5) -> list[Decision]:
+    """Put ``value`` back after every decision, as a GitOps tool re-applying it from git does."""
+    out = []
+    for _ in range(times):
+        w.annotations[key] = value
+        out.append(w.step())
+        w.now += timedelta(seconds=30)
+    return out
+
+
+def test_an_approval_held_in_git_opens_its_gate_once_then_is_ignored_silently() -> None:
+    w = released([{"setWeight": 20}, {"approval": {"reason": "r"}}, {"setWeight": 100}])
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    token = build_token(w.revision, 1)
+    w.annotations[APPROVE] = token
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+    assert APPROVE not in w.annotations
+    assert [(r.key, r.value, r.revision) for r in w.status.consumed_annotations] == [(APPROVE, token, w.revision)]
+    for d in _reapply(w, APPROVE, token):
+        assert d.events == () and not any(isinstance(a, RemoveAnnotations) for a in d.actions)
+        assert d.status == w.status
+    # the next revision: the stale token is still in git; it is neither refused again nor removed
+    w.set_image("img:3")
+    decisions = _reapply(w, APPROVE, token, times=8)
+    assert not any(e.reason == "ApprovalRejected" for d in decisions for e in d.events)
+    assert not any(isinstance(a, RemoveAnnotations) for d in decisions for a in d.actions)
+    assert w.status.phase is Phase.AWAITING_APPROVAL and w.status.consumed_annotations[0].revision == w.revision
+    w.annotations[APPROVE] = build_token(w.revision, 1)  # the new token (a commit, or kubectl) opens the new gate
+    w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
+
+
+def test_a_refused_token_held_in_git_gives_one_event() -> None:
+    w = released([{"setWeight": 20}, {"approval": {"reason": "r"}}, {"setWeight": 100}])
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    decisions = _reapply(w, APPROVE, build_token("0000000000", 1), times=6)
+    rejected = [e for d in decisions for e in d.events if e.reason == "ApprovalRejected"]
+    removals = [a for d in decisions for a in d.actions if isinstance(a, RemoveAnnotations)]
+    assert len(rejected) == 1 and len(removals) == 1
+    assert w.status.phase is Phase.AWAITING_APPROVAL
+
+
+HOUR = [{"setWeight": 25}, {"pause": {"duration": "1h"}}, {"setWeight": 100}]
+
+
+def test_abort_true_held_in_git_does_not_abort_the_next_revision() -> None:
+    w = released(HOUR)
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+    aborted = w.revision
+    decisions = _reapply(w, ABORT, "true")
+    assert sum(1 for d in decisions for a in d.actions if isinstance(a, RemoveAnnotations)) == 1
+    assert [h.outcome for h in w.status.history].count("Aborted") == 1
+    assert w.status.phase is Phase.ROLLED_BACK
+    w.set_image("img:3")
+    decisions = _reapply(w, ABORT, "true", times=3)
+    assert w.revision != aborted and w.status.canary_revision == w.revision
+    assert w.status.phase in (Phase.PROGRESSING, Phase.PAUSED) and w.status.rolled_back_revision == aborted
+    assert not any(e.type == "Warning" for d in decisions for e in d.events)
+    w.annotations[ABORT] = w.revision  # abort=REVISION from git aborts this one
+    w.step()
+    assert w.status.phase is Phase.ROLLING_BACK and w.status.history[-1].outcome == "Aborted"
+
+
+def test_abort_set_before_a_revision_started_is_refused_once() -> None:
+    w = released(HOUR)
+    w.set_image("img:2")
+    w.annotations[ABORT] = "true"  # in the same commit as the new image
+    decisions = _reapply(w, ABORT, "true", times=6)
+    ignored = [e for d in decisions for e in d.events if e.reason == "AnnotationIgnored"]
+    assert len(ignored) == 1 and f"annotate {ABORT}={w.revision}" in ignored[0].message
+    assert w.status.rolled_back_revision is None and w.status.phase is Phase.PAUSED
+
+
+def test_abort_for_another_revision_is_refused_and_abort_true_from_kubectl_still_works_each_revision() -> None:
+    w = released(STEPS)
+    for image in ("img:2", "img:3"):
+        w.set_image(image)
+        w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+        w.annotations[ABORT] = "true"  # kubectl annotate: removed once acted on; the same value again next time
+        w.step()
+        assert w.status.phase is Phase.ROLLING_BACK and ABORT not in w.annotations
+        assert w.status.history[-1].revision == w.revision and w.status.history[-1].outcome == "Aborted"
+    w.set_image("img:4")
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+    w.annotations[ABORT] = "0123456789"
+    d = w.step()
+    assert any(e.reason == "AnnotationIgnored" and f"use {ABORT}={w.revision}" in e.message for e in d.events)
+    assert w.status.phase is Phase.PAUSED
+
+
+def test_retry_by_kubectl_works_again_after_a_second_rollback() -> None:
+    w = released(HOUR)
+    w.set_image("img:2")
+    w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+    for _ in range(2):
+        w.annotations[ABORT] = w.revision
+        w.run(until=lambda w: w.status.phase is Phase.ROLLED_BACK)
+        w.annotations[RETRY] = "true"
+        w.run(until=lambda w: w.status.phase is Phase.PAUSED)
+    assert [h.outcome for h in w.status.history].count("Retried") == 2
+
+
+def test_an_idle_annotation_held_in_git_gives_one_event() -> None:
+    w = released(STEPS)
+    decisions = _reapply(w, PROMOTE, "true", times=6)
+    assert sum(1 for d in decisions for e in d.events if e.reason == "AnnotationIgnored") == 1
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_conditions_say_what_kstatus_needs_for_every_phase(phase: Phase) -> None:
+    from datetime import UTC, datetime
+
+    from modelrollout.core.plan import conditions
+
+    status = api.ModelRolloutStatus(phase=phase, message=f"why {phase.value}", observed_generation=4)
+    got = {c.type: c for c in conditions(status, [], datetime(2026, 1, 1, tzinfo=UTC), 4)}
+    failed = phase in (Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID)
+    assert got["Stalled"].status == ("True" if failed else "False")
+    assert got["Reconciling"].status == ("True" if not failed and phase is not Phase.SUCCEEDED else "False")
+    assert got["Ready"].status == ("True" if phase is Phase.SUCCEEDED else "False")
+    assert got["Stalled"].reason == phase.value and got["Stalled"].message == f"why {phase.value}"

@@ -9,8 +9,8 @@ at any point is simply decided again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core import analysis as an
 from modelrollout.core import chaos
+from modelrollout.core import consumed as cons
 from modelrollout.core.approval import (
     ABORT,
     APPROVE,
@@ -161,6 +162,10 @@ class _Plan:
     events: list[Event] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    """Keys remembered for this revision without a removal or an Event (values held over from git)."""
+    seen: Mapping[str, str] = field(default_factory=dict)
+    """The control annotations as read, including those already consumed (``obs.annotations`` lacks these)."""
 
     # -- status helpers -------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -194,6 +199,10 @@ class _Plan:
     def done(self) -> Decision:
         if self.consumed:
             self.actions.insert(0, RemoveAnnotations(tuple(self.consumed)))
+        if self.consumed or self.held:
+            self.set(consumed_annotations=cons.remember(self.get("consumed_annotations"),
+                                                        [*self.consumed, *self.held], self.seen,
+                                                        self.obs.revision, self.now))
         self.set(observed_generation=self.obs.generation)
         if self.spec is not _PLACEHOLDER:  # an Invalid spec keeps the last progress shown
             current = self.get("current_step")
@@ -223,6 +232,8 @@ class _Plan:
         self.set(rolled_back_revision=self.obs.revision, rollback_at=self.now, current_weight=0,
                  approval=None, approved_step=None, progress_since=None)
         self.phase(Phase.ROLLING_BACK, f"rolling back revision {self.obs.revision}: {reason}")
+        if RETRY not in self.seen:  # not held in git: a later retry=true (kubectl) retries again
+            self.set(consumed_annotations=cons.forget(self.get("consumed_annotations"), RETRY))
         self.history(outcome, reason, by=by)
         self.event("RollingBack", f"all traffic back to stable {self.old.stable_revision}: {reason}",
                    warning=True)
@@ -320,7 +331,7 @@ def conditions(
         "Progressing": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
         "Reconciling": phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
         "Healthy": phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),
-        "Stalled": stalled is not None or phase in (Phase.FAILED, Phase.INVALID),
+        "Stalled": stalled is not None or phase in (Phase.ROLLED_BACK, Phase.FAILED, Phase.INVALID),  # kstatus Failed
     }
     before = {c.type: c for c in old}
     out = []
@@ -350,7 +361,9 @@ def decide(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus, ob
         p.phase(Phase.INVALID, obs.invalid or "spec: invalid")
         _drills(p)  # a drill does not outlive a spec turned invalid
         return p.done()
-    p = _Plan(spec, status, obs, now)
+    seen = obs.annotations
+    obs = replace(obs, annotations=cons.unconsumed(seen, status.consumed_annotations, obs.revision))
+    p = _Plan(spec, status, obs, now, seen=seen)
     if status.stable_revision is None:
         _first_release(p)
     elif obs.revision == status.stable_revision:
@@ -439,6 +452,8 @@ def _rollout(p: _Plan) -> None:
     if old.rolled_back_revision == rev and old.canary_revision == rev:
         if obs.annotations.get(RETRY, "").lower() == "true" and old.phase in (Phase.ROLLED_BACK, Phase.FAILED):
             p.consume(RETRY)
+            if ABORT not in p.seen:  # not held in git: a later abort (kubectl) of this attempt is acted on
+                p.set(consumed_annotations=cons.forget(old.consumed_annotations, ABORT))
             p.history("Retried", "retry requested", by=p.by(RETRY))
             p.event("Retry", f"retrying revision {rev} from the first step")
             p.set(rolled_back_revision=None, canary_revision=None)
@@ -461,15 +476,16 @@ def _rollout(p: _Plan) -> None:
     if old.canary_revision != rev:
         _start(p)
         return
-    if obs.annotations.get(ABORT, "").lower() == "true":
+    abort = obs.annotations.get(ABORT)
+    if abort is not None and abort.strip().lower() in ("true", rev):
         p.consume(ABORT)
         if old.phase is not Phase.PROMOTING:
             p.rollback("aborted by user", outcome="Aborted", by=p.by(ABORT))
             return
         p.event("AnnotationIgnored", f"{ABORT} ignored: promotion already under way", warning=True)
-    elif ABORT in obs.annotations:
+    elif abort is not None:
         p.consume(ABORT)
-        p.event("AnnotationIgnored", f"{ABORT}={obs.annotations[ABORT]!r} ignored: use {ABORT}=true", warning=True)
+        p.event("AnnotationIgnored", f"{ABORT}={abort!r} ignored: use {ABORT}={rev} (or {ABORT}=true)", warning=True)
     if RETRY in obs.annotations:
         p.consume(RETRY)
         p.event("AnnotationIgnored", f"{RETRY} ignored: revision {rev} was not rolled back", warning=True)
@@ -500,6 +516,7 @@ def _start(p: _Plan) -> None:
                   revision=old.canary_revision)
         p.event("Superseded", f"template changed mid-rollout: revision {old.canary_revision} abandoned, "
                 f"starting over with {obs.revision}")
+    _bind_to_revision(p)
     p.router_to_stable()
     p.actions.append(EnsureServices())
     if obs.canary is None or obs.canary.revision != obs.revision:
@@ -539,6 +556,19 @@ def _follow_scale(p: _Plan) -> None:
     moving = i < len(steps) and isinstance(steps[i], api.SetWeightStep | api.SetHeaderRouteStep | api.SetMirrorStep)
     route = p.obs.route or RouteState(0)
     p.actions.extend(follow(p.obs, _sizes(p.spec, route.weight, route.features.any), grow_only=moving))
+
+
+def _bind_to_revision(p: _Plan) -> None:
+    """A revision starts: control annotations consumed for an earlier one and still there (kept in git) are
+    remembered for this one too, silently; an ``abort`` set before it started does not abort it (one Event)."""
+    for key in cons.held_over(p.obs.annotations, p.old.consumed_annotations):
+        if key not in p.held:
+            p.held.append(key)
+    abort = p.obs.annotations.get(ABORT)
+    if abort is not None and ABORT not in p.held and abort.strip().lower() != p.obs.revision:
+        p.consume(ABORT)
+        p.event("AnnotationIgnored", f"{ABORT}={abort} ignored: it was set before revision {p.obs.revision} "
+                f"started; annotate {ABORT}={p.obs.revision} to abort it", warning=True)
 
 
 def _canary_deadline(p: _Plan) -> bool:
