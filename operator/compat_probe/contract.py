@@ -38,8 +38,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from compat_probe.presets import Golden, Preset, Protocol, expand
-from compat_probe.protocols import RAW_RULES, Rule, TensorSpec, judge, judge_raw
+from compat_probe.presets import Preset, PresetFields, Protocol, expand
+from compat_probe.protocols import RAW_RULES, Rule, json_type, judge, judge_raw
 
 __all__ = [
     "Check",
@@ -131,7 +131,7 @@ class Check(_Model):
         return json.dumps(self.body, separators=(",", ":"), sort_keys=True).encode()
 
 
-class Contract(_Model):
+class Contract(PresetFields):
     """A set of golden requests. ``envelope`` is the default for every check that does not set its own.
 
     With ``protocol`` the preset of that protocol (:mod:`compat_probe.presets`) expands ``model``,
@@ -141,16 +141,6 @@ class Contract(_Model):
     """
 
     protocol: Protocol | None = None
-    model: str | None = None
-    inputs: list[TensorSpec] = Field(default_factory=list)
-    outputs: list[TensorSpec] = Field(default_factory=list)
-    require_metadata: bool = False
-    prediction_type: Literal["string", "number", "integer", "boolean", "array", "object"] | None = None
-    prediction_width: int | None = Field(default=None, ge=1)
-    error_check: bool = True
-    error_path: str | None = None
-    error_body: Any = None
-    golden: list[Golden] = Field(default_factory=list)
     envelope: Envelope | None = Field(default_factory=Envelope)
     timeout_seconds: float = Field(default=2.0, gt=0)
     checks: list[Check] = Field(default_factory=list)
@@ -295,7 +285,7 @@ def _judge_document(check: Check, document: Any) -> list[str]:
         return _judge_fields(check.fields, document, root="")
 
     if not isinstance(document, dict):
-        return [f"envelope: expected a JSON object, got {_json_type(document)}"]
+        return [f"envelope: expected a JSON object, got {json_type(document)}"]
     reasons: list[str] = []
     if envelope.code_key not in document:
         reasons.append(f"envelope: missing {envelope.code_key!r}")
@@ -307,7 +297,7 @@ def _judge_document(check: Check, document: Any) -> list[str]:
     if envelope.message_key not in document:
         reasons.append(f"envelope: missing {envelope.message_key!r}")
     elif not isinstance(document[envelope.message_key], str):
-        got = _json_type(document[envelope.message_key])
+        got = json_type(document[envelope.message_key])
         reasons.append(f"envelope: {envelope.message_key} is {got}, expected string")
     if envelope.data_key not in document:
         reasons.append(f"envelope: missing {envelope.data_key!r}")
@@ -323,7 +313,7 @@ def _judge_fields(fields: Sequence[FieldSpec], data: Any, *, root: str) -> list[
             reasons.extend(problems)
         for where, value in found:
             if not _has_type(value, spec.type):
-                reasons.append(f"{where}: type changed: expected {spec.type}, got {_json_type(value)}")
+                reasons.append(f"{where}: type changed: expected {spec.type}, got {json_type(value)}")
             elif spec.enum is not None and not any(_same_value(value, allowed) for allowed in spec.enum):
                 reasons.append(
                     f"{where}: value {_short(json.dumps(value))} not in enum {_short(json.dumps(spec.enum))}"
@@ -377,24 +367,6 @@ def _has_type(value: Any, expected: FieldType) -> bool:
     if expected == "array":
         return isinstance(value, list)
     return value is None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _same_value(value: Any, expected: JSONScalar) -> bool:

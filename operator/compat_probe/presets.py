@@ -92,10 +92,9 @@ class Golden(_Model):
     timeout_seconds: float | None = Field(default=None, gt=0)
 
 
-class Preset(_Model):
-    """The preset part of a contract: what :func:`expand` reads."""
+class PresetFields(_Model):
+    """The fields a contract gives its protocol's preset (the contract and :class:`Preset` share them)."""
 
-    protocol: Protocol
     model: str | None = None
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
@@ -106,6 +105,12 @@ class Preset(_Model):
     error_path: str | None = None
     error_body: Any = None
     golden: list[Golden] = Field(default_factory=list)
+
+
+class Preset(PresetFields):
+    """The preset part of a contract: what :func:`expand` reads."""
+
+    protocol: Protocol
 
 
 def expand(preset: Preset) -> list[dict[str, Any]]:

@@ -202,21 +202,24 @@ def judge(rule: Rule, status: int, document: Any) -> list[str]:
 # ------------------------------------------------------------------------------------------------ v2
 
 
+def _named(doc: dict[str, Any], key: str, expected: str) -> list[str]:
+    """``doc[key]`` names the model ``expected``: nothing, or why not."""
+    value = doc.get(key)
+    if not isinstance(value, str):
+        return [f"{key}: missing"]
+    return [] if value == expected else [f"{key}: is {value!r}, expected {expected!r}"]
+
+
 def _judge_v2_metadata(rule: V2MetadataRule, doc: Any) -> list[str]:
     if not isinstance(doc, dict):
-        return [f"metadata: expected a JSON object, got {_json_type(doc)}"]
-    reasons: list[str] = []
-    name = doc.get("name")
-    if not isinstance(name, str):
-        reasons.append("name: missing")
-    elif name != rule.model:
-        reasons.append(f"name: is {name!r}, expected {rule.model!r}")
+        return [f"metadata: expected a JSON object, got {json_type(doc)}"]
+    reasons = _named(doc, "name", rule.model)
     for side, declared in (("inputs", rule.inputs), ("outputs", rule.outputs)):
         listed = doc.get(side, [])
         if listed is None:
             listed = []
         if not isinstance(listed, list):
-            reasons.append(f"{side}: expected an array, got {_json_type(listed)}")
+            reasons.append(f"{side}: expected an array, got {json_type(listed)}")
             continue
         by_name: dict[str, Any] = {}
         for index, item in enumerate(listed):
@@ -237,7 +240,7 @@ def _judge_v2_metadata(rule: V2MetadataRule, doc: Any) -> list[str]:
 
 def _tensor_metadata_problem(item: Any) -> str | None:
     if not isinstance(item, dict):
-        return f"expected an object, got {_json_type(item)}"
+        return f"expected an object, got {json_type(item)}"
     if not isinstance(item.get("name"), str):
         return "name: missing"
     if not isinstance(item.get("datatype"), str):
@@ -265,13 +268,8 @@ def _shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
 
 def _judge_v2_infer(rule: V2InferRule, doc: Any) -> list[str]:
     if not isinstance(doc, dict):
-        return [f"infer: expected a JSON object, got {_json_type(doc)}"]
-    reasons: list[str] = []
-    model_name = doc.get("model_name")
-    if not isinstance(model_name, str):
-        reasons.append("model_name: missing")
-    elif model_name != rule.model:
-        reasons.append(f"model_name: is {model_name!r}, expected {rule.model!r}")
+        return [f"infer: expected a JSON object, got {json_type(doc)}"]
+    reasons = _named(doc, "model_name", rule.model)
     outputs = doc.get("outputs")
     if not isinstance(outputs, list):
         return [*reasons, "outputs: missing" if outputs is None else "outputs: not an array"]
@@ -309,7 +307,7 @@ def _tensor_data_problems(where: str, item: dict[str, Any]) -> list[str]:
     datatype = item["datatype"]
     for index, element in enumerate(flat):
         if not _element_fits(datatype, element):
-            reasons.append(f"{where}.data.{index}: {_json_type(element)} is not a {datatype} element")
+            reasons.append(f"{where}.data.{index}: {json_type(element)} is not a {datatype} element")
             break
     return reasons
 
@@ -357,7 +355,7 @@ def tensor_rows(item: Any) -> list[list[Any]]:
 def _judge_error(rule: ErrorRule, status: int, doc: Any) -> list[str]:
     reasons = [] if 400 <= status < 500 else [f"HTTP status {status}, expected a 4xx client error"]
     if not isinstance(doc, dict):
-        return [*reasons, f"error: expected a JSON object, got {_json_type(doc)}"]
+        return [*reasons, f"error: expected a JSON object, got {json_type(doc)}"]
     if rule.protocol in ("open-inference-v2", "kserve-v1"):
         if not isinstance(doc.get("error"), str):
             reasons.append("error: missing" if "error" not in doc else "error: not a string")
@@ -375,7 +373,7 @@ def _judge_error(rule: ErrorRule, status: int, doc: Any) -> list[str]:
 
 def _judge_v1_ready(rule: V1ReadyRule, doc: Any) -> list[str]:
     if not isinstance(doc, dict):
-        return [f"expected a JSON object, got {_json_type(doc)}"]
+        return [f"expected a JSON object, got {json_type(doc)}"]
     reasons = []
     if doc.get("name") != rule.model:
         reasons.append(f"name: is {_short(doc.get('name'))}, expected {rule.model!r}")
@@ -396,7 +394,7 @@ _V1_TYPES: dict[str, Callable[[Any], bool]] = {
 
 def _judge_v1_predict(rule: V1PredictRule, doc: Any) -> list[str]:
     if not isinstance(doc, dict):
-        return [f"expected a JSON object, got {_json_type(doc)}"]
+        return [f"expected a JSON object, got {json_type(doc)}"]
     predictions = doc.get("predictions")
     if not isinstance(predictions, list):
         return ["predictions: missing" if predictions is None else "predictions: not an array"]
@@ -408,7 +406,7 @@ def _judge_v1_predict(rule: V1PredictRule, doc: Any) -> list[str]:
         for index, item in enumerate(predictions):
             if not fits(item):
                 reasons.append(
-                    f"predictions.{index}: type changed: expected {rule.prediction_type}, got {_json_type(item)}"
+                    f"predictions.{index}: type changed: expected {rule.prediction_type}, got {json_type(item)}"
                 )
                 break
     if rule.width is not None:
@@ -433,7 +431,7 @@ def _judge_openai_models(rule: OpenAIModelsRule, doc: Any) -> list[str]:
 
 def _judge_openai_chat(rule: OpenAIChatRule, doc: Any) -> list[str]:
     if not isinstance(doc, dict):
-        return [f"expected a JSON object, got {_json_type(doc)}"]
+        return [f"expected a JSON object, got {json_type(doc)}"]
     reasons: list[str] = []
     if doc.get("object") != "chat.completion":
         reasons.append(f"object: is {_short(doc.get('object'))}, expected 'chat.completion'")
@@ -473,7 +471,7 @@ def _judge_openai_chat(rule: OpenAIChatRule, doc: Any) -> list[str]:
 
 def _judge_openai_completion(rule: OpenAICompletionRule, doc: Any) -> list[str]:
     if not isinstance(doc, dict):
-        return [f"expected a JSON object, got {_json_type(doc)}"]
+        return [f"expected a JSON object, got {json_type(doc)}"]
     reasons: list[str] = []
     if doc.get("object") != "text_completion":
         reasons.append(f"object: is {_short(doc.get('object'))}, expected 'text_completion'")
@@ -545,7 +543,7 @@ def _function_problems(where: str, name: Any, arguments: Any, offered: dict[str,
     except ValueError as exc:
         return [*reasons, f"{where}.arguments: not valid JSON: {_short(str(exc))}"]
     if not isinstance(parsed, dict):
-        return [*reasons, f"{where}.arguments: JSON {_json_type(parsed)}, expected an object"]
+        return [*reasons, f"{where}.arguments: JSON {json_type(parsed)}, expected an object"]
     tool = offered.get(name) if isinstance(name, str) else None
     if tool is not None:
         missing = [key for key in tool.required if key not in parsed]
@@ -650,7 +648,7 @@ def _judge_stream(rule: OpenAIStreamRule, body: bytes) -> list[str]:
             delta = choice["delta"]
             content = delta.get("content")
             if content is not None and not isinstance(content, str):
-                reasons.append(f"{where}: delta.content is {_json_type(content)}, expected a string")
+                reasons.append(f"{where}: delta.content is {json_type(content)}, expected a string")
             for call in delta.get("tool_calls") or []:
                 if not isinstance(call, dict) or not _is_int(call.get("index")):
                     reasons.append(f"{where}: delta.tool_calls[].index missing")
@@ -689,7 +687,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON type of a decoded value, as messages name it (``object``, ``integer``, ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
