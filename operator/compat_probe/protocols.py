@@ -202,6 +202,25 @@ def judge(rule: Rule, status: int, document: Any) -> list[str]:
 # ------------------------------------------------------------------------------------------------ v2
 
 
+def _openai_answer(doc: Any, kind: str, n: int, *, required: tuple[str, ...] = ()) -> tuple[list[Any] | None,
+                                                                                            list[str]]:
+    """What every OpenAI-compatible answer of ``kind`` must have (the object type, ``required`` string fields,
+    usage, ``n`` choices): its choices (None when it has none to judge) and the reasons it breaks that."""
+    if not isinstance(doc, dict):
+        return None, [f"expected a JSON object, got {json_type(doc)}"]
+    reasons: list[str] = []
+    if doc.get("object") != kind:
+        reasons.append(f"object: is {_short(doc.get('object'))}, expected {kind!r}")
+    reasons += [f"{key}: missing" for key in required if not isinstance(doc.get(key), str)]
+    reasons.extend(_usage_problems(doc.get("usage")))
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None, [*reasons, "choices: missing or empty"]
+    if len(choices) != n:
+        reasons.append(f"choices: {len(choices)}, expected {n} (n)")
+    return choices, reasons
+
+
 def _named(doc: dict[str, Any], key: str, expected: str) -> list[str]:
     """``doc[key]`` names the model ``expected``: nothing, or why not."""
     value = doc.get(key)
@@ -430,20 +449,9 @@ def _judge_openai_models(rule: OpenAIModelsRule, doc: Any) -> list[str]:
 
 
 def _judge_openai_chat(rule: OpenAIChatRule, doc: Any) -> list[str]:
-    if not isinstance(doc, dict):
-        return [f"expected a JSON object, got {json_type(doc)}"]
-    reasons: list[str] = []
-    if doc.get("object") != "chat.completion":
-        reasons.append(f"object: is {_short(doc.get('object'))}, expected 'chat.completion'")
-    for key in ("id", "model"):
-        if not isinstance(doc.get(key), str):
-            reasons.append(f"{key}: missing")
-    reasons.extend(_usage_problems(doc.get("usage")))
-    choices = doc.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return [*reasons, "choices: missing or empty"]
-    if len(choices) != rule.choices:
-        reasons.append(f"choices: {len(choices)}, expected {rule.choices} (n)")
+    choices, reasons = _openai_answer(doc, "chat.completion", rule.choices, required=("id", "model"))
+    if choices is None:
+        return reasons
     for index, choice in enumerate(choices):
         where = f"choices.{index}"
         if not isinstance(choice, dict):
@@ -470,17 +478,9 @@ def _judge_openai_chat(rule: OpenAIChatRule, doc: Any) -> list[str]:
 
 
 def _judge_openai_completion(rule: OpenAICompletionRule, doc: Any) -> list[str]:
-    if not isinstance(doc, dict):
-        return [f"expected a JSON object, got {json_type(doc)}"]
-    reasons: list[str] = []
-    if doc.get("object") != "text_completion":
-        reasons.append(f"object: is {_short(doc.get('object'))}, expected 'text_completion'")
-    reasons.extend(_usage_problems(doc.get("usage")))
-    choices = doc.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return [*reasons, "choices: missing or empty"]
-    if len(choices) != rule.choices:
-        reasons.append(f"choices: {len(choices)}, expected {rule.choices} (n)")
+    choices, reasons = _openai_answer(doc, "text_completion", rule.choices)
+    if choices is None:
+        return reasons
     for index, choice in enumerate(choices):
         if not isinstance(choice, dict) or not isinstance(choice.get("text"), str):
             reasons.append(f"choices.{index}.text: missing")

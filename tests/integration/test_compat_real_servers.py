@@ -54,28 +54,26 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str
     return base, models, summary
 
 
-@pytest.fixture(scope="module")
-def mlserver(work: tuple[Path, Path, dict[str, Any]]) -> Iterator[dict[str, Served]]:
+def serving(start: Any, work: tuple[Path, Path, dict[str, Any]], *revisions: str) -> Iterator[dict[str, Served]]:
+    """One server per revision, ready, stopped afterwards."""
     base, models, _ = work
-    servers = {rev: start_mlserver(models, rev, base) for rev in ("v1", "v2", "v3-labels")}
+    servers = {rev: start(models, rev, base) for rev in revisions}
     try:
         await_ready(*servers.values())
         yield servers
     finally:
         for server in servers.values():
             server.process.stop()
+
+
+@pytest.fixture(scope="module")
+def mlserver(work: tuple[Path, Path, dict[str, Any]]) -> Iterator[dict[str, Served]]:
+    yield from serving(start_mlserver, work, "v1", "v2", "v3-labels")
 
 
 @pytest.fixture(scope="module")
 def kserve(work: tuple[Path, Path, dict[str, Any]]) -> Iterator[dict[str, Served]]:
-    base, models, _ = work
-    servers = {rev: start_kserve(models, rev, base) for rev in ("v1", "v2", "v3-binary")}
-    try:
-        await_ready(*servers.values())
-        yield servers
-    finally:
-        for server in servers.values():
-            server.process.stop()
+    yield from serving(start_kserve, work, "v1", "v2", "v3-binary")
 
 
 def probe_once(target: str, contract: Path) -> tuple[int, dict[str, Any]]:
