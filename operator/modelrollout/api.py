@@ -468,8 +468,8 @@ class PrometheusSource(_Model):
 
     address: str = Field(pattern=r"^https?://[^\s]+$", max_length=512)
     """Prometheus base URL, e.g. http://prometheus.monitoring:9090."""
-    timeout: Duration = Field(default="5s", validate_default=True)
-    """Per-query timeout; a query that takes longer is Inconclusive."""
+    timeout: Annotated[Duration, at_least("1ms"), schema_at_least("1ms")] = Field(default="5s", validate_default=True)
+    """Per-query timeout (Prometheus is asked to stop at it too); a query that takes longer is Inconclusive."""
 
 
 class InconclusivePolicy(_Model):

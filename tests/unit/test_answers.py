@@ -10,6 +10,7 @@ import pytest
 from modelrollout import api
 from modelrollout.core.analysis import judge
 from modelrollout.core.answers import MAX_SERIES, freshness_query, newest_sample, read_answer, selectors
+from modelrollout.metrics.prometheus import prometheus_seconds
 
 METRIC = api.Metric.model_validate({"name": "m", "query": "q", "min": 0.9})
 
@@ -83,3 +84,11 @@ def test_freshness_query_asks_every_selector_and_reads_the_newest() -> None:
     assert newest_sample(200, body) == datetime.fromtimestamp(200, UTC)
     assert newest_sample(200, ok("vector", [])) is None
     assert newest_sample(400, {"status": "error"}) is None
+
+
+@pytest.mark.parametrize(("seconds", "param"), [(0.001, "0.001"), (0.005, "0.005"), (0.5, "0.5"), (1.0, "1"),
+                                                (1.5, "1.5"), (5.0, "5"), (3600.0, "3600")])
+def test_the_timeout_parameter_is_plain_seconds_prometheus_reads(seconds: float, param: str) -> None:
+    # Prometheus's duration syntax has no fractions ("0.5s" is refused as bad_data): plain seconds only.
+    assert prometheus_seconds(seconds) == param
+    assert float(param) == pytest.approx(seconds)

@@ -19,6 +19,12 @@ from modelrollout.core.analysis import Sample
 from modelrollout.core.answers import freshness_query, newest_sample, read_answer
 
 
+def prometheus_seconds(seconds: float) -> str:
+    """A duration as Prometheus's ``timeout`` parameter reads it: plain (float) seconds. Its duration syntax has no
+    fractions, so "0.5s" would be refused as bad_data and every query of a ``timeout: 500ms`` spec with it."""
+    return f"{seconds:.6f}".rstrip("0").rstrip(".")
+
+
 class PrometheusSource:
     """Instant queries against one Prometheus; never raises."""
 
@@ -31,7 +37,7 @@ class PrometheusSource:
     def _get(self, query: str) -> tuple[int, Any]:
         """(status code, decoded JSON or None); raises on transport errors."""
         response = self._session.get(f"{self.address}/api/v1/query",
-                                     params={"query": query, "timeout": f"{self.timeout:g}s"},
+                                     params={"query": query, "timeout": prometheus_seconds(self.timeout)},
                                      timeout=self.timeout + 1.0)
         try:
             body = response.json()
