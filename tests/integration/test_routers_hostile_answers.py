@@ -21,6 +21,7 @@ import yaml
 
 from modelrollout import api
 from modelrollout.core.analysis import judge
+from modelrollout.durations import parse_duration
 from modelrollout.localenv.controlplane import ControlPlane
 from modelrollout.localenv.procs import ManagedProcess, wait_until
 from modelrollout.localenv.prometheus import Prometheus
@@ -43,6 +44,7 @@ class Case:
     message: str
     actions: tuple[str, ...]
     interval: str
+    timeout: str = "1s"  # analysis.prometheus.timeout
 
 
 def cases() -> list[Case]:
@@ -50,7 +52,7 @@ def cases() -> list[Case]:
     for path in sorted(CORPUS.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         out.append(Case(path.stem, doc["query"], doc["verdict"], doc["message"], tuple(doc.get("actions", ACTIONS)),
-                        doc.get("interval", "1s")))
+                        doc.get("interval", "1s"), doc.get("timeout", "1s")))
     return out
 
 
@@ -73,7 +75,7 @@ def scraping_itself(prometheus: Prometheus) -> Prometheus:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_each_answer_gets_its_documented_verdict(scraping_itself: Prometheus, case: Case) -> None:
     prometheus = scraping_itself
-    source = PrometheusSource(prometheus.url, timeout=1.0)
+    source = PrometheusSource(prometheus.url, timeout=parse_duration(case.timeout).total_seconds())
     metric = api.Metric.model_validate({"name": "hostile", "query": case.query, "min": MIN})
     verdict, message, value = judge(metric, source.query(case.query))
     expected = "Fail" if case.verdict == "QueryError" else case.verdict
@@ -90,7 +92,7 @@ def spec_for(case: Case, action: str, router: str, prometheus: Prometheus, name:
         "traffic": traffic,
         "rollback": {"scaleDownDelay": "0s"},
         "analysis": {
-            "interval": case.interval, "prometheus": {"address": prometheus.url, "timeout": "1s"},
+            "interval": case.interval, "prometheus": {"address": prometheus.url, "timeout": case.timeout},
             "inconclusive": {"limit": 2, "action": "pause"},
             "metrics": [{"name": "hostile", "query": case.query, "min": MIN, "onFailure": action},
                         # a passing gating metric, so an alert-only hostile metric lets the rollout go on
