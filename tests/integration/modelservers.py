@@ -40,26 +40,26 @@ def train(out: Path) -> dict[str, object]:
         raise
 
 
-def start_mlserver(models: Path, revision: str, work: Path) -> Server:
-    """MLServer serving ``models/revision`` as model ``iris`` (started, not awaited: see :func:`await_ready`)."""
+def _start(kind: str, models: Path, revision: str, work: Path) -> Server:
+    """``kind`` (mlserver | kserve) serving ``models/revision`` as model ``iris``, started, not awaited."""
+    launch = {"mlserver": modelservers.mlserver, "kserve": modelservers.kserve}[kind]
     try:
-        server = modelservers.mlserver(models, revision, work, work / f"mlserver-{revision}.log")
+        server = launch(models, revision, work, work / f"{kind}-{revision}.log")
     except MissingServer as exc:
         _missing(exc)
         raise
     server.process.start()
     return server
+
+
+def start_mlserver(models: Path, revision: str, work: Path) -> Server:
+    """MLServer serving ``models/revision`` as model ``iris`` (started, not awaited: see :func:`await_ready`)."""
+    return _start("mlserver", models, revision, work)
 
 
 def start_kserve(models: Path, revision: str, work: Path) -> Server:
     """KServe's model server serving ``models/revision`` as model ``iris`` (v1 and v2 protocols)."""
-    try:
-        server = modelservers.kserve(models, revision, work, work / f"kserve-{revision}.log")
-    except MissingServer as exc:
-        _missing(exc)
-        raise
-    server.process.start()
-    return server
+    return _start("kserve", models, revision, work)
 
 
 def _ready(server: Server) -> bool:

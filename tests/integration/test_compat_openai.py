@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .localhttp import LocalServer, QuietHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "examples" / "compat-contract-openai.yaml"
@@ -25,43 +25,24 @@ MODEL = "qwen2.5-0.5b-instruct"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}
 
 
-class OpenAIServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class OpenAIServer(LocalServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.mode = "ok"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: OpenAIServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _json(self, status: int, doc: Any) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         served = "qwen2.5-1.5b-instruct" if self.server.mode == "renamed" else MODEL
-        self._json(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "vllm"}]})
+        self.send_json(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "vllm"}]})
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         mode = self.server.mode
         if request.get("model") != MODEL:
-            self._json(404, {"error": {"message": f"The model `{request.get('model')}` does not exist.",
+            self.send_json(404, {"error": {"message": f"The model `{request.get('model')}` does not exist.",
                                        "type": "NotFoundError", "param": None, "code": 404}})
             return
         if request.get("stream"):
@@ -80,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
             choice["logprobs"] = {"content": [{"token": "Hello", "logprob": -0.02, "bytes": [72, 101, 108, 108, 111],
                                                "top_logprobs": [{"token": "Hello", "logprob": -0.02},
                                                                 {"token": "Hi", "logprob": -4.1}]}]}
-        self._json(200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 1765000000, "model": MODEL,
+        self.send_json(200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 1765000000, "model": MODEL,
                          "choices": [choice], "usage": USAGE})
 
     def _stream(self, mode: str) -> None:
@@ -101,8 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[OpenAIServer]:
     srv = OpenAIServer()
     yield srv
-    srv.shutdown()
-    srv.server_close()
+    srv.close()
 
 
 def probe_once(url: str) -> tuple[int, dict[str, list[str]], float]:

@@ -12,13 +12,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from compat_probe.server import ProbeApp, ProbeSettings
 from compat_probe.shadow import ShadowSpec
+
+from .localhttp import LocalServer, QuietHandler
 
 DEADLINE = 10.0
 
@@ -29,14 +30,11 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
-class Upstream(ThreadingHTTPServer):
+class Upstream(LocalServer):
     """An OpenAI-style server. ``/v1/chat/completions`` with ``stream`` sends the first chunk, then waits
     for ``release`` (bounded) before the rest; everything else answers JSON with a Content-Length."""
 
-    daemon_threads = True
-
     def __init__(self, finish: str = "stop") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.finish = finish
         self.release = threading.Event()
         self.last_sent = threading.Event()
@@ -44,19 +42,11 @@ class Upstream(ThreadingHTTPServer):
         self.requests = 0
         self.shadow_requests = 0
         self.lock = threading.Lock()
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: Upstream
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -83,13 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.server.last_sent.set()
             return
-        payload = json.dumps({"object": "chat.completion", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(200, {"object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}]})
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -102,8 +87,7 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
     yield canary, stable
     for server in (canary, stable):
         server.release.set()
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 @pytest.fixture(scope="module")
