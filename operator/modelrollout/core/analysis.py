@@ -64,7 +64,8 @@ def _outside(metric: api.Metric, value: float) -> str | None:
     return None
 
 
-def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
+def labels_text(labels: Sequence[tuple[str, str]]) -> str:
+    """``{pod="a",revision="x"}``, or ``{}`` for a series without labels."""
     return "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"
 
 
@@ -89,12 +90,12 @@ def judge(metric: api.Metric, sample: Sample) -> tuple[Verdict, str, float | Non
     bad = [s for s in series if _outside(metric, s.value) is not None]
     if bad:
         first = worst(metric, tuple(bad))
-        where = "" if len(series) == 1 else (f" in series {_label_text(first.labels)} ({len(bad)} of {len(series)} "
+        where = "" if len(series) == 1 else (f" in series {labels_text(first.labels)} ({len(bad)} of {len(series)} "
                                               "series fail)")
         return (Verdict.FAIL, f"{metric.name} = {first.value:g}{where} {_outside(metric, first.value)} "
                 f"(query: {sample.query})", first.value)
     shown = worst(metric, series)
-    where = "" if len(series) == 1 else f" (worst of {len(series)} series, {_label_text(shown.labels)})"
+    where = "" if len(series) == 1 else f" (worst of {len(series)} series, {labels_text(shown.labels)})"
     return Verdict.PASS, f"{metric.name} = {shown.value:g}{where} within bounds", shown.value
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.core.analysis import Sample, Series
+from modelrollout.core.analysis import Sample, Series, labels_text
 
 MAX_SERIES = 50
 """Series of one vector answer that are judged; an answer with more is Inconclusive (aggregate it)."""
@@ -55,11 +55,6 @@ def _parse_number(raw: Any) -> float | None:
         return float(raw)
     except (TypeError, ValueError):
         return None
-
-
-def labels_text(labels: Sequence[tuple[str, str]]) -> str:
-    """``{pod="a",revision="x"}``, or ``{}`` for a series without labels."""
-    return "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"
 
 
 def _labels(metric: Any) -> tuple[tuple[str, str], ...]:
