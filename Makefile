@@ -41,7 +41,7 @@ manifests:
 # installed by bootstrap) or refserver (this project's reference server: make demo MODEL=refserver).
 MODEL ?= mlserver
 demo: bootstrap
-	$(PYTHON) -m modelrollout.demo --model $(MODEL)
+	$(PYTHON) -m devenv.demo --model $(MODEL)
 
 # e2e: the same scenarios on a real cluster. `make e2e` creates one with kind (needs Docker);
 # `make e2e-existing` uses KUBECONFIG. Without a reachable cluster the tests skip and say why.
@@ -52,11 +52,11 @@ e2e-existing:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 cluster-up:
-	$(PYTHON) -m modelrollout.localenv.controlplane up --dir $(LOCALENV) --detach
+	$(PYTHON) -m devenv.localenv.controlplane up --dir $(LOCALENV) --detach
 	@echo "export KUBECONFIG=$(CURDIR)/$(LOCALENV)/kubeconfig"
 
 cluster-down:
-	$(PYTHON) -m modelrollout.localenv.controlplane down --dir $(LOCALENV)
+	$(PYTHON) -m devenv.localenv.controlplane down --dir $(LOCALENV)
 
 bench:
 	$(PYTHON) -m bench.run

@@ -41,7 +41,7 @@ from bench.common import (
     today,
     trace_block,
 )
-from modelrollout.localenv.procs import CommandFailed
+from devenv.localenv.procs import CommandFailed
 
 NAME = "approve_to_shift"
 TITLE = "Approval to shift (approve annotation → new weight on the router)"

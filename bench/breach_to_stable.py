@@ -51,7 +51,7 @@ from bench.common import (
     today,
     trace_block,
 )
-from modelrollout.localenv.procs import CommandFailed
+from devenv.localenv.procs import CommandFailed
 
 NAME = "breach_to_stable"
 TITLE = "Breach to stable (metric breach → 0% canary)"

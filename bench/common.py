@@ -30,11 +30,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from devenv.localenv.controlplane import ControlPlane, start_control_plane
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import ManagedProcess, free_port, port_open, run
+from devenv.localenv.prometheus import Prometheus, start_prometheus
 from modelrollout.crdgen import render
-from modelrollout.localenv.controlplane import ControlPlane, start_control_plane
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import ManagedProcess, free_port, port_open, run
-from modelrollout.localenv.prometheus import Prometheus, start_prometheus
 
 T = TypeVar("T")
 Json = dict[str, Any]

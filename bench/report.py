@@ -12,8 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench.common import REPO, Result
-from modelrollout.localenv.controlplane import ETCD, K8S_VERSION, KWOK_VERSION
-from modelrollout.localenv.prometheus import PROMETHEUS
+from devenv.localenv.controlplane import ETCD, K8S_VERSION, KWOK_VERSION
+from devenv.localenv.prometheus import PROMETHEUS
 
 DOC = REPO / "docs" / "benchmarks.md"
 
@@ -84,7 +84,7 @@ INTRO = """\
 
 The latencies that matter to someone running a canary, measured with the real operator (`modelrollout run`,
 a child process) against a real local control plane (etcd, kube-apiserver, controller-manager, scheduler,
-kwok; see `modelrollout.localenv.controlplane`), a real Prometheus (Debian's, 1 s scrape) and a real exporter
+kwok; see `devenv.localenv.controlplane`), a real Prometheus (Debian's, 1 s scrape) and a real exporter
 (`compat_probe.refserver`). They are in `bench/`, not in the test suite: the suite makes no timed assertions.
 DESIGN.md §7 lists what is measured; the scale benchmark runs N rollouts at once on one operator
 (N = 100, 500, 1000, one environment each).

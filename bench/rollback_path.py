@@ -61,7 +61,7 @@ from bench.common import (
     today,
     trace_block,
 )
-from modelrollout.localenv.procs import CommandFailed
+from devenv.localenv.procs import CommandFailed
 
 NAME = "rollback_path"
 TITLE = "Rollback path (abort → all traffic on stable: API writes and time)"

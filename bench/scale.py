@@ -76,8 +76,8 @@ from bench.common import (
     sigterm_as_exit,
     today,
 )
+from devenv.localenv.procs import ManagedProcess, free_port
 from modelrollout.core.revision import revision_of
-from modelrollout.localenv.procs import ManagedProcess, free_port
 
 NAME = "scale"
 TITLE = "Scale (N rollouts progressing at once on one operator)"

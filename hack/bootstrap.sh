@@ -34,7 +34,7 @@ if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
     done
 fi
 
-if ! python -c "import modelrollout, kopf, hypothesis, ruff, selenium" >/dev/null 2>&1 || [[ -n "${CI:-}" ]]; then
+if ! python -c "import modelrollout, kopf, hypothesis, ruff, selenium, wheel" >/dev/null 2>&1 || [[ -n "${CI:-}" ]]; then
     python -m pip install -q -e '.[test]'
 fi
 

@@ -132,7 +132,7 @@ def kubectl_path() -> Path:
         return Path(os.environ["KUBECTL"])
     sys.path.insert(0, str(ROOT / "operator"))
     try:
-        from modelrollout.localenv.controlplane import bin_dir
+        from devenv.localenv.controlplane import bin_dir
     finally:
         sys.path.pop(0)
     built = bin_dir() / "kubectl"

@@ -15,9 +15,9 @@ from typing import NoReturn
 
 import pytest
 
-from modelrollout.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
-from modelrollout.localenv.procs import wait_until
-from modelrollout.localenv.prometheus import PROMETHEUS, Prometheus, start_prometheus
+from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.procs import wait_until
+from devenv.localenv.prometheus import PROMETHEUS, Prometheus, start_prometheus
 
 REQUIRE_CLUSTER = os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import ManagedProcess
 from modelrollout.crdgen import render
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import ManagedProcess
 
 
 def _kubectl() -> str | None:

@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Any
 
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .conftest import _kubectl
 

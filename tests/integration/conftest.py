@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.crdgen import render
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Kubectl
 

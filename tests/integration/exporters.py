@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from modelrollout.localenv.procs import ManagedProcess, free_port, port_open, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.procs import ManagedProcess, free_port, port_open, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import wait_until
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import wait_until
 
 from .manifests import ingress, rollout, service
 

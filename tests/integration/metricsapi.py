@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import LOCALHOST, wait_until
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import LOCALHOST, wait_until
 
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"

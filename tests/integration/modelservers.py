@@ -1,4 +1,4 @@
-"""Real model servers for the compat-probe tests (``modelrollout.localenv.modelservers``): MLServer and
+"""Real model servers for the compat-probe tests (``devenv.localenv.modelservers``): MLServer and
 KServe's model server from their own venvs (hack/modelservers/install.sh, run by hack/bootstrap.sh), serving
 the iris revisions trained at test time. Every server binds 127.0.0.1 on a free port. Without the venvs the
 tests skip with the install command, or fail under MODELROLLOUT_REQUIRE_CLUSTER=1.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.localenv import modelservers
-from modelrollout.localenv.modelservers import MissingServer, Server
-from modelrollout.localenv.procs import wait_until
+from devenv.localenv import modelservers
+from devenv.localenv.modelservers import MissingServer, Server
+from devenv.localenv.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1"

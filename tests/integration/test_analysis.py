@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localenv.procs import ManagedProcess, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 from .exporters import exporters
 from .kube import Kubectl, release_behind_nginx

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Kubectl, Watch, release_behind_nginx
 from .manifests import nginx, rollout

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Json, Kubectl, Watch, release_behind_nginx, wait_audit
 from .manifests import nginx, rollout, service

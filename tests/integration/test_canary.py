@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from modelrollout.localenv.operatorproc import kill_hard
-from modelrollout.localenv.procs import ManagedProcess
+from devenv.localenv.operatorproc import kill_hard
+from devenv.localenv.procs import ManagedProcess
 
 from .kube import Kubectl, Watch, wait_audit
 from .manifests import ingress, rollout, service
@@ -119,7 +119,7 @@ def test_indefinite_pause_holds_until_annotated_with_its_token(k: Kubectl, opera
     def rejected() -> bool:
         return any(e["reason"] == "ApprovalRejected" and token in e["message"] for e in k.events("hold"))
 
-    from modelrollout.localenv.procs import wait_until
+    from devenv.localenv.procs import wait_until
 
     wait_until(rejected, 30, 0.1, what="ApprovalRejected event")
     assert k.status("hold")["phase"] == "AwaitingApproval"
@@ -165,7 +165,7 @@ def test_sigkill_during_pause_and_weight_step_repeats_no_router_write(
         operator.start()
         st = k.wait_phase("kill", "AwaitingApproval", 60)
         k.annotate("kill", "modelrollout.io/approve", st["approval"]["token"])
-        from modelrollout.localenv.procs import wait_until
+        from devenv.localenv.procs import wait_until
 
         wait_until(lambda: "70" in w.values, 60, 0.05, what="weight 70")
         kill_hard(operator)

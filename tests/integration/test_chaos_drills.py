@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import kill_hard
-from modelrollout.localenv.procs import ManagedProcess, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.operatorproc import kill_hard
+from devenv.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 from .exporters import Exporter, exporters
 from .kube import Json, Kubectl

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.localenv.procs import ManagedProcess, free_port, port_open, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.procs import ManagedProcess, free_port, port_open, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 from .kube import Kubectl
 from .manifests import ingress, rollout, service

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from compat_probe.contract import Contract
 from compat_probe.server import ProbeApp, ProbeSettings
-from modelrollout.localenv.procs import ManagedProcess, free_port, port_open, wait_until
+from devenv.localenv.procs import ManagedProcess, free_port, port_open, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = Contract.from_yaml((ROOT / "examples" / "compat-contract.yaml").read_text())

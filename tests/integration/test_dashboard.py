@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from modelrollout.localenv.controlplane import client_kubeconfig
-from modelrollout.localenv.procs import ManagedProcess, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.controlplane import client_kubeconfig
+from devenv.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 from ..conftest import _unavailable
 from .exporters import exporters

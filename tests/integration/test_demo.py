@@ -1,4 +1,4 @@
-"""`make demo` as a test: ``python -m modelrollout.demo`` end to end, and Ctrl-C in the middle of it.
+"""`make demo` as a test: ``python -m devenv.demo`` end to end, and Ctrl-C in the middle of it.
 
 The demo starts its own control plane, Prometheus, operator and model-server processes. Every process it
 starts inherits ``MODELROLLOUT_DEMO_RUN=<marker>``, so the test can tell its processes from any other
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.demo import MARKER_ENV, marked_processes
-from modelrollout.localenv.controlplane import ETCD, missing_binaries
-from modelrollout.localenv.procs import terminate_pid, wait_until
-from modelrollout.localenv.prometheus import PROMETHEUS
+from devenv.demo import MARKER_ENV, marked_processes
+from devenv.localenv.controlplane import ETCD, missing_binaries
+from devenv.localenv.procs import terminate_pid, wait_until
+from devenv.localenv.prometheus import PROMETHEUS
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 
@@ -52,7 +52,7 @@ def _needs_local_environment() -> None:
 
 @dataclass
 class DemoRun:
-    """``python -m modelrollout.demo`` as a child process whose output is collected line by line."""
+    """``python -m devenv.demo`` as a child process whose output is collected line by line."""
 
     workdir: Path
     args: tuple[str, ...] = ()
@@ -64,7 +64,7 @@ class DemoRun:
         path = os.pathsep.join(p for p in (str(OPERATOR_SRC), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONPATH": path, MARKER_ENV: self.marker}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelrollout.demo", "--workdir", str(self.workdir), *self.args],
+            [sys.executable, "-m", "devenv.demo", "--workdir", str(self.workdir), *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)

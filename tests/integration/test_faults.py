@@ -25,9 +25,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.core.revision import revision_of
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.faultproxy import (
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.faultproxy import (
     CutWatch,
     Delay,
     FaultProxy,
@@ -38,9 +37,10 @@ from modelrollout.localenv.faultproxy import (
     server_error,
     too_many_requests,
 )
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import ManagedProcess
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import ManagedProcess
+from devenv.localenv.prometheus import Prometheus
+from modelrollout.core.revision import revision_of
 
 from .exporters import exporters
 from .kube import Kubectl, Watch, audit_writes, wait_audit

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv.localenv.controlplane import ControlPlane, ControlPlaneError
+from devenv.localenv.flux import Flux, GitServer, build_flux, wait_ready
+from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.__main__ import main as modelrollout_main
-from modelrollout.localenv.controlplane import ControlPlane, ControlPlaneError
-from modelrollout.localenv.flux import Flux, GitServer, build_flux, wait_ready
-from modelrollout.localenv.procs import ManagedProcess, wait_until
 
 from ..conftest import _unavailable
 from .kube import Kubectl, audit_events

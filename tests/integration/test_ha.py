@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from bench.common import AuditLog, Request
 
-from modelrollout.localenv.controlplane import ControlPlane, client_kubeconfig
-from modelrollout.localenv.operatorproc import kill_hard, operator_process
-from modelrollout.localenv.procs import ManagedProcess, free_port, wait_until
+from devenv.localenv.controlplane import ControlPlane, client_kubeconfig
+from devenv.localenv.operatorproc import kill_hard, operator_process
+from devenv.localenv.procs import ManagedProcess, free_port, wait_until
 
 from .kube import Kubectl, Watch, release_behind_nginx, wait_audit
 from .manifests import nginx, rollout

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .conftest import running_operator
 from .kube import Kubectl

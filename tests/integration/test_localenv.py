@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import LOCALHOST, free_port, wait_until
-from modelrollout.localenv.prometheus import JOB, Prometheus
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import LOCALHOST, free_port, wait_until
+from devenv.localenv.prometheus import JOB, Prometheus
 
 DEPLOYMENT = """
 apiVersion: apps/v1

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import LOCALHOST, ManagedProcess, free_port, port_open, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, port_open, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 from .exporters import exporters
 from .kube import Kubectl

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import LOCALHOST, ManagedProcess, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 from .conftest import running_operator
 from .exporters import exporters

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Json, Kubectl
 from .manifests import rollout, service

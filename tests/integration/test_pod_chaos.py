@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Json, Kubectl, Watch, release_behind_nginx, wait_audit
 from .manifests import nginx, rollout

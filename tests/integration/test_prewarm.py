@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Kubectl, Watch, audit_writes, wait_audit
 from .manifests import ingress, rollout, service

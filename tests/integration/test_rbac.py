@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import ManagedProcess
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import ManagedProcess
 
 from ..chart import render_chart
 from ..conftest import REQUIRE_CLUSTER

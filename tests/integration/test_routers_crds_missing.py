@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import ManagedProcess
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import ManagedProcess
 
 from .kube import Kubectl
 from .manifests import rollout, service

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Json, Kubectl, Watch, wait_audit
 from .manifests import rollout, service

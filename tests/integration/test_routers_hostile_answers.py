@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.prometheus import Prometheus
 from modelrollout import api
 from modelrollout.core.analysis import judge
 from modelrollout.durations import parse_duration
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.procs import ManagedProcess, wait_until
-from modelrollout.localenv.prometheus import Prometheus
 from modelrollout.metrics.prometheus import PrometheusSource
 
 from .kube import Json, Kubectl

@@ -16,10 +16,10 @@ from bench.common import BENCH_AGENT, AuditLog, Env, now
 from bench.scale import TARGET_WRITES_PER_STEP, WEIGHT_STEPS, run_scale
 from kubernetes import config
 
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import free_port, port_open, wait_until
-from modelrollout.localenv.prometheus import Prometheus
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import free_port, port_open, wait_until
+from devenv.localenv.prometheus import Prometheus
 
 N = 12
 

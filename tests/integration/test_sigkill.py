@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from devenv.localenv.operatorproc import kill_hard
+from devenv.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.prometheus import Prometheus
 from modelrollout.core.revision import revision_of
-from modelrollout.localenv.operatorproc import kill_hard
-from modelrollout.localenv.procs import ManagedProcess, wait_until
-from modelrollout.localenv.prometheus import Prometheus
 
 from .exporters import exporters
 from .kube import Json, Kubectl, Watch, wait_audit

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.faultproxy import FaultProxy, Respond, Rule, status_body
+from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.core.refusal import backoff
-from modelrollout.localenv.controlplane import ControlPlane
-from modelrollout.localenv.faultproxy import FaultProxy, Respond, Rule, status_body
-from modelrollout.localenv.procs import ManagedProcess, wait_until
 
 from .kube import Json, Kubectl, Watch
 from .manifests import ingress, rollout, service

@@ -13,8 +13,7 @@ import pytest
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.kube import retry_after
-from modelrollout.localenv.faultproxy import (
+from devenv.localenv.faultproxy import (
     CutWatch,
     Delay,
     FaultProxy,
@@ -24,7 +23,8 @@ from modelrollout.localenv.faultproxy import (
     server_error,
     too_many_requests,
 )
-from modelrollout.localenv.procs import LOCALHOST, free_port, port_open, wait_until
+from devenv.localenv.procs import LOCALHOST, free_port, port_open, wait_until
+from modelrollout.kube import retry_after
 
 EVENTS = 6
 

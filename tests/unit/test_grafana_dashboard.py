@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
+from devenv.localenv.prometheus import Prometheus
 from modelrollout import telemetry
-from modelrollout.localenv.prometheus import Prometheus
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 

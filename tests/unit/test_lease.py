@@ -295,7 +295,7 @@ def test_the_property_is_not_vacuous_a_silent_leader_is_replaced() -> None:
 
 def test_the_watchdog_gives_up_at_the_renew_deadline_when_renewals_fail() -> None:
     """The threads with a real clock and short durations; waiting is on the condition, with a deadline."""
-    from modelrollout.localenv.procs import wait_until
+    from devenv.localenv.procs import wait_until
 
     store, lost = MemoryStore(), list[str]()
     timing = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.05)

@@ -1,5 +1,6 @@
 """Packaging: the Helm chart (lint, render, schema, RBAC shape), the kustomize base and install.yaml (drift and
-equivalence with the chart), the CRD copies, the Dockerfiles.
+equivalence with the chart), the CRD copies, the Dockerfiles, and what the wheel and the images ship (the product
+packages, not the development environment in operator/devenv/).
 
 Helm is the official binary shipped in a PyPI wheel (see hack/render_chart.py); kubectl is the one
 hack/controlplane/build.sh builds. Rendered objects are validated against the Kubernetes 1.36 schemas with
@@ -12,7 +13,9 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -390,6 +393,66 @@ def test_dockerfile(dockerfile: str, entrypoint: list[str]) -> None:
     # the scripts it runs exist in the package
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert entrypoint[0] in scripts
+
+
+# ------------------------------------------------------------------------- what the wheel and the images ship
+
+PRODUCT = ("modelrollout", "compat_probe")
+"""The packages under operator/ that the wheel and the images ship."""
+DEV = "devenv"
+"""operator/devenv/: the local environment and the demo, run from a checkout only."""
+
+
+def _is_dev(name: str) -> bool:
+    parts = name.split("/")
+    return DEV in parts or "localenv" in parts or parts[-1] in ("demo.py", "kwok-stages.yaml")
+
+
+@pytest.mark.parametrize("dockerfile", ["operator/Dockerfile", "operator/compat_probe/Dockerfile"])
+def test_dockerfile_copies_the_product_packages_only(dockerfile: str) -> None:
+    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    allowed = {"pyproject.toml", readme, *(f"operator/{pkg}" for pkg in PRODUCT)}
+    sources = [src.rstrip("/") for op, arg in _instructions(ROOT / dockerfile)
+               if op == "COPY" and not arg.startswith("--from") for src in arg.split()[:-1]]
+    assert set(sources) == allowed, f"{dockerfile} copies {sources}; it should copy {sorted(allowed)} only"
+    # and the build context leaves the dev package out as well
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert f"operator/{DEV}" in ignored
+
+
+@pytest.fixture(scope="module")
+def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The files of the wheel ``pip wheel .`` builds from this checkout, offline (no index, no build isolation:
+    the installed setuptools and the test extras' ``wheel``), from a copy so that the build writes nothing here."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    for name in ("pyproject.toml", readme):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "operator", src / "operator",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build"))
+    assert (src / "operator" / DEV / "__init__.py").is_file(), "the wheel is built from a source with the dev package"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "--disable-pip-version-check", "-w", str(tmp / "out"), str(src)],
+        capture_output=True, text=True, timeout=300, cwd=tmp)
+    if done.returncode != 0:
+        pytest.fail(f"pip wheel failed (it needs the test extras' `wheel`, or setuptools>=70.1):\n{done.stderr}")
+    (wheel,) = (tmp / "out").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        return z.namelist()
+
+
+def test_wheel_ships_the_product_packages_and_not_the_dev_environment(wheel_files: list[str]) -> None:
+    tops = {name.split("/")[0] for name in wheel_files}
+    assert tops - {p for p in tops if p.endswith(".dist-info")} == set(PRODUCT), tops
+    assert not [name for name in wheel_files if _is_dev(name)]
+    # every module of the product packages is in it
+    sources = {str(f.relative_to(ROOT / "operator")) for pkg in PRODUCT for f in (ROOT / "operator" / pkg).rglob("*.py")
+               if "__pycache__" not in f.parts}
+    assert sources <= set(wheel_files), sorted(sources - set(wheel_files))
+    assert {"modelrollout/__main__.py", "modelrollout/py.typed", "compat_probe/__main__.py"} <= set(wheel_files)
 
 
 @pytest.mark.parametrize("values", [(), NAMESPACED], ids=["cluster", "namespaced"])

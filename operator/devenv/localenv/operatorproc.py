@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from modelrollout.localenv.procs import ManagedProcess
+from devenv.localenv.procs import ManagedProcess
 
 
 def operator_process(kubeconfig: Path, log: Path, *, namespaces: Sequence[str] = (), metrics_port: int = 0,

@@ -1,6 +1,6 @@
 """``make demo``: a complete ModelRollout story on a self-contained local environment (no cluster, no Docker).
 
-    python -m modelrollout.demo [--keep] [--quick] [--workdir DIR] [--model refserver|mlserver]
+    python -m devenv.demo [--keep] [--quick] [--workdir DIR] [--model refserver|mlserver]
 
 It starts a real local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok fake nodes),
 a real Prometheus (1 s scrape) and the operator, then plays three acts in namespace ``demo`` with
@@ -48,17 +48,16 @@ from typing import Any, TextIO
 
 import yaml
 
-from modelrollout.crdgen import render
-from modelrollout.localenv import modelservers
-from modelrollout.localenv.controlplane import (
+from devenv.localenv import modelservers
+from devenv.localenv.controlplane import (
     ControlPlane,
     ensure_binaries,
     missing_binaries,
     repo_root,
     start_control_plane,
 )
-from modelrollout.localenv.operatorproc import operator_process
-from modelrollout.localenv.procs import (
+from devenv.localenv.operatorproc import operator_process
+from devenv.localenv.procs import (
     LOCALHOST,
     CommandFailed,
     ManagedProcess,
@@ -68,7 +67,8 @@ from modelrollout.localenv.procs import (
     terminate_pid,
     wait_until,
 )
-from modelrollout.localenv.prometheus import Prometheus, Target, start_prometheus
+from devenv.localenv.prometheus import Prometheus, Target, start_prometheus
+from modelrollout.crdgen import render
 
 Json = dict[str, Any]
 
@@ -823,7 +823,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelrollout.demo", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m devenv.demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true",
                         help="leave the environment up and print KUBECONFIG; stop everything on Ctrl-C")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from modelrollout.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
 
 PROMETHEUS = os.environ.get("MODELROLLOUT_PROMETHEUS", "/usr/bin/prometheus")
 JOB = "modelrollout"

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrollout.localenv.procs import LOCALHOST, ManagedProcess, free_port
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port
 
 __all__ = ["HACK", "MissingServer", "Server", "kserve", "mlserver", "train_iris", "venv_python", "venvs_root"]
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from modelrollout.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
-from modelrollout.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
+from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
 
 GIT = shutil.which("git") or "/usr/bin/git"
 BODY_LIMIT = 64 << 20

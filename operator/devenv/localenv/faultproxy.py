@@ -40,8 +40,8 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from multidict import CIMultiDict
 
-from modelrollout.localenv.controlplane import ControlPlane, _make_cert
-from modelrollout.localenv.procs import LOCALHOST, free_port
+from devenv.localenv.controlplane import ControlPlane, _make_cert
+from devenv.localenv.procs import LOCALHOST, free_port
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones aiohttp sets itself from the body it sends.
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",

@@ -6,8 +6,8 @@ outside the clone. Certificates are made with the ``openssl`` CLI.
 
 CLI (backs ``make cluster-up`` / ``make cluster-down``)::
 
-    python -m modelrollout.localenv.controlplane up --dir .localenv [--nodes 2] [--detach]
-    python -m modelrollout.localenv.controlplane down --dir .localenv
+    python -m devenv.localenv.controlplane up --dir .localenv [--nodes 2] [--detach]
+    python -m devenv.localenv.controlplane down --dir .localenv
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelrollout.localenv.procs import (
+from devenv.localenv.procs import (
     LOCALHOST,
     CommandFailed,
     ManagedProcess,
@@ -89,7 +89,7 @@ class ControlPlaneError(RuntimeError):
 
 
 def repo_root() -> Path:
-    """The clone this package lives in (…/operator/modelrollout/localenv/controlplane.py → …)."""
+    """The clone this package lives in (…/operator/devenv/localenv/controlplane.py → …)."""
     return Path(__file__).resolve().parents[3]
 
 
@@ -695,7 +695,7 @@ def cmd_down(directory: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modelrollout.localenv.controlplane",
+        prog="python -m devenv.localenv.controlplane",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
