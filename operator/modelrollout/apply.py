@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api, drills, telemetry
+from modelrollout.context import RolloutContext
 from modelrollout.core.model import (
     Action,
     Decision,
@@ -41,7 +42,7 @@ from modelrollout.core.refusal import Refusal, classify, finite_status
 from modelrollout.kube import Body, Kube, api_message, api_reason
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.revisions import record, restore
-from modelrollout.routers.base import Router, RouterContext
+from modelrollout.routers.base import Router
 from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_services, prune_config_maps, scale
 
 log = logging.getLogger("modelrollout.apply")
@@ -73,7 +74,7 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
     return finite_status(out)
 
 
-def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RouterContext | None,
+def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RolloutContext | None,
               router: Router | None, wrote: Callable[[str], None]) -> None:
     """Carry out ``decision``; ``wrote`` gets the resourceVersion of each write to the rollout as soon as it is
     answered (before the Events are posted: the watch may deliver its echo meanwhile)."""
@@ -120,7 +121,7 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         emit(kube, rollout, event)
 
 
-def _carry(action: Action, ctx: RouterContext, router: Router, rollout: Body, template: Body) -> None:
+def _carry(action: Action, ctx: RolloutContext, router: Router, rollout: Body, template: Body) -> None:
     """Carry out one action (not RemoveAnnotations)."""
     if isinstance(action, EnsureServices):
         ensure_services(ctx)

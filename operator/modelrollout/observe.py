@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from modelrollout import api, drills
+from modelrollout.context import RolloutContext
 from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
@@ -24,7 +25,8 @@ from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
 from modelrollout.prewarm import dry_run_daemonset, observe_daemonset
 from modelrollout.revisions import recorded
-from modelrollout.routers.base import Router, RouterContext, router_for
+from modelrollout.routers.base import Router
+from modelrollout.routers.registry import router_for
 from modelrollout.workloads import (
     check_contract,
     dry_run_config_map,
@@ -94,7 +96,7 @@ class Observation:
     spec: api.ModelRolloutSpec | None
     status: api.ModelRolloutStatus
     observed: Observed
-    ctx: RouterContext | None
+    ctx: RolloutContext | None
     router: Router | None
 
 
@@ -139,7 +141,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     )
     if spec is None or invalid is not None:
         return Observation(spec, status, base, None, None)
-    ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
+    ctx = RolloutContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
     if not RECENT.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
         problem = router.check(ctx) or check_contract(ctx) or drills.check(ctx)
@@ -196,7 +198,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                        ctx, router)
 
 
-def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RouterContext, router: Router) -> str | None:
+def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RolloutContext, router: Router) -> str | None:
     """Why the apiserver would refuse a route object the steps write (a server-side dry run of the first traffic
     step's weight with every header pin and mirror the steps use), or None: checked before any traffic moves."""
     first = first_traffic_step(spec)

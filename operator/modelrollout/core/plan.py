@@ -17,7 +17,7 @@ from typing import Any
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core import analysis as an
-from modelrollout.core import chaos
+from modelrollout.core import chaos, routing
 from modelrollout.core import consumed as cons
 from modelrollout.core.approval import (
     ABORT,
@@ -67,8 +67,8 @@ POLL_SECONDS = 5.0
 
 
 def replica_ratio(spec: api.ModelRolloutSpec) -> bool:
-    """Traffic is split by replica ratio (the Service router): no ingress or mesh router is configured."""
-    return not any(getattr(spec.traffic, f, None) is not None for f in ("ingress", "http_route", "virtual_service"))
+    """Traffic is split by replica ratio: the spec's router cannot weight a route (the Service router)."""
+    return not routing.selected(spec.traffic).weight
 
 
 def dynamic_stable(spec: api.ModelRolloutSpec) -> bool:
