@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 from modelrollout import api
 from modelrollout.context import RolloutContext
 from modelrollout.core import chaos
-from modelrollout.core.model import DeleteDrill, EnsureDrill
+from modelrollout.core.actions import DeleteDrill, EnsureDrill
 from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, Kube
 
 LABEL_DRILL_STEP = "modelrollout.io/drill-step"
