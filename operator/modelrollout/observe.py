@@ -42,8 +42,9 @@ POD_LOOKUP_AFTER = 5.0
 POD_LOOKUP_EVERY = 10.0
 """Seconds the answer of such a listing (a reason, or none) is reused while the pods stay unready; the reconcile
 at the progress deadline always lists them again, so the Failed/RolledBack message names the current reason.
-(A LIST of pods reads every pod of the namespace on an apiserver without watch cache: at 1000 rollouts whose pods
-start slowly, listing at every reconcile made the cost grow with N² — 4.3 LISTs per rollout at N=1000.)"""
+A LIST of pods reads every pod of the namespace (on an apiserver without watch cache), so N rollouts with slow pods
+listing at every reconcile would cost N² in all; the reuse keeps it to one listing per rollout per interval
+(figures: docs/benchmarks.md, Scale, fix (11))."""
 CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
 rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
