@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic.alias_generators import to_camel
 
+from modelrollout.core import routing
 from modelrollout.durations import Duration, at_least, schema_at_least
 from modelrollout.imageref import PATTERN as IMAGE_PATTERN
 
@@ -50,6 +51,11 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> Any:
     if field_path:
         out["fieldPath"] = field_path
     return out
+
+
+def _has_router(traffic: str, feature: routing.Feature) -> str:
+    """CEL: the traffic object at ``traffic`` selects a router with ``feature`` (:mod:`modelrollout.core.routing`)."""
+    return " || ".join(f"has({traffic}.{field})" for field in routing.fields(feature))
 
 
 class _Model(BaseModel):
@@ -184,21 +190,17 @@ class Traffic(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "(has(self.ingress) ? 1 : 0) + (has(self.httpRoute) ? 1 : 0) + "
-                    "(has(self.virtualService) ? 1 : 0) <= 1",
-                    "spec.traffic: set at most one router (ingress, httpRoute or virtualService)",
+                    " + ".join(f"(has(self.{field}) ? 1 : 0)" for field in routing.fields()) + " <= 1",
+                    f"spec.traffic: set at most one router ({routing.listed(routing.fields())})",
                 ),
                 _cel(
-                    "!has(self.headerRoute) || has(self.ingress) || has(self.httpRoute) || "
-                    "has(self.virtualService)",
-                    "spec.traffic.headerRoute needs a router that routes by header (spec.traffic.ingress, "
-                    "httpRoute or virtualService): the Service replica-ratio router cannot pin requests",
+                    f"!has(self.headerRoute) || {_has_router('self', 'header')}",
+                    f"spec.traffic.headerRoute needs {routing.requirement('header')}: {routing.CANNOT['header']}",
                     ".headerRoute",
                 ),
                 _cel(
-                    "!has(self.mirror) || has(self.httpRoute) || has(self.virtualService)",
-                    "spec.traffic.mirror needs a router that mirrors (httpRoute or virtualService); NGINX canary "
-                    "annotations and the Service replica-ratio split cannot mirror",
+                    f"!has(self.mirror) || {_has_router('self', 'mirror')}",
+                    f"spec.traffic.mirror needs {routing.requirement('mirror', '')}; {routing.CANNOT['mirror']}",
                     ".mirror",
                 ),
             ]
@@ -668,25 +670,22 @@ class ModelRolloutSpec(_Model):
                 ),
                 _cel(
                     "!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.setHeaderRoute)) || "
-                    "has(self.traffic.ingress) || has(self.traffic.httpRoute) || has(self.traffic.virtualService)",
-                    "spec.strategy.canary.steps: setHeaderRoute needs a router that routes by header "
-                    "(spec.traffic.ingress, httpRoute or virtualService); the Service replica-ratio router cannot "
-                    "pin requests",
+                    + _has_router("self.traffic", "header"),
+                    f"spec.strategy.canary.steps: setHeaderRoute needs {routing.requirement('header')}; "
+                    f"{routing.CANNOT['header']}",
                     ".strategy.canary.steps",
                 ),
                 _cel(
                     "!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.setMirror)) || "
-                    "has(self.traffic.httpRoute) || has(self.traffic.virtualService)",
-                    "spec.strategy.canary.steps: setMirror needs a router that mirrors (spec.traffic.httpRoute or "
-                    "virtualService); NGINX canary annotations and the Service replica-ratio split cannot mirror",
+                    + _has_router("self.traffic", "mirror"),
+                    f"spec.strategy.canary.steps: setMirror needs {routing.requirement('mirror')}; "
+                    f"{routing.CANNOT['mirror']}",
                     ".strategy.canary.steps",
                 ),
                 _cel(
-                    "!has(self.strategy.blueGreen) || has(self.traffic.ingress) || has(self.traffic.httpRoute) || "
-                    "has(self.traffic.virtualService)",
-                    "spec.strategy.blueGreen needs a router that switches by weight (spec.traffic.ingress, "
-                    "httpRoute or virtualService): behind the Service replica-ratio router a full-size preview "
-                    "would take half the traffic",
+                    "!has(self.strategy.blueGreen) || " + _has_router("self.traffic", "blue_green"),
+                    f"spec.strategy.blueGreen needs {routing.requirement('blue_green')}: "
+                    f"{routing.CANNOT['blue_green']}",
                     ".strategy.blueGreen",
                 ),
                 _cel(

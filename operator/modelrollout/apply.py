@@ -12,42 +12,26 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api, drills, telemetry
-from modelrollout.core.model import (
-    Action,
-    Decision,
-    DeleteDrill,
-    DeletePrewarm,
-    EnsureCanary,
-    EnsureDrill,
-    EnsurePrewarm,
-    EnsureServices,
-    EnsureStable,
-    Event,
-    PromoteStable,
-    RecordRevision,
-    RemoveAnnotations,
-    ResetRouter,
-    RestoreRevision,
-    ScaleCanary,
-    ScaleStable,
-    SetWeight,
-)
+from modelrollout.context import RolloutContext
+from modelrollout.core import actions as act
+from modelrollout.core.model import Decision, Event
 from modelrollout.core.refusal import Refusal, classify, finite_status
 from modelrollout.kube import Body, Kube, api_message, api_reason
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.revisions import record, restore
-from modelrollout.routers.base import Router, RouterContext
+from modelrollout.routers.base import Router
 from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_services, prune_config_maps, scale
 
 log = logging.getLogger("modelrollout.apply")
 
 
-RENDERED = (EnsureServices, EnsureStable, PromoteStable, EnsureCanary, EnsurePrewarm, RecordRevision, EnsureDrill)
+RENDERED = (act.EnsureServices, act.EnsureStable, act.PromoteStable, act.EnsureCanary, act.EnsurePrewarm,
+            act.RecordRevision, act.EnsureDrill)
 """Actions that create or apply objects rendered from the spec (a permanent refusal of one: the spec is Invalid)."""
 
 
@@ -73,7 +57,7 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
     return finite_status(out)
 
 
-def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RouterContext | None,
+def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RolloutContext | None,
               router: Router | None, wrote: Callable[[str], None]) -> None:
     """Carry out ``decision``; ``wrote`` gets the resourceVersion of each write to the rollout as soon as it is
     answered (before the Events are posted: the watch may deliver its echo meanwhile)."""
@@ -83,10 +67,10 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
     template = (rollout.get("spec") or {}).get("template") or {}
     for action in decision.actions:
         kind = type(action).__name__
-        if isinstance(action, RemoveAnnotations):
+        if isinstance(action, act.RemoveAnnotations):  # consumed after the status write
             removals = action.keys
             continue
-        if isinstance(action, DeleteDrill):  # the one action an Invalid spec can carry
+        if isinstance(action, act.DeleteDrill):  # the one action an Invalid spec can carry
             telemetry.WRITES.labels(kind).inc()
             log.info("%s/%s: %s", namespace, name, action)
             drills.delete(kube, namespace, action)
@@ -120,36 +104,41 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         emit(kube, rollout, event)
 
 
-def _carry(action: Action, ctx: RouterContext, router: Router, rollout: Body, template: Body) -> None:
-    """Carry out one action (not RemoveAnnotations)."""
-    if isinstance(action, EnsureServices):
-        ensure_services(ctx)
-    elif isinstance(action, EnsureStable | PromoteStable):
-        ensure_config_map(ctx, action.revision)
-        apply_deployment(ctx, template, "stable", action.revision, action.replicas)
-        if isinstance(action, PromoteStable):
-            prune_config_maps(ctx, {action.revision})
-    elif isinstance(action, EnsureCanary):
-        ensure_config_map(ctx, action.revision)
-        apply_deployment(ctx, template, "canary", action.revision, action.replicas)
-    elif isinstance(action, ScaleStable):
-        scale(ctx, "stable", action.replicas)
-    elif isinstance(action, ScaleCanary):
-        scale(ctx, "canary", action.replicas)
-    elif isinstance(action, SetWeight):
-        router.set_weight(ctx, action.weight, action.features)
-    elif isinstance(action, ResetRouter):
-        router.reset(ctx)
-    elif isinstance(action, EnsurePrewarm):
-        apply_daemonset(ctx, template, action.images)
-    elif isinstance(action, DeletePrewarm):
-        delete_daemonset(ctx)
-    elif isinstance(action, RecordRevision):
-        record(ctx, rollout, action.revision, action.keep)
-    elif isinstance(action, RestoreRevision):
-        restore(ctx, rollout, action.revision)
-    elif isinstance(action, EnsureDrill):
-        drills.create(ctx, action)
+def _carry(action: act.Action, ctx: RolloutContext, router: Router, rollout: Body, template: Body) -> None:
+    """Carry out one action (RemoveAnnotations and DeleteDrill are carried out by :func:`carry_out`)."""
+    match action:
+        case act.EnsureServices():
+            ensure_services(ctx)
+        case act.EnsureStable() | act.PromoteStable():
+            ensure_config_map(ctx, action.revision)
+            apply_deployment(ctx, template, "stable", action.revision, action.replicas)
+            if isinstance(action, act.PromoteStable):
+                prune_config_maps(ctx, {action.revision})
+        case act.EnsureCanary():
+            ensure_config_map(ctx, action.revision)
+            apply_deployment(ctx, template, "canary", action.revision, action.replicas)
+        case act.ScaleStable():
+            scale(ctx, "stable", action.replicas)
+        case act.ScaleCanary():
+            scale(ctx, "canary", action.replicas)
+        case act.SetWeight():
+            router.set_weight(ctx, action.weight, action.features)
+        case act.ResetRouter():
+            router.reset(ctx)
+        case act.EnsurePrewarm():
+            apply_daemonset(ctx, template, action.images)
+        case act.DeletePrewarm():
+            delete_daemonset(ctx)
+        case act.RecordRevision():
+            record(ctx, rollout, action.revision, action.keep)
+        case act.RestoreRevision():
+            restore(ctx, rollout, action.revision)
+        case act.EnsureDrill():
+            drills.create(ctx, action)
+        case act.RemoveAnnotations() | act.DeleteDrill():
+            raise AssertionError(f"{type(action).__name__} is carried out by carry_out")
+        case _:
+            assert_never(action)
 
 
 def _differs(new: Body, old: Body) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
+from modelrollout.context import RolloutContext
 from modelrollout.core import chaos
-from modelrollout.core.model import DeleteDrill, EnsureDrill
+from modelrollout.core.actions import DeleteDrill, EnsureDrill
 from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, Kube
-from modelrollout.routers.base import RouterContext
 
 LABEL_DRILL_STEP = "modelrollout.io/drill-step"
 
@@ -28,7 +28,7 @@ def served(kube: Kube, kind: str) -> bool:
     return any(r.name == chaos.PLURALS[kind] for r in resources.resources or [])
 
 
-def check(ctx: RouterContext) -> str | None:
+def check(ctx: RolloutContext) -> str | None:
     """Why the rollout's chaos steps cannot run on this cluster (Chaos Mesh's CRDs missing), else None."""
     for i, drill in chaos.drill_steps(ctx.spec):
         if not served(ctx.kube, drill.kind):
@@ -69,7 +69,7 @@ def observe(kube: Kube, namespace: str, name: str, uid: str, kinds: tuple[str, .
     return tuple(out)
 
 
-def create(ctx: RouterContext, action: EnsureDrill) -> None:
+def create(ctx: RolloutContext, action: EnsureDrill) -> None:
     """Create the experiment (already there: nothing to do)."""
     pod_labels = {**ctx.spec.selector.match_labels, LABEL_TRACK: "canary", LABEL_ROLLOUT: ctx.name}
     body = chaos.experiment(action.drill, name=action.name, namespace=ctx.namespace, pod_labels=pod_labels,

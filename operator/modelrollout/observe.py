@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from modelrollout import api, drills
+from modelrollout.context import RolloutContext
 from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
@@ -24,7 +25,8 @@ from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
 from modelrollout.prewarm import dry_run_daemonset, observe_daemonset
 from modelrollout.revisions import recorded
-from modelrollout.routers.base import Router, RouterContext, router_for
+from modelrollout.routers.base import Router
+from modelrollout.routers.registry import router_for
 from modelrollout.workloads import (
     check_contract,
     dry_run_config_map,
@@ -40,8 +42,9 @@ POD_LOOKUP_AFTER = 5.0
 POD_LOOKUP_EVERY = 10.0
 """Seconds the answer of such a listing (a reason, or none) is reused while the pods stay unready; the reconcile
 at the progress deadline always lists them again, so the Failed/RolledBack message names the current reason.
-(A LIST of pods reads every pod of the namespace on an apiserver without watch cache: at 1000 rollouts whose pods
-start slowly, listing at every reconcile made the cost grow with N² — 4.3 LISTs per rollout at N=1000.)"""
+A LIST of pods reads every pod of the namespace (on an apiserver without watch cache), so N rollouts with slow pods
+listing at every reconcile would cost N² in all; the reuse keeps it to one listing per rollout per interval
+(figures: docs/benchmarks.md, Scale, fix (11))."""
 CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
 rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
@@ -94,7 +97,7 @@ class Observation:
     spec: api.ModelRolloutSpec | None
     status: api.ModelRolloutStatus
     observed: Observed
-    ctx: RouterContext | None
+    ctx: RolloutContext | None
     router: Router | None
 
 
@@ -139,7 +142,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     )
     if spec is None or invalid is not None:
         return Observation(spec, status, base, None, None)
-    ctx = RouterContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
+    ctx = RolloutContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
     if not RECENT.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
         problem = router.check(ctx) or check_contract(ctx) or drills.check(ctx)
@@ -196,7 +199,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                        ctx, router)
 
 
-def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RouterContext, router: Router) -> str | None:
+def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RolloutContext, router: Router) -> str | None:
     """Why the apiserver would refuse a route object the steps write (a server-side dry run of the first traffic
     step's weight with every header pin and mirror the steps use), or None: checked before any traffic moves."""
     first = first_traffic_step(spec)

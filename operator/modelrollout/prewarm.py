@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from modelrollout.context import RolloutContext
 from modelrollout.core.model import PrewarmState
 from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
-from modelrollout.routers.base import RouterContext
 from modelrollout.workloads import FAILURE_REASONS
 
 LABEL_PREWARM = "modelrollout.io/prewarm"
@@ -26,7 +26,7 @@ def daemonset_name(rollout: str) -> str:
     return f"{rollout}-prewarm"
 
 
-def daemonset_body(ctx: RouterContext, template: Body, images: Sequence[str]) -> Body:
+def daemonset_body(ctx: RolloutContext, template: Body, images: Sequence[str]) -> Body:
     """The DaemonSet pulling ``images``. Pure."""
     policy = ctx.spec.rollback.prewarm
     pod_spec = template.get("spec") or {}
@@ -64,12 +64,12 @@ def daemonset_body(ctx: RouterContext, template: Body, images: Sequence[str]) ->
     }
 
 
-def apply_daemonset(ctx: RouterContext, template: Body, images: Sequence[str]) -> None:
+def apply_daemonset(ctx: RolloutContext, template: Body, images: Sequence[str]) -> None:
     body = daemonset_body(ctx, template, images)
     ctx.kube.apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"], ctx.namespace, body=body)
 
 
-def dry_run_daemonset(ctx: RouterContext, template: Body, images: Sequence[str]) -> str | None:
+def dry_run_daemonset(ctx: RolloutContext, template: Body, images: Sequence[str]) -> str | None:
     """Why the apiserver would refuse the DaemonSet pulling ``images`` (a server-side dry run), or None."""
     body = daemonset_body(ctx, template, images)
     message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"],
@@ -78,7 +78,7 @@ def dry_run_daemonset(ctx: RouterContext, template: Body, images: Sequence[str])
                                          f"{body['metadata']['name']}: {message}")
 
 
-def delete_daemonset(ctx: RouterContext) -> None:
+def delete_daemonset(ctx: RolloutContext) -> None:
     optional(lambda: ctx.kube.apps.delete_namespaced_daemon_set(daemonset_name(ctx.name), ctx.namespace))
 
 

@@ -11,9 +11,9 @@ import logging
 from typing import Any
 
 from modelrollout import api
+from modelrollout.context import RolloutContext
 from modelrollout.core.revision import fitting
 from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
-from modelrollout.routers.base import RouterContext
 
 ORDER = "modelrollout.io/order"
 
@@ -24,7 +24,7 @@ def config_map_name(rollout: str) -> str:
     return f"{rollout}-revisions"
 
 
-def record(ctx: RouterContext, rollout: Body, revision: str, keep: int) -> None:
+def record(ctx: RolloutContext, rollout: Body, revision: str, keep: int) -> None:
     """Record ``revision``'s template and model, keeping the last ``keep + 1`` that fit in one ConfigMap (a large
     ``spec.model.config`` leaves room for fewer; one too large to record at all is left out, with a warning,
     rather than refused by the apiserver at every promotion)."""
@@ -61,7 +61,7 @@ def recorded(kube: Kube, namespace: str, rollout: str) -> tuple[str, ...]:
     return tuple(sorted((cm.data or {}).keys())) if cm is not None else ()
 
 
-def restore(ctx: RouterContext, rollout: Body, revision: str) -> None:
+def restore(ctx: RolloutContext, rollout: Body, revision: str) -> None:
     """Put the recorded template and model back into the spec (a JSON patch replacing both)."""
     cm = ctx.kube.core.read_namespaced_config_map(config_map_name(ctx.name), ctx.namespace)
     entry: dict[str, Any] = json.loads((cm.data or {})[revision])

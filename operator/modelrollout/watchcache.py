@@ -14,14 +14,14 @@ Until the echo, the apiserver's answer to the write (the object as written; for 
 with a plain dict) is read instead of a GET, for as long as no watch event other than an echo of the operator's own
 earlier writes arrives: such an event may carry another writer's change newer than the answer, so from then on
 the read is a GET (whose answer, when no event arrived while it was in flight, is read in turn). Under load the
-watch lags behind the writes; reading the API at every reconcile then added load exactly where it was short (a
-benchmark saw 8 000 GETs of rollouts where 250 sufficed). A write whose echo is not
+watch lags behind the writes, so a reconcile between a write and its echo reads the write's answer instead of
+adding a GET where the apiserver is short (figures: docs/benchmarks.md, Scale, fix (10)). A write whose echo is not
 matched within ``PENDING_TTL`` forgets the kept body too, so nothing stale is ever trusted; an object never seen on
 a watch (not watched, not yet listed) is read from the apiserver. resourceVersions are only compared for equality,
 never ordered (the API treats them as opaque).
 
 Absence is known too, because a canary Deployment or Ingress is missing for much of a rollout (before the first
-weight, after promotion) and a GET answering 404 each reconcile was a fifth of the operator's requests: an object
+weight, after promotion) and a reconcile must not ask for it each time (docs/benchmarks.md, Scale, fix (8)): an object
 is known absent once the watch delivered its DELETED event, a GET answered 404, or the operator deleted it itself,
 and stays so until a watch event shows it again or the operator writes it. A DELETED event while an own write is
 unconfirmed proves nothing about that write (the write may have recreated it) and leaves the key to the API. After

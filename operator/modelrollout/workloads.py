@@ -11,6 +11,7 @@ import copy
 
 from kubernetes.client.exceptions import ApiException
 
+from modelrollout.context import RolloutContext
 from modelrollout.core.compat import CONTAINER as PROBE_CONTAINER
 from modelrollout.core.compat import inject
 from modelrollout.core.model import Track, TrackState
@@ -30,7 +31,6 @@ from modelrollout.kube import (
     api_message,
     optional,
 )
-from modelrollout.routers.base import RouterContext
 
 FAILURE_REASONS = frozenset({
     "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError",
@@ -38,7 +38,7 @@ FAILURE_REASONS = frozenset({
 })
 
 
-def deployment_body(ctx: RouterContext, template: Body, track: Track, revision: str, replicas: int) -> Body:
+def deployment_body(ctx: RolloutContext, template: Body, track: Track, revision: str, replicas: int) -> Body:
     """The Deployment of one track. Pure."""
     labels = {**ctx.spec.selector.match_labels, LABEL_TRACK: track}
     pod = copy.deepcopy(template)
@@ -70,7 +70,7 @@ def deployment_body(ctx: RouterContext, template: Body, track: Track, revision: 
     }
 
 
-def service_body(ctx: RouterContext, track: Track, ports: list[Body]) -> Body:
+def service_body(ctx: RolloutContext, track: Track, ports: list[Body]) -> Body:
     """The Service of one track. Pure."""
     return {
         "apiVersion": "v1",
@@ -85,16 +85,16 @@ def service_body(ctx: RouterContext, track: Track, ports: list[Body]) -> Body:
     }
 
 
-def apply_deployment(ctx: RouterContext, template: Body, track: Track, revision: str, replicas: int) -> None:
+def apply_deployment(ctx: RolloutContext, template: Body, track: Track, revision: str, replicas: int) -> None:
     body = deployment_body(ctx, template, track, revision, replicas)
     ctx.kube.apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"], ctx.namespace, body=body)
 
 
-def scale(ctx: RouterContext, track: Track, replicas: int) -> None:
+def scale(ctx: RolloutContext, track: Track, replicas: int) -> None:
     ctx.kube.apps.patch_namespaced_deployment(f"{ctx.name}-{track}", ctx.namespace, {"spec": {"replicas": replicas}})
 
 
-def ensure_services(ctx: RouterContext) -> None:
+def ensure_services(ctx: RolloutContext) -> None:
     """Create the per-track Services when missing, with the root Service's ports."""
     root = optional(lambda: ctx.kube.core.read_namespaced_service(ctx.spec.traffic.service.name, ctx.namespace))
     ports: list[Body] = []
@@ -147,7 +147,7 @@ def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | No
     return None
 
 
-def check_contract(ctx: RouterContext) -> str | None:
+def check_contract(ctx: RolloutContext) -> str | None:
     """Why the compat-probe's contract ConfigMap cannot be used, or None (also None without a probe)."""
     probe = ctx.spec.compat_probe
     if probe is None:
@@ -161,7 +161,7 @@ def check_contract(ctx: RouterContext) -> str | None:
     return None
 
 
-def config_map_body(ctx: RouterContext, revision: str) -> Body:
+def config_map_body(ctx: RolloutContext, revision: str) -> Body:
     """The immutable ConfigMap with the revision's effective model config. Pure."""
     return {
         "apiVersion": "v1",
@@ -174,7 +174,7 @@ def config_map_body(ctx: RouterContext, revision: str) -> Body:
     }
 
 
-def ensure_config_map(ctx: RouterContext, revision: str) -> None:
+def ensure_config_map(ctx: RolloutContext, revision: str) -> None:
     """Create the immutable ConfigMap with the revision's effective model config (when it has one)."""
     if not ctx.spec.model.config:
         return
@@ -184,7 +184,7 @@ def ensure_config_map(ctx: RouterContext, revision: str) -> None:
     ctx.kube.core.create_namespaced_config_map(ctx.namespace, config_map_body(ctx, revision))
 
 
-def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
+def prune_config_maps(ctx: RolloutContext, keep: set[str]) -> None:
     """Delete the model-config ConfigMaps of revisions no track runs any more."""
     cms = ctx.kube.core.list_namespaced_config_map(ctx.namespace, label_selector=f"{LABEL_ROLLOUT}={ctx.name}")
     for cm in cms.items:
@@ -193,7 +193,7 @@ def prune_config_maps(ctx: RouterContext, keep: set[str]) -> None:
             optional(lambda n=cm.metadata.name: ctx.kube.core.delete_namespaced_config_map(n, ctx.namespace))
 
 
-def dry_run_deployment(ctx: RouterContext, template: Body, track: Track, revision: str) -> str | None:
+def dry_run_deployment(ctx: RolloutContext, template: Body, track: Track, revision: str) -> str | None:
     """Why the apiserver would reject the Deployment for this template (a server-side dry run), or None."""
     body = deployment_body(ctx, template, track, revision, 0)
     message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"],
@@ -201,7 +201,7 @@ def dry_run_deployment(ctx: RouterContext, template: Body, track: Track, revisio
     return None if message is None else f"spec.template: the apiserver rejects the {track} Deployment: {message}"
 
 
-def dry_run_config_map(ctx: RouterContext, revision: str) -> str | None:
+def dry_run_config_map(ctx: RolloutContext, revision: str) -> str | None:
     """Why the apiserver would reject the revision's model-config ConfigMap (a server-side dry run of its
     create: the 1 MiB object limit, say), or None (also when there is none, or it exists already)."""
     if not ctx.spec.model.config:

@@ -5,30 +5,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from modelrollout import api
+from modelrollout.core import actions as act
 from modelrollout.core import analysis as an
-from modelrollout.core.model import (
-    Decision,
-    DeleteDrill,
-    DeletePrewarm,
-    EnsureCanary,
-    EnsureDrill,
-    EnsurePrewarm,
-    EnsureStable,
-    Observed,
-    PrewarmState,
-    PromoteStable,
-    RecordRevision,
-    RemoveAnnotations,
-    ResetRouter,
-    RestoreRevision,
-    ScaleCanary,
-    ScaleStable,
-    SetWeight,
-    TrackState,
-)
+from modelrollout.core.model import Decision, Observed, PrewarmState, TrackState
 from modelrollout.core.plan import decide, replica_ratio
 from modelrollout.core.prewarm import template_images
 from modelrollout.core.revision import revision_of
@@ -125,63 +107,69 @@ class World:
         self.status = d.status
         return d
 
-    def carry(self, a: Any) -> None:
-        if isinstance(a, EnsureStable | PromoteStable):
-            self.stable = TrackState(a.revision, a.replicas, a.replicas, images=template_images(self.raw["template"]))
-        elif isinstance(a, EnsurePrewarm):
-            self.prewarm_writes.append(a.images)
-            bad = any(i.startswith("unpullable.invalid/") for i in a.images)
-            failures = tuple(f"node n{i}: ImagePullBackOff" for i in range(self.nodes)) if bad else ()
-            self.prewarm = PrewarmState(a.images, self.nodes, 0 if bad else self.nodes, True, failures)
-        elif isinstance(a, DeletePrewarm):
-            self.prewarm = None
-        elif isinstance(a, RecordRevision):
-            entry = {"template": self.raw["template"], "model": self.raw.get("model")}
-            self.recorded[a.revision] = copy.deepcopy(entry)
-        elif isinstance(a, RestoreRevision):
-            entry = copy.deepcopy(self.recorded[a.revision])
-            self.raw["template"] = copy.deepcopy(entry["template"])
-            if entry["model"] is None:
-                self.raw.pop("model", None)
-            else:
-                self.raw["model"] = copy.deepcopy(entry["model"])
-        elif isinstance(a, ScaleStable):
-            assert self.stable is not None
-            self.stable = replace(self.stable, replicas=a.replicas, ready=a.replicas)
-        elif isinstance(a, EnsureCanary):
-            self.canary = TrackState(a.revision, a.replicas, a.replicas if self.canary_ready else 0)
-        elif isinstance(a, ScaleCanary):
-            assert self.canary is not None
-            self.canary = replace(
-                self.canary, replicas=a.replicas, ready=a.replicas if self.canary_ready or a.replicas == 0 else 0
-            )
-        elif isinstance(a, SetWeight):
-            self.router = a.weight
-            self.features = a.features
-            self.routes.append((a.weight, a.features))
-            self.router_writes += 1
-            self.weights.append(a.weight)
-            if replica_ratio(self.spec) and self.stable is not None:  # the Service router's set_weight
-                n = stable_replicas_for_ratio(self.spec.replicas, a.weight)
-                self.stable = replace(self.stable, replicas=n, ready=n)
-        elif isinstance(a, ResetRouter):
-            self.router = None
-            self.features = Features()
-            self.router_writes += 1
-            self.weights.append(0)
-            if replica_ratio(self.spec) and self.canary is not None:  # the Service router's reset
-                self.canary = replace(self.canary, replicas=0, ready=0)
-            if replica_ratio(self.spec) and self.stable is not None:
-                self.stable = replace(self.stable, replicas=self.spec.replicas, ready=self.spec.replicas)
-        elif isinstance(a, EnsureDrill):
-            self.drills[a.name] = a.drill.kind
-            self.drill_log.append(("create", a.name, self.now))
-        elif isinstance(a, DeleteDrill):
-            assert self.drills.pop(a.name, None) == a.kind
-            self.drill_log.append(("delete", a.name, self.now))
-        elif isinstance(a, RemoveAnnotations):
-            for k in a.keys:
-                self.annotations.pop(k, None)
+    def carry(self, a: act.Action) -> None:
+        match a:
+            case act.EnsureServices():
+                pass  # the in-memory world has no Services
+            case act.EnsureStable() | act.PromoteStable():
+                self.stable = TrackState(a.revision, a.replicas, a.replicas,
+                                         images=template_images(self.raw["template"]))
+            case act.EnsurePrewarm():
+                self.prewarm_writes.append(a.images)
+                bad = any(i.startswith("unpullable.invalid/") for i in a.images)
+                failures = tuple(f"node n{i}: ImagePullBackOff" for i in range(self.nodes)) if bad else ()
+                self.prewarm = PrewarmState(a.images, self.nodes, 0 if bad else self.nodes, True, failures)
+            case act.DeletePrewarm():
+                self.prewarm = None
+            case act.RecordRevision():
+                entry = {"template": self.raw["template"], "model": self.raw.get("model")}
+                self.recorded[a.revision] = copy.deepcopy(entry)
+            case act.RestoreRevision():
+                entry = copy.deepcopy(self.recorded[a.revision])
+                self.raw["template"] = copy.deepcopy(entry["template"])
+                if entry["model"] is None:
+                    self.raw.pop("model", None)
+                else:
+                    self.raw["model"] = copy.deepcopy(entry["model"])
+            case act.ScaleStable():
+                assert self.stable is not None
+                self.stable = replace(self.stable, replicas=a.replicas, ready=a.replicas)
+            case act.EnsureCanary():
+                self.canary = TrackState(a.revision, a.replicas, a.replicas if self.canary_ready else 0)
+            case act.ScaleCanary():
+                assert self.canary is not None
+                self.canary = replace(
+                    self.canary, replicas=a.replicas, ready=a.replicas if self.canary_ready or a.replicas == 0 else 0
+                )
+            case act.SetWeight():
+                self.router = a.weight
+                self.features = a.features
+                self.routes.append((a.weight, a.features))
+                self.router_writes += 1
+                self.weights.append(a.weight)
+                if replica_ratio(self.spec) and self.stable is not None:  # the Service router's set_weight
+                    n = stable_replicas_for_ratio(self.spec.replicas, a.weight)
+                    self.stable = replace(self.stable, replicas=n, ready=n)
+            case act.ResetRouter():
+                self.router = None
+                self.features = Features()
+                self.router_writes += 1
+                self.weights.append(0)
+                if replica_ratio(self.spec) and self.canary is not None:  # the Service router's reset
+                    self.canary = replace(self.canary, replicas=0, ready=0)
+                if replica_ratio(self.spec) and self.stable is not None:
+                    self.stable = replace(self.stable, replicas=self.spec.replicas, ready=self.spec.replicas)
+            case act.EnsureDrill():
+                self.drills[a.name] = a.drill.kind
+                self.drill_log.append(("create", a.name, self.now))
+            case act.DeleteDrill():
+                assert self.drills.pop(a.name, None) == a.kind
+                self.drill_log.append(("delete", a.name, self.now))
+            case act.RemoveAnnotations():
+                for k in a.keys:
+                    self.annotations.pop(k, None)
+            case _:
+                assert_never(a)
 
     def run(self, *, limit: int = 200, until: Any = None, tick: timedelta = timedelta(seconds=1)) -> None:
         """Decide repeatedly, advancing the clock by the requeue time (or ``tick``), at most ``limit`` times."""

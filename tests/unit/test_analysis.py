@@ -7,9 +7,9 @@ import pytest
 
 from modelrollout import api
 from modelrollout.api import Phase, Verdict
+from modelrollout.core.actions import SetWeight
 from modelrollout.core.analysis import Sample, assess, judge
 from modelrollout.core.approval import APPROVE, PROMOTE
-from modelrollout.core.model import SetWeight
 
 from .sim import T0, released
 

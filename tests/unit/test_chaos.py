@@ -12,8 +12,8 @@ import yaml
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core import chaos
+from modelrollout.core.actions import DeleteDrill, EnsureDrill
 from modelrollout.core.approval import ABORT, APPROVE, build_token
-from modelrollout.core.model import DeleteDrill, EnsureDrill
 from modelrollout.core.plan import decide
 from modelrollout.core.steps import steps_of
 from modelrollout.core.validate import parse_spec

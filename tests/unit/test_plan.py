@@ -6,8 +6,9 @@ import pytest
 
 from modelrollout import api
 from modelrollout.api import Phase
+from modelrollout.core.actions import RemoveAnnotations, ResetRouter, SetWeight
 from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, build_token
-from modelrollout.core.model import Decision, RemoveAnnotations, ResetRouter, SetWeight
+from modelrollout.core.model import Decision
 from modelrollout.core.steps import RouteState
 
 from .sim import World, released, spec_dict

@@ -83,8 +83,8 @@ def test_weight_is_not_raised_while_stable_could_not_take_traffic_back() -> None
 
 
 def test_dynamic_stable_scale_shrinks_stable_and_rollback_waits_for_it() -> None:
+    from modelrollout.core.actions import ResetRouter, ScaleStable
     from modelrollout.core.approval import ABORT
-    from modelrollout.core.model import ResetRouter, ScaleStable
 
     w = released([{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
                  traffic={"service": {"name": "m"}, "ingress": {"name": "m"}},

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout.api import Phase
-from modelrollout.core.model import ResetRouter, SetWeight
+from modelrollout.core.actions import ResetRouter, SetWeight
 from modelrollout.core.phases import allowed
 from modelrollout.core.weights import canary_replicas, stable_replicas_for_ratio
 

@@ -14,7 +14,7 @@ import pytest
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.apply import status_body
-from modelrollout.core.model import EnsureStable
+from modelrollout.core.actions import EnsureStable
 from modelrollout.core.notifications import Notice
 from modelrollout.core.phases import allowed
 from modelrollout.core.plan import STALLED, conditions

@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from modelrollout import api
+from modelrollout.core import routing
 from modelrollout.core.steps import Features
 from modelrollout.core.validate import validate
 from modelrollout.routers import httproute as gw
 from modelrollout.routers import istio
-from modelrollout.routers.base import router_name
 from modelrollout.routers.httproute import Tracks
 
 T = Tracks(root="chat", stable="chat-stable", canary="chat-canary", namespace="ml")
@@ -39,7 +39,7 @@ def spec_with(**traffic: Any) -> api.ModelRolloutSpec:
     ({"virtualService": {"name": "chat", "route": "primary"}}, "istio"),
 ])
 def test_router_name(traffic: dict[str, Any], name: str) -> None:
-    assert router_name(spec_with(**traffic)) == name
+    assert routing.selected(spec_with(**traffic).traffic).name == name
 
 
 def test_every_router_name_is_registered() -> None:
@@ -47,6 +47,23 @@ def test_every_router_name_is_registered() -> None:
 
     assert set(ROUTERS) == {"service", "nginx", "gatewayapi", "istio"}
     assert all(key == router.name for key, router in ROUTERS.items())
+    assert set(ROUTERS) == {kind.name for kind in routing.KINDS}
+
+
+def test_the_router_table_names_the_traffic_fields() -> None:
+    fields = api.Traffic.model_fields
+    for kind in routing.KINDS:
+        if kind.field is None:
+            assert kind is routing.DEFAULT
+        else:
+            assert kind.attribute in fields and fields[kind.attribute].alias == kind.field
+
+
+@pytest.mark.parametrize("feature", ["header", "mirror", "blue_green"])
+def test_what_a_router_cannot_do_names_it(feature: routing.Feature) -> None:
+    lacking = [kind for kind in routing.KINDS if not kind.has(feature)]
+    assert lacking
+    assert all(kind.title in routing.CANNOT[feature] for kind in lacking)
 
 
 @pytest.mark.parametrize(("traffic", "words"), [

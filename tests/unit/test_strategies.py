@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from modelrollout import api
 from modelrollout.api import Phase
+from modelrollout.core.actions import PromoteStable, ResetRouter, ScaleCanary, ScaleStable, SetWeight
 from modelrollout.core.approval import APPROVE
-from modelrollout.core.model import PromoteStable, ResetRouter, ScaleCanary, ScaleStable, SetWeight
 from modelrollout.core.steps import Features, features_at, steps_of
 from modelrollout.core.validate import validate
 

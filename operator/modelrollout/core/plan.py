@@ -16,8 +16,9 @@ from typing import Any
 
 from modelrollout import api
 from modelrollout.api import Phase
+from modelrollout.core import actions as act
 from modelrollout.core import analysis as an
-from modelrollout.core import chaos
+from modelrollout.core import chaos, routing
 from modelrollout.core import consumed as cons
 from modelrollout.core.approval import (
     ABORT,
@@ -29,27 +30,7 @@ from modelrollout.core.approval import (
     build_token,
     check_token,
 )
-from modelrollout.core.model import (
-    Action,
-    Decision,
-    DeleteDrill,
-    DeletePrewarm,
-    EnsureCanary,
-    EnsureDrill,
-    EnsurePrewarm,
-    EnsureServices,
-    EnsureStable,
-    Event,
-    Observed,
-    PromoteStable,
-    RecordRevision,
-    RemoveAnnotations,
-    ResetRouter,
-    RestoreRevision,
-    ScaleCanary,
-    ScaleStable,
-    SetWeight,
-)
+from modelrollout.core.model import Decision, Event, Observed
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.preflight import preflight, snapshot
 from modelrollout.core.prewarm import kept, remember, wanted
@@ -67,8 +48,8 @@ POLL_SECONDS = 5.0
 
 
 def replica_ratio(spec: api.ModelRolloutSpec) -> bool:
-    """Traffic is split by replica ratio (the Service router): no ingress or mesh router is configured."""
-    return not any(getattr(spec.traffic, f, None) is not None for f in ("ingress", "http_route", "virtual_service"))
+    """Traffic is split by replica ratio: the spec's router cannot weight a route (the Service router)."""
+    return not routing.selected(spec.traffic).weight
 
 
 def dynamic_stable(spec: api.ModelRolloutSpec) -> bool:
@@ -158,7 +139,7 @@ class _Plan:
     obs: Observed
     now: datetime
     updates: dict[str, Any] = field(default_factory=dict)
-    actions: list[Action] = field(default_factory=list)
+    actions: list[act.Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)
@@ -198,7 +179,7 @@ class _Plan:
 
     def done(self) -> Decision:
         if self.consumed:
-            self.actions.insert(0, RemoveAnnotations(tuple(self.consumed)))
+            self.actions.insert(0, act.RemoveAnnotations(tuple(self.consumed)))
         if self.consumed or self.held:
             self.set(consumed_annotations=cons.remember(self.get("consumed_annotations"),
                                                         [*self.consumed, *self.held], self.seen,
@@ -222,11 +203,11 @@ class _Plan:
     # -- shared moves ---------------------------------------------------------------------------
     def router_to_stable(self) -> None:
         if self.obs.route is not None:
-            self.actions.append(ResetRouter())
+            self.actions.append(act.ResetRouter())
 
     def reset_scales_canary(self) -> bool:
         """The router reset in this decision already scales the canary to zero (the replica-ratio router)."""
-        return replica_ratio(self.spec) and any(isinstance(a, ResetRouter) for a in self.actions)
+        return replica_ratio(self.spec) and any(isinstance(a, act.ResetRouter) for a in self.actions)
 
     def rollback(self, reason: str, *, outcome: str = "RolledBack", by: str | None = None) -> None:
         self.set(rolled_back_revision=self.obs.revision, rollback_at=self.now, current_weight=0,
@@ -245,7 +226,7 @@ class _Plan:
         if shrunk and stable is not None and (stable.replicas < want or stable.ready < want):
             # stable was scaled down as the canary grew: it must be ready at full size before traffic moves back
             if stable.replicas < want:
-                self.actions.append(ScaleStable(want))
+                self.actions.append(act.ScaleStable(want))
             self.set(message=f"{self.get('message')} (waiting for stable: {stable.ready}/{want} ready before "
                      "moving traffic back)" if "waiting for stable" not in (self.get("message") or "")
                      else self.get("message"))
@@ -259,7 +240,7 @@ class _Plan:
             return
         canary = self.obs.canary
         if canary is not None and canary.replicas > 0 and not self.reset_scales_canary():
-            self.actions.append(ScaleCanary(0))
+            self.actions.append(act.ScaleCanary(0))
         stable_images = self.obs.stable.images if self.obs.stable is not None else ()
         _trim_prewarm(self, [*stable_images, *kept(self.old.revision_images,
                                                    self.spec.rollback.prewarm.keep_revisions)])
@@ -378,15 +359,15 @@ def _first_release(p: _Plan) -> None:
     """No stable yet: the template becomes stable directly, no steps."""
     obs, want = p.obs, p.spec.replicas
     stable = obs.stable
-    p.actions.append(EnsureServices())
+    p.actions.append(act.EnsureServices())
     if stable is None or stable.revision != obs.revision:
-        p.actions.append(EnsureStable(obs.revision, want))
+        p.actions.append(act.EnsureStable(obs.revision, want))
         p.phase(Phase.PROGRESSING, f"creating stable revision {obs.revision}")
         p.set(progress_since=p.now)
         p.again(POLL_SECONDS)
         return
     if stable.replicas != want:
-        p.actions.append(ScaleStable(want))
+        p.actions.append(act.ScaleStable(want))
     if stable.ready < want or not stable.updated:
         p.phase(Phase.PROGRESSING, f"waiting for stable revision {obs.revision}: {stable.ready}/{want} ready"
                 + (f" ({stable.failure})" if stable.failure else ""))
@@ -398,7 +379,7 @@ def _first_release(p: _Plan) -> None:
             return
         p.again(POLL_SECONDS)
         return
-    p.actions.append(RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
+    p.actions.append(act.RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
     p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None,
           stable_model=snapshot(p.spec.model),
           revision_images=remember(p.old.revision_images, obs.revision, obs.images,
@@ -425,11 +406,11 @@ def _steady(p: _Plan) -> None:
     canary_rev = p.old.canary_revision
     p.router_to_stable()
     if obs.canary is not None and obs.canary.replicas > 0:
-        p.actions.append(ScaleCanary(0))
+        p.actions.append(act.ScaleCanary(0))
     if obs.stable is None or obs.stable.revision != obs.revision:
-        p.actions.append(EnsureStable(obs.revision, want))
+        p.actions.append(act.EnsureStable(obs.revision, want))
     elif obs.stable.replicas != want:
-        p.actions.append(ScaleStable(want))
+        p.actions.append(act.ScaleStable(want))
     if canary_rev is not None:
         if p.old.phase in ACTIVE or p.old.phase is Phase.PROMOTING:
             p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
@@ -469,9 +450,9 @@ def _rollout(p: _Plan) -> None:
         else:
             p.router_to_stable()
             if obs.canary is not None and obs.canary.replicas > 0:
-                p.actions.append(ScaleCanary(0))
+                p.actions.append(act.ScaleCanary(0))
             if obs.stable is not None and obs.stable.replicas != p.spec.replicas:  # scaled while rolled back
-                p.actions.append(ScaleStable(p.spec.replicas))
+                p.actions.append(act.ScaleStable(p.spec.replicas))
         return
     if old.canary_revision != rev:
         _start(p)
@@ -518,11 +499,11 @@ def _start(p: _Plan) -> None:
                 f"starting over with {obs.revision}")
     _bind_to_revision(p)
     p.router_to_stable()
-    p.actions.append(EnsureServices())
+    p.actions.append(act.EnsureServices())
     if obs.canary is None or obs.canary.revision != obs.revision:
-        p.actions.append(EnsureCanary(obs.revision, 0))
+        p.actions.append(act.EnsureCanary(obs.revision, 0))
     elif obs.canary.replicas > 0:
-        p.actions.append(ScaleCanary(0))
+        p.actions.append(act.ScaleCanary(0))
     check = preflight(old.stable_model, p.spec.model)
     p.set(preflight=api.PreflightStatus(
         dependency_changes=check.dependency_changes, dependency_jumps=check.dependency_jumps,
@@ -813,9 +794,9 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
     canary = obs.canary
     have_replicas = canary.replicas if canary is not None else 0
     if have_replicas > need and (weight > 0 or preview):  # spec.replicas went down while this step scaled it up
-        p.actions.append(ScaleCanary(need))
+        p.actions.append(act.ScaleCanary(need))
     if have_replicas < need:
-        p.actions.append(ScaleCanary(need))
+        p.actions.append(act.ScaleCanary(need))
         p.set(progress_since=p.now)
         p.phase(Phase.PROGRESSING, f"{label}: scaling canary to {need} replicas before moving traffic")
         p.again(POLL_SECONDS)
@@ -827,9 +808,9 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
         p.again(POLL_SECONDS)
         return
     if (obs.route or RouteState(0)) != RouteState(weight, features):
-        p.actions.append(SetWeight(weight, features))
+        p.actions.append(act.SetWeight(weight, features))
     if dynamic_stable(spec) and stable is not None and stable.replicas != size.stable:
-        p.actions.append(ScaleStable(size.stable))
+        p.actions.append(act.ScaleStable(size.stable))
     if (weight > 0 or preview or features.any) and p.get("traffic_started_at") is None:
         p.set(traffic_started_at=p.now)
     p.set(current_weight=weight)
@@ -860,12 +841,12 @@ def _promote(p: _Plan) -> None:
     stable, canary = obs.stable, obs.canary
     p.set(approval=None)
     if stable is None or stable.revision != obs.revision:
-        p.actions.append(PromoteStable(obs.revision, want))
+        p.actions.append(act.PromoteStable(obs.revision, want))
         p.phase(Phase.PROMOTING, f"promoting: stable Deployment takes revision {obs.revision}")
         p.again(POLL_SECONDS)
         return
     if stable.replicas != want:
-        p.actions.append(ScaleStable(want))
+        p.actions.append(act.ScaleStable(want))
     if stable.ready < want or not stable.updated:
         p.phase(Phase.PROMOTING, f"promoting: waiting for stable on revision {obs.revision}, "
                 f"{stable.ready}/{want} ready")
@@ -873,9 +854,9 @@ def _promote(p: _Plan) -> None:
         return
     p.router_to_stable()
     if canary is not None and canary.replicas > 0 and not p.reset_scales_canary():
-        p.actions.append(ScaleCanary(0))
+        p.actions.append(act.ScaleCanary(0))
     history = remember(p.old.revision_images, obs.revision, obs.images, p.spec.rollback.prewarm.keep_revisions)
-    p.actions.append(RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
+    p.actions.append(act.RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
     p.set(stable_revision=obs.revision, canary_revision=None, current_step=None, current_weight=0,
           approval=None, approved_step=None, progress_since=None, stable_model=snapshot(p.spec.model),
           preflight=None, revision_images=history, prewarm=None, fast_path_revision=None)
@@ -891,9 +872,9 @@ def _trim_prewarm(p: _Plan, images: Sequence[str]) -> None:
         return
     want = wanted(images)
     if not want or not p.spec.rollback.prewarm.enabled:
-        p.actions.append(DeletePrewarm())
+        p.actions.append(act.DeletePrewarm())
     elif want != tuple(sorted(current.images)):
-        p.actions.append(EnsurePrewarm(want))
+        p.actions.append(act.EnsurePrewarm(want))
 
 
 def _prewarmed(p: _Plan) -> bool:
@@ -905,7 +886,7 @@ def _prewarmed(p: _Plan) -> bool:
     since = old.since if old is not None and old.since is not None else p.now
     state = obs.prewarm
     if state is None or tuple(sorted(state.images)) != want:
-        p.actions.append(EnsurePrewarm(want))
+        p.actions.append(act.EnsurePrewarm(want))
         p.set(prewarm=api.PrewarmStatus(images=list(want), since=since))
         p.phase(Phase.PREWARMING, f"pre-pulling {len(want)} images on the nodes before any traffic moves")
         p.again(POLL_SECONDS)
@@ -924,7 +905,7 @@ def _prewarmed(p: _Plan) -> bool:
         reason = f"images not pre-pulled within {format_duration(policy.timeout)}: {nodes}; no traffic moved"
         p.set(rolled_back_revision=obs.revision, progress_since=None)
         if obs.canary is not None and obs.canary.replicas > 0:
-            p.actions.append(ScaleCanary(0))
+            p.actions.append(act.ScaleCanary(0))
         _trim_prewarm(p, [*stable_images, *kept(p.old.revision_images, policy.keep_revisions)])
         p.phase(Phase.FAILED, f"revision {obs.revision} failed before any traffic: {reason}. Fix the image or the "
                 f"nodes, then change the template or annotate {RETRY}=true")
@@ -948,7 +929,7 @@ def _rollback_to(p: _Plan, target: str) -> None:
         p.event("AnnotationIgnored", f"{ROLLBACK_TO}={target} ignored: not a recorded revision (recorded: {known})",
                 warning=True)
         return
-    p.actions.append(RestoreRevision(target))
+    p.actions.append(act.RestoreRevision(target))
     p.set(fast_path_revision=target, rolled_back_revision=None if p.old.rolled_back_revision == target
           else p.old.rolled_back_revision)
     p.history("RollbackTo", f"from {obs.revision}", revision=target, by=p.by(ROLLBACK_TO))
@@ -966,7 +947,7 @@ def _drill(p: _Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
             p.again(POLL_SECONDS)
             return
         name = chaos.experiment_name(obs.name, obs.revision, i, p.now)
-        p.actions.append(EnsureDrill(name, i, drill))
+        p.actions.append(act.EnsureDrill(name, i, drill))
         d = api.DrillStatus(name=name, kind=drill.kind, step=i, revision=obs.revision, weight=p.get("current_weight"),
                             started_at=p.now, duration=format_duration(drill.duration),
                             last_analysis_at=p.get("last_analysis_at"))
@@ -1006,5 +987,5 @@ def _drills(p: _Plan) -> None:
                     f"{chaos.summary(d)}", warning=True)
         p.set(drill=d)
     keep = d.name if chaos.running(d) else None
-    stale = [DeleteDrill(kind, name) for kind, name in p.obs.drills if name != keep]
+    stale = [act.DeleteDrill(kind, name) for kind, name in p.obs.drills if name != keep]
     p.actions[:0] = stale  # faults stop first, before any routing write

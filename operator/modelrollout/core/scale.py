@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modelrollout.core.model import Action, Observed, ScaleCanary, ScaleStable
+from modelrollout.core.actions import Action, ScaleCanary, ScaleStable
+from modelrollout.core.model import Observed
 from modelrollout.core.weights import canary_replicas
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelrollout import api
+from modelrollout.core import routing
 from modelrollout.core.chaos import problem as chaos_problem
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
@@ -123,36 +124,33 @@ def _images(spec: api.ModelRolloutSpec) -> str | None:
 def _strategy(spec: api.ModelRolloutSpec) -> str | None:
     """Exactly one strategy, and steps the router can carry out (the CRD's CEL rules, for objects it did not
     check)."""
-    strategy, traffic = spec.strategy, spec.traffic
+    strategy, router = spec.strategy, routing.selected(spec.traffic)
     if (strategy.canary is None) == (strategy.blue_green is None):
         return "spec.strategy: set exactly one of canary or blueGreen"
-    weighted = any(r is not None for r in (traffic.ingress, traffic.http_route, traffic.virtual_service))
     if strategy.blue_green is not None:
-        if not weighted:
-            return ("spec.strategy.blueGreen: needs a router that switches by weight (spec.traffic.ingress, httpRoute "
-                    "or virtualService); behind the Service replica-ratio router a full-size preview would take "
-                    "half the traffic")
+        if not router.blue_green:
+            return (f"spec.strategy.blueGreen: needs {routing.requirement('blue_green')}; "
+                    f"{routing.CANNOT['blue_green']}")
         if strategy.blue_green.pre_promotion_analysis is not None and spec.analysis is None:
             return "spec.strategy.blueGreen.prePromotionAnalysis: needs spec.analysis with metrics"
         return None
-    if pins_header(spec) and not weighted:
-        return "spec.strategy.canary.steps: setHeaderRoute needs a router that routes by header"
-    if mirrors(spec) and traffic.http_route is None and traffic.virtual_service is None:
-        return ("spec.strategy.canary.steps: setMirror needs a router that mirrors (httpRoute or virtualService); "
-                "NGINX canary annotations and the Service replica-ratio split cannot mirror")
+    if pins_header(spec) and not router.header:
+        return f"spec.strategy.canary.steps: setHeaderRoute needs {routing.NEEDS['header']}"
+    if mirrors(spec) and not router.mirror:
+        return (f"spec.strategy.canary.steps: setMirror needs {routing.requirement('mirror', '')}; "
+                f"{routing.CANNOT['mirror']}")
     return None
 
 
 def _router_features(traffic: api.Traffic) -> str | None:
     """One router at most, and only the features it has (the CRD's CEL rules, for objects it did not check)."""
-    routers = [field for field, ref in (("ingress", traffic.ingress), ("httpRoute", traffic.http_route),
-                                        ("virtualService", traffic.virtual_service)) if ref is not None]
-    if len(routers) > 1:
-        return ("spec.traffic: set at most one router (ingress, httpRoute or virtualService), "
-                f"not {' and '.join(routers)}")
-    if traffic.header_route is not None and not routers:
-        return "spec.traffic.headerRoute: the Service replica-ratio router cannot pin requests by header"
-    if traffic.mirror is not None and traffic.http_route is None and traffic.virtual_service is None:
-        return ("spec.traffic.mirror: needs a router that mirrors (httpRoute or virtualService); NGINX canary "
-                "annotations and the Service replica-ratio split cannot mirror")
+    named = routing.named(traffic)
+    if len(named) > 1:
+        return (f"spec.traffic: set at most one router ({routing.listed(routing.fields())}), "
+                f"not {' and '.join(str(k.field) for k in named)}")
+    router = routing.selected(traffic)
+    if traffic.header_route is not None and not router.header:
+        return f"spec.traffic.headerRoute: {routing.CANNOT['header']} by header"
+    if traffic.mirror is not None and not router.mirror:
+        return f"spec.traffic.mirror: needs {routing.requirement('mirror', '')}; {routing.CANNOT['mirror']}"
     return None

@@ -28,9 +28,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
+from modelrollout.context import RolloutContext
+from modelrollout.core import routing
 from modelrollout.core.steps import Features, RouteState
 from modelrollout.kube import FIELD_MANAGER, REJECTED, Body, api_message
-from modelrollout.routers.base import RouterContext
 
 log = logging.getLogger("modelrollout.routers")
 
@@ -60,7 +61,7 @@ class Tracks:
         return f"{self.canary}-header"
 
     @classmethod
-    def of(cls, ctx: RouterContext) -> Tracks:
+    def of(cls, ctx: RolloutContext) -> Tracks:
         return cls(ctx.spec.traffic.service.name, ctx.stable_service, ctx.canary_service, ctx.namespace)
 
 
@@ -254,32 +255,32 @@ class RouteObjectRouter:
     """What to install when the apiserver does not serve the resource."""
 
     # pure hooks
-    def object_name(self, ctx: RouterContext) -> str:
+    def object_name(self, ctx: RolloutContext) -> str:
         raise NotImplementedError
 
-    def problem(self, ctx: RouterContext, spec: Body) -> str | None:
+    def problem(self, ctx: RolloutContext, spec: Body) -> str | None:
         raise NotImplementedError
 
-    def weight_of(self, ctx: RouterContext, spec: Body) -> int | None:
+    def weight_of(self, ctx: RolloutContext, spec: Body) -> int | None:
         raise NotImplementedError
 
-    def features_of(self, ctx: RouterContext, spec: Body) -> Features:
+    def features_of(self, ctx: RolloutContext, spec: Body) -> Features:
         raise NotImplementedError
 
-    def with_weight(self, ctx: RouterContext, spec: Body, weight: int, features: Features) -> Body:
+    def with_weight(self, ctx: RolloutContext, spec: Body, weight: int, features: Features) -> Body:
         raise NotImplementedError
 
-    def without_canary(self, ctx: RouterContext, spec: Body) -> Body:
+    def without_canary(self, ctx: RolloutContext, spec: Body) -> Body:
         raise NotImplementedError
 
     # I/O
-    def _get(self, ctx: RouterContext) -> Body:
+    def _get(self, ctx: RolloutContext) -> Body:
         out = ctx.kube.custom.get_namespaced_custom_object(self.group, self.version, ctx.namespace, self.plural,
                                                            self.object_name(ctx))
         assert isinstance(out, dict)
         return out
 
-    def _optional(self, ctx: RouterContext) -> Body | None:
+    def _optional(self, ctx: RolloutContext) -> Body | None:
         try:
             return self._get(ctx)
         except ApiException as exc:
@@ -287,7 +288,7 @@ class RouteObjectRouter:
                 return None
             raise
 
-    def served(self, ctx: RouterContext) -> bool:
+    def served(self, ctx: RolloutContext) -> bool:
         """Whether the apiserver serves ``group/version`` with this resource (discovery)."""
         try:
             resources = ctx.kube.custom.get_api_resources(self.group, self.version)
@@ -297,7 +298,7 @@ class RouteObjectRouter:
             raise
         return any(r.name == self.plural for r in resources.resources or [])
 
-    def check(self, ctx: RouterContext) -> str | None:
+    def check(self, ctx: RolloutContext) -> str | None:
         name = self.object_name(ctx)
         try:
             obj = self._get(ctx)
@@ -313,19 +314,19 @@ class RouteObjectRouter:
             raise
         return self.problem(ctx, obj.get("spec") or {})
 
-    def current(self, ctx: RouterContext) -> RouteState | None:
+    def current(self, ctx: RolloutContext) -> RouteState | None:
         obj = self._optional(ctx)
         spec = {} if obj is None else obj.get("spec") or {}
         weight = None if obj is None else self.weight_of(ctx, spec)
         return None if weight is None else RouteState(weight, self.features_of(ctx, spec))
 
-    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+    def set_weight(self, ctx: RolloutContext, weight: int, features: Features) -> None:
         self._write(ctx, lambda spec: self.with_weight(ctx, spec, weight, features), missing_ok=False)
 
-    def reset(self, ctx: RouterContext) -> None:
+    def reset(self, ctx: RolloutContext) -> None:
         self._write(ctx, lambda spec: self.without_canary(ctx, spec), missing_ok=True)
 
-    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+    def dry_run(self, ctx: RolloutContext, weight: int, features: Features) -> str | None:
         try:
             self._write(ctx, lambda spec: self.with_weight(ctx, spec, weight, features), missing_ok=False,
                         dry_run=True)
@@ -336,7 +337,7 @@ class RouteObjectRouter:
             raise
         return None
 
-    def _write(self, ctx: RouterContext, edit: Callable[[Body], Body], *, missing_ok: bool,
+    def _write(self, ctx: RolloutContext, edit: Callable[[Body], Body], *, missing_ok: bool,
                dry_run: bool = False) -> None:
         """Edit the spec and write the whole object back at the resourceVersion it was read at; on a 409
         Conflict (someone else wrote meanwhile) read and edit again. No write when the edit changes nothing.
@@ -369,7 +370,7 @@ class RouteObjectRouter:
 
 
 class GatewayAPIRouter(RouteObjectRouter):
-    name = "gatewayapi"
+    name = routing.GATEWAY_API.name
     group = GROUP
     version = VERSION
     plural = PLURAL
@@ -378,26 +379,26 @@ class GatewayAPIRouter(RouteObjectRouter):
     install = "install Gateway API CRDs (gateway.networking.k8s.io/v1 HTTPRoute)"
 
     @staticmethod
-    def _ref(ctx: RouterContext) -> api.HTTPRouteRef:
+    def _ref(ctx: RolloutContext) -> api.HTTPRouteRef:
         ref = ctx.spec.traffic.http_route
         assert ref is not None
         return ref
 
-    def object_name(self, ctx: RouterContext) -> str:
+    def object_name(self, ctx: RolloutContext) -> str:
         return self._ref(ctx).name
 
-    def problem(self, ctx: RouterContext, spec: Body) -> str | None:
+    def problem(self, ctx: RolloutContext, spec: Body) -> str | None:
         ref = self._ref(ctx)
         return rule_problem(ref.name, spec, Tracks.of(ctx), ref.rule)
 
-    def weight_of(self, ctx: RouterContext, spec: Body) -> int | None:
+    def weight_of(self, ctx: RolloutContext, spec: Body) -> int | None:
         return route_weight(spec, Tracks.of(ctx), self._ref(ctx).rule)
 
-    def features_of(self, ctx: RouterContext, spec: Body) -> Features:
+    def features_of(self, ctx: RolloutContext, spec: Body) -> Features:
         return route_features(spec, Tracks.of(ctx), self._ref(ctx).rule)
 
-    def with_weight(self, ctx: RouterContext, spec: Body, weight: int, features: Features) -> Body:
+    def with_weight(self, ctx: RolloutContext, spec: Body, weight: int, features: Features) -> Body:
         return route_with_weight(spec, Tracks.of(ctx), self._ref(ctx).rule, weight, features)
 
-    def without_canary(self, ctx: RouterContext, spec: Body) -> Body:
+    def without_canary(self, ctx: RolloutContext, spec: Body) -> Body:
         return route_reset(spec, Tracks.of(ctx), self._ref(ctx).rule)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modelrollout.context import RolloutContext
+from modelrollout.core import routing
 from modelrollout.core.steps import Features, RouteState
 from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, optional
-from modelrollout.routers.base import RouterContext
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 CANARY = PREFIX + "canary"
@@ -52,20 +53,20 @@ def canary_ingress_spec(user_spec: dict[str, Any], targets: set[str], canary_ser
     return spec
 
 
-def _owned(obj: Any, ctx: RouterContext) -> bool:
+def _owned(obj: Any, ctx: RolloutContext) -> bool:
     return any(ref.uid == ctx.owner.get("uid") for ref in obj.metadata.owner_references or [])
 
 
 class NginxIngressRouter:
-    name = "nginx"
+    name = routing.NGINX.name
 
-    def _user_ingress(self, ctx: RouterContext) -> dict[str, Any] | None:
+    def _user_ingress(self, ctx: RolloutContext) -> dict[str, Any] | None:
         assert ctx.spec.traffic.ingress is not None
         name = ctx.spec.traffic.ingress.name
         ing = optional(lambda: ctx.kube.networking.read_namespaced_ingress(name, ctx.namespace))
         return None if ing is None else ctx.kube.to_dict(ing)
 
-    def check(self, ctx: RouterContext) -> str | None:
+    def check(self, ctx: RolloutContext) -> str | None:
         assert ctx.spec.traffic.ingress is not None
         ing_name = ctx.spec.traffic.ingress.name
         ing = self._user_ingress(ctx)
@@ -92,7 +93,7 @@ class NginxIngressRouter:
                     f"{LABEL_TRACK}: stable to the selector of Service {root}")
         return None
 
-    def current(self, ctx: RouterContext) -> RouteState | None:
+    def current(self, ctx: RolloutContext) -> RouteState | None:
         ing = ctx.kube.get_ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current
         if ing is None:
             return None
@@ -102,12 +103,12 @@ class NginxIngressRouter:
         pin = (header, annotations.get(BY_HEADER_VALUE, "")) if header else None
         return RouteState(int(value) if value.isdigit() else 0, Features(header=pin))
 
-    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+    def set_weight(self, ctx: RolloutContext, weight: int, features: Features) -> None:
         body = self._canary_body(ctx, weight, features)
         ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
                        body=body)
 
-    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+    def dry_run(self, ctx: RolloutContext, weight: int, features: Features) -> str | None:
         body = self._canary_body(ctx, weight, features)
         message = ctx.kube.refused_apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service,
                                          ctx.namespace, body=body)
@@ -115,7 +116,7 @@ class NginxIngressRouter:
             f"spec.traffic.ingress: the apiserver rejects the canary Ingress {ctx.canary_service} made from Ingress "
             f"{ctx.spec.traffic.ingress.name if ctx.spec.traffic.ingress else ''}: {message}")
 
-    def _canary_body(self, ctx: RouterContext, weight: int, features: Features) -> dict[str, Any]:
+    def _canary_body(self, ctx: RolloutContext, weight: int, features: Features) -> dict[str, Any]:
         user = self._user_ingress(ctx)
         if user is None:
             raise RuntimeError("the user's Ingress disappeared")
@@ -138,5 +139,5 @@ class NginxIngressRouter:
             "spec": canary_ingress_spec(user.get("spec") or {}, targets, ctx.canary_service),
         }
 
-    def reset(self, ctx: RouterContext) -> None:
+    def reset(self, ctx: RolloutContext) -> None:
         optional(lambda: ctx.kube.networking.delete_namespaced_ingress(ctx.canary_service, ctx.namespace))

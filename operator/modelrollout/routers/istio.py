@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 
 from modelrollout import api
+from modelrollout.context import RolloutContext
+from modelrollout.core import routing
 from modelrollout.core.steps import Features, mirrors
 from modelrollout.kube import Body
-from modelrollout.routers.base import RouterContext
 from modelrollout.routers.httproute import RouteObjectRouter, Tracks
 
 GROUP = "networking.istio.io"
@@ -199,7 +200,7 @@ def vs_features(spec: Body, t: Tracks, route: str) -> Features:
 
 
 class IstioRouter(RouteObjectRouter):
-    name = "istio"
+    name = routing.ISTIO.name
     group = GROUP
     version = VERSION
     plural = PLURAL
@@ -208,27 +209,27 @@ class IstioRouter(RouteObjectRouter):
     install = "install Istio CRDs (networking.istio.io/v1 VirtualService)"
 
     @staticmethod
-    def _ref(ctx: RouterContext) -> api.VirtualServiceRef:
+    def _ref(ctx: RolloutContext) -> api.VirtualServiceRef:
         ref = ctx.spec.traffic.virtual_service
         assert ref is not None
         return ref
 
-    def object_name(self, ctx: RouterContext) -> str:
+    def object_name(self, ctx: RolloutContext) -> str:
         return self._ref(ctx).name
 
-    def problem(self, ctx: RouterContext, spec: Body) -> str | None:
+    def problem(self, ctx: RolloutContext, spec: Body) -> str | None:
         ref = self._ref(ctx)
         return route_problem(ref.name, spec, Tracks.of(ctx), ref.route,
                              Features(mirror_percent=100 if mirrors(ctx.spec) else None))
 
-    def weight_of(self, ctx: RouterContext, spec: Body) -> int | None:
+    def weight_of(self, ctx: RolloutContext, spec: Body) -> int | None:
         return vs_weight(spec, Tracks.of(ctx), self._ref(ctx).route)
 
-    def features_of(self, ctx: RouterContext, spec: Body) -> Features:
+    def features_of(self, ctx: RolloutContext, spec: Body) -> Features:
         return vs_features(spec, Tracks.of(ctx), self._ref(ctx).route)
 
-    def with_weight(self, ctx: RouterContext, spec: Body, weight: int, features: Features) -> Body:
+    def with_weight(self, ctx: RolloutContext, spec: Body, weight: int, features: Features) -> Body:
         return vs_with_weight(spec, Tracks.of(ctx), self._ref(ctx).route, weight, features)
 
-    def without_canary(self, ctx: RouterContext, spec: Body) -> Body:
+    def without_canary(self, ctx: RolloutContext, spec: Body) -> Body:
         return vs_reset(spec, Tracks.of(ctx), self._ref(ctx).route)

@@ -11,16 +11,17 @@ the same patch as its replicas, so one write moves traffic.
 
 from __future__ import annotations
 
+from modelrollout.context import RolloutContext
+from modelrollout.core import routing
 from modelrollout.core.steps import Features, RouteState
 from modelrollout.core.weights import stable_replicas_for_ratio
 from modelrollout.kube import ANNOTATION_WEIGHT, LABEL_TRACK, optional
-from modelrollout.routers.base import RouterContext
 
 
 class ServiceRouter:
-    name = "service"
+    name = routing.SERVICE.name
 
-    def check(self, ctx: RouterContext) -> str | None:
+    def check(self, ctx: RolloutContext) -> str | None:
         svc_name = ctx.spec.traffic.service.name
         svc = optional(lambda: ctx.kube.core.read_namespaced_service(svc_name, ctx.namespace))
         if svc is None:
@@ -35,7 +36,7 @@ class ServiceRouter:
                     f"spec.selector.matchLabels {dict(labels)} to reach both tracks")
         return None
 
-    def current(self, ctx: RouterContext) -> RouteState | None:
+    def current(self, ctx: RolloutContext) -> RouteState | None:
         dep = ctx.kube.get_deployment(ctx.namespace, ctx.stable_deployment)  # the watch cache's copy when current
         if dep is None:
             return None
@@ -43,14 +44,14 @@ class ServiceRouter:
         weight = int(value) if value and value.isdigit() else 0
         return RouteState(weight) if weight else None
 
-    def set_weight(self, ctx: RouterContext, weight: int, features: Features) -> None:
+    def set_weight(self, ctx: RolloutContext, weight: int, features: Features) -> None:
         replicas = ctx.spec.replicas
         ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
             "metadata": {"annotations": {ANNOTATION_WEIGHT: str(weight)}},
             "spec": {"replicas": stable_replicas_for_ratio(replicas, weight)},
         })
 
-    def reset(self, ctx: RouterContext) -> None:
+    def reset(self, ctx: RolloutContext) -> None:
         # Stable back to full size first, then the canary out of the root Service.
         ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
             "metadata": {"annotations": {ANNOTATION_WEIGHT: None}},
@@ -59,5 +60,5 @@ class ServiceRouter:
         optional(lambda: ctx.kube.apps.patch_namespaced_deployment(
             ctx.canary_deployment, ctx.namespace, {"spec": {"replicas": 0}}))
 
-    def dry_run(self, ctx: RouterContext, weight: int, features: Features) -> str | None:
+    def dry_run(self, ctx: RolloutContext, weight: int, features: Features) -> str | None:
         return None  # it writes replicas and an annotation of the operator's own Deployments, checked as they are made
