@@ -11,9 +11,15 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
 
+# The real node (modelrollout.localenv.node): containerd + runc, the CNI plugins, nftables/iptables for its
+# firewall table and kube-proxy, and the OCI tools + busybox that build its images without Docker or a registry.
+NODE_PKGS=(runc containerd containernetworking-plugins nftables iptables umoci skopeo busybox-static gcc libc6-dev)
 need_apt=""
 for bin in etcd prometheus openssl make chromium chromedriver git; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
+done
+for pkg in "${NODE_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt=1
 done
 if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
     # Debian would start etcd (:2379) and prometheus (:9090) as services on install; the tests start their
@@ -27,9 +33,9 @@ if [[ -n "$need_apt" || -n "${CI:-}" ]]; then
     fi
     $SUDO apt-get update
     $SUDO apt-get install -y --no-install-recommends etcd-server prometheus openssl ca-certificates make \
-        chromium chromium-driver git
+        chromium chromium-driver git "${NODE_PKGS[@]}"
     [[ -z "$added_policy" ]] || $SUDO rm -f "$policy"
-    for svc in etcd prometheus prometheus-node-exporter; do     # nothing left listening
+    for svc in etcd prometheus prometheus-node-exporter containerd; do     # nothing left listening
         $SUDO service "$svc" stop >/dev/null 2>&1 || true
     done
 fi

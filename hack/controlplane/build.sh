@@ -2,6 +2,7 @@
 # Build the local test control plane binaries (idempotent).
 #
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  from k8s.io/kubernetes (go.mod here)
+#   kubelet, kube-proxy (the real node, modelrollout.localenv.node)   from the same module and build
 #   kwok                                                             sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION
 #
 # into ${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}/bin/k8s-$K8S_VERSION-kwok-$KWOK_VERSION/, a cache
@@ -13,7 +14,7 @@ K8S_VERSION=v1.36.3
 K8S_VERSION_MAJOR=1
 K8S_VERSION_MINOR=36
 KWOK_VERSION=v0.8.0
-K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"
