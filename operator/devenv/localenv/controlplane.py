@@ -254,6 +254,8 @@ def _make_pki(pki: Path) -> None:
     _make_cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
     _make_cert(pki, "scheduler", "/CN=system:kube-scheduler")
     _make_cert(pki, "kwok", "/O=system:masters/CN=kwok-controller")
+    # The apiserver's client certificate towards real kubelets (logs/exec; start_control_plane(kubelet_access)).
+    _make_cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
     # The aggregation layer: the apiserver proxies aggregated APIs (APIService objects: an external-metrics
     # server for an HPA, say) with this client certificate, from a CA of its own (the front proxy's).
     _make_ca(pki, "front-proxy-ca", "/CN=modelrollout-front-proxy-ca")
@@ -372,11 +374,15 @@ def _start(cp: ControlPlane, name: str, argv: list[str]) -> ManagedProcess:
 
 
 def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START_TIMEOUT,
-                        controller_qps: int | None = None) -> ControlPlane:
+                        controller_qps: int | None = None, kubelet_access: bool = False) -> ControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok with ``nodes`` fake nodes.
 
     ``controller_qps`` raises kube-controller-manager's client rate limit (default 20/s, burst 30; the burst is
     twice the rate), for environments with hundreds of Deployments changing at once (the scale benchmark).
+
+    ``kubelet_access`` lets the apiserver reach a real kubelet (modelrollout.localenv.node) for logs/exec: it
+    dials the node's InternalIP (never its hostname, which would ask the machine's DNS resolver) with a client
+    certificate of its own. Off by default: the kwok-only environments keep the apiserver's defaults.
 
     Returns once /readyz is ok, the ``default`` ServiceAccount exists and every node is Ready. Everything
     (certificates, etcd data, logs, kubeconfig, audit log) lives in ``workdir``; a previous run's etcd data
@@ -407,7 +413,7 @@ def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START
     )
     atexit.register(cp.stop)
     try:
-        _boot(cp, pki, api_port, nodes, time.monotonic() + timeout, controller_qps)
+        _boot(cp, pki, api_port, nodes, time.monotonic() + timeout, controller_qps, kubelet_access)
     except BaseException:
         cp.stop()
         atexit.unregister(cp.stop)
@@ -420,7 +426,7 @@ def _remaining(deadline: float) -> float:
 
 
 def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: float,
-          controller_qps: int | None = None) -> None:
+          controller_qps: int | None = None, kubelet_access: bool = False) -> None:
     w, b = cp.workdir, cp.bin_dir
     with contextlib.suppress(FileNotFoundError):
         cp.audit_log.unlink()
@@ -489,6 +495,15 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            *(
+                [
+                    "--kubelet-preferred-address-types=InternalIP",
+                    f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                    f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                ]
+                if kubelet_access
+                else []
+            ),
         ],
     )
 
@@ -565,7 +580,8 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
     )
 
     # fake nodes -----------------------------------------------------------------------------------------
-    cp.kubectl("apply", "-f", "-", input=json.dumps(_node_list(nodes)))
+    if nodes:
+        cp.kubectl("apply", "-f", "-", input=json.dumps(_node_list(nodes)))
 
     def default_sa() -> bool:
         cp.check_alive()
@@ -637,7 +653,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def cmd_up(directory: Path, nodes: int, detach: bool) -> int:
+def cmd_up(directory: Path, nodes: int, detach: bool, kubelet_access: bool = False) -> int:
     pids_file = directory / "pids"
     if pids_file.exists() and any(_alive(pid) for _, pid in _read_pids(pids_file)):
         print(
@@ -646,7 +662,7 @@ def cmd_up(directory: Path, nodes: int, detach: bool) -> int:
         )
         return 1
     started = time.monotonic()
-    cp = start_control_plane(directory, nodes=nodes)
+    cp = start_control_plane(directory, nodes=nodes, kubelet_access=kubelet_access)
     cp.write_pids(pids_file)
     print(f"control plane up in {time.monotonic() - started:.1f}s: {cp.server}", file=sys.stderr)
     print(f"logs: {cp.workdir / 'logs'}  audit log: {cp.audit_log}", file=sys.stderr)
@@ -704,12 +720,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, pids, logs)")
     up.add_argument("--nodes", type=int, default=2, help="number of kwok fake nodes")
     up.add_argument("--detach", action="store_true", help="return once up, leaving the processes running")
+    up.add_argument("--kubelet-access", action="store_true",
+                    help="let the apiserver reach a real kubelet (modelrollout.localenv.node) for logs/exec")
     down = sub.add_parser("down", help="stop the control plane recorded in DIR/pids")
     down.add_argument("--dir", type=Path, required=True)
     sub.add_parser("bin-dir", help="print the bin dir, building the binaries if needed")
     args = parser.parse_args(argv)
     if args.command == "up":
-        return cmd_up(args.dir, args.nodes, args.detach)
+        return cmd_up(args.dir, args.nodes, args.detach, args.kubelet_access)
     if args.command == "down":
         return cmd_down(args.dir)
     print(ensure_binaries())
