@@ -207,3 +207,30 @@ def test_down_leaves_nothing_and_restores_the_host(env: Env) -> None:
     assert env.cp.kubectl("get", "node", realnode.NODE_NAME, check=False).returncode != 0
     # What the kubelet and the CNI are known to change was really changed, and is back.
     assert state.sysctls == env.before["sysctls"]
+
+
+def test_down_after_a_crash_leaves_nothing(env: Env, tmp_path: Path) -> None:
+    """kubelet, kube-proxy and containerd SIGKILLed with pods running (no drain, no CNI DEL, shims and
+    containers orphaned): ``down`` from the state file alone (as another process would) still leaves nothing."""
+    before = host_snapshot(tmp_path)
+    node = realnode.up(env.cp, tmp_path)  # the Deployment of the first test lands on it again
+    try:
+        def running() -> bool:
+            out = env.cp.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app=web", "-o", "json").stdout
+            items = json.loads(out)["items"]
+            return bool(sum(p["status"].get("phase") == "Running" for p in items) == REPLICAS)
+
+        wait_until(running, 90, 0.2, what=f"{REPLICAS} web pods Running on the second node")
+        assert realnode.cgroup_pids(), "no container processes in the node's cgroups?"
+        for name in ("kube-proxy", "kubelet", "containerd"):
+            os.kill(node.state.pids[name], 9)
+        for p in node.processes:
+            p.proc.wait(10)  # type: ignore[union-attr]
+
+        done = realnode.down(tmp_path)
+        print("down after a crash: " + "; ".join(done))
+        state = realnode.NodeState.load_done(tmp_path)
+        assert realnode.leftovers(state) == []
+        assert host_snapshot(tmp_path) == before
+    finally:
+        node.down()

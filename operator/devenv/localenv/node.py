@@ -31,6 +31,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -228,6 +229,18 @@ def cgroup_dirs(root: str = CGROUP_ROOT) -> list[Path]:
             if sub.is_dir() and not sub.is_symlink() and os.path.ismount(sub):
                 dirs.append(sub / root)
     return dirs
+
+
+def cgroup_pids(root: str = CGROUP_ROOT) -> list[int]:
+    """Every process in the node's cgroups (its pods' containers), in any hierarchy."""
+    pids: set[int] = set()
+    for top in cgroup_dirs(root):
+        if not top.is_dir():
+            continue
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(x) for x in procs.read_text().split())
+    return sorted(pids)
 
 
 def _subnet_in_use(subnet: str) -> list[str]:
@@ -597,6 +610,10 @@ class Node:
         self._down = True
         with contextlib.suppress(ValueError):
             atexit.unregister(self.down)
+        if not self.state.path.exists():  # taken down already, from its state file (``down(workdir)``)
+            for p in self.processes:
+                p.stop(STOP_TIMEOUT)
+            return []
         return teardown(self.state, self.processes)
 
 
@@ -836,7 +853,7 @@ def teardown(state: NodeState, processes: Sequence[ManagedProcess] = ()) -> list
         wait_until(drained, 45, 0.2, what=f"pods on {state.node_name} stopped")
         return "pods drained through the API"
 
-    if api and state.pids.get("kubelet"):
+    if api and _alive_as(state.pids.get("kubelet", 0), "kubelet"):  # a dead kubelet stops nothing
         step("drain", drain)
 
     def stop(name: str) -> str | None:
@@ -885,6 +902,20 @@ def teardown(state: NodeState, processes: Sequence[ManagedProcess] = ()) -> list
         return f"stopped {len(left)} leftover processes" if left else None
 
     step("shims", shims)
+
+    def pods() -> str | None:
+        # Container processes outlive a containerd or shim that died: they are found by the cgroups made for
+        # the node (cgroupRoot), which hold nothing else.
+        found = cgroup_pids()
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if found:
+            wait_until(lambda: not cgroup_pids(), STOP_TIMEOUT, 0.05, what=f"processes in /{CGROUP_ROOT} gone")
+        return f"killed {len(found)} container processes" if found else None
+
+    if "cgroups" in state.created:
+        step("container processes", pods)
 
     def unmount() -> str | None:
         points = mounts_under(w)
@@ -1036,6 +1067,7 @@ def leftovers(state: NodeState) -> list[str]:
     left: list[str] = []
     left += [f"process {pid}: {cmd[:120]}" for pid, cmd in processes_mentioning(str(w))]
     left += [f"process {name} pid {pid}" for name, pid in state.pids.items() if _alive_as(pid, name)]
+    left += [f"process {pid} in /{CGROUP_ROOT}" for pid in cgroup_pids()]
     left += [f"mount {m}" for m in mounts_under(w)]
     left += [f"netns {n}" for n in netns_entries() if n not in state.netns_before]
     if link_exists(state.bridge):
