@@ -170,11 +170,13 @@ def netns_entries() -> list[str]:
     return []
 
 
-def mounts_under(*roots: Path | str) -> list[str]:
+def mounts_under(*roots: Path | str, mountinfo: str | None = None) -> list[str]:
     """Mount points at or under any of ``roots`` (from /proc/self/mountinfo), deepest first."""
     prefixes = [str(Path(r)) for r in roots]
     found: list[str] = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    for line in mountinfo.splitlines():
         point = line.split()[4].replace("\\040", " ")
         if any(point == p or point.startswith(p.rstrip("/") + "/") for p in prefixes):
             found.append(point)
@@ -556,13 +558,19 @@ def _nft_ruleset(state: NodeState, service_cidr: str) -> str:
 
 def drop_counters() -> dict[str, int]:
     """{comment: packets} of the node's nftables drop rules."""
-    out = json.loads(_sh("nft", "-j", "list", "table", "inet", NFT_TABLE))
+    return parse_counters(json.loads(_sh("nft", "-j", "list", "table", "inet", NFT_TABLE)))
+
+
+def parse_counters(out: dict[str, Any]) -> dict[str, int]:
+    """{comment: packets} of every rule with a counter in ``nft -j list table`` output."""
     counters: dict[str, int] = {}
     for item in out.get("nftables", []):
         rule = item.get("rule")
         if not rule:
             continue
-        packets = next((e["counter"]["packets"] for e in rule.get("expr", []) if "counter" in e), 0)
+        packets = next((e["counter"]["packets"] for e in rule.get("expr", []) if "counter" in e), None)
+        if packets is None:
+            continue
         counters[str(rule.get("comment", rule.get("handle")))] = int(packets)
     return counters
 
@@ -1047,7 +1055,11 @@ def _only_kube_chains(table: str) -> bool:
     """An iptables-nft table the kubelet/kube-proxy made: KUBE-* chains, and built-in chains whose every rule
     jumps to one of them (the kubelet's KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT)."""
     out = json.loads(_sh("nft", "-j", "list", "table", *table.split(), check=False) or "{}")
-    items = out.get("nftables", [])
+    return kube_only(out.get("nftables", []))
+
+
+def kube_only(items: Sequence[dict[str, Any]]) -> bool:
+    """``nft -j list table`` items: KUBE-* chains only, or built-in chains whose every rule jumps to one."""
     chains = [i["chain"]["name"] for i in items if "chain" in i]
     if not all(c.startswith("KUBE-") or c in BUILTIN_CHAINS for c in chains):
         return False
