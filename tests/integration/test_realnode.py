@@ -116,6 +116,15 @@ spec:
 """
 
 
+def test_images_are_cached(env: Env) -> None:
+    """The pause and test images are built once per input (pause.c, busybox, recipe): a second call reuses them."""
+    first = realnode.build_images()
+    mtimes = {ref: path.stat().st_mtime_ns for ref, path in first.items()}
+    assert set(first) == set(env.node.images.values())
+    assert realnode.build_images() == first
+    assert {ref: path.stat().st_mtime_ns for ref, path in first.items()} == mtimes
+
+
 def _get(url: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an environment proxy
     with opener.open(url, timeout=3) as resp:

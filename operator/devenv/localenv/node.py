@@ -324,13 +324,19 @@ def record_host(workdir: Path) -> NodeState:
 # ------------------------------------------------------------------------------------------------ images
 
 
+def _go() -> str:
+    return shutil.which("go") or "/usr/local/go/bin/go"
+
+
 def _k8s_module_dir() -> Path:
-    gomodcache = _sh("go", "env", "GOMODCACHE").strip()
+    """k8s.io/kubernetes@K8S_VERSION in the Go module cache (downloaded by build.sh; again here if missing)."""
+    gomodcache = os.environ.get("GOMODCACHE") or str(Path(os.environ.get("GOPATH") or Path.home() / "go") / "pkg/mod")
     mod = Path(gomodcache) / f"k8s.io/kubernetes@{K8S_VERSION}"
     if not (mod / "build/pause/linux/pause.c").is_file():
         here = build_script().parent
-        subprocess.run(["go", "mod", "download", f"k8s.io/kubernetes@{K8S_VERSION}"], cwd=here, check=True,
+        subprocess.run([_go(), "mod", "download", f"k8s.io/kubernetes@{K8S_VERSION}"], cwd=here, check=True,
                        capture_output=True, env={**os.environ, "GOTOOLCHAIN": "local"}, timeout=600)
+        mod = Path(_sh(_go(), "env", "GOMODCACHE").strip()) / f"k8s.io/kubernetes@{K8S_VERSION}"
     return mod
 
 
