@@ -55,6 +55,7 @@ from devenv.localenv.procs import (
     LOCALHOST,
     CommandFailed,
     ManagedProcess,
+    WaitTimeout,
     free_port,
     run,
     terminate_pid,
@@ -74,6 +75,7 @@ STATE_FILE = "node-state.json"
 DONE_FILE = "node-state.down.json"
 READY_TIMEOUT = float(os.environ.get("MODELROLLOUT_NODE_TIMEOUT", "120"))
 STOP_TIMEOUT = 15.0
+DRAIN_TIMEOUT = 20.0
 
 SYSCTLS = (
     "net.ipv4.ip_forward",  # the bridge CNI (isGateway)
@@ -102,7 +104,7 @@ HOST_PATHS = (
     "/var/lib/cni",  # libcni's result cache
     "/run/netns",  # containerd's pod network namespaces
     "/run/containerd",  # containerd shims' sockets (/run/containerd/s)
-    "/var/lib/kubelet",
+    "/var/lib/kubelet",  # the device-plugin manager's kubelet.sock, whatever --root-dir says
     "/var/lib/containerd",
     "/opt/containerd",
     "/etc/cni",
@@ -864,7 +866,11 @@ def teardown(state: NodeState, processes: Sequence[ManagedProcess] = ()) -> list
             res = _ctr(state, "-n", "k8s.io", "tasks", "ls", "-q", check=False)
             return res.returncode != 0 or not res.stdout.strip()
 
-        wait_until(drained, 45, 0.2, what=f"pods on {state.node_name} stopped")
+        try:
+            wait_until(drained, DRAIN_TIMEOUT, 0.2, what=f"pods on {state.node_name} stopped")
+        except WaitTimeout:
+            # A pod still in a long grace period: the steps below stop it by force, and clean up after it.
+            return f"pods not drained within {DRAIN_TIMEOUT:.0f}s: the rest are stopped by force"
         return "pods drained through the API"
 
     if api and _alive_as(state.pids.get("kubelet", 0), "kubelet"):  # a dead kubelet stops nothing
