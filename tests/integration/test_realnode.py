@@ -9,6 +9,7 @@ The tests run in file order and share one node: the last one takes it down.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -21,7 +22,7 @@ import pytest
 
 from devenv.localenv import node as realnode
 from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
-from devenv.localenv.procs import wait_until
+from devenv.localenv.procs import WaitTimeout, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +217,19 @@ def test_down_leaves_nothing_and_restores_the_host(env: Env) -> None:
     assert env.cp.kubectl("get", "node", realnode.NODE_NAME, check=False).returncode != 0
     # What the kubelet and the CNI are known to change was really changed, and is back.
     assert state.sysctls == env.before["sysctls"]
+
+
+def test_an_up_that_fails_leaves_nothing(env: Env, tmp_path: Path) -> None:
+    """A kubelet that never registers (its apiserver address leads nowhere): ``up`` gives up within its bound,
+    takes down what it had started and says why."""
+    nowhere = dataclasses.replace(env.cp, server=f"https://127.0.0.1:{free_port()}")
+    before = host_snapshot(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout, match="Ready"):
+        realnode.up(nowhere, tmp_path, timeout=10)
+    assert time.monotonic() - started < 60
+    assert realnode.leftovers(realnode.NodeState.load_done(tmp_path)) == []
+    assert host_snapshot(tmp_path) == before
 
 
 def test_down_after_a_crash_leaves_nothing(env: Env, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -669,9 +669,9 @@ def preflight(subnet: str = NODE_SUBNET) -> list[str]:
 
 
 def up(control_plane: ControlPlane, workdir: Path, *, timeout: float = READY_TIMEOUT,
-       log: Any = None) -> Node:
+       log: Callable[[str], None] | None = None) -> Node:
     """Start a real node; returns once it is Ready and kube-proxy is healthy. ``down()`` undoes it all."""
-    say = log or (lambda _msg: None)
+    say: Callable[[str], None] = log or (lambda _msg: None)
     started = time.monotonic()
     problems = preflight()
     if problems:
@@ -696,14 +696,17 @@ def up(control_plane: ControlPlane, workdir: Path, *, timeout: float = READY_TIM
     atexit.register(node.down)
     try:
         _boot(node, bins, images, started + timeout, say)
-    except BaseException:
-        node.down()
+    except BaseException as e:
+        try:
+            node.down()
+        except NodeError as down_error:
+            e.add_note(f"and taking the node down again failed: {down_error}")
         raise
     node.started_seconds = time.monotonic() - started
     return node
 
 
-def _boot(node: Node, bins: Path, images: dict[str, Path], deadline: float, say: Any) -> None:
+def _boot(node: Node, bins: Path, images: dict[str, Path], deadline: float, say: Callable[[str], None]) -> None:
     state, cp = node.state, node.control_plane
     w = Path(state.workdir)
     for d in ("containerd", "cni", "kubelet", "pki", "logs"):
@@ -747,7 +750,7 @@ def _boot(node: Node, bins: Path, images: dict[str, Path], deadline: float, say:
     write_kubeconfig(w / "kube-proxy.kubeconfig", cp.server, pki, "kube-proxy")
     (w / "resolv.conf").write_text("# nothing off the machine: no cluster DNS yet\nnameserver 127.0.0.1\n")
     (w / "cni" / "net.d" / "10-modelrollout.conflist").write_text(json.dumps(_cni_config(w, state.subnet), indent=2))
-    (w / "containerd" / "config.toml").write_text(_containerd_config(w, next(iter(images))))
+    (w / "containerd" / "config.toml").write_text(_containerd_config(w, node.images["pause"]))
 
     # containerd -----------------------------------------------------------------------------------------
     containerd = _start(node, "containerd", ["containerd", "--config", str(w / "containerd" / "config.toml")])
@@ -831,7 +834,7 @@ def teardown(state: NodeState, processes: Sequence[ManagedProcess] = ()) -> list
     w = Path(state.workdir)
     by_name = {p.name: p for p in processes}
 
-    def step(what: str, fn: Any, *args: Any) -> None:
+    def step(what: str, fn: Callable[..., object], *args: object) -> None:
         try:
             result = fn(*args)
         except Exception as e:
