@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
 
-# The real node (modelrollout.localenv.node): containerd + runc, the CNI plugins, nftables/iptables for its
+# The real node (devenv.localenv.node): containerd + runc, the CNI plugins, nftables/iptables for its
 # firewall table and kube-proxy, and the OCI tools + busybox that build its images without Docker or a registry.
 NODE_PKGS=(runc containerd containernetworking-plugins nftables iptables umoci skopeo busybox-static gcc libc6-dev)
 need_apt=""

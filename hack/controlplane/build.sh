@@ -2,7 +2,7 @@
 # Build the local test control plane binaries (idempotent).
 #
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  from k8s.io/kubernetes (go.mod here)
-#   kubelet, kube-proxy (the real node, modelrollout.localenv.node)   from the same module and build
+#   kubelet, kube-proxy (the real node: devenv.localenv.node)        from the same module and build
 #   kwok                                                             sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION
 #
 # into ${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}/bin/k8s-$K8S_VERSION-kwok-$KWOK_VERSION/, a cache

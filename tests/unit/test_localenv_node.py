@@ -6,8 +6,8 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localenv import node as realnode
-from modelrollout.localenv.controlplane import SERVICE_CIDR
+from devenv.localenv import node as realnode
+from devenv.localenv.controlplane import SERVICE_CIDR
 
 
 def _state(tmp_path: Path) -> realnode.NodeState:

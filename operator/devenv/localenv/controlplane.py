@@ -380,7 +380,7 @@ def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START
     ``controller_qps`` raises kube-controller-manager's client rate limit (default 20/s, burst 30; the burst is
     twice the rate), for environments with hundreds of Deployments changing at once (the scale benchmark).
 
-    ``kubelet_access`` lets the apiserver reach a real kubelet (modelrollout.localenv.node) for logs/exec: it
+    ``kubelet_access`` lets the apiserver reach a real kubelet (devenv.localenv.node) for logs/exec: it
     dials the node's InternalIP (never its hostname, which would ask the machine's DNS resolver) with a client
     certificate of its own. Off by default: the kwok-only environments keep the apiserver's defaults.
 
@@ -721,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=2, help="number of kwok fake nodes")
     up.add_argument("--detach", action="store_true", help="return once up, leaving the processes running")
     up.add_argument("--kubelet-access", action="store_true",
-                    help="let the apiserver reach a real kubelet (modelrollout.localenv.node) for logs/exec")
+                    help="let the apiserver reach a real kubelet (devenv.localenv.node) for logs/exec")
     down = sub.add_parser("down", help="stop the control plane recorded in DIR/pids")
     down.add_argument("--dir", type=Path, required=True)
     sub.add_parser("bin-dir", help="print the bin dir, building the binaries if needed")
