@@ -1092,7 +1092,9 @@ def leftovers(state: NodeState) -> list[str]:
     """Everything of the node still on the host (empty after a clean ``down``)."""
     w = Path(state.workdir)
     left: list[str] = []
-    left += [f"process {pid}: {cmd[:120]}" for pid, cmd in processes_mentioning(str(w))]
+    # The node's processes name its configs or containerd's dirs (a `tail -f WORKDIR/logs/...` is not one of them).
+    for mark in (w / "containerd", w / "kubelet", w / "kube-proxy.json"):
+        left += [f"process {pid}: {cmd[:120]}" for pid, cmd in processes_mentioning(str(mark))]
     left += [f"process {name} pid {pid}" for name, pid in state.pids.items() if _alive_as(pid, name)]
     left += [f"process {pid} in /{CGROUP_ROOT}" for pid in cgroup_pids()]
     left += [f"mount {m}" for m in mounts_under(w)]
@@ -1171,8 +1173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"node {node.name} ({node.ip}) Ready in {node.started_seconds:.1f}s; "
             f"take it down with: python -m devenv.localenv.node down --workdir {args.workdir}")
         return 0
-    for line in down(args.workdir):
-        say(line)
+    try:
+        for line in down(args.workdir):
+            say(line)
+    except NodeError as e:
+        say(str(e))
+        return 1
     say("node down: nothing left behind")
     return 0
 
