@@ -6,20 +6,11 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"
-hash="$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" | sha256sum | cut -c1-12)"
-bindir="$cache/bin/kstatus-$hash"
-if [[ ! -x "$bindir/kstatus" ]]; then
-    export PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=local
-    mkdir -p "$bindir"
-    exec 9>"$cache/build.lock"
-    command -v flock >/dev/null 2>&1 && flock 9
-    if [[ ! -x "$bindir/kstatus" ]]; then
-        echo "build.sh: building kstatus with $(go version)" >&2
-        tmp="$(mktemp -d "$bindir/.build.XXXXXX")"
-        trap 'rm -rf "$tmp"' EXIT
-        (cd "$here" && go build -trimpath -o "$tmp/kstatus" .)
-        mv "$tmp/kstatus" "$bindir/kstatus"
-    fi
-fi
+source "$here/../lib/cached-build.sh"
+bindir="$(cache_bindir kstatus "$here/go.mod" "$here/go.sum" "$here/main.go")"
+
+complete() { [[ -x "$bindir/kstatus" ]]; }
+build() { (cd "$here" && go build -trimpath -o "$1/kstatus" .); }
+
+cached_build kstatus
 echo "$bindir/kstatus"
