@@ -2,8 +2,9 @@
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
-# control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh) and Flux's
-# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository).
+# control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
+# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
+# KEDA's operator (hack/keda/build.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -56,3 +57,4 @@ command -v go >/dev/null || { echo "bootstrap: Go 1.26 is needed to build the lo
 bash hack/controlplane/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
+bash hack/keda/build.sh >/dev/null
