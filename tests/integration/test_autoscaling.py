@@ -20,7 +20,7 @@ from .kube import Json, Kubectl, Watch, release_behind_nginx, wait_audit
 from .manifests import nginx, rollout, service
 from .metricsapi import ExternalMetrics, external_metrics_api
 
-KEDA_CRD = Path(__file__).resolve().parents[1] / "data" / "keda" / "keda-v2.21.1-scaledobjects.yaml"
+KEDA_CRD = Path(__file__).resolve().parents[1] / "data" / "keda" / "keda-v2.21.0-scaledobjects.yaml"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
