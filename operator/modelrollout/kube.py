@@ -161,12 +161,20 @@ class Kube:
         assert isinstance(out, dict)
         return out
 
-    def _apply(self, method: Callable[..., T], body: Body, *, dry_run: bool = False) -> T:
-        """Server-side apply with the operator's field manager (force: the operator owns these objects)."""
+    def _apply(self, method: Callable[..., object], body: Body, *, watched: str | None = None,
+               dry_run: bool = False) -> None:
+        """Server-side apply with the operator's field manager (force: the operator owns these objects); a write
+        of a ``watched`` kind (its plural) records its echo."""
         meta = body["metadata"]
         extra = {"dry_run": "All"} if dry_run else {}
-        return method(meta["name"], meta["namespace"], body=body, field_manager=FIELD_MANAGER, force=True,
-                      _content_type="application/apply-patch+yaml", **extra)
+
+        def call() -> object:
+            return method(meta["name"], meta["namespace"], body=body, field_manager=FIELD_MANAGER, force=True,
+                          _content_type="application/apply-patch+yaml", **extra)
+        if watched is None or dry_run:
+            call()
+        else:
+            self._wrote((watched, meta["namespace"], meta["name"]), call)
 
     def _refused(self, method: Callable[..., object], body: Body) -> str | None:
         """The apiserver's message if it would refuse :meth:`_apply` of ``body`` (a server-side dry run: validated,
@@ -223,9 +231,7 @@ class Kube:
                           lambda: self._apps.read_namespaced_deployment(name, namespace))
 
     def apply_deployment(self, body: Body) -> None:
-        meta = body["metadata"]
-        self._wrote((DEPLOYMENTS, meta["namespace"], meta["name"]),
-                    lambda: self._apply(self._apps.patch_namespaced_deployment, body))
+        self._apply(self._apps.patch_namespaced_deployment, body, watched=DEPLOYMENTS)
 
     def refused_deployment(self, body: Body) -> str | None:
         """Why the apiserver would refuse :meth:`apply_deployment` of ``body``, or None."""
@@ -257,17 +263,16 @@ class Kube:
         return self._read((INGRESSES, namespace, name),
                           lambda: self._networking.read_namespaced_ingress(name, namespace))
 
+    def delete_ingress(self, namespace: str, name: str) -> None:
+        """Delete an Ingress the operator owns (gone already: nothing to do)."""
+        self._deleted((INGRESSES, namespace, name),
+                      lambda: self._networking.delete_namespaced_ingress(name, namespace))
+
     def apply_ingress(self, body: Body) -> None:
-        meta = body["metadata"]
-        self._wrote((INGRESSES, meta["namespace"], meta["name"]),
-                    lambda: self._apply(self._networking.patch_namespaced_ingress, body))
+        self._apply(self._networking.patch_namespaced_ingress, body, watched=INGRESSES)
 
     def refused_ingress(self, body: Body) -> str | None:
         return self._refused(self._networking.patch_namespaced_ingress, body)
-
-    def delete_ingress(self, namespace: str, name: str) -> None:
-        self._deleted((INGRESSES, namespace, name),
-                      lambda: self._networking.delete_namespaced_ingress(name, namespace))
 
     # ------------------------------------------------------------------ Services
 
