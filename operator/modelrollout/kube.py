@@ -6,17 +6,18 @@ absent, the echoes of its own writes and time-bounded answers. Each write of a w
 canary Ingresses) records the version it made in the method that makes it, so a read after it is never answered
 from a body older than the write. Reads answer plain JSON-shaped dicts (camelCase keys, as the apiserver sent them)
 or the port's own dataclasses; nothing outside this module sees a client model or imports ``kubernetes``.
-:class:`Leases` is the leader election's door (its own connection pool).
+:class:`Leases` is the leader election's door (its own connection pool); :class:`Rollouts` is the door of the
+tools that act with the user's kubeconfig (the kubectl plugin, the dashboard).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
@@ -434,6 +435,97 @@ class Leases:
                 return None
             raise
         return _json(resp.data)
+
+
+class KubeconfigError(Exception):
+    """No kubeconfig (or in-cluster configuration) could be loaded; the message says why."""
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class Rollouts:
+    """ModelRollouts and their Events as the user's tools read and annotate them (plain JSON answers; failure
+    answers raised as :data:`ApiError`)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._custom: Any = client.CustomObjectsApi(api_client)  # JSON bodies (see Kube.__init__)
+        self._core: Any = client.CoreV1Api(api_client)
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None, context: str | None,
+                namespace: str | None) -> tuple[Rollouts, str]:
+        """The door and the namespace (``namespace``, else the kubeconfig context's, else the pod's, else
+        ``default``), loading the kubeconfig like kubectl does: ``kubeconfig`` or KUBECONFIG or ~/.kube/config,
+        and in a pod without one (when neither ``kubeconfig`` nor ``context`` is given) the in-cluster config."""
+        cfg = client.Configuration()
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=cfg)
+            if namespace is None:
+                contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig)
+                chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+                namespace = ((chosen or {}).get("context") or {}).get("namespace")
+        except config.ConfigException as exc:
+            if kubeconfig is not None or context is not None:
+                raise KubeconfigError(f"cannot load kubeconfig: {exc}") from None
+            try:  # like kubectl in a pod without a kubeconfig
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                raise KubeconfigError(f"cannot load kubeconfig: {exc}") from None
+            if namespace is None:
+                try:
+                    with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                        namespace = f.read().strip() or None
+                except OSError:
+                    pass
+        return cls(client.ApiClient(cfg)), namespace or "default"
+
+    def get(self, namespace: str, name: str) -> Body:
+        out = self._custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        assert isinstance(out, dict)
+        return out
+
+    def annotate(self, namespace: str, name: str, key: str, value: str, *, field_manager: str) -> None:
+        """Set one annotation with a merge patch under ``field_manager``."""
+        self._custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"metadata": {"annotations": {key: value}}},
+            field_manager=field_manager, _content_type="application/merge-patch+json")
+
+    def _list_call(self, namespace: str | None) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        if namespace is None:
+            return self._custom.list_cluster_custom_object, (api.GROUP, api.VERSION, api.PLURAL)
+        return self._custom.list_namespaced_custom_object, (api.GROUP, api.VERSION, namespace, api.PLURAL)
+
+    def listing(self, namespace: str | None, *, request_timeout: tuple[float, float]) -> Body:
+        """The rollouts of ``namespace`` (None: of every namespace) as the list answer (``items``, and
+        ``metadata.resourceVersion`` to watch from)."""
+        fn, args = self._list_call(namespace)
+        out = fn(*args, _request_timeout=request_timeout)
+        assert isinstance(out, dict)
+        return out
+
+    def watch(self, namespace: str | None, *, resource_version: str, timeout_seconds: int,
+              request_timeout: tuple[float, float], name: str | None = None,
+              bookmarks: bool = False) -> Iterator[Body]:
+        """The watch events (``type``, ``raw_object``) of the rollouts of ``namespace`` (None: every namespace),
+        or of the one named ``name``, from ``resource_version`` until ``timeout_seconds`` have passed."""
+        fn, args = self._list_call(namespace)
+        extra: dict[str, Any] = {"field_selector": f"metadata.name={name}"} if name is not None else {}
+        if bookmarks:
+            extra["allow_watch_bookmarks"] = True
+        events: Iterator[Body] = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            fn, *args, resource_version=resource_version, timeout_seconds=timeout_seconds,
+            _request_timeout=request_timeout, **extra)
+        yield from events
+
+    def events(self, namespace: str, name: str, *, request_timeout: tuple[float, float]) -> list[Body]:
+        """The Events about the rollout (raw JSON)."""
+        out = self._core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={api.KIND}",
+            _preload_content=False, _request_timeout=request_timeout)
+        return list(_json(out.data).get("items") or [])
 
 
 def _json(data: bytes | str) -> Body:
