@@ -63,9 +63,6 @@ class CustomKind:
     plural: str
 
 
-ROLLOUTS = CustomKind(api.GROUP, api.VERSION, api.PLURAL)
-
-
 @dataclass(frozen=True)
 class Service:
     """What the operator reads of a Service."""
