@@ -10,18 +10,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, assert_never
-
-from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api, drills, telemetry
 from modelrollout.context import RolloutContext
 from modelrollout.core import actions as act
 from modelrollout.core.model import Decision, Event
 from modelrollout.core.refusal import Refusal, classify, finite_status
-from modelrollout.kube import Body, Kube, api_message, api_reason
+from modelrollout.kube import ApiError, Body, Kube, api_message, api_reason
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.revisions import record, restore
 from modelrollout.routers.base import Router
@@ -45,7 +42,7 @@ class WriteRefused(Exception):
         """What was carried out but could not be recorded (a refused status update), in words."""
 
 
-def refusal_of(exc: ApiException, what: str, *, rendered: bool = False) -> Refusal:
+def refusal_of(exc: ApiError, what: str, *, rendered: bool = False) -> Refusal:
     return Refusal(int(exc.status or 0), api_reason(exc), api_message(exc), what, rendered)
 
 
@@ -58,9 +55,9 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
 
 
 def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RolloutContext | None,
-              router: Router | None, wrote: Callable[[str], None]) -> None:
-    """Carry out ``decision``; ``wrote`` gets the resourceVersion of each write to the rollout as soon as it is
-    answered (before the Events are posted: the watch may deliver its echo meanwhile)."""
+              router: Router | None) -> None:
+    """Carry out ``decision`` (each write to the rollout records its echo in the port as soon as it is answered,
+    before the Events are posted: the watch may deliver the echo meanwhile)."""
     meta = rollout["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     removals: tuple[str, ...] = ()
@@ -80,26 +77,23 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
         log.info("%s/%s: %s", namespace, name, action)
         try:
             _carry(action, ctx, router, rollout, template)
-        except ApiException as exc:
+        except ApiError as exc:
             if classify(exc.status) == "transient":
                 raise
             raise WriteRefused(refusal_of(exc, f"the {kind} write", rendered=isinstance(action, RENDERED))) from exc
     new_status = status_body(decision.status)
     if _differs(new_status, old_status):
         try:
-            answer = kube.patch_rollout_status(namespace, name, new_status)
-        except ApiException as exc:
+            kube.patch_rollout_status(namespace, name, new_status)
+        except ApiError as exc:
             if classify(exc.status) == "transient":
                 raise
             done = f"{decision.status.phase.value if decision.status.phase else ''}: {decision.status.message}"
             raise WriteRefused(refusal_of(exc, "the status update"), done.strip(": ")) from exc
-        wrote(str(answer["metadata"]["resourceVersion"]))
     seen = meta.get("annotations") or {}
     for key in removals:
         if key in seen:
-            version = kube.consume_annotation(namespace, name, key, seen[key])
-            if version is not None:
-                wrote(version)
+            kube.consume_annotation(namespace, name, key, seen[key])
     for event in decision.events:
         emit(kube, rollout, event)
 
@@ -180,6 +174,6 @@ def emit(kube: Kube, rollout: Body, event: Event) -> None:
         "count": 1,
     }
     try:
-        kube.core.create_namespaced_event(body["metadata"]["namespace"], body)
+        kube.create_event(body)
     except Exception as exc:
         log.warning("could not emit event %s: %s", event.reason, exc)

@@ -6,26 +6,23 @@ every reconcile at a chaos step or during a drill finds what exists and deletes 
 
 from __future__ import annotations
 
-from kubernetes.client.exceptions import ApiException
-
 from modelrollout import api
 from modelrollout.context import RolloutContext
 from modelrollout.core import chaos
 from modelrollout.core.actions import DeleteDrill, EnsureDrill
-from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, Kube
+from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, CustomKind, Kube
 
 LABEL_DRILL_STEP = "modelrollout.io/drill-step"
 
 
+def experiments(kind: str) -> CustomKind:
+    """The custom resource of Chaos Mesh experiments of ``kind``."""
+    return CustomKind(chaos.GROUP, chaos.VERSION, chaos.PLURALS[kind])
+
+
 def served(kube: Kube, kind: str) -> bool:
     """Whether the apiserver serves chaos-mesh.org/v1alpha1 ``kind`` (discovery)."""
-    try:
-        resources = kube.custom.get_api_resources(chaos.GROUP, chaos.VERSION)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return any(r.name == chaos.PLURALS[kind] for r in resources.resources or [])
+    return kube.serves(experiments(kind))
 
 
 def check(ctx: RolloutContext) -> str | None:
@@ -54,15 +51,7 @@ def observe(kube: Kube, namespace: str, name: str, uid: str, kinds: tuple[str, .
     """``(kind, name)`` of the experiments of these kinds the rollout owns."""
     out: list[tuple[str, str]] = []
     for kind in kinds:
-        try:
-            listed = kube.custom.list_namespaced_custom_object(chaos.GROUP, chaos.VERSION, namespace,
-                                                               chaos.PLURALS[kind],
-                                                               label_selector=f"{LABEL_ROLLOUT}={name}")
-        except ApiException as exc:
-            if exc.status == 404:
-                continue
-            raise
-        for item in listed.get("items") or []:
+        for item in kube.custom_objects(experiments(kind), namespace, f"{LABEL_ROLLOUT}={name}") or []:
             meta = item.get("metadata") or {}
             if any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []):
                 out.append((kind, str(meta["name"])))
@@ -75,19 +64,9 @@ def create(ctx: RolloutContext, action: EnsureDrill) -> None:
     body = chaos.experiment(action.drill, name=action.name, namespace=ctx.namespace, pod_labels=pod_labels,
                             labels={LABEL_ROLLOUT: ctx.name, LABEL_DRILL_STEP: str(action.step), **MANAGED_BY})
     body["metadata"]["ownerReferences"] = [ctx.owner]
-    try:
-        ctx.kube.custom.create_namespaced_custom_object(chaos.GROUP, chaos.VERSION, ctx.namespace,
-                                                        chaos.PLURALS[action.drill.kind], body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    ctx.kube.create_custom_object(experiments(action.drill.kind), body)
 
 
 def delete(kube: Kube, namespace: str, action: DeleteDrill) -> None:
     """Delete the experiment (gone already: nothing to do). Needs no valid spec: an Invalid rollout stops its drill."""
-    try:
-        kube.custom.delete_namespaced_custom_object(chaos.GROUP, chaos.VERSION, namespace, chaos.PLURALS[action.kind],
-                                                    action.name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    kube.delete_custom_object(experiments(action.kind), namespace, action.name)

@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from modelrollout import api, telemetry
 from modelrollout.apply import WriteRefused, carry_out, emit, refusal_of, status_body
 from modelrollout.core.approval import CONTROL_ANNOTATIONS
 from modelrollout.core.model import Event
 from modelrollout.core.plan import decide
 from modelrollout.core.refusal import STALL_KEYS, backoff, classify, stalled_message, stalled_status
-from modelrollout.kube import Body, Kube
+from modelrollout.kube import ApiError, Body, Kube
 from modelrollout.metrics.base import MetricSource
 from modelrollout.metrics.prometheus import PrometheusSource
 from modelrollout.notify import Notifier
@@ -26,10 +24,6 @@ from modelrollout.observe import observe, parse_status, recheck
 log = logging.getLogger("modelrollout.engine")
 
 Clock = Callable[[], datetime]
-
-OWN_WRITES_KEPT = 4
-"""resourceVersions of its own writes remembered per rollout, to tell their echoes from other changes."""
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -63,17 +57,15 @@ class Engine:
         """Webhook notifications of the events a carried-out decision emitted (queued; never blocks)."""
         self.clock = clock
         self.default_prometheus = default_prometheus
-        self.written: dict[tuple[str, str], tuple[str, ...]] = {}
-        """(namespace, name) -> resourceVersions of the operator's own last writes (a few: under load the echo of
-        one write can arrive after the next write), to ignore its own echo."""
         self._sources: dict[tuple[str, float], MetricSource] = {}
         self.stalls: dict[tuple[str, str], Stall] = {}
         """(namespace, name) -> the backoff of a rollout whose writes the apiserver refuses."""
         self._lock = threading.Lock()
 
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
-        """The watch event is the echo of one of the operator's own last writes (nothing new to react to)."""
-        return resource_version is not None and resource_version in self.written.get((namespace, name), ())
+        """The watch event is the echo of one of the operator's own last status or annotation writes (nothing new
+        to react to)."""
+        return self.kube.quiet_echo(namespace, name, resource_version)
 
     def source_for(self, analysis: api.Analysis) -> MetricSource:
         if analysis.prometheus is not None:
@@ -87,9 +79,8 @@ class Engine:
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile once; the seconds until the next look (None: only on a change)."""
-        rollout = self.kube.get_rollout(namespace, name)
+        rollout = self.kube.rollout(namespace, name)
         if rollout is None or rollout["metadata"].get("deletionTimestamp"):
-            self.written.pop((namespace, name), None)  # bounded by the live rollouts, not every one ever seen
             self.stalls.pop((namespace, name), None)
             return None
         now = self.clock()
@@ -100,18 +91,17 @@ class Engine:
             try:
                 seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
                 decision = decide(seen.spec, seen.status, seen.observed, now)
-                carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router,
-                          lambda version: self._wrote(namespace, name, version))
+                carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
             except WriteRefused as exc:
-                recheck(rollout)
+                recheck(self.kube, rollout)
                 return self._stalled(rollout, exc, now)
-            except ApiException as exc:
-                recheck(rollout)  # the user's Ingress or Service may be gone: the next reconcile checks and says so
+            except ApiError as exc:
+                recheck(self.kube, rollout)  # the user's Ingress or Service may be gone: the next reconcile says so
                 if classify(exc.status) == "transient":
                     raise
                 return self._stalled(rollout, WriteRefused(refusal_of(exc, "a request (reading the world)")), now)
             except Exception:
-                recheck(rollout)
+                recheck(self.kube, rollout)
                 raise
         self.stalls.pop((namespace, name), None)
         telemetry.RECONCILES.labels(namespace).inc()
@@ -141,18 +131,13 @@ class Engine:
         log.warning("%s/%s: %s (refusal %d in a row)", namespace, name, message, attempts)
         body = {k: v for k, v in status_body(status).items() if k in STALL_KEYS}
         try:
-            answer = self.kube.patch_rollout_status(namespace, name, body)
-            self._wrote(namespace, name, str(answer["metadata"]["resourceVersion"]))
+            self.kube.patch_rollout_status(namespace, name, body)
         except Exception as failed:  # even the stall is refused (403 on status): the Event and the log remain
             log.warning("%s/%s: could not record the stall in status either: %s", namespace, name,
-                        refusal_of(failed, "the stalled status").describe() if isinstance(failed, ApiException)
+                        refusal_of(failed, "the stalled status").describe() if isinstance(failed, ApiError)
                         else failed)
         emit(self.kube, rollout, Event("Warning", "WriteRefused", message))
         return retry_in
-
-    def _wrote(self, namespace: str, name: str, resource_version: str) -> None:
-        recent = self.written.get((namespace, name), ())[-(OWN_WRITES_KEPT - 1):]
-        self.written[(namespace, name)] = (*recent, resource_version)
 
     def _record(self, namespace: str, name: str, status: api.ModelRolloutStatus, evaluated: bool,
                 reasons: list[str]) -> None:

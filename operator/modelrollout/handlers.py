@@ -38,7 +38,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
-        memo.engine = Engine(Kube.connect(cache=True),
+        memo.engine = Engine(Kube.connect(),
                              default_prometheus=getattr(memo, "prometheus_address", None) or None,
                              notifier=Notifier(getattr(memo, "notify_webhook", None) or None))
     memo.wakeups = {}
@@ -87,11 +87,10 @@ async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
 
 
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:
-    """Every watch event's body goes to the engine's watch cache (before any filter), so a reconcile can read it
+    """Every watch event's body goes to the engine's port (before any filter), so a reconcile can read it
     instead of a GET."""
-    cache = engine.kube.cache if engine is not None else None
-    if cache is not None:
-        cache.saw(key, body, deleted=type == "DELETED")
+    if engine is not None:
+        engine.kube.saw(key, body, deleted=type == "DELETED")
 
 
 def _track_signature(body: kopf.Body) -> tuple[Any, ...] | None:

@@ -1,18 +1,28 @@
-"""Kubernetes clients (I/O): one place that builds them and names the operator's labels."""
+"""The port to the cluster (I/O): the one module that talks to the apiserver.
+
+:class:`Kube` has one method per read and write the operator makes. It owns every fact about the cluster the
+operator keeps between requests (:mod:`modelrollout.watchcache`): the bodies its watches deliver, objects known
+absent, the echoes of its own writes and time-bounded answers. Each write of a watched kind (rollouts, Deployments,
+canary Ingresses) records the version it made in the method that makes it, so a read after it is never answered
+from a body older than the write. Reads answer plain JSON-shaped dicts (camelCase keys, as the apiserver sent them)
+or the port's own dataclasses; nothing outside this module sees a client model or imports ``kubernetes``.
+:class:`Leases` is the leader election's door (its own connection pool); :class:`Rollouts` is the door of the
+tools that act with the user's kubeconfig (the kubectl plugin, the dashboard).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
 from modelrollout.core.approval import annotation_managers
-from modelrollout.watchcache import Key, WatchCache, rollout_trimmer, trim_deployment, trim_object
+from modelrollout.watchcache import Key, Recent, WatchCache, rollout_trimmer, trim_deployment, trim_object
 
 FIELD_MANAGER = "modelrollout"
 LABEL_ROLLOUT = "modelrollout.io/rollout"
@@ -24,104 +34,151 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout"}
 
 Body = dict[str, Any]
 
+ApiError = ApiException
+"""A failure answer of the apiserver (``status``, ``reason``, ``body``, ``headers``)."""
+
 REJECTED = frozenset({400, 413, 422})
 """Answers to a server-side dry run that mean the object itself is refused (bad request, too large, invalid)."""
 
+DEPLOYMENTS = "deployments"
+INGRESSES = "ingresses"
+
+T = TypeVar("T")
+
+
+class JsonPatchOp(TypedDict, total=False):
+    """One operation of a JSON patch (RFC 6902)."""
+
+    op: str
+    path: str
+    value: Any
+
 
 @dataclass(frozen=True)
-class Kube:
-    """The API groups the operator uses."""
+class CustomKind:
+    """A custom resource the operator reads or writes: group, version and plural."""
 
-    apps: Any
-    core: Any
-    networking: Any
-    custom: Any
-    api_client: Any
-    cache: WatchCache | None = None
-    """The watched rollouts, Deployments and canary Ingresses (fed by the kopf handlers); None: every read is a
-    GET."""
+    group: str
+    version: str
+    plural: str
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the operator reads of a Service."""
+
+    name: str
+    selector: Mapping[str, str]
+    owner_uids: tuple[str, ...]
+    ports: tuple[Body, ...]
+    """``spec.ports`` as JSON (camelCase keys)."""
+
+
+def _connect(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    cfg.connection_pool_maxsize = 64
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """The operator's reads and writes of the cluster, and what it knows of the cluster between them."""
+
+    def __init__(self, api_client: client.ApiClient, *, apps: client.AppsV1Api | None = None,
+                 core: client.CoreV1Api | None = None, networking: client.NetworkingV1Api | None = None,
+                 custom: client.CustomObjectsApi | None = None, watched: WatchCache | None = None,
+                 recent: Recent | None = None) -> None:
+        # The client groups are held untyped: the operator sends JSON bodies (dicts, JSON patches), which the
+        # client accepts but its annotations (model classes only) do not declare.
+        self._client: Any = api_client
+        self._apps: Any = apps if apps is not None else client.AppsV1Api(api_client)
+        self._core: Any = core if core is not None else client.CoreV1Api(api_client)
+        self._networking: Any = networking if networking is not None else client.NetworkingV1Api(api_client)
+        self._custom: Any = custom if custom is not None else client.CustomObjectsApi(api_client)
+        self.watched = watched if watched is not None else WatchCache(trim={
+            DEPLOYMENTS: trim_deployment, INGRESSES: trim_object, api.PLURAL: rollout_trimmer(annotation_managers)})
+        """The watched rollouts, Deployments and canary Ingresses (fed by the kopf handlers through :meth:`saw`),
+        their known absence and the echoes of the operator's own writes."""
+        self.recent = recent if recent is not None else Recent()
+        """Time-bounded answers about rollouts (a passing check, a pod listing's reason, an absent DaemonSet)."""
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, *, cache: bool = False) -> Kube:
-        """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-        cfg = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
-        cfg.connection_pool_maxsize = 64
-        api_client = client.ApiClient(cfg)
-        apps: Any = client.AppsV1Api(api_client)
-        custom: Any = client.CustomObjectsApi(api_client)
-        networking: Any = client.NetworkingV1Api(api_client)
-        watched = WatchCache(trim={"deployments": trim_deployment, "ingresses": trim_object,
-                                   api.PLURAL: rollout_trimmer(annotation_managers)}) if cache else None
-        if watched is not None:  # every write to a cached kind tells the cache the version it made
-            apps = _Recorded(apps, watched, _named("deployments"))
-            networking = _Recorded(networking, watched, _named("ingresses"))
-            custom = _Recorded(custom, watched, _rollout_key)
-        return cls(apps=apps, core=client.CoreV1Api(api_client), networking=networking, custom=custom,
-                   api_client=api_client, cache=watched)
+    def connect(cls, kubeconfig: str | None = None) -> Kube:
+        return cls(_connect(kubeconfig))
 
-    def to_dict(self, obj: Any) -> Body:
-        """A client model as the plain dict the apiserver sent (camelCase keys)."""
-        out = self.api_client.sanitize_for_serialization(obj)
-        assert isinstance(out, dict)
-        return out
+    # ------------------------------------------------------------------ watch events and own-write echoes
 
-    def _read(self, key: Key, call: Callable[[], Any]) -> Body | None:
-        """The watch cache's copy of ``key`` when it is current, else ``call()`` (a GET; None on 404) as a dict."""
+    def saw(self, key: Key, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """A watch event of a watched kind (``key``: plural, namespace, name)."""
+        self.watched.saw(key, body, deleted=deleted)
+
+    def quiet_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """A rollout's watch event is the echo of one of the operator's own last status or annotation writes
+        (nothing changed that the operator does not know)."""
+        return self.watched.quiet_echo((api.PLURAL, namespace, name), resource_version)
+
+    def _read(self, key: Key, call: Callable[[], object]) -> Body | None:
+        """The watch's copy of ``key`` when it is current, else ``call()`` (a GET; None on 404) as a dict."""
         def get() -> Body | None:
             obj = optional(call)
-            return None if obj is None else obj if isinstance(obj, dict) else self.to_dict(obj)
-        return get() if self.cache is None else self.cache.read(key, get)
+            return None if obj is None else self._body(obj)
+        return self.watched.read(key, get)
 
-    def get_rollout(self, namespace: str, name: str) -> Body | None:
-        return self._read((api.PLURAL, namespace, name), lambda: self.custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name))
+    def _wrote(self, key: Key, call: Callable[[], T], *, quiet: bool = False) -> T:
+        """Make the write ``call()`` to ``key`` and record the version it made (and, for a plain dict answer, the
+        object as written, read until the echo; a client model would cost a conversion per write, so those are
+        read with a GET until the echo)."""
+        before = self.watched.events(key)
+        out = call()
+        if isinstance(out, dict):
+            rv = (out.get("metadata") or {}).get("resourceVersion")
+            answer: Body | None = out
+        else:
+            rv = getattr(getattr(out, "metadata", None), "resource_version", None)
+            answer = None
+        self.watched.wrote(key, None if rv is None else str(rv), answer, before, quiet=quiet)
+        return out
 
-    def get_deployment(self, namespace: str, name: str) -> Body | None:
-        return self._read(("deployments", namespace, name),
-                          lambda: self.apps.read_namespaced_deployment(name, namespace))
+    def _deleted(self, key: Key, call: Callable[[], object]) -> None:
+        """Make the delete ``call()`` of ``key`` (gone already: nothing to do); a delete made is recorded."""
+        try:
+            call()
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        self.watched.removed(key)
 
-    def get_ingress(self, namespace: str, name: str) -> Body | None:
-        return self._read(("ingresses", namespace, name),
-                          lambda: self.networking.read_namespaced_ingress(name, namespace))
-
-    def patch_rollout_status(self, namespace: str, name: str, status: Body) -> Body:
-        out = self.custom.patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status})
+    def _body(self, obj: object) -> Body:
+        """A client model as the plain dict the apiserver sent (camelCase keys)."""
+        out = obj if isinstance(obj, dict) else self._client.sanitize_for_serialization(obj)
         assert isinstance(out, dict)
         return out
 
-    def consume_annotation(self, namespace: str, name: str, key: str, seen: str) -> str | None:
-        """Remove annotation ``key`` only if it still has the value the decision was made on.
+    def _apply(self, method: Callable[..., object], body: Body, *, watched: str | None = None,
+               dry_run: bool = False) -> None:
+        """Server-side apply with the operator's field manager (force: the operator owns these objects); a write
+        of a ``watched`` kind (its plural) records its echo."""
+        meta = body["metadata"]
+        extra = {"dry_run": "All"} if dry_run else {}
 
-        A JSON patch ``test`` op guards the removal, so a newer value a person set meanwhile is kept.
-        """
-        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-        try:
-            out = self.custom.patch_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name,
-                [{"op": "test", "path": path, "value": seen}, {"op": "remove", "path": path}],
-                _content_type="application/json-patch+json")
-        except ApiException as exc:
-            if exc.status in (404, 409, 422):
-                return None
-            raise
-        return str(out["metadata"]["resourceVersion"]) if isinstance(out, dict) else None
+        def call() -> object:
+            return method(meta["name"], meta["namespace"], body=body, field_manager=FIELD_MANAGER, force=True,
+                          _content_type="application/apply-patch+yaml", **extra)
+        if watched is None or dry_run:
+            call()
+        else:
+            self._wrote((watched, meta["namespace"], meta["name"]), call)
 
-    def apply(self, method: Any, *args: Any, body: Body) -> Any:
-        """Server-side apply with the operator's field manager (force: the operator owns these objects)."""
-        return method(*args, body=body, field_manager=FIELD_MANAGER, force=True,
-                      _content_type="application/apply-patch+yaml")
-
-    def refused_apply(self, method: Any, *args: Any, body: Body) -> str | None:
-        """The apiserver's message if it would refuse :meth:`apply` of ``body`` (a server-side dry run: validated,
+    def _refused(self, method: Callable[..., object], body: Body) -> str | None:
+        """The apiserver's message if it would refuse :meth:`_apply` of ``body`` (a server-side dry run: validated,
         nothing stored), else None. Other failures are raised."""
         try:
-            method(*args, body=body, field_manager=FIELD_MANAGER, force=True, dry_run="All",
-                   _content_type="application/apply-patch+yaml")
+            self._apply(method, body, dry_run=True)
         except ApiException as exc:
             message = api_message(exc)
             if exc.status in REJECTED or (exc.status == 500 and "typed" in message):  # 500: a field of a wrong type
@@ -129,70 +186,352 @@ class Kube:
             raise
         return None
 
+    # ------------------------------------------------------------------ ModelRollouts
 
-WRITES = ("create_", "patch_", "replace_", "delete_")
+    def rollout(self, namespace: str, name: str) -> Body | None:
+        return self._read((api.PLURAL, namespace, name), lambda: self._custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name))
 
+    def patch_rollout_status(self, namespace: str, name: str, status: Body) -> str:
+        """Merge ``status`` into the rollout's status; the resourceVersion written."""
+        out = self._wrote((api.PLURAL, namespace, name), lambda: self._custom.patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}), quiet=True)
+        assert isinstance(out, dict)
+        return str(out["metadata"]["resourceVersion"])
 
-def _named(resource: str) -> Callable[[str, tuple[Any, ...], dict[str, Any]], Key | None]:
-    """The key of a write to one namespaced object of ``resource`` (plural) by a client method: (name, namespace,
-    ...) for the single-object methods and their subresources; create_ has (namespace, body)."""
-    marker = "_namespaced_" + {"deployments": "deployment", "ingresses": "ingress"}[resource]
+    def consume_annotation(self, namespace: str, name: str, key: str, seen: str) -> str | None:
+        """Remove annotation ``key`` only if it still has the value the decision was made on; the resourceVersion
+        written, or None when it was not removed.
 
-    def key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:
-        rest = method.split(marker, 1)[1] if marker in method else None
-        if rest is None or rest not in ("", "_scale", "_status") or "collection" in method:
+        A JSON patch ``test`` op guards the removal, so a newer value a person set meanwhile is kept.
+        """
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        try:
+            out = self._wrote((api.PLURAL, namespace, name), lambda: self._custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name,
+                [{"op": "test", "path": path, "value": seen}, {"op": "remove", "path": path}],
+                _content_type="application/json-patch+json"), quiet=True)
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return None
+            raise
+        return str(out["metadata"]["resourceVersion"]) if isinstance(out, dict) else None
+
+    def patch_rollout(self, namespace: str, name: str, ops: list[JsonPatchOp]) -> None:
+        """A JSON patch of the rollout (its spec: a change the reconciler reacts to)."""
+        self._wrote((api.PLURAL, namespace, name), lambda: self._custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, ops, _content_type="application/json-patch+json"))
+
+    # ------------------------------------------------------------------ Deployments (the operator's, watched)
+
+    def deployment(self, namespace: str, name: str) -> Body | None:
+        return self._read((DEPLOYMENTS, namespace, name),
+                          lambda: self._apps.read_namespaced_deployment(name, namespace))
+
+    def apply_deployment(self, body: Body) -> None:
+        self._apply(self._apps.patch_namespaced_deployment, body, watched=DEPLOYMENTS)
+
+    def refused_deployment(self, body: Body) -> str | None:
+        """Why the apiserver would refuse :meth:`apply_deployment` of ``body``, or None."""
+        return self._refused(self._apps.patch_namespaced_deployment, body)
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int, *,
+                         annotations: Mapping[str, str | None] | None = None, missing_ok: bool = False) -> None:
+        """Set the replicas (and, in the same patch, ``annotations``; None removes one). ``missing_ok``: a
+        Deployment that does not exist is left so."""
+        patch: Body = {"spec": {"replicas": replicas}}
+        if annotations is not None:
+            patch = {"metadata": {"annotations": dict(annotations)}, **patch}
+        try:
+            self._wrote((DEPLOYMENTS, namespace, name),
+                        lambda: self._apps.patch_namespaced_deployment(name, namespace, patch))
+        except ApiException as exc:
+            if not (missing_ok and exc.status == 404):
+                raise
+
+    # ------------------------------------------------------------------ Ingresses
+
+    def ingress(self, namespace: str, name: str) -> Body | None:
+        """A user's Ingress (a GET: those are not watched)."""
+        ing = optional(lambda: self._networking.read_namespaced_ingress(name, namespace))
+        return None if ing is None else self._body(ing)
+
+    def owned_ingress(self, namespace: str, name: str) -> Body | None:
+        """An Ingress the operator owns (watched)."""
+        return self._read((INGRESSES, namespace, name),
+                          lambda: self._networking.read_namespaced_ingress(name, namespace))
+
+    def delete_ingress(self, namespace: str, name: str) -> None:
+        """Delete an Ingress the operator owns (gone already: nothing to do)."""
+        self._deleted((INGRESSES, namespace, name),
+                      lambda: self._networking.delete_namespaced_ingress(name, namespace))
+
+    def apply_ingress(self, body: Body) -> None:
+        self._apply(self._networking.patch_namespaced_ingress, body, watched=INGRESSES)
+
+    def refused_ingress(self, body: Body) -> str | None:
+        return self._refused(self._networking.patch_namespaced_ingress, body)
+
+    # ------------------------------------------------------------------ Services
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        svc = optional(lambda: self._core.read_namespaced_service(name, namespace))
+        if svc is None:
             return None
-        if method.startswith("create_"):
-            namespace, body = (args[0] if args else kwargs.get("namespace")), (args[1:2] or [kwargs.get("body")])[0]
-            name = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else \
-                getattr(getattr(body, "metadata", None), "name", None)
-        else:
-            name, namespace = (args[0] if args else kwargs.get("name")), (args[1:2] or [kwargs.get("namespace")])[0]
-        return (resource, str(namespace), str(name)) if name and namespace else None
-    return key
+        return Service(name=name, selector=dict(svc.spec.selector or {}),
+                       owner_uids=tuple(str(ref.uid) for ref in svc.metadata.owner_references or []),
+                       ports=tuple(self._body(port) for port in svc.spec.ports or []))
 
+    def create_service(self, body: Body) -> None:
+        self._core.create_namespaced_service(body["metadata"]["namespace"], body)
 
-def _rollout_key(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key | None:
-    # (group, version, namespace, plural, name, ...) for the single-object custom-object methods
-    if "_namespaced_custom_object" not in method or method.startswith("create_") or len(args) < 5:
+    # ------------------------------------------------------------------ ConfigMaps
+
+    def config_map(self, namespace: str, name: str) -> Body | None:
+        cm = optional(lambda: self._core.read_namespaced_config_map(name, namespace))
+        return None if cm is None else self._body(cm)
+
+    def existing_config_map(self, namespace: str, name: str) -> Body:
+        """The ConfigMap; a failure answer (404 included) is raised."""
+        return self._body(self._core.read_namespaced_config_map(name, namespace))
+
+    def config_maps(self, namespace: str, label_selector: str) -> list[Body]:
+        listed = self._core.list_namespaced_config_map(namespace, label_selector=label_selector)
+        return [self._body(cm) for cm in listed.items]
+
+    def create_config_map(self, body: Body) -> None:
+        self._core.create_namespaced_config_map(body["metadata"]["namespace"], body)
+
+    def refused_config_map(self, body: Body) -> str | None:
+        """The apiserver's message if it would refuse to create ``body`` (a server-side dry run), else None (also
+        when it exists already). Other failures are raised."""
+        try:
+            self._core.create_namespaced_config_map(body["metadata"]["namespace"], body, dry_run="All")
+        except ApiException as exc:
+            if exc.status in REJECTED:
+                return api_message(exc)
+            if exc.status == 409:
+                return None
+            raise
         return None
-    return (api.PLURAL, str(args[2]), str(args[4])) if args[3] == api.PLURAL else None
+
+    def replace_config_map(self, body: Body) -> None:
+        """Replace the ConfigMap with ``body`` (its resourceVersion guards the write)."""
+        meta = body["metadata"]
+        self._core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        optional(lambda: self._core.delete_namespaced_config_map(name, namespace))
+
+    # ------------------------------------------------------------------ DaemonSets, Pods, Events
+
+    def daemon_set(self, namespace: str, name: str) -> Body | None:
+        ds = optional(lambda: self._apps.read_namespaced_daemon_set(name, namespace))
+        return None if ds is None else self._body(ds)
+
+    def apply_daemon_set(self, body: Body) -> None:
+        self._apply(self._apps.patch_namespaced_daemon_set, body)
+
+    def refused_daemon_set(self, body: Body) -> str | None:
+        return self._refused(self._apps.patch_namespaced_daemon_set, body)
+
+    def delete_daemon_set(self, namespace: str, name: str) -> None:
+        optional(lambda: self._apps.delete_namespaced_daemon_set(name, namespace))
+
+    def pods(self, namespace: str, label_selector: str) -> list[Body]:
+        listed = self._core.list_namespaced_pod(namespace, label_selector=label_selector)
+        return [self._body(pod) for pod in listed.items]
+
+    def create_event(self, body: Body) -> None:
+        self._core.create_namespaced_event(body["metadata"]["namespace"], body)
+
+    # ------------------------------------------------------------------ other custom resources (routes, drills)
+
+    def serves(self, kind: CustomKind) -> bool:
+        """Whether the apiserver serves ``kind`` (discovery)."""
+        try:
+            resources = self._custom.get_api_resources(kind.group, kind.version)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.name == kind.plural for r in resources.resources or [])
+
+    def custom_object(self, kind: CustomKind, namespace: str, name: str) -> Body:
+        """The object; a failure answer (404 included) is raised."""
+        out = self._custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name)
+        assert isinstance(out, dict)
+        return out
+
+    def custom_objects(self, kind: CustomKind, namespace: str, label_selector: str) -> list[Body] | None:
+        """The objects with the labels; None when the apiserver does not serve ``kind`` (404)."""
+        listed = optional(lambda: self._custom.list_namespaced_custom_object(
+            kind.group, kind.version, namespace, kind.plural, label_selector=label_selector))
+        return None if listed is None else list(listed.get("items") or [])
+
+    def replace_custom_object(self, kind: CustomKind, body: Body, *, dry_run: bool = False) -> None:
+        """Replace the object with ``body`` (its resourceVersion guards the write; 409 when it changed)."""
+        meta = body["metadata"]
+        self._custom.replace_namespaced_custom_object(
+            kind.group, kind.version, meta["namespace"], kind.plural, meta["name"], body,
+            field_manager=FIELD_MANAGER, **({"dry_run": "All"} if dry_run else {}))
+
+    def create_custom_object(self, kind: CustomKind, body: Body) -> None:
+        """Create the object (already there: nothing to do)."""
+        try:
+            self._custom.create_namespaced_custom_object(kind.group, kind.version, body["metadata"]["namespace"],
+                                                         kind.plural, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def delete_custom_object(self, kind: CustomKind, namespace: str, name: str) -> None:
+        """Delete the object (gone already: nothing to do)."""
+        optional(lambda: self._custom.delete_namespaced_custom_object(kind.group, kind.version, namespace,
+                                                                     kind.plural, name))
 
 
-class _Recorded:
-    """An API group client whose writes of a cached kind report the resourceVersion they made (and, for plain
-    dict answers, the object written) to the cache (a delete makes it known absent); everything else passes
-    through untouched."""
+class Leases:
+    """Reads and conditionally writes Leases as raw JSON (times stay the strings the apiserver sent), on a client
+    (and connection pool) of its own, so a busy operator cannot starve the renewals."""
 
-    def __init__(self, inner: Any, cache: WatchCache,
-                 key: Callable[[str, tuple[Any, ...], dict[str, Any]], Key | None]) -> None:
-        self._inner, self._cache, self._key = inner, cache, key
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api: Any = client.CoordinationV1Api(api_client)  # raw JSON in and out (see Kube.__init__)
 
-    def __getattr__(self, method: str) -> Any:
-        call = getattr(self._inner, method)
-        if not method.startswith(WRITES):
-            return call
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> Leases:
+        return cls(_connect(kubeconfig))
 
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            key = None if kwargs.get("dry_run") else self._key(method, args, kwargs)
-            events_before = None if key is None else self._cache.events(key)
-            out = call(*args, **kwargs)
-            if key is not None:
-                if method.startswith("delete_"):
-                    self._cache.removed(key)
-                else:
-                    meta = out.get("metadata") if isinstance(out, dict) else getattr(out, "metadata", None)
-                    rv = meta.get("resourceVersion") if isinstance(meta, dict) else getattr(meta, "resource_version",
-                                                                                            None)
-                    # a plain dict answer (custom objects: the rollout) is the object as written, read until the
-                    # echo; a client model would cost a conversion per write, so those are read with a GET
-                    self._cache.wrote(key, None if rv is None else str(rv), out if isinstance(out, dict) else None,
-                                      events_before)
-            return out
-        return recorded
+    def read(self, namespace: str, name: str, timeout: float) -> Body | None:
+        """The Lease; None when there is none."""
+        try:
+            resp = self._api.read_namespaced_lease(name, namespace, _preload_content=False, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(resp.data)
+
+    def create(self, body: Body, timeout: float) -> Body | None:
+        """The Lease created; None when it exists already (someone was faster)."""
+        return self._conflict_none(lambda: self._api.create_namespaced_lease(
+            body["metadata"]["namespace"], body, _preload_content=False, _request_timeout=timeout))
+
+    def replace(self, body: Body, timeout: float) -> Body | None:
+        """The Lease replaced; None on a conflict (``body``'s resourceVersion is not the current one)."""
+        meta = body["metadata"]
+        return self._conflict_none(lambda: self._api.replace_namespaced_lease(
+            meta["name"], meta["namespace"], body, _preload_content=False, _request_timeout=timeout))
+
+    @staticmethod
+    def _conflict_none(call: Callable[[], Any]) -> Body | None:
+        try:
+            resp = call()
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return _json(resp.data)
 
 
-def optional(call: Any) -> Any:
+class KubeconfigError(Exception):
+    """No kubeconfig (or in-cluster configuration) could be loaded; the message says why."""
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class Rollouts:
+    """ModelRollouts and their Events as the user's tools read and annotate them (plain JSON answers; failure
+    answers raised as :data:`ApiError`)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._custom: Any = client.CustomObjectsApi(api_client)  # JSON bodies (see Kube.__init__)
+        self._core: Any = client.CoreV1Api(api_client)
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None, context: str | None,
+                namespace: str | None) -> tuple[Rollouts, str]:
+        """The door and the namespace (``namespace``, else the kubeconfig context's, else the pod's, else
+        ``default``), loading the kubeconfig like kubectl does: ``kubeconfig`` or KUBECONFIG or ~/.kube/config,
+        and in a pod without one (when neither ``kubeconfig`` nor ``context`` is given) the in-cluster config."""
+        cfg = client.Configuration()
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=cfg)
+            if namespace is None:
+                contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig)
+                chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+                namespace = ((chosen or {}).get("context") or {}).get("namespace")
+        except config.ConfigException as exc:
+            if kubeconfig is not None or context is not None:
+                raise KubeconfigError(f"cannot load kubeconfig: {exc}") from None
+            try:  # like kubectl in a pod without a kubeconfig
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                raise KubeconfigError(f"cannot load kubeconfig: {exc}") from None
+            if namespace is None:
+                try:
+                    with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                        namespace = f.read().strip() or None
+                except OSError:
+                    pass
+        return cls(client.ApiClient(cfg)), namespace or "default"
+
+    def get(self, namespace: str, name: str) -> Body:
+        out = self._custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        assert isinstance(out, dict)
+        return out
+
+    def annotate(self, namespace: str, name: str, key: str, value: str, *, field_manager: str) -> None:
+        """Set one annotation with a merge patch under ``field_manager``."""
+        self._custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"metadata": {"annotations": {key: value}}},
+            field_manager=field_manager, _content_type="application/merge-patch+json")
+
+    def _list_call(self, namespace: str | None) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        if namespace is None:
+            return self._custom.list_cluster_custom_object, (api.GROUP, api.VERSION, api.PLURAL)
+        return self._custom.list_namespaced_custom_object, (api.GROUP, api.VERSION, namespace, api.PLURAL)
+
+    def listing(self, namespace: str | None, *, request_timeout: tuple[float, float]) -> Body:
+        """The rollouts of ``namespace`` (None: of every namespace) as the list answer (``items``, and
+        ``metadata.resourceVersion`` to watch from)."""
+        fn, args = self._list_call(namespace)
+        out = fn(*args, _request_timeout=request_timeout)
+        assert isinstance(out, dict)
+        return out
+
+    def watch(self, namespace: str | None, *, resource_version: str, timeout_seconds: int,
+              request_timeout: tuple[float, float], name: str | None = None,
+              bookmarks: bool = False) -> Iterator[Body]:
+        """The watch events (``type``, ``raw_object``) of the rollouts of ``namespace`` (None: every namespace),
+        or of the one named ``name``, from ``resource_version`` until ``timeout_seconds`` have passed."""
+        fn, args = self._list_call(namespace)
+        extra: dict[str, Any] = {"field_selector": f"metadata.name={name}"} if name is not None else {}
+        if bookmarks:
+            extra["allow_watch_bookmarks"] = True
+        events: Iterator[Body] = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            fn, *args, resource_version=resource_version, timeout_seconds=timeout_seconds,
+            _request_timeout=request_timeout, **extra)
+        yield from events
+
+    def events(self, namespace: str, name: str, *, request_timeout: tuple[float, float]) -> list[Body]:
+        """The Events about the rollout (raw JSON)."""
+        out = self._core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={api.KIND}",
+            _preload_content=False, _request_timeout=request_timeout)
+        return list(_json(out.data).get("items") or [])
+
+
+def _json(data: bytes | str) -> Body:
+    out = json.loads(data)
+    assert isinstance(out, dict)
+    return out
+
+
+def optional(call: Callable[[], T]) -> T | None:
     """The call's result, or None on 404."""
     try:
         return call()

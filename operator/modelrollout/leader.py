@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import Gauge
@@ -50,6 +50,9 @@ from modelrollout.core.lease import (
     still_leading,
 )
 from modelrollout.durations import parse_duration
+
+if TYPE_CHECKING:
+    from modelrollout.kube import Leases
 
 log = logging.getLogger("modelrollout.leader")
 
@@ -99,58 +102,42 @@ def utcnow() -> datetime:
 class LeaseStore:
     """Reads and conditionally writes one Lease (raw JSON, so times stay the strings the apiserver sent)."""
 
-    def __init__(self, api_client: Any, namespace: str, name: str, timeout: float) -> None:
-        from kubernetes import client
-
-        self.api: Any = client.CoordinationV1Api(api_client)
+    def __init__(self, leases: Leases, namespace: str, name: str, timeout: float) -> None:
+        self.leases = leases
         self.namespace, self.name, self.timeout = namespace, name, timeout
 
     @classmethod
     def connect(cls, namespace: str, name: str, timeout: float) -> LeaseStore:
         """Its own API client (and connection pool), so a busy operator cannot starve the renewals."""
-        from modelrollout.kube import Kube
+        from modelrollout.kube import Leases
 
-        return cls(Kube.connect().api_client, namespace, name, timeout)
+        return cls(Leases.connect(), namespace, name, timeout)
 
     def read(self) -> tuple[LeaseRecord, str] | None:
         """The Lease's record and resourceVersion; None when there is no Lease."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = self.api.read_namespaced_lease(self.name, self.namespace, _preload_content=False,
-                                                  _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        body = json.loads(resp.data)
+        body = self.leases.read(self.namespace, self.name, self.timeout)
+        if body is None:
+            return None
         return LeaseRecord.from_spec(body.get("spec")), str(body["metadata"]["resourceVersion"])
 
     def create(self, record: LeaseRecord) -> str | None:
         """Create the Lease; its resourceVersion, or None when it exists already (someone was faster)."""
-        return self._write(lambda body: self.api.create_namespaced_lease(
-            self.namespace, body, _preload_content=False, _request_timeout=self.timeout), record, None)
+        return _version(self.leases.create(self._body(record, None), self.timeout))
 
     def update(self, record: LeaseRecord, version: str) -> str | None:
         """Replace the Lease if it is still at ``version``; the new resourceVersion, or None on a conflict."""
-        return self._write(lambda body: self.api.replace_namespaced_lease(
-            self.name, self.namespace, body, _preload_content=False, _request_timeout=self.timeout), record, version)
+        return _version(self.leases.replace(self._body(record, version), self.timeout))
 
-    def _write(self, call: Callable[[dict[str, Any]], Any], record: LeaseRecord, version: str | None) -> str | None:
-        from kubernetes.client.exceptions import ApiException
-
+    def _body(self, record: LeaseRecord, version: str | None) -> dict[str, Any]:
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
         if version is not None:
             metadata["resourceVersion"] = version
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
                 "spec": record.to_spec()}
-        try:
-            resp = call(body)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return str(json.loads(resp.data)["metadata"]["resourceVersion"])
+
+
+def _version(written: dict[str, Any] | None) -> str | None:
+    return None if written is None else str(written["metadata"]["resourceVersion"])
 
 
 class Store(Protocol):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -52,46 +50,6 @@ reconcile whose writes fail forgets the passing one (:func:`recheck`), so a dele
 ABSENT_TTL = 600.0
 """Seconds a rollout generation without prewarm whose DaemonSet was seen absent is not asked for it again (the
 operator creates none while prewarm is off; it reads it only to remove one left from a generation with prewarm)."""
-PRUNE_EVERY = 60.0
-
-
-class Recent:
-    """Facts about rollouts remembered across reconciles for a while (thread-safe; expired keys are dropped)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._until: dict[Hashable, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-        self._pruned = clock()
-
-    def holds(self, key: Hashable) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
-
-    def get(self, key: Hashable, default: Any = None) -> Any:
-        """The value noted for ``key`` while its TTL lasts, else ``default``."""
-        with self._lock:
-            until, value = self._until.get(key, (0.0, default))
-            return value if until > self._clock() else default
-
-    def forget(self, key: Hashable) -> None:
-        with self._lock:
-            self._until.pop(key, None)
-
-    def note(self, key: Hashable, ttl: float, value: Any = True) -> None:
-        now = self._clock()
-        with self._lock:
-            if now - self._pruned > PRUNE_EVERY:  # bounded by the keys noted within their TTL
-                self._until = {k: v for k, v in self._until.items() if v[0] > now}
-                self._pruned = now
-            self._until[key] = (now + ttl, value)
-
-
-_MISSING = object()
-
-
-RECENT = Recent()
-
-
 @dataclass(frozen=True)
 class Observation:
     spec: api.ModelRolloutSpec | None
@@ -105,9 +63,9 @@ def _checked(meta: Mapping[str, Any]) -> Hashable:
     return (str(meta.get("uid") or ""), int(meta.get("generation") or 0), "checked")
 
 
-def recheck(rollout: Body) -> None:
+def recheck(kube: Kube, rollout: Body) -> None:
     """Check the user's objects again at the next reconcile (a write just failed: one may be gone or changed)."""
-    RECENT.forget(_checked(rollout["metadata"]))
+    kube.recent.forget(_checked(rollout["metadata"]))
 
 
 def parse_status(raw: Any) -> api.ModelRolloutStatus:
@@ -144,19 +102,19 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         return Observation(spec, status, base, None, None)
     ctx = RolloutContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
     router = router_for(spec)
-    if not RECENT.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
+    if not kube.recent.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
         problem = router.check(ctx) or check_contract(ctx) or drills.check(ctx)
         if problem is not None:
             return Observation(spec, status, replace(base, invalid=problem), ctx, router)
-        RECENT.note(_checked(meta), CHECK_TTL)
+        kube.recent.note(_checked(meta), CHECK_TTL)
     prewarm = None
     no_daemonset = (uid, base.generation, "no-daemonset")
-    if spec.rollback.prewarm.enabled or (status.revision_images and not RECENT.holds(no_daemonset)):
+    if spec.rollback.prewarm.enabled or (status.revision_images and not kube.recent.holds(no_daemonset)):
         prewarm = observe_daemonset(kube, namespace, name)
         if prewarm is None and not spec.rollback.prewarm.enabled:  # the operator creates none while disabled
-            RECENT.note(no_daemonset, ABSENT_TTL)
-    stable = track_state(kube.get_deployment(namespace, ctx.stable_deployment))
-    canary = track_state(kube.get_deployment(namespace, ctx.canary_deployment))
+            kube.recent.note(no_daemonset, ABSENT_TTL)
+    stable = track_state(kube.deployment(namespace, ctx.stable_deployment))
+    canary = track_state(kube.deployment(namespace, ctx.canary_deployment))
     # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
     unready_for = 0.0 if status.progress_since is None else (now - status.progress_since).total_seconds()
     if unready_for >= POD_LOOKUP_AFTER:
@@ -219,11 +177,11 @@ def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Tra
     """Why the track's pods do not start (``pod_failure``), reusing an answer for the same rollout and revision
     (``of``) up to ``POD_LOOKUP_EVERY`` old unless ``fresh``."""
     key = (of, track, "pod-failure")
-    if not fresh and RECENT.holds(key):
-        cached: str | None = RECENT.get(key)
+    if not fresh and kube.recent.holds(key):
+        cached: str | None = kube.recent.get(key)
         return cached
     failure = pod_failure(kube, namespace, name, track)
-    RECENT.note(key, POD_LOOKUP_EVERY, failure)
+    kube.recent.note(key, POD_LOOKUP_EVERY, failure)
     return failure
 
 

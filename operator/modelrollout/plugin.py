@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelrollout import api
 from modelrollout.api import Phase
@@ -25,6 +25,9 @@ from modelrollout.core.approval import ABORT, APPROVE, PROMOTE, RETRY, ROLLBACK_
 from modelrollout.core.phases import ACTIVE, TERMINAL
 from modelrollout.core.plan import SKIP_ANALYSIS, describe_step, gate_reason
 from modelrollout.core.steps import step_of, steps_of
+
+if TYPE_CHECKING:
+    from modelrollout.kube import Rollouts
 
 FIELD_MANAGER = "kubectl-modelrollout"
 HISTORY_SHOWN = 5
@@ -314,34 +317,14 @@ def _render_waiting(name: str, namespace: str, status: Obj, phase: str, total: i
 # --------------------------------------------------------------------------- the apiserver
 
 
-def _connect(args: argparse.Namespace) -> tuple[Any, str]:
-    """A CustomObjectsApi and the namespace, loading the kubeconfig like kubectl does."""
-    from kubernetes import client, config
+def _connect(args: argparse.Namespace) -> tuple[Rollouts, str]:
+    """The port to the rollouts and the namespace, loading the kubeconfig like kubectl does."""
+    from modelrollout.kube import KubeconfigError, Rollouts
 
-    cfg = client.Configuration()
-    namespace: str | None = args.namespace
     try:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=args.kubeconfig, context=args.context, client_configuration=cfg)
-        if namespace is None:
-            contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-                config_file=args.kubeconfig)
-            chosen = next((c for c in contexts if c.get("name") == args.context), None) if args.context else active
-            namespace = ((chosen or {}).get("context") or {}).get("namespace")
-    except config.ConfigException as exc:
-        if args.kubeconfig is not None or args.context is not None:
-            raise PluginError(f"cannot load kubeconfig: {exc}") from None
-        try:  # like kubectl in a pod without a kubeconfig
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            raise PluginError(f"cannot load kubeconfig: {exc}") from None
-        if namespace is None:
-            try:
-                with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-                    namespace = f.read().strip() or None
-            except OSError:
-                pass
-    return client.CustomObjectsApi(client.ApiClient(cfg)), namespace or "default"
+        return Rollouts.connect(args.kubeconfig, args.context, args.namespace)
+    except KubeconfigError as exc:
+        raise PluginError(str(exc)) from None
 
 
 def _api_error(exc: Any, name: str, namespace: str) -> PluginError:
@@ -364,31 +347,23 @@ def apiserver_message(exc: Any) -> str:
     return str(body.get("message") or "") if isinstance(body, dict) else ""
 
 
-def _get(custom: Any, namespace: str, name: str) -> Obj:
-    from kubernetes.client.exceptions import ApiException
+def _get(rollouts: Rollouts, namespace: str, name: str) -> Obj:
+    from modelrollout.kube import ApiError
 
     try:
-        out = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-    except ApiException as exc:
+        return rollouts.get(namespace, name)
+    except ApiError as exc:
         raise _api_error(exc, name, namespace) from None
-    assert isinstance(out, dict)
-    return out
 
 
-def annotation_patch(key: str, value: str) -> Obj:
-    """The merge patch that sets one control annotation."""
-    return {"metadata": {"annotations": {key: value}}}
-
-
-def annotate(custom: Any, namespace: str, name: str, key: str, value: str, field_manager: str = FIELD_MANAGER) -> None:
+def annotate(rollouts: Rollouts, namespace: str, name: str, key: str, value: str,
+             field_manager: str = FIELD_MANAGER) -> None:
     """Set one control annotation with a merge patch under ``field_manager`` (status.history's ``by``)."""
-    from kubernetes.client.exceptions import ApiException
+    from modelrollout.kube import ApiError
 
     try:
-        custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, annotation_patch(key, value),
-            field_manager=field_manager, _content_type="application/merge-patch+json")
-    except ApiException as exc:
+        rollouts.annotate(namespace, name, key, value, field_manager=field_manager)
+    except ApiError as exc:
         raise _api_error(exc, name, namespace) from None
 
 
@@ -417,12 +392,12 @@ def _stale(obj: Obj) -> bool:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
+    rollouts, namespace = _connect(args)
+    obj = _get(rollouts, namespace, args.name)
     if not args.watch:
         sys.stdout.write(render(obj))
         return 0
-    return _watch(custom, namespace, args.name, obj, args)
+    return _watch(rollouts, namespace, args.name, obj, args)
 
 
 def _show(obj: Obj, first: bool) -> None:
@@ -434,27 +409,24 @@ def _show(obj: Obj, first: bool) -> None:
     sys.stdout.flush()
 
 
-def _watch(custom: Any, namespace: str, name: str, obj: Obj, args: argparse.Namespace) -> int:
-    from kubernetes import watch
-    from kubernetes.client.exceptions import ApiException
+def _watch(rollouts: Rollouts, namespace: str, name: str, obj: Obj, args: argparse.Namespace) -> int:
     from urllib3.exceptions import HTTPError
+
+    from modelrollout.kube import ApiError
 
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     _show(obj, True)
     if args.until_done and _done(obj):
         return 0
     rv = str(obj["metadata"]["resourceVersion"])
-    w = watch.Watch()  # type: ignore[no-untyped-call]
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             break
         chunk = WATCH_CHUNK_SECONDS if remaining is None else max(1, math.ceil(remaining))
         try:
-            events = w.stream(  # type: ignore[no-untyped-call]
-                custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL,
-                field_selector=f"metadata.name={name}", resource_version=rv, timeout_seconds=chunk,
-                _request_timeout=(10, chunk + 10))
+            events = rollouts.watch(namespace, name=name, resource_version=rv, timeout_seconds=chunk,
+                                    request_timeout=(10, chunk + 10))
             for event in events:
                 raw = event.get("raw_object") or {}
                 rv = str((raw.get("metadata") or {}).get("resourceVersion") or rv)
@@ -468,10 +440,10 @@ def _watch(custom: Any, namespace: str, name: str, obj: Obj, args: argparse.Name
                     return 0
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 410:
                 raise _api_error(exc, name, namespace) from None
-            obj = _get(custom, namespace, name)  # the watch expired: start again from the current object
+            obj = _get(rollouts, namespace, name)  # the watch expired: start again from the current object
             rv = str(obj["metadata"]["resourceVersion"])
             _show(obj, False)
             if args.until_done and _done(obj):
@@ -582,12 +554,12 @@ def plan_rollback_to(name: str, obj: Obj, revision: str | None = None) -> Action
 
 def _act(args: argparse.Namespace, plan: Any) -> int:
     """Read the rollout, decide with ``plan(name, obj)``, set the annotation, say what was done."""
-    custom, namespace = _connect(args)
-    obj = _get(custom, namespace, args.name)
+    rollouts, namespace = _connect(args)
+    obj = _get(rollouts, namespace, args.name)
     action: Action = plan(args.name, obj)
     if action.warning:
         print(action.warning, file=sys.stderr)
-    annotate(custom, namespace, args.name, action.key, action.value)
+    annotate(rollouts, namespace, args.name, action.key, action.value)
     print(action.message)
     return 0
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from modelrollout.context import RolloutContext
 from modelrollout.core.model import PrewarmState
-from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
-from modelrollout.workloads import FAILURE_REASONS
+from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube
+from modelrollout.workloads import FAILURE_REASONS, waiting_states
 
 LABEL_PREWARM = "modelrollout.io/prewarm"
 ANNOTATION_IMAGES = "modelrollout.io/images"
@@ -65,28 +65,25 @@ def daemonset_body(ctx: RolloutContext, template: Body, images: Sequence[str]) -
 
 
 def apply_daemonset(ctx: RolloutContext, template: Body, images: Sequence[str]) -> None:
-    body = daemonset_body(ctx, template, images)
-    ctx.kube.apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"], ctx.namespace, body=body)
+    ctx.kube.apply_daemon_set(daemonset_body(ctx, template, images))
 
 
 def dry_run_daemonset(ctx: RolloutContext, template: Body, images: Sequence[str]) -> str | None:
     """Why the apiserver would refuse the DaemonSet pulling ``images`` (a server-side dry run), or None."""
     body = daemonset_body(ctx, template, images)
-    message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_daemon_set, body["metadata"]["name"],
-                                     ctx.namespace, body=body)
+    message = ctx.kube.refused_daemon_set(body)
     return None if message is None else (f"spec.rollback.prewarm: the apiserver rejects the DaemonSet "
                                          f"{body['metadata']['name']}: {message}")
 
 
 def delete_daemonset(ctx: RolloutContext) -> None:
-    optional(lambda: ctx.kube.apps.delete_namespaced_daemon_set(daemonset_name(ctx.name), ctx.namespace))
+    ctx.kube.delete_daemon_set(ctx.namespace, daemonset_name(ctx.name))
 
 
 def observe_daemonset(kube: Kube, namespace: str, rollout: str) -> PrewarmState | None:
-    ds = optional(lambda: kube.apps.read_namespaced_daemon_set(daemonset_name(rollout), namespace))
-    if ds is None:
+    body = kube.daemon_set(namespace, daemonset_name(rollout))
+    if body is None:
         return None
-    body = kube.to_dict(ds)
     status = body.get("status") or {}
     images = tuple(json.loads((body["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGES, "[]")))
     desired = int(status.get("desiredNumberScheduled") or 0)
@@ -101,11 +98,10 @@ def observe_daemonset(kube: Kube, namespace: str, rollout: str) -> PrewarmState 
 
 def _failures(kube: Kube, namespace: str, rollout: str) -> list[str]:
     out = []
-    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_ROLLOUT}={rollout},{LABEL_PREWARM}=true")
-    for pod in pods.items:
-        for cs in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []):
-            waiting = cs.state.waiting if cs.state is not None else None
-            if waiting is not None and waiting.reason in FAILURE_REASONS:
-                out.append(f"node {pod.spec.node_name or 'unscheduled'}: {waiting.reason} pulling {cs.image}")
+    for pod in kube.pods(namespace, f"{LABEL_ROLLOUT}={rollout},{LABEL_PREWARM}=true"):
+        for waiting in waiting_states(pod.get("status") or {}, "initContainerStatuses", "containerStatuses"):
+            if waiting.get("reason") in FAILURE_REASONS:
+                node = (pod.get("spec") or {}).get("nodeName") or "unscheduled"
+                out.append(f"node {node}: {waiting['reason']} pulling {waiting['image']}")
                 break
     return sorted(out)

@@ -10,10 +10,9 @@ import json
 import logging
 from typing import Any
 
-from modelrollout import api
 from modelrollout.context import RolloutContext
 from modelrollout.core.revision import fitting
-from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, Kube, optional
+from modelrollout.kube import LABEL_ROLLOUT, MANAGED_BY, Body, JsonPatchOp, Kube
 
 ORDER = "modelrollout.io/order"
 
@@ -35,9 +34,9 @@ def record(ctx: RolloutContext, rollout: Body, revision: str, keep: int) -> None
         log.warning("%s/%s: revision %s is not recorded for rollback-to: its template and model (%d bytes) do not "
                     "fit in ConfigMap %s", ctx.namespace, ctx.name, revision, len(entry.encode()), name)
         return
-    cm = optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace))
+    cm = ctx.kube.config_map(ctx.namespace, name)
     if cm is None:
-        ctx.kube.core.create_namespaced_config_map(ctx.namespace, {
+        ctx.kube.create_config_map({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": ctx.namespace, "ownerReferences": [ctx.owner],
                          "labels": {LABEL_ROLLOUT: ctx.name, **MANAGED_BY},
@@ -45,27 +44,26 @@ def record(ctx: RolloutContext, rollout: Body, revision: str, keep: int) -> None
             "data": {revision: entry},
         })
         return
-    data = dict(cm.data or {})
+    data = dict(cm.get("data") or {})
     if revision in data:
         return
     data[revision] = entry
-    order = fitting([*json.loads((cm.metadata.annotations or {}).get(ORDER, "[]")), revision], data, keep)
-    body = ctx.kube.to_dict(cm)
-    body["data"] = {r: data[r] for r in order}
-    body["metadata"].setdefault("annotations", {})[ORDER] = json.dumps(order)
-    ctx.kube.core.replace_namespaced_config_map(name, ctx.namespace, body)  # resourceVersion guards it
+    order = fitting([*json.loads((cm["metadata"].get("annotations") or {}).get(ORDER, "[]")), revision], data, keep)
+    cm["data"] = {r: data[r] for r in order}
+    cm["metadata"].setdefault("annotations", {})[ORDER] = json.dumps(order)
+    ctx.kube.replace_config_map(cm)  # resourceVersion guards it
 
 
 def recorded(kube: Kube, namespace: str, rollout: str) -> tuple[str, ...]:
-    cm = optional(lambda: kube.core.read_namespaced_config_map(config_map_name(rollout), namespace))
-    return tuple(sorted((cm.data or {}).keys())) if cm is not None else ()
+    cm = kube.config_map(namespace, config_map_name(rollout))
+    return tuple(sorted((cm.get("data") or {}).keys())) if cm is not None else ()
 
 
 def restore(ctx: RolloutContext, rollout: Body, revision: str) -> None:
     """Put the recorded template and model back into the spec (a JSON patch replacing both)."""
-    cm = ctx.kube.core.read_namespaced_config_map(config_map_name(ctx.name), ctx.namespace)
-    entry: dict[str, Any] = json.loads((cm.data or {})[revision])
-    ops: list[dict[str, Any]] = [
+    cm = ctx.kube.existing_config_map(ctx.namespace, config_map_name(ctx.name))
+    entry: dict[str, Any] = json.loads((cm.get("data") or {})[revision])
+    ops: list[JsonPatchOp] = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": rollout["metadata"]["resourceVersion"]},
         {"op": "add", "path": "/spec/template", "value": entry["template"]},
     ]
@@ -73,5 +71,4 @@ def restore(ctx: RolloutContext, rollout: Body, revision: str) -> None:
         ops.append({"op": "add", "path": "/spec/model", "value": entry["model"]})
     elif "model" in (rollout.get("spec") or {}):
         ops.append({"op": "remove", "path": "/spec/model"})
-    ctx.kube.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, ctx.namespace, api.PLURAL, ctx.name, ops,
-                                                   _content_type="application/json-patch+json")
+    ctx.kube.patch_rollout(ctx.namespace, ctx.name, ops)

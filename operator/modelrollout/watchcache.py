@@ -1,4 +1,9 @@
-"""The objects the operator's watches deliver, read instead of a GET when they are known to be current.
+"""What the operator knows about the cluster between requests: the facts the port (:mod:`modelrollout.kube`) owns.
+
+:class:`WatchCache` keeps one record per watched object; :class:`Recent` keeps time-bounded answers (a passing
+check, a pod listing's reason, a DaemonSet seen absent). Neither makes requests: the port feeds them.
+
+The objects the operator's watches deliver are read instead of a GET when they are known to be current.
 
 kopf watches the ModelRollouts, the Deployments the operator owns (their events wake the rollout's daemon) and the
 canary Ingresses it owns. Each event's body is kept here, so that a reconcile reads the rollout, its two
@@ -33,7 +38,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 Body = dict[str, Any]
@@ -56,6 +62,53 @@ def _version(body: Mapping[str, Any] | None) -> str | None:
     return None if rv is None else str(rv)
 
 
+@dataclass(frozen=True)
+class OwnWrite:
+    """One of the operator's own writes of an object: the resourceVersion it made, and whether its echo is news
+    to nobody (``quiet``: a status update or a consumed annotation; a spec change is news to the reconciler)."""
+
+    version: str
+    quiet: bool
+
+
+@dataclass
+class _Record:
+    """Everything known about one object (guarded by the cache's lock)."""
+
+    body: Body | None = None
+    """The last body a watch delivered (trimmed), or None."""
+    events: int = 0
+    """Watch events seen for it (tells a write whether any arrived while it was in flight)."""
+    pending: tuple[str, float] | None = None
+    """(resourceVersion of the operator's last write, when) until the watch has caught up with it."""
+    answer: Body | None = None
+    """What the apiserver answered the unconfirmed write with (or a GET since): read instead of a GET while no
+    event of another writer arrived after it."""
+    doubt: bool = False
+    """The unconfirmed write was followed by an event that is not an own echo: read the API."""
+    own: tuple[OwnWrite, ...] = ()
+    """The operator's last few writes (their late echoes are not another writer)."""
+    absent: bool = False
+    """Known not to exist (see the module's docstring)."""
+    deleting: float | None = None
+    """When the operator deleted it; until the watch's DELETED echo, older events are ignored."""
+
+    def confirm(self) -> None:
+        self.pending, self.answer, self.doubt = None, None, False
+
+    def expire(self, now: float) -> None:
+        """Forget what time has made untrustworthy: an own write the watch never confirmed (and the body it
+        distrusts), an own delete whose DELETED echo was folded away (events count again)."""
+        if self.pending is not None and now - self.pending[1] > PENDING_TTL:
+            self.confirm()
+            self.body = None
+        if self.deleting is not None and now - self.deleting > PENDING_TTL:
+            self.deleting = None
+
+    def own_versions(self) -> tuple[str, ...]:
+        return tuple(w.version for w in self.own)
+
+
 class WatchCache:
     """Thread-safe: watch events arrive on kopf's event loop, reads and writes come from reconcile threads."""
 
@@ -63,96 +116,92 @@ class WatchCache:
                  trim: Mapping[str, Callable[[Body], Body]] | None = None) -> None:
         self._clock = clock
         self._trim = dict(trim or {})
-        self._seen: dict[Key, Body] = {}
-        self._events: dict[Key, int] = {}
-        """key -> watch events seen for it (tells a write whether any arrived while it was in flight)."""
-        self._pending: dict[Key, tuple[str, float]] = {}
-        """key -> (resourceVersion of the operator's last write, when); removed when the watch caught up."""
-        self._answer: dict[Key, Body] = {}
-        """key -> what the apiserver answered the unconfirmed write with (or a GET since): read instead of a GET
-        while no event of another writer arrived after it."""
-        self._own: dict[Key, tuple[str, ...]] = {}
-        """key -> resourceVersions of the operator's last few writes (their late echoes are not another writer)."""
-        self._doubt: set[Key] = set()
-        """Keys whose unconfirmed write was followed by an event that is not an own echo: read the API."""
-        self._absent: set[Key] = set()
-        """Keys known not to exist (see the module's docstring)."""
-        self._deleting: dict[Key, float] = {}
-        """key -> when the operator deleted it; until the watch's DELETED echo, older events are ignored."""
+        self._records: dict[Key, _Record] = {}
+        self._absent = 0
+        """Records marked absent (bounded by ``ABSENT_MAX``)."""
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
+    def _record(self, key: Key, now: float) -> _Record:
+        """The record of ``key`` (made when missing), expired as of ``now``; call with the lock held."""
+        rec = self._records.get(key)
+        if rec is None:
+            rec = self._records[key] = _Record()
+        rec.expire(now)
+        return rec
+
     def saw(self, key: Key, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """A watch event for ``key`` (kopf's body is copied: the kept one must not change under a reader)."""
-        if deleted:
-            with self._lock:
-                self._seen.pop(key, None)
-                self._deleting.pop(key, None)
-                if key in self._pending:  # an own write may have made it again: ask the API
-                    self._events[key] = self._events.get(key, 0) + 1
-                    self._doubt.add(key)
-                else:  # nothing more to remember of it than its absence
-                    self._events.pop(key, None)
-                    self._own.pop(key, None)
-                    self._note_absent(key)
-            return
-        kept = self._keep(key, body)
-        rv = _version(kept)
+        kept = None if deleted else self._keep(key, body)
         with self._lock:
-            self._prune(self._clock())
-            self._events[key] = self._events.get(key, 0) + 1
-            if key in self._deleting:
+            rec = self._record(key, self._clock())
+            if deleted:
+                if rec.pending is not None:  # an own write may have made it again: ask the API
+                    rec.body, rec.deleting = None, None
+                    rec.events += 1
+                    rec.doubt = True
+                else:  # nothing more to remember of it than its absence
+                    self._replace(key, rec, _Record())
+                return
+            rec.events += 1
+            if rec.deleting is not None:
                 return  # older than the operator's own delete, whose echo is still on its way
-            self._seen[key] = kept
-            self._absent.discard(key)
-            pending = self._pending.get(key)
-            if pending is not None and pending[0] == rv:
-                self._confirm(key)
-            elif pending is not None and rv not in self._own.get(key, ()):
-                self._doubt.add(key)  # another writer's change (or a folded echo): the answer may be older
+            rv = _version(kept)
+            rec.body = kept
+            self._present(rec)
+            if rec.pending is not None and rec.pending[0] == rv:
+                rec.confirm()
+            elif rec.pending is not None and rv not in rec.own_versions():
+                rec.doubt = True  # another writer's change (or a folded echo): the answer may be older
 
     def removed(self, key: Key) -> None:
         """The operator deleted ``key`` (the apiserver said so): it is absent from now on."""
         with self._lock:
-            self._seen.pop(key, None)
-            self._confirm(key)
-            self._events.pop(key, None)  # a write in flight meanwhile compares unequal: it is not trusted
-            self._own.pop(key, None)
-            self._note_absent(key)
-            self._deleting[key] = self._clock()
+            now = self._clock()
+            # events start again from 0: a write in flight meanwhile compares unequal and is not trusted
+            self._replace(key, self._record(key, now), _Record(deleting=now))
 
     def events(self, key: Key) -> int:
         """How many watch events ``key`` has had (pass it to :meth:`wrote` from before the write was sent)."""
         with self._lock:
-            return self._events.get(key, 0)
+            rec = self._records.get(key)
+            return 0 if rec is None else rec.events
 
     def wrote(self, key: Key, resource_version: str | None, answer: Mapping[str, Any] | None = None,
-              events_before: int | None = None) -> None:
+              events_before: int | None = None, *, quiet: bool = False) -> None:
         """The operator wrote ``key``; the apiserver answered with ``answer`` at ``resource_version``.
 
         ``events_before``: :meth:`events` from before the write was sent; if an event arrived while the write
         was in flight, it may be newer than the answer, so the answer is not read in place of the API.
+        ``quiet``: the write's echo is news to nobody (:meth:`quiet_echo`).
         """
         if resource_version is None:
             return
         now = self._clock()
         kept = None if answer is None else self._keep(key, answer)
         with self._lock:
-            self._prune(now)
-            self._absent.discard(key)
-            self._deleting.pop(key, None)
-            self._own[key] = (*self._own.get(key, ())[-(OWN_KEPT - 1):], resource_version)
-            if _version(self._seen.get(key)) == resource_version:
-                self._confirm(key)
+            rec = self._record(key, now)
+            self._present(rec)
+            rec.deleting = None
+            rec.own = (*rec.own[-(OWN_KEPT - 1):], OwnWrite(resource_version, quiet))
+            if _version(rec.body) == resource_version:
+                rec.confirm()
                 return  # the echo came first
-            self._pending[key] = (resource_version, now)
-            self._doubt.discard(key)
-            self._answer.pop(key, None)
-            if kept is not None and events_before is not None and events_before == self._events.get(key, 0):
-                self._answer[key] = kept
+            rec.pending = (resource_version, now)
+            rec.doubt = False
+            rec.answer = None
+            if kept is not None and events_before is not None and events_before == rec.events:
+                rec.answer = kept
             else:
-                self._doubt.add(key)
+                rec.doubt = True
+
+    def quiet_echo(self, key: Key, resource_version: str | None) -> bool:
+        """The watch event at ``resource_version`` is the echo of one of the operator's last quiet writes."""
+        with self._lock:
+            rec = self._records.get(key)
+            return rec is not None and resource_version is not None and any(
+                w.quiet and w.version == resource_version for w in rec.own)
 
     def fresh(self, key: Key) -> Body | None:
         """The kept body when it is at least as new as the operator's own writes, else None."""
@@ -161,12 +210,13 @@ class WatchCache:
     def _known(self, key: Key) -> tuple[bool, Body | None]:
         """(True, the kept body or None when known absent) when that is current, else (False, None)."""
         with self._lock:
-            self._prune(self._clock())
-            if key in self._pending:
-                answer = None if key in self._doubt else self._answer.get(key)
+            if key not in self._records:
+                return False, None
+            rec = self._record(key, self._clock())
+            if rec.pending is not None:
+                answer = None if rec.doubt else rec.answer
                 return answer is not None, answer
-            kept = self._seen.get(key)
-            return (kept is not None or key in self._absent), kept
+            return (rec.body is not None or rec.absent), rec.body
 
     def read(self, key: Key, get: Callable[[], Body | None]) -> Body | None:
         """The kept body when it is current (None when known absent), else ``get()`` (a GET; None when the object
@@ -176,47 +226,95 @@ class WatchCache:
             self.hits += 1
             return kept
         self.misses += 1
-        with self._lock:
-            events_before = self._events.get(key, 0)
+        events_before = self.events(key)
         got = get()
         rv = _version(got)
         answer = None if got is None else self._keep(key, got)
         with self._lock:
-            if key in self._pending:
-                if rv is not None and _version(self._seen.get(key)) == rv:
-                    self._confirm(key)  # the watch has caught up; only its echo was folded away
-                elif answer is not None and events_before == self._events.get(key, 0):
-                    self._answer[key] = answer  # newer than the write and every event so far
-                    self._doubt.discard(key)
-            elif got is None and key not in self._seen:
-                self._note_absent(key)  # a watch event or an own write will say when it exists
+            rec = self._record(key, self._clock())
+            if rec.pending is not None:
+                if rv is not None and _version(rec.body) == rv:
+                    rec.confirm()  # the watch has caught up; only its echo was folded away
+                elif answer is not None and events_before == rec.events:
+                    rec.answer = answer  # newer than the write and every event so far
+                    rec.doubt = False
+            elif got is None and rec.body is None:
+                self._note_absent(rec)  # a watch event or an own write will say when it exists
         return got
 
     def _keep(self, key: Key, body: Mapping[str, Any]) -> Body:
         trim = self._trim.get(key[0])
         return trim(dict(body)) if trim is not None else _copy(body)
 
-    def _confirm(self, key: Key) -> None:
-        self._pending.pop(key, None)
-        self._answer.pop(key, None)
-        self._doubt.discard(key)
+    def _replace(self, key: Key, old: _Record, new: _Record) -> None:
+        """Put ``new`` (known absent) in place of ``old``; call with the lock held."""
+        self._present(old)
+        self._records[key] = new
+        self._note_absent(new)
 
-    def _note_absent(self, key: Key) -> None:
-        if len(self._absent) >= ABSENT_MAX:
-            self._absent.clear()
-        self._absent.add(key)
+    def _present(self, rec: _Record) -> None:
+        if rec.absent:
+            rec.absent = False
+            self._absent -= 1
 
-    def _prune(self, now: float) -> None:
-        stale = [k for k, (_, at) in self._pending.items() if now - at > PENDING_TTL]
-        for k in stale:  # the watch never confirmed the write: forget what it said, read the API
-            self._confirm(k)
-            self._seen.pop(k, None)
-        for k in [k for k, at in self._deleting.items() if now - at > PENDING_TTL]:
-            del self._deleting[k]  # the DELETED echo was folded away: events count again
+    def _note_absent(self, rec: _Record) -> None:
+        if rec.absent:
+            return
+        if self._absent >= ABSENT_MAX:  # forget every absence, and the records that held nothing else
+            for key, other in list(self._records.items()):
+                other.absent = False
+                if other is not rec and other.body is None and other.pending is None and other.deleting is None \
+                        and not other.own:
+                    del self._records[key]
+            self._absent = 0
+        rec.absent = True
+        self._absent += 1
 
     def __len__(self) -> int:
+        """Kept bodies (of objects not known to be stale)."""
         with self._lock:
-            return len(self._seen)
+            now = self._clock()
+            for rec in self._records.values():
+                rec.expire(now)
+            return sum(rec.body is not None for rec in self._records.values())
+
+
+PRUNE_EVERY = 60.0
+"""Seconds between sweeps of :class:`Recent` for expired keys."""
+
+
+class Recent:
+    """Facts about rollouts remembered across reconciles for a while (thread-safe; expired keys are dropped)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[Hashable, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._pruned = clock()
+
+    def holds(self, key: Hashable) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The value noted for ``key`` while its TTL lasts, else ``default``."""
+        with self._lock:
+            until, value = self._until.get(key, (0.0, default))
+            return value if until > self._clock() else default
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._until.pop(key, None)
+
+    def note(self, key: Hashable, ttl: float, value: Any = True) -> None:
+        now = self._clock()
+        with self._lock:
+            if now - self._pruned > PRUNE_EVERY:  # bounded by the keys noted within their TTL
+                self._until = {k: v for k, v in self._until.items() if v[0] > now}
+                self._pruned = now
+            self._until[key] = (now + ttl, value)
+
+
+_MISSING = object()
 
 
 def _copy(value: Any) -> Any:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 
-from kubernetes.client.exceptions import ApiException
-
 from modelrollout.context import RolloutContext
 from modelrollout.core.compat import CONTAINER as PROBE_CONTAINER
 from modelrollout.core.compat import inject
@@ -25,11 +23,8 @@ from modelrollout.kube import (
     LABEL_ROLLOUT,
     LABEL_TRACK,
     MANAGED_BY,
-    REJECTED,
     Body,
     Kube,
-    api_message,
-    optional,
 )
 
 FAILURE_REASONS = frozenset({
@@ -86,27 +81,25 @@ def service_body(ctx: RolloutContext, track: Track, ports: list[Body]) -> Body:
 
 
 def apply_deployment(ctx: RolloutContext, template: Body, track: Track, revision: str, replicas: int) -> None:
-    body = deployment_body(ctx, template, track, revision, replicas)
-    ctx.kube.apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"], ctx.namespace, body=body)
+    ctx.kube.apply_deployment(deployment_body(ctx, template, track, revision, replicas))
 
 
 def scale(ctx: RolloutContext, track: Track, replicas: int) -> None:
-    ctx.kube.apps.patch_namespaced_deployment(f"{ctx.name}-{track}", ctx.namespace, {"spec": {"replicas": replicas}})
+    ctx.kube.scale_deployment(ctx.namespace, f"{ctx.name}-{track}", replicas)
 
 
 def ensure_services(ctx: RolloutContext) -> None:
     """Create the per-track Services when missing, with the root Service's ports."""
-    root = optional(lambda: ctx.kube.core.read_namespaced_service(ctx.spec.traffic.service.name, ctx.namespace))
+    root = ctx.kube.service(ctx.namespace, ctx.spec.traffic.service.name)
     ports: list[Body] = []
     if root is not None:
-        for port in ctx.kube.to_dict(root)["spec"].get("ports") or []:
+        for port in root.ports:
             ports.append({k: v for k, v in port.items() if k in ("name", "port", "targetPort", "protocol")})
     if not ports:
         ports = [{"name": "http", "port": 80, "targetPort": 8080}]
     for track in ("stable", "canary"):
-        name = f"{ctx.name}-{track}"
-        if optional(lambda n=name: ctx.kube.core.read_namespaced_service(n, ctx.namespace)) is None:
-            ctx.kube.core.create_namespaced_service(ctx.namespace, service_body(ctx, track, ports))
+        if ctx.kube.service(ctx.namespace, f"{ctx.name}-{track}") is None:
+            ctx.kube.create_service(service_body(ctx, track, ports))
 
 
 def track_state(dep: Body | None) -> TrackState | None:
@@ -133,18 +126,29 @@ def track_state(dep: Body | None) -> TrackState | None:
 
 def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | None:
     """Why pods of a track do not start, from their containers' waiting reasons, or None."""
-    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_ROLLOUT}={name},{LABEL_TRACK}={track}")
-    for pod in pods.items:
-        for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or []):
-            waiting = cs.state.waiting if cs.state is not None else None
-            if waiting is not None and waiting.reason in FAILURE_REASONS:
-                node = pod.spec.node_name or "unscheduled"
-                detail = f": {waiting.message}" if waiting.message else ""
-                return f"{waiting.reason} on pod {pod.metadata.name} (node {node}){detail}"
-        for cond in pod.status.conditions or []:
-            if cond.type == "PodScheduled" and cond.status == "False":
-                return f"Unschedulable: pod {pod.metadata.name}: {cond.message}"
+    for pod in kube.pods(namespace, f"{LABEL_ROLLOUT}={name},{LABEL_TRACK}={track}"):
+        status = pod.get("status") or {}
+        for waiting in waiting_states(status, "containerStatuses", "initContainerStatuses"):
+            if waiting.get("reason") in FAILURE_REASONS:
+                node = (pod.get("spec") or {}).get("nodeName") or "unscheduled"
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                return f"{waiting['reason']} on pod {pod['metadata']['name']} (node {node}){detail}"
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return f"Unschedulable: pod {pod['metadata']['name']}: {cond.get('message')}"
     return None
+
+
+def waiting_states(pod_status: Body, *fields: str) -> list[Body]:
+    """The ``state.waiting`` of every container status in ``fields`` of a pod's status (in that order), with the
+    container's ``image``; a running or terminated container has none. Pure."""
+    out = []
+    for field in fields:
+        for cs in pod_status.get(field) or []:
+            waiting = (cs.get("state") or {}).get("waiting")
+            if waiting is not None:
+                out.append({**waiting, "image": cs.get("image")})
+    return out
 
 
 def check_contract(ctx: RolloutContext) -> str | None:
@@ -152,12 +156,12 @@ def check_contract(ctx: RolloutContext) -> str | None:
     probe = ctx.spec.compat_probe
     if probe is None:
         return None
-    cm = optional(lambda: ctx.kube.core.read_namespaced_config_map(probe.contract.name, ctx.namespace))
+    cm = ctx.kube.config_map(ctx.namespace, probe.contract.name)
     if cm is None:
         return f"spec.compatProbe.contract.name: ConfigMap {probe.contract.name} not found in namespace {ctx.namespace}"
-    if probe.contract_key not in (cm.data or {}):
+    if probe.contract_key not in (cm.get("data") or {}):
         return (f"spec.compatProbe.contractKey: ConfigMap {probe.contract.name} has no key {probe.contract_key} "
-                f"(keys: {sorted(cm.data or {})})")
+                f"(keys: {sorted(cm.get('data') or {})})")
     return None
 
 
@@ -178,26 +182,24 @@ def ensure_config_map(ctx: RolloutContext, revision: str) -> None:
     """Create the immutable ConfigMap with the revision's effective model config (when it has one)."""
     if not ctx.spec.model.config:
         return
-    name = config_map_name(ctx.name, revision)
-    if optional(lambda: ctx.kube.core.read_namespaced_config_map(name, ctx.namespace)) is not None:
+    if ctx.kube.config_map(ctx.namespace, config_map_name(ctx.name, revision)) is not None:
         return
-    ctx.kube.core.create_namespaced_config_map(ctx.namespace, config_map_body(ctx, revision))
+    ctx.kube.create_config_map(config_map_body(ctx, revision))
 
 
 def prune_config_maps(ctx: RolloutContext, keep: set[str]) -> None:
     """Delete the model-config ConfigMaps of revisions no track runs any more."""
-    cms = ctx.kube.core.list_namespaced_config_map(ctx.namespace, label_selector=f"{LABEL_ROLLOUT}={ctx.name}")
-    for cm in cms.items:
-        revision = (cm.metadata.labels or {}).get(LABEL_REVISION)
-        if revision and revision not in keep and cm.metadata.name == config_map_name(ctx.name, revision):
-            optional(lambda n=cm.metadata.name: ctx.kube.core.delete_namespaced_config_map(n, ctx.namespace))
+    for cm in ctx.kube.config_maps(ctx.namespace, f"{LABEL_ROLLOUT}={ctx.name}"):
+        meta = cm["metadata"]
+        revision = (meta.get("labels") or {}).get(LABEL_REVISION)
+        if revision and revision not in keep and meta["name"] == config_map_name(ctx.name, revision):
+            ctx.kube.delete_config_map(ctx.namespace, meta["name"])
 
 
 def dry_run_deployment(ctx: RolloutContext, template: Body, track: Track, revision: str) -> str | None:
     """Why the apiserver would reject the Deployment for this template (a server-side dry run), or None."""
     body = deployment_body(ctx, template, track, revision, 0)
-    message = ctx.kube.refused_apply(ctx.kube.apps.patch_namespaced_deployment, body["metadata"]["name"],
-                                     ctx.namespace, body=body)
+    message = ctx.kube.refused_deployment(body)
     return None if message is None else f"spec.template: the apiserver rejects the {track} Deployment: {message}"
 
 
@@ -207,13 +209,6 @@ def dry_run_config_map(ctx: RolloutContext, revision: str) -> str | None:
     if not ctx.spec.model.config:
         return None
     body = config_map_body(ctx, revision)
-    try:
-        ctx.kube.core.create_namespaced_config_map(ctx.namespace, body, dry_run="All")
-    except ApiException as exc:
-        if exc.status in REJECTED:
-            return (f"spec.model.config: the apiserver rejects the ConfigMap {body['metadata']['name']} it renders "
-                    f"to: {api_message(exc)}")
-        if exc.status == 409:  # already there (immutable, made from the same revision): nothing to create
-            return None
-        raise
-    return None
+    message = ctx.kube.refused_config_map(body)  # None also when it is there (immutable, from the same revision)
+    return None if message is None else (f"spec.model.config: the apiserver rejects the ConfigMap "
+                                         f"{body['metadata']['name']} it renders to: {message}")

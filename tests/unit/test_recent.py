@@ -1,8 +1,8 @@
-"""observe.Recent: facts (and answers, also None) remembered for a while, on a clock the test controls."""
+"""watchcache.Recent: facts (and answers, also None) remembered for a while, on a clock the test controls."""
 
 from __future__ import annotations
 
-from modelrollout.observe import PRUNE_EVERY, Recent
+from modelrollout.watchcache import PRUNE_EVERY, Recent
 
 
 class Clock:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelrollout.core.approval import annotation_managers
-from modelrollout.kube import _named, _Recorded, _rollout_key
+from modelrollout.kube import Kube
 from modelrollout.watchcache import ABSENT_MAX, PENDING_TTL, WatchCache, rollout_trimmer, trim_deployment
 from modelrollout.workloads import track_state
 
@@ -206,44 +206,37 @@ def test_a_rollout_is_kept_with_only_who_set_the_control_annotations() -> None:
     assert rollout["spec"]["replicas"] == 2  # a copy
 
 
-@pytest.mark.parametrize(("method", "args", "kwargs", "key"), [
-    ("patch_namespaced_deployment", ("m-canary", "ns", {}), {}, KEY),
-    ("patch_namespaced_deployment_scale", ("m-canary", "ns", {}), {}, KEY),
-    ("create_namespaced_deployment", ("ns", {"metadata": {"name": "m-canary"}}), {}, KEY),
-    ("patch_namespaced_deployment", (), {"name": "m-canary", "namespace": "ns", "body": {}}, KEY),
-    ("delete_collection_namespaced_deployment", ("ns",), {}, None),
-    ("patch_namespaced_daemon_set", ("m", "ns", {}), {}, None),
-    ("patch_namespaced_deployment_rollback", ("m", "ns", {}), {}, None),
-])
-def test_deployment_writes_are_keyed_by_the_object_they_change(method: str, args: tuple[Any, ...],
-                                                              kwargs: dict[str, Any], key: Any) -> None:
-    assert _named("deployments")(method, args, kwargs) == key
-
-
-def test_ingress_writes_are_keyed_and_deployment_writes_are_not() -> None:
-    key = _named("ingresses")
-    assert key("patch_namespaced_ingress", ("m-canary", "ns"), {}) == ("ingresses", "ns", "m-canary")
-    assert key("delete_namespaced_ingress", ("m-canary", "ns"), {}) == ("ingresses", "ns", "m-canary")
-    assert key("patch_namespaced_deployment", ("m-canary", "ns"), {}) is None
-
-
-def test_rollout_writes_are_keyed_and_other_custom_objects_are_not() -> None:
-    args = ("modelrollout.io", "v1alpha1", "ns", "modelrollouts", "m", {})
-    assert _rollout_key("patch_namespaced_custom_object_status", args, {}) == ("modelrollouts", "ns", "m")
-    assert _rollout_key("patch_namespaced_custom_object", (*args[:3], "httproutes", "m", {}), {}) is None
-
-
 class FakeApps:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.model = False
 
     def patch_namespaced_deployment(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
         self.calls.append("patch")
-        return Model("11") if kw.get("model") else body_rv("11")
+        return Model("11") if self.model else body_rv("11")
 
     def read_namespaced_deployment(self, name: str, namespace: str) -> dict[str, Any]:
         self.calls.append("read")
         return body_rv("11")
+
+    def patch_namespaced_daemon_set(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
+        self.calls.append("patch ds")
+        return body_rv("11")
+
+
+class FakeCustom:
+    def __init__(self) -> None:
+        self.rv = 20
+
+    def _answer(self) -> dict[str, Any]:
+        self.rv += 1
+        return body_rv(str(self.rv))
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        return self._answer()
+
+    def patch_namespaced_custom_object(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        return self._answer()
 
 
 def body_rv(rv: str) -> dict[str, Any]:
@@ -257,20 +250,54 @@ class Model:
         self.metadata = type("Meta", (), {"resource_version": rv})()
 
 
-def test_a_recorded_client_reports_its_writes_and_passes_reads_and_dry_runs_through() -> None:
-    cache, apps = WatchCache(), FakeApps()
-    client = _Recorded(apps, cache, _named("deployments"))
-    cache.saw(KEY, body("10"))
-    client.patch_namespaced_deployment("m-canary", "ns", {}, dry_run="All")
-    assert cache.fresh(KEY) is not None  # a dry run writes nothing
-    client.patch_namespaced_deployment("m-canary", "ns", {})
-    assert cache.fresh(KEY) == body_rv("11")  # a dict answer is the object as written: read until the echo
-    client.patch_namespaced_deployment("m-canary", "ns", {}, model=True)
-    assert cache.fresh(KEY) is None  # a model answer is not kept: the API is read until the echo of 11
-    client.read_namespaced_deployment("m-canary", "ns")
+DEPLOYMENT = {"metadata": {"name": "m-canary", "namespace": "ns"}}
+
+
+@pytest.mark.parametrize("write", [
+    lambda kube: kube.apply_deployment(DEPLOYMENT),
+    lambda kube: kube.scale_deployment("ns", "m-canary", 2),
+    lambda kube: kube.scale_deployment("ns", "m-canary", 2, annotations={"a": None}),
+])
+def test_deployment_writes_are_keyed_by_the_object_they_change(write: Any) -> None:
+    kube = Kube(None, apps=FakeApps(), watched=WatchCache())
+    kube.saw(KEY, body("10"))
+    write(kube)
+    assert kube.watched.fresh(KEY) == body_rv("11")
+
+
+def test_writes_of_unwatched_kinds_and_dry_runs_leave_the_watched_objects_alone() -> None:
+    kube = Kube(None, apps=FakeApps(), watched=WatchCache())
+    kube.saw(KEY, body("10"))
+    kube.apply_daemon_set({"metadata": {"name": "m-canary", "namespace": "ns"}})
+    kube.refused_deployment(DEPLOYMENT)
+    assert kube.watched.fresh(KEY) == body("10")
+
+
+def test_rollout_status_and_annotation_writes_are_quiet_echoes_and_spec_writes_are_not() -> None:
+    kube = Kube(None, custom=FakeCustom(), watched=WatchCache())
+    assert kube.patch_rollout_status("ns", "m", {"phase": "Paused"}) == "21"
+    assert kube.consume_annotation("ns", "m", "modelrollout.io/approve", "t") == "22"
+    kube.patch_rollout("ns", "m", [{"op": "add", "path": "/spec/template", "value": {}}])
+    assert kube.quiet_echo("ns", "m", "21") and kube.quiet_echo("ns", "m", "22")
+    assert not kube.quiet_echo("ns", "m", "23") and not kube.quiet_echo("ns", "other", "21")
+    assert kube.watched.fresh(("modelrollouts", "ns", "m")) == body_rv("23")  # the answer, read until the echo
+
+
+def test_a_port_write_reports_its_version_and_passes_reads_and_dry_runs_through() -> None:
+    apps = FakeApps()
+    kube = Kube(None, apps=apps, watched=WatchCache())
+    kube.saw(KEY, body("10"))
+    kube.refused_deployment(DEPLOYMENT)
+    assert kube.watched.fresh(KEY) is not None  # a dry run writes nothing
+    kube.scale_deployment("ns", "m-canary", 1)
+    assert kube.watched.fresh(KEY) == body_rv("11")  # a dict answer is the object as written: read until the echo
+    apps.model = True
+    kube.scale_deployment("ns", "m-canary", 1)
+    assert kube.watched.fresh(KEY) is None  # a model answer is not kept: the API is read until the echo of 11
+    kube.deployment("ns", "m-canary")
     assert apps.calls == ["patch", "patch", "patch", "read"]
-    cache.saw(KEY, body("11"))
-    assert cache.fresh(KEY) == body("11")
+    kube.saw(KEY, body("11"))
+    assert kube.watched.fresh(KEY) == body("11")
 
 
 def test_until_the_echo_the_answer_to_the_own_write_is_read_instead_of_the_api() -> None:

@@ -29,11 +29,10 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from modelrollout import api
 from modelrollout.dashboard import view
 from modelrollout.plugin import (
     Obj,
@@ -45,6 +44,9 @@ from modelrollout.plugin import (
     plan_approve,
     plan_rollback_to,
 )
+
+if TYPE_CHECKING:
+    from modelrollout.kube import Rollouts
 
 FIELD_MANAGER = "modelrollout-dashboard"
 TOKEN_HEADER = "X-ModelRollout-Token"
@@ -139,40 +141,33 @@ class Store:
 class Watcher:
     """Lists and watches ModelRollouts in a thread, handing every event to the store on the event loop."""
 
-    def __init__(self, custom: Any, namespace: str | None, store: Store, loop: asyncio.AbstractEventLoop) -> None:
-        self.custom, self.namespace, self.store, self.loop = custom, namespace, store, loop
+    def __init__(self, rollouts: Rollouts, namespace: str | None, store: Store,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.cluster, self.namespace, self.store, self.loop = rollouts, namespace, store, loop
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="modelrollout-dashboard-watch", daemon=True)
 
-    def _list_fn(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        if self.namespace is None:
-            return self.custom.list_cluster_custom_object, (api.GROUP, api.VERSION, api.PLURAL)
-        return self.custom.list_namespaced_custom_object, (api.GROUP, api.VERSION, self.namespace, api.PLURAL)
-
     def _run(self) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
+        from modelrollout.kube import ApiError
 
-        fn, args = self._list_fn()
         while not self.stop.is_set():  # bounded by stop: each pass lists, then watches until the watch expires
             listed = False
             try:
-                listing = fn(*args, _request_timeout=(10, 30))
+                listing = self.cluster.listing(self.namespace, request_timeout=(10, 30))
                 listed = True
                 rv = str(listing["metadata"]["resourceVersion"])
                 self.loop.call_soon_threadsafe(self.store.replace, list(listing.get("items") or []))
-                w = watch.Watch()  # type: ignore[no-untyped-call]
                 while not self.stop.is_set():
-                    for event in w.stream(  # type: ignore[no-untyped-call]
-                            fn, *args, resource_version=rv, timeout_seconds=WATCH_SECONDS,
-                            allow_watch_bookmarks=True, _request_timeout=(10, WATCH_SECONDS + 10)):
+                    for event in self.cluster.watch(
+                            self.namespace, resource_version=rv, timeout_seconds=WATCH_SECONDS, bookmarks=True,
+                            request_timeout=(10, WATCH_SECONDS + 10)):
                         raw = event.get("raw_object") or {}
                         rv = str((raw.get("metadata") or {}).get("resourceVersion") or rv)
                         if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                             self.loop.call_soon_threadsafe(self.store.apply, str(event["type"]), raw)
                         if self.stop.is_set():
                             return
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 410:
                     where = "all namespaces" if self.namespace is None else f"namespace {self.namespace}"
                     said = apiserver_message(exc) or exc.reason
@@ -205,11 +200,10 @@ def _number(text: Any) -> float | None:
 
 
 class Dashboard:
-    def __init__(self, custom: Any, namespace: str | None, default_namespace: str,
+    def __init__(self, rollouts: Rollouts, namespace: str | None, default_namespace: str,
                  prometheus: str | None = None) -> None:
-        self.custom = custom
+        self.cluster = rollouts
         self.prometheus = prometheus.rstrip("/") if prometheus else None
-        self.core = _core_api(custom)
         self.namespace = namespace
         self.default_namespace = default_namespace
         self.store = Store()
@@ -306,7 +300,7 @@ class Dashboard:
         obj = self.store.objects.get((namespace, name))
         if obj is None:
             try:
-                obj = await asyncio.to_thread(_get, self.custom, namespace, name)
+                obj = await asyncio.to_thread(_get, self.cluster, namespace, name)
             except PluginError as exc:
                 return web.json_response({"error": str(exc)}, status=exc.status or 502)
         key = (namespace, name)
@@ -336,7 +330,7 @@ class Dashboard:
 
     def _act(self, namespace: str, name: str, verb: str, body: Obj) -> Obj:
         """Read the rollout afresh, decide as the plugin does, check that it is what the page showed, write."""
-        obj = _get(self.custom, namespace, name)
+        obj = _get(self.cluster, namespace, name)
         if verb == "approve" and body.get("token"):
             current = ((obj.get("status") or {}).get("approval") or {}).get("token")
             if current != body["token"]:
@@ -352,20 +346,17 @@ class Dashboard:
         if expect is not None and str(expect) != action.value:
             raise PluginError(f"{name} changed since the page showed it: {verb} would now set {action.key}="
                               f"{action.value}, not {expect}; nothing was written", 409)
-        annotate(self.custom, namespace, name, action.key, action.value, field_manager=FIELD_MANAGER)
+        annotate(self.cluster, namespace, name, action.key, action.value, field_manager=FIELD_MANAGER)
         return {"ok": True, "message": action.message, "annotation": action.key, "value": action.value}
 
     # ------------------------------------------------------------------ reads for a rollout's page
 
     def _events(self, namespace: str, name: str) -> list[Obj]:
-        from kubernetes.client.exceptions import ApiException
+        from modelrollout.kube import ApiError
 
         try:
-            out = self.core.list_namespaced_event(
-                namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={api.KIND}",
-                _preload_content=False, _request_timeout=(5, 10))
-            return list(json.loads(out.data).get("items") or [])
-        except ApiException as exc:
+            return self.cluster.events(namespace, name, request_timeout=(5, 10))
+        except ApiError as exc:
             log.info("events of %s/%s: %s %s", namespace, name, exc.status, exc.reason)
             return []
 
@@ -426,12 +417,6 @@ class Dashboard:
         return app
 
 
-def _core_api(custom: Any) -> Any:
-    from kubernetes import client
-
-    return client.CoreV1Api(custom.api_client)
-
-
 def _headers(response: web.StreamResponse) -> web.StreamResponse:
     response.headers.setdefault("Content-Security-Policy",
                                 "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -465,7 +450,7 @@ async def serve(dashboard: Dashboard, port: int, ready: Callable[[str], None] | 
     """Serve until cancelled."""
     sock = bind(port)
     dashboard.port = int(sock.getsockname()[1])
-    watcher = Watcher(dashboard.custom, dashboard.namespace, dashboard.store, asyncio.get_running_loop())
+    watcher = Watcher(dashboard.cluster, dashboard.namespace, dashboard.store, asyncio.get_running_loop())
     runner = web.AppRunner(dashboard.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=1.0)
@@ -485,8 +470,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """``kubectl modelrollout dashboard``: serve until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    custom, namespace = _connect(args)
-    dashboard = Dashboard(custom, None if args.all_namespaces else namespace, namespace, args.prometheus)
+    rollouts, namespace = _connect(args)
+    dashboard = Dashboard(rollouts, None if args.all_namespaces else namespace, namespace, args.prometheus)
 
     def ready(url: str) -> None:
         where = "all namespaces" if args.all_namespaces else f"namespace {namespace}"

@@ -25,13 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from modelrollout import api
 from modelrollout.context import RolloutContext
 from modelrollout.core import routing
 from modelrollout.core.steps import Features, RouteState
-from modelrollout.kube import FIELD_MANAGER, REJECTED, Body, api_message
+from modelrollout.kube import REJECTED, ApiError, Body, CustomKind, api_message
 
 log = logging.getLogger("modelrollout.routers")
 
@@ -274,35 +272,30 @@ class RouteObjectRouter:
         raise NotImplementedError
 
     # I/O
+    @property
+    def resource(self) -> CustomKind:
+        return CustomKind(self.group, self.version, self.plural)
+
     def _get(self, ctx: RolloutContext) -> Body:
-        out = ctx.kube.custom.get_namespaced_custom_object(self.group, self.version, ctx.namespace, self.plural,
-                                                           self.object_name(ctx))
-        assert isinstance(out, dict)
-        return out
+        return ctx.kube.custom_object(self.resource, ctx.namespace, self.object_name(ctx))
 
     def _optional(self, ctx: RolloutContext) -> Body | None:
         try:
             return self._get(ctx)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
 
     def served(self, ctx: RolloutContext) -> bool:
         """Whether the apiserver serves ``group/version`` with this resource (discovery)."""
-        try:
-            resources = ctx.kube.custom.get_api_resources(self.group, self.version)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return any(r.name == self.plural for r in resources.resources or [])
+        return ctx.kube.serves(self.resource)
 
     def check(self, ctx: RolloutContext) -> str | None:
         name = self.object_name(ctx)
         try:
             obj = self._get(ctx)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 if not self.served(ctx):
                     return (f"{self.field}: this cluster does not serve {self.group}/{self.version} {self.kind}; "
@@ -330,7 +323,7 @@ class RouteObjectRouter:
         try:
             self._write(ctx, lambda spec: self.with_weight(ctx, spec, weight, features), missing_ok=False,
                         dry_run=True)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status in REJECTED:
                 return (f"{self.field}: the apiserver rejects {self.kind} {self.object_name(ctx)} as the operator "
                         f"would edit it (weight {weight}): {api_message(exc)}")
@@ -359,11 +352,9 @@ class RouteObjectRouter:
             metadata: dict[str, Any] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
             body = {**obj, "metadata": metadata, "spec": new}
             try:
-                ctx.kube.custom.replace_namespaced_custom_object(
-                    self.group, self.version, ctx.namespace, self.plural, name, body, field_manager=FIELD_MANAGER,
-                    **({"dry_run": "All"} if dry_run else {}))
+                ctx.kube.replace_custom_object(self.resource, body, dry_run=dry_run)
                 return
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 409 or attempt == CONFLICT_RETRIES - 1:
                     raise
                 log.info("%s %s/%s changed while being edited; retrying", self.kind, ctx.namespace, name)

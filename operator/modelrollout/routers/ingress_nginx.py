@@ -16,7 +16,7 @@ from typing import Any
 from modelrollout.context import RolloutContext
 from modelrollout.core import routing
 from modelrollout.core.steps import Features, RouteState
-from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, optional
+from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, Service
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 CANARY = PREFIX + "canary"
@@ -53,8 +53,8 @@ def canary_ingress_spec(user_spec: dict[str, Any], targets: set[str], canary_ser
     return spec
 
 
-def _owned(obj: Any, ctx: RolloutContext) -> bool:
-    return any(ref.uid == ctx.owner.get("uid") for ref in obj.metadata.owner_references or [])
+def _owned(svc: Service, ctx: RolloutContext) -> bool:
+    return ctx.owner.get("uid") in svc.owner_uids
 
 
 class NginxIngressRouter:
@@ -63,8 +63,7 @@ class NginxIngressRouter:
     def _user_ingress(self, ctx: RolloutContext) -> dict[str, Any] | None:
         assert ctx.spec.traffic.ingress is not None
         name = ctx.spec.traffic.ingress.name
-        ing = optional(lambda: ctx.kube.networking.read_namespaced_ingress(name, ctx.namespace))
-        return None if ing is None else ctx.kube.to_dict(ing)
+        return ctx.kube.ingress(ctx.namespace, name)
 
     def check(self, ctx: RolloutContext) -> str | None:
         assert ctx.spec.traffic.ingress is not None
@@ -73,13 +72,13 @@ class NginxIngressRouter:
         if ing is None:
             return f"spec.traffic.ingress.name: Ingress {ing_name} not found in namespace {ctx.namespace}"
         root = ctx.spec.traffic.service.name
-        svc = optional(lambda: ctx.kube.core.read_namespaced_service(root, ctx.namespace))
+        svc = ctx.kube.service(ctx.namespace, root)
         if svc is None:
             return f"spec.traffic.service.name: Service {root} not found in namespace {ctx.namespace}"
         backends = _backend_services(ing.get("spec") or {})
         if ctx.stable_service in backends:
-            own = optional(lambda: ctx.kube.core.read_namespaced_service(ctx.stable_service, ctx.namespace))
-            if own is not None and not _owned(own, ctx) and (own.spec.selector or {}).get(LABEL_TRACK) != "stable":
+            own = ctx.kube.service(ctx.namespace, ctx.stable_service)
+            if own is not None and not _owned(own, ctx) and own.selector.get(LABEL_TRACK) != "stable":
                 return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {ctx.stable_service}, "
                         f"which exists, is not managed by this ModelRollout and does not select only "
                         f"{LABEL_TRACK}=stable; delete it so the operator creates it")
@@ -87,14 +86,14 @@ class NginxIngressRouter:
         if root not in backends:
             return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to {sorted(backends)}, "
                     f"not to {ctx.stable_service} or {root}")
-        if (svc.spec.selector or {}).get(LABEL_TRACK) != "stable":
+        if svc.selector.get(LABEL_TRACK) != "stable":
             return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {root}, which does not select "
                     f"only the stable track; point the Ingress at {ctx.stable_service}, or add "
                     f"{LABEL_TRACK}: stable to the selector of Service {root}")
         return None
 
     def current(self, ctx: RolloutContext) -> RouteState | None:
-        ing = ctx.kube.get_ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current
+        ing = ctx.kube.owned_ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current
         if ing is None:
             return None
         annotations = ing["metadata"].get("annotations") or {}
@@ -104,14 +103,11 @@ class NginxIngressRouter:
         return RouteState(int(value) if value.isdigit() else 0, Features(header=pin))
 
     def set_weight(self, ctx: RolloutContext, weight: int, features: Features) -> None:
-        body = self._canary_body(ctx, weight, features)
-        ctx.kube.apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service, ctx.namespace,
-                       body=body)
+        ctx.kube.apply_ingress(self._canary_body(ctx, weight, features))
 
     def dry_run(self, ctx: RolloutContext, weight: int, features: Features) -> str | None:
         body = self._canary_body(ctx, weight, features)
-        message = ctx.kube.refused_apply(ctx.kube.networking.patch_namespaced_ingress, ctx.canary_service,
-                                         ctx.namespace, body=body)
+        message = ctx.kube.refused_ingress(body)
         return None if message is None else (
             f"spec.traffic.ingress: the apiserver rejects the canary Ingress {ctx.canary_service} made from Ingress "
             f"{ctx.spec.traffic.ingress.name if ctx.spec.traffic.ingress else ''}: {message}")
@@ -140,4 +136,4 @@ class NginxIngressRouter:
         }
 
     def reset(self, ctx: RolloutContext) -> None:
-        optional(lambda: ctx.kube.networking.delete_namespaced_ingress(ctx.canary_service, ctx.namespace))
+        ctx.kube.delete_ingress(ctx.namespace, ctx.canary_service)

@@ -15,7 +15,7 @@ from modelrollout.context import RolloutContext
 from modelrollout.core import routing
 from modelrollout.core.steps import Features, RouteState
 from modelrollout.core.weights import stable_replicas_for_ratio
-from modelrollout.kube import ANNOTATION_WEIGHT, LABEL_TRACK, optional
+from modelrollout.kube import ANNOTATION_WEIGHT, LABEL_TRACK
 
 
 class ServiceRouter:
@@ -23,10 +23,10 @@ class ServiceRouter:
 
     def check(self, ctx: RolloutContext) -> str | None:
         svc_name = ctx.spec.traffic.service.name
-        svc = optional(lambda: ctx.kube.core.read_namespaced_service(svc_name, ctx.namespace))
+        svc = ctx.kube.service(ctx.namespace, svc_name)
         if svc is None:
             return f"spec.traffic.service.name: Service {svc_name} not found in namespace {ctx.namespace}"
-        selector = svc.spec.selector or {}
+        selector = svc.selector
         labels = ctx.spec.selector.match_labels
         if LABEL_TRACK in selector:
             return (f"spec.traffic.service.name: Service {svc_name} selects {LABEL_TRACK}={selector[LABEL_TRACK]}, "
@@ -37,7 +37,7 @@ class ServiceRouter:
         return None
 
     def current(self, ctx: RolloutContext) -> RouteState | None:
-        dep = ctx.kube.get_deployment(ctx.namespace, ctx.stable_deployment)  # the watch cache's copy when current
+        dep = ctx.kube.deployment(ctx.namespace, ctx.stable_deployment)  # the watch cache's copy when current
         if dep is None:
             return None
         value = (dep["metadata"].get("annotations") or {}).get(ANNOTATION_WEIGHT)
@@ -45,20 +45,15 @@ class ServiceRouter:
         return RouteState(weight) if weight else None
 
     def set_weight(self, ctx: RolloutContext, weight: int, features: Features) -> None:
-        replicas = ctx.spec.replicas
-        ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
-            "metadata": {"annotations": {ANNOTATION_WEIGHT: str(weight)}},
-            "spec": {"replicas": stable_replicas_for_ratio(replicas, weight)},
-        })
+        ctx.kube.scale_deployment(ctx.namespace, ctx.stable_deployment,
+                                  stable_replicas_for_ratio(ctx.spec.replicas, weight),
+                                  annotations={ANNOTATION_WEIGHT: str(weight)})
 
     def reset(self, ctx: RolloutContext) -> None:
         # Stable back to full size first, then the canary out of the root Service.
-        ctx.kube.apps.patch_namespaced_deployment(ctx.stable_deployment, ctx.namespace, {
-            "metadata": {"annotations": {ANNOTATION_WEIGHT: None}},
-            "spec": {"replicas": ctx.spec.replicas},
-        })
-        optional(lambda: ctx.kube.apps.patch_namespaced_deployment(
-            ctx.canary_deployment, ctx.namespace, {"spec": {"replicas": 0}}))
+        ctx.kube.scale_deployment(ctx.namespace, ctx.stable_deployment, ctx.spec.replicas,
+                                  annotations={ANNOTATION_WEIGHT: None})
+        ctx.kube.scale_deployment(ctx.namespace, ctx.canary_deployment, 0, missing_ok=True)
 
     def dry_run(self, ctx: RolloutContext, weight: int, features: Features) -> str | None:
         return None  # it writes replicas and an annotation of the operator's own Deployments, checked as they are made
