@@ -185,18 +185,25 @@ def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Tra
     return failure
 
 
+def _rendered(metric: api.Metric, values: Mapping[str, str]) -> tuple[str, None] | tuple[None, str]:
+    """(the metric's query with its variables filled in, None), or (None, why it cannot be rendered)."""
+    try:
+        return render(metric.query, values), None
+    except TemplateError as exc:
+        return None, str(exc)
+
+
 def refused_query(analysis: api.Analysis, source: MetricSource, values: Mapping[str, str]) -> str | None:
     """Preflight of the queries before any traffic moves: every metric's query asked once; the first one the
     source refuses (a parse error, an unknown function) is named with the source's answer. A source that does
     not answer is no reason to refuse: evaluations judge that later (Inconclusive)."""
     for i, metric in enumerate(analysis.metrics):
-        try:
-            query = render(metric.query, values)
-        except TemplateError as exc:
-            return f"spec.analysis.metrics[{i}] ({metric.name}): {exc}"
-        sample = source.query(query)
-        if sample.query_error is not None:
-            return f"spec.analysis.metrics[{i}] ({metric.name}): {sample.query_error} (query: {query})"
+        query, error = _rendered(metric, values)
+        if query is None:
+            return f"spec.analysis.metrics[{i}] ({metric.name}): {error}"
+        refusal = source.refused(query)
+        if refusal is not None:
+            return f"spec.analysis.metrics[{i}] ({metric.name}): {refusal} (query: {query})"
     return None
 
 
@@ -204,10 +211,6 @@ def query_metrics(analysis: api.Analysis, source: MetricSource, now: datetime, t
                   values: Mapping[str, str]) -> dict[str, an.Sample]:
     out: dict[str, an.Sample] = {}
     for metric in an.due_metrics(analysis, traffic_started_at, now):
-        try:
-            query = render(metric.query, values)
-        except TemplateError as exc:
-            out[metric.name] = an.Sample(None, metric.query, str(exc))
-            continue
-        out[metric.name] = source.query(query)
+        query, error = _rendered(metric, values)
+        out[metric.name] = an.Sample(None, metric.query, error) if query is None else source.query(query)
     return out

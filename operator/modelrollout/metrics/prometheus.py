@@ -68,6 +68,13 @@ class PrometheusSource:
         # a selector without samples (absent(...)) or a refused freshness query: the evaluation time stands for it
         return replace(sample, sample_at=newest_sample(code, body))
 
+    def refused(self, query: str) -> str | None:
+        try:
+            code, body = self._get(query)
+        except requests.RequestException:
+            return None
+        return read_answer(query, code, body, source=f"Prometheus at {self.address}").query_error
+
     def is_online(self) -> bool:
         try:
             return bool(self._client.check_prometheus_connection())
