@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .localhttp import LocalServer, QuietHandler
+from ..localhttp import LocalServer, QuietHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "examples" / "compat-contract-openai.yaml"

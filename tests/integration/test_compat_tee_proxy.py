@@ -19,7 +19,7 @@ import pytest
 from compat_probe.server import ProbeApp, ProbeSettings
 from compat_probe.shadow import ShadowSpec
 
-from .localhttp import LocalServer, QuietHandler
+from ..localhttp import LocalServer, QuietHandler
 
 DEADLINE = 10.0
 

@@ -4,61 +4,46 @@ that reads series also asks when its newest sample was taken."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from modelrollout.metrics.prometheus import PrometheusSource
 
+from ..localhttp import LocalServer, QuietHandler
 
-class _Handler(BaseHTTPRequestHandler):
+
+class _Handler(QuietHandler):
     server: _Stub
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         query = parse_qs(urlparse(self.path).query)["query"][0]
         self.server.asked.append(query)
         if query.count("(") != query.count(")"):
-            status, doc = 400, {"status": "error", "errorType": "bad_data",
-                                "error": "1:7: parse error: unclosed left parenthesis"}
+            self.send_json(400, {"status": "error", "errorType": "bad_data",
+                                 "error": "1:7: parse error: unclosed left parenthesis"})
         else:
-            status, doc = 200, {"status": "success", "data": {"resultType": "vector", "result": [
-                {"metric": {"job": "x"}, "value": [1796598255.0, "0.995"]}]}}
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            self.send_json(200, {"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {"job": "x"}, "value": [1796598255.0, "0.995"]}]}})
 
 
-class _Stub(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Stub(LocalServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.asked: list[str] = []
+        super().__init__(_Handler)
 
 
 @pytest.fixture
 def stub() -> Iterator[_Stub]:
     server = _Stub()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def source(server: _Stub) -> PrometheusSource:
-    return PrometheusSource(f"http://127.0.0.1:{server.server_address[1]}", timeout=2.0)
+    return PrometheusSource(server.url, timeout=2.0)
 
 
 def test_a_refused_query_is_named_with_prometheus_words_after_one_request(stub: _Stub) -> None:

@@ -1,4 +1,5 @@
-"""Small HTTP/1.1 servers the tests run in-process on 127.0.0.1 (port 0), serving from a daemon thread."""
+"""Small HTTP/1.1 servers the unit and integration tests run in-process on 127.0.0.1 (port 0), serving from a
+daemon thread."""
 
 from __future__ import annotations
 
