@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, PrivateAttr
 
 from modelrollout import api
 from modelrollout.api import Phase
@@ -132,13 +134,40 @@ def step_label(spec: api.ModelRolloutSpec, step: int) -> str:
     return f"step {step_of(step, len(steps_of(spec)))} ({describe_step(spec, step)})"
 
 
+class Draft(api.ModelRolloutStatus):
+    """The status a decision writes, edited field by field: ``p.status.current_weight = 25``.
+
+    A copy of the status read, mutable and validated on assignment; a misspelled field is a mypy error (and a
+    ValidationError at run time). It remembers which fields were assigned: the status written is the one read
+    with those fields replaced (:meth:`assigned`), so a field never assigned stays as it was."""
+
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
+    _assigned: set[str] = PrivateAttr(default_factory=set)
+
+    @classmethod
+    def of(cls, status: api.ModelRolloutStatus) -> Draft:
+        return cls.model_construct(_fields_set=status.model_fields_set, **dict(status))
+
+    def assigned(self) -> dict[str, Any]:
+        """The fields assigned since :meth:`of`, with their values now."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name in self._assigned}
+
+    if not TYPE_CHECKING:  # hidden from mypy, which then checks every assignment against the fields
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            super().__setattr__(name, value)
+            if name in type(self).model_fields:
+                self._assigned.add(name)
+
+
 @dataclass
 class _Plan:
     spec: api.ModelRolloutSpec
     old: api.ModelRolloutStatus
     obs: Observed
     now: datetime
-    updates: dict[str, Any] = field(default_factory=dict)
+    status: Draft = field(init=False)
+    """The status this decision writes: ``old`` with the fields assigned so far."""
     actions: list[act.Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
@@ -148,15 +177,13 @@ class _Plan:
     seen: Mapping[str, str] = field(default_factory=dict)
     """The control annotations as read, including those already consumed (``obs.annotations`` lacks these)."""
 
+    def __post_init__(self) -> None:
+        self.status = Draft.of(self.old)
+
     # -- status helpers -------------------------------------------------------------------------
-    def get(self, key: str) -> Any:
-        return self.updates[key] if key in self.updates else getattr(self.old, key)
-
-    def set(self, **kwargs: Any) -> None:
-        self.updates.update(kwargs)
-
     def phase(self, phase: Phase, message: str) -> None:
-        self.set(phase=phase, message=message)
+        self.status.phase = phase
+        self.status.message = message
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
@@ -164,8 +191,8 @@ class _Plan:
     def history(self, outcome: str, message: str = "", **extra: Any) -> None:
         entry = api.HistoryEntry(revision=extra.pop("revision", self.obs.revision), outcome=outcome,
                                  at=self.now, message=message, **extra)
-        items = [*self.get("history"), entry]
-        self.set(history=items[-HISTORY_LIMIT:])
+        items = [*self.status.history, entry]
+        self.status.history = items[-HISTORY_LIMIT:]
 
     def again(self, seconds: float) -> None:
         self.requeue.append(max(0.0, seconds))
@@ -181,17 +208,18 @@ class _Plan:
         if self.consumed:
             self.actions.insert(0, act.RemoveAnnotations(tuple(self.consumed)))
         if self.consumed or self.held:
-            self.set(consumed_annotations=cons.remember(self.get("consumed_annotations"),
-                                                        [*self.consumed, *self.held], self.seen,
-                                                        self.obs.revision, self.now))
-        self.set(observed_generation=self.obs.generation)
+            self.status.consumed_annotations = cons.remember(self.status.consumed_annotations,
+                                                             [*self.consumed, *self.held], self.seen,
+                                                             self.obs.revision, self.now)
+        self.status.observed_generation = self.obs.generation
         if self.spec is not _PLACEHOLDER:  # an Invalid spec keeps the last progress shown
-            current = self.get("current_step")
-            self.set(step_progress=None if current is None else step_of(current, len(steps_of(self.spec))))
-            self.set(replicas=pods(self.obs), selector=selector(self.spec.selector.match_labels))
-        if "message" not in self.updates and self.old.message.startswith(STALLED):  # the refused write went through
-            self.set(message="no longer " + self.old.message)
-        status = self.old.model_copy(update=self.updates)
+            current = self.status.current_step
+            self.status.step_progress = None if current is None else step_of(current, len(steps_of(self.spec)))
+            self.status.replicas = pods(self.obs)
+            self.status.selector = selector(self.spec.selector.match_labels)
+        if "message" not in self.status.assigned() and self.old.message.startswith(STALLED):  # refused, now through
+            self.status.message = "no longer " + self.old.message
+        status = self.old.model_copy(update=self.status.assigned())
         status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
                                                                     self.obs.generation)})
         if status.phase != self.old.phase and status.phase is not None:
@@ -210,11 +238,15 @@ class _Plan:
         return replica_ratio(self.spec) and any(isinstance(a, act.ResetRouter) for a in self.actions)
 
     def rollback(self, reason: str, *, outcome: str = "RolledBack", by: str | None = None) -> None:
-        self.set(rolled_back_revision=self.obs.revision, rollback_at=self.now, current_weight=0,
-                 approval=None, approved_step=None, progress_since=None)
+        self.status.rolled_back_revision = self.obs.revision
+        self.status.rollback_at = self.now
+        self.status.current_weight = 0
+        self.status.approval = None
+        self.status.approved_step = None
+        self.status.progress_since = None
         self.phase(Phase.ROLLING_BACK, f"rolling back revision {self.obs.revision}: {reason}")
         if RETRY not in self.seen:  # not held in git: a later retry=true (kubectl) retries again
-            self.set(consumed_annotations=cons.forget(self.get("consumed_annotations"), RETRY))
+            self.status.consumed_annotations = cons.forget(self.status.consumed_annotations, RETRY)
         self.history(outcome, reason, by=by)
         self.event("RollingBack", f"all traffic back to stable {self.old.stable_revision}: {reason}",
                    warning=True)
@@ -227,13 +259,13 @@ class _Plan:
             # stable was scaled down as the canary grew: it must be ready at full size before traffic moves back
             if stable.replicas < want:
                 self.actions.append(act.ScaleStable(want))
-            self.set(message=f"{self.get('message')} (waiting for stable: {stable.ready}/{want} ready before "
-                     "moving traffic back)" if "waiting for stable" not in (self.get("message") or "")
-                     else self.get("message"))
+            if "waiting for stable" not in (self.status.message or ""):
+                self.status.message = (f"{self.status.message} (waiting for stable: {stable.ready}/{want} ready "
+                                       "before moving traffic back)")
             self.again(POLL_SECONDS)
             return
         self.router_to_stable()
-        at = self.get("rollback_at") or self.now
+        at = self.status.rollback_at or self.now
         wait = (at + self.spec.rollback.scale_down_delay - self.now).total_seconds()
         if wait > 0:
             self.again(wait)
@@ -244,24 +276,28 @@ class _Plan:
         stable_images = self.obs.stable.images if self.obs.stable is not None else ()
         _trim_prewarm(self, [*stable_images, *kept(self.old.revision_images,
                                                    self.spec.rollback.prewarm.keep_revisions)])
-        reason = (self.get("message") or "").split(": ", 1)[-1]
+        reason = (self.status.message or "").split(": ", 1)[-1]
         self.phase(Phase.ROLLED_BACK, f"revision {self.obs.revision} rolled back: {reason}; "
                    f"stable {self.old.stable_revision} serves 100%. Change the template, or annotate "
                    f"{RETRY}=true to try it again")
 
     def advance(self, to: int) -> None:
         # the message names the step that now runs (as status.stepProgress does), and what the one done did
-        total, message = len(steps_of(self.spec)), self.get("message") or ""
+        total, message = len(steps_of(self.spec)), self.status.message or ""
         done = f"{step_label(self.spec, to - 1)}: "
-        detail = f": {message[len(done):]}" if "message" in self.updates and message.startswith(done) else ""
+        detail = f": {message[len(done):]}" if "message" in self.status.assigned() and message.startswith(done) else ""
         after = (f"next: {step_label(self.spec, to)}" if to < total
                  else f"all {total} steps done, promotion next")
-        phase = self.get("phase")
+        phase = self.status.phase
         self.phase(phase if phase is not None and phase not in (Phase.PAUSED, Phase.AWAITING_APPROVAL)
                    else Phase.PROGRESSING,
                    f"{describe_step(self.spec, to - 1)} done{detail}; {after}")
-        self.set(current_step=to, step_started_at=self.now, approved_step=None, approval=None,
-                 analysis_passes=0, progress_since=None)
+        self.status.current_step = to
+        self.status.step_started_at = self.now
+        self.status.approved_step = None
+        self.status.approval = None
+        self.status.analysis_passes = 0
+        self.status.progress_since = None
         self.again(0)
 
     def gate(self, step: int, reason: str, action: str) -> bool:
@@ -270,22 +306,22 @@ class _Plan:
         given = self.obs.annotations.get(APPROVE)
         if given:
             check = check_token(given, revision=self.obs.revision, step=step, total=len(steps_of(self.spec)),
-                                gates=gate_steps(self.spec, preflight_reasons(self.get("preflight"))))
+                                gates=gate_steps(self.spec, preflight_reasons(self.status.preflight)))
             if check.opens:
                 self.consume(APPROVE)
                 self.history("Approved", reason, step=step, token=token, by=self.by(APPROVE))
                 self.event("Approved", f"gate at {step_label(self.spec, step)} ({reason}) approved with {token}"
                            + (f" by {self.by(APPROVE)}" if self.by(APPROVE) else ""))
-                self.set(approval=None)
+                self.status.approval = None
                 return True
             if not check.pending:
                 self.consume(APPROVE)
                 self.event("ApprovalRejected", f"{check.reason}; the current token is {token}", warning=True)
-        current = self.get("approval")
+        current = self.status.approval
         since = current.since if current is not None and current.token == token else self.now
-        self.set(approval=api.ApprovalStatus(
+        self.status.approval = api.ApprovalStatus(
             step=step, token=token, reason=reason, action=action,
-            command=approve_command(self.obs.name, self.obs.namespace, token), since=since))
+            command=approve_command(self.obs.name, self.obs.namespace, token), since=since)
         phase = Phase.PAUSED if action == "resume" else Phase.AWAITING_APPROVAL
         preview = f"; the preview is on Service {self.obs.name}-canary" if blue_green(self.spec) else ""
         self.phase(phase, f"waiting for approval before step {step_of(step, len(steps_of(self.spec)))} "
@@ -363,7 +399,7 @@ def _first_release(p: _Plan) -> None:
     if stable is None or stable.revision != obs.revision:
         p.actions.append(act.EnsureStable(obs.revision, want))
         p.phase(Phase.PROGRESSING, f"creating stable revision {obs.revision}")
-        p.set(progress_since=p.now)
+        p.status.progress_since = p.now
         p.again(POLL_SECONDS)
         return
     if stable.replicas != want:
@@ -371,8 +407,8 @@ def _first_release(p: _Plan) -> None:
     if stable.ready < want or not stable.updated:
         p.phase(Phase.PROGRESSING, f"waiting for stable revision {obs.revision}: {stable.ready}/{want} ready"
                 + (f" ({stable.failure})" if stable.failure else ""))
-        since = p.get("progress_since") or p.now
-        p.set(progress_since=since)
+        since = p.status.progress_since or p.now
+        p.status.progress_since = since
         if (p.now - since).total_seconds() > p.spec.progress_deadline_seconds:
             p.phase(Phase.FAILED, f"stable revision {obs.revision} not ready after "
                     f"{p.spec.progress_deadline_seconds}s: {stable.failure or 'pods not ready'}")
@@ -380,10 +416,13 @@ def _first_release(p: _Plan) -> None:
         p.again(POLL_SECONDS)
         return
     p.actions.append(act.RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
-    p.set(stable_revision=obs.revision, progress_since=None, current_weight=0, current_step=None,
-          stable_model=snapshot(p.spec.model),
-          revision_images=remember(p.old.revision_images, obs.revision, obs.images,
-                                   p.spec.rollback.prewarm.keep_revisions))
+    p.status.stable_revision = obs.revision
+    p.status.progress_since = None
+    p.status.current_weight = 0
+    p.status.current_step = None
+    p.status.stable_model = snapshot(p.spec.model)
+    p.status.revision_images = remember(p.old.revision_images, obs.revision, obs.images,
+                                        p.spec.rollback.prewarm.keep_revisions)
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} is stable and serves 100% ({want} replicas)")
     p.history("Succeeded", "first release")
     _ignore_idle_annotations(p)
@@ -414,8 +453,16 @@ def _steady(p: _Plan) -> None:
     if canary_rev is not None:
         if p.old.phase in ACTIVE or p.old.phase is Phase.PROMOTING:
             p.history("Superseded", "spec returned to the stable revision", revision=canary_rev)
-        p.set(canary_revision=None, current_step=None, current_weight=0, approval=None, approved_step=None,
-              progress_since=None, analysis=[], analysis_passes=0, consecutive_passes=0, inconclusive_count=0)
+        p.status.canary_revision = None
+        p.status.current_step = None
+        p.status.current_weight = 0
+        p.status.approval = None
+        p.status.approved_step = None
+        p.status.progress_since = None
+        p.status.analysis = []
+        p.status.analysis_passes = 0
+        p.status.consecutive_passes = 0
+        p.status.inconclusive_count = 0
     stable = obs.stable
     if stable is None or stable.revision != obs.revision or stable.replicas != want or stable.ready < want \
             or not stable.updated:  # Succeeded (Ready) only while the world shows it: stable whole and ready
@@ -434,10 +481,11 @@ def _rollout(p: _Plan) -> None:
         if obs.annotations.get(RETRY, "").lower() == "true" and old.phase in (Phase.ROLLED_BACK, Phase.FAILED):
             p.consume(RETRY)
             if ABORT not in p.seen:  # not held in git: a later abort (kubectl) of this attempt is acted on
-                p.set(consumed_annotations=cons.forget(old.consumed_annotations, ABORT))
+                p.status.consumed_annotations = cons.forget(old.consumed_annotations, ABORT)
             p.history("Retried", "retry requested", by=p.by(RETRY))
             p.event("Retry", f"retrying revision {rev} from the first step")
-            p.set(rolled_back_revision=None, canary_revision=None)
+            p.status.rolled_back_revision = None
+            p.status.canary_revision = None
             _start(p)
             return
         for key in (ABORT, PROMOTE, APPROVE, RETRY):
@@ -505,16 +553,27 @@ def _start(p: _Plan) -> None:
     elif obs.canary.replicas > 0:
         p.actions.append(act.ScaleCanary(0))
     check = preflight(old.stable_model, p.spec.model)
-    p.set(preflight=api.PreflightStatus(
+    p.status.preflight = api.PreflightStatus(
         dependency_changes=check.dependency_changes, dependency_jumps=check.dependency_jumps,
         removed_config_keys=check.removed_config_keys, renamed_config_keys=check.renamed_config_keys,
-        added_config_keys=check.added_config_keys))
+        added_config_keys=check.added_config_keys)
     if check.reasons:
         p.event("PreflightGate", "first traffic step waits for approval: " + "; ".join(check.reasons), warning=True)
-    p.set(canary_revision=obs.revision, current_step=0, current_weight=0, step_started_at=p.now,
-          traffic_started_at=None, approval=None, approved_step=None, analysis=[], analysis_passes=0,
-          consecutive_passes=0,
-          inconclusive_count=0, last_analysis_at=None, progress_since=None, rollback_at=None, prewarm=None)
+    p.status.canary_revision = obs.revision
+    p.status.current_step = 0
+    p.status.current_weight = 0
+    p.status.step_started_at = p.now
+    p.status.traffic_started_at = None
+    p.status.approval = None
+    p.status.approved_step = None
+    p.status.analysis = []
+    p.status.analysis_passes = 0
+    p.status.consecutive_passes = 0
+    p.status.inconclusive_count = 0
+    p.status.last_analysis_at = None
+    p.status.progress_since = None
+    p.status.rollback_at = None
+    p.status.prewarm = None
     if old.fast_path_revision == obs.revision:
         p.phase(Phase.PROMOTING, f"rollback to revision {obs.revision}: steps skipped, stable takes it directly")
         p.history("Started", f"fast path (rollback-to) over stable {old.stable_revision}")
@@ -533,7 +592,7 @@ def _sizes(spec: api.ModelRolloutSpec, weight: int, features: bool) -> Sizes:
 def _follow_scale(p: _Plan) -> None:
     """spec.replicas changed mid-rollout (kubectl scale, an HPA, KEDA): both tracks are resized at the weight the
     router carries now; no step restarts and no traffic moves."""
-    steps, i = steps_of(p.spec), p.get("current_step") or 0
+    steps, i = steps_of(p.spec), p.status.current_step or 0
     moving = i < len(steps) and isinstance(steps[i], api.SetWeightStep | api.SetHeaderRouteStep | api.SetMirrorStep)
     route = p.obs.route or RouteState(0)
     p.actions.extend(follow(p.obs, _sizes(p.spec, route.weight, route.features.any), grow_only=moving))
@@ -556,11 +615,11 @@ def _canary_deadline(p: _Plan) -> bool:
     """Roll back when canary pods stay unready past the progress deadline; runs even while pods fail."""
     canary = p.obs.canary
     if canary is None or canary.replicas == 0 or (canary.ready >= canary.replicas and canary.updated):
-        if p.get("progress_since") is not None and p.old.phase in ACTIVE:
-            p.set(progress_since=None)
+        if p.status.progress_since is not None and p.old.phase in ACTIVE:
+            p.status.progress_since = None
         return False
-    since = p.get("progress_since") or p.now
-    p.set(progress_since=since)
+    since = p.status.progress_since or p.now
+    p.status.progress_since = since
     waited = (p.now - since).total_seconds()
     limit = p.spec.progress_deadline_seconds
     if waited > limit:
@@ -579,12 +638,15 @@ def _evaluate(p: _Plan) -> bool:
     passes, consecutive = p.old.analysis_passes, p.old.consecutive_passes
     if not result.all_pass:
         passes = consecutive = 0
-    elif result.fresh and receives_traffic(p.spec, p.obs, p.get("traffic_started_at")):
+    elif result.fresh and receives_traffic(p.spec, p.obs, p.status.traffic_started_at):
         passes, consecutive = passes + 1, consecutive + 1
     # else: every metric passed, but on a repeated sample or while no traffic reached the canary: not evidence
     inconclusive = p.old.inconclusive_count + 1 if result.inconclusive else 0
-    p.set(analysis=list(result.metrics), analysis_passes=passes, consecutive_passes=consecutive,
-          inconclusive_count=inconclusive, last_analysis_at=p.now)
+    p.status.analysis = list(result.metrics)
+    p.status.analysis_passes = passes
+    p.status.consecutive_passes = consecutive
+    p.status.inconclusive_count = inconclusive
+    p.status.last_analysis_at = p.now
     for message in result.alerts:
         p.event("AnalysisAlert", message, warning=True)
     if result.breach is not None:
@@ -595,7 +657,7 @@ def _evaluate(p: _Plan) -> bool:
         action = "rollback" if breach.action == "rollback" else "resume"
         what = "approve to roll back" if action == "rollback" else "approve to resume"
         p.event("AnalysisFailed", f"{breach.message}; {what}", warning=True)
-        p.gate(p.get("current_step") or 0, f"metric {breach.message}; {what}", action)
+        p.gate(p.status.current_step or 0, f"metric {breach.message}; {what}", action)
         return True
     if result.inconclusive and inconclusive >= analysis.inconclusive.limit:
         last = "; ".join(m.message or "" for m in result.metrics if m.verdict is api.Verdict.INCONCLUSIVE)
@@ -637,13 +699,13 @@ def evidence_missing(spec: api.ModelRolloutSpec, obs: Observed, *, consecutive: 
 
 
 def _missing(p: _Plan) -> str | None:
-    return evidence_missing(p.spec, p.obs, consecutive=p.get("consecutive_passes"), statuses=p.get("analysis"),
-                            traffic_started_at=p.get("traffic_started_at"))
+    return evidence_missing(p.spec, p.obs, consecutive=p.status.consecutive_passes, statuses=p.status.analysis,
+                            traffic_started_at=p.status.traffic_started_at)
 
 
 def _schedule_analysis(p: _Plan) -> None:
-    nxt = an.next_analysis_in(p.spec.analysis, p.get("last_analysis_at"), p.now)
-    if nxt is not None and p.get("traffic_started_at") is not None:
+    nxt = an.next_analysis_in(p.spec.analysis, p.status.last_analysis_at, p.now)
+    if nxt is not None and p.status.traffic_started_at is not None:
         p.again(nxt.total_seconds())
 
 
@@ -654,7 +716,7 @@ def _promote_annotation(p: _Plan) -> bool:
     if value is None:
         return False
     p.consume(PROMOTE)
-    step = p.get("current_step") or 0
+    step = p.status.current_step or 0
     token = build_token(p.obs.revision, step)
     forced = value.strip().endswith(SKIP_ANALYSIS)
     total = len(steps_of(p.spec))
@@ -664,17 +726,20 @@ def _promote_annotation(p: _Plan) -> bool:
         p.event("PromoteRejected", f"{check.reason}; the current token is {token}", warning=True)
         return False
     missing = None if forced else _missing(p)
-    if missing is not None and not receives_traffic(p.spec, p.obs, p.get("traffic_started_at")):
+    if missing is not None and not receives_traffic(p.spec, p.obs, p.status.traffic_started_at):
         p.event("PromoteRejected", f"promotion with {token} refused: {missing}. Annotate "
                 f"{PROMOTE}={token}{SKIP_ANALYSIS} to promote without analysis evidence", warning=True)
         return False
     skipped = "remaining steps and analysis skipped" if forced and p.spec.analysis else "remaining steps skipped"
     p.history("Promoted", skipped, step=step, token=token, by=p.by(PROMOTE))
-    p.set(approval=None, approved_step=None)
+    p.status.approval = None
+    p.status.approved_step = None
     steps = f"steps {step_of(step, total)}-{total}" if step < total else "no step (all were done)"
     if missing is not None:
         p.event("Promote", f"promotion requested with {token}: skipping {steps}; it waits for the analysis evidence")
-        p.set(current_step=total, step_started_at=p.now, analysis_passes=0)
+        p.status.current_step = total
+        p.status.step_started_at = p.now
+        p.status.analysis_passes = 0
         return False
     p.event("Promote", f"promotion requested with {token}: skipping {steps}"
             + ("; analysis skipped" if forced and p.spec.analysis else ""), warning=forced and bool(p.spec.analysis))
@@ -685,20 +750,20 @@ def _promote_annotation(p: _Plan) -> bool:
 def _step(p: _Plan) -> None:
     spec, obs = p.spec, p.obs
     steps = steps_of(spec)
-    i = p.get("current_step") or 0
-    held = p.get("approval")
+    i = p.status.current_step or 0
+    held = p.status.approval
     if held is not None and held.action in ("resume", "rollback"):
         if not p.gate(held.step, held.reason, held.action):
             return
         if held.action == "rollback":
             p.rollback(f"rollback approved: {held.reason}")
             return
-        p.set(analysis=[m.model_copy(update={"failures": 0}) for m in p.get("analysis")])
+        p.status.analysis = [m.model_copy(update={"failures": 0}) for m in p.status.analysis]
     _schedule_analysis(p)
-    if spec.rollback.prewarm.enabled and p.get("traffic_started_at") is None and not _prewarmed(p):
+    if spec.rollback.prewarm.enabled and p.status.traffic_started_at is None and not _prewarmed(p):
         return
-    analysis_ok = spec.analysis is None or an.last_all_pass(spec.analysis, p.get("analysis"))
-    if p.get("inconclusive_count") >= (spec.analysis.inconclusive.limit if spec.analysis else 1 << 30):
+    analysis_ok = spec.analysis is None or an.last_all_pass(spec.analysis, p.status.analysis)
+    if p.status.inconclusive_count >= (spec.analysis.inconclusive.limit if spec.analysis else 1 << 30):
         return
     if i >= len(steps):
         missing = _missing(p)
@@ -710,15 +775,15 @@ def _step(p: _Plan) -> None:
         p.event("Promoting", f"all steps done for revision {obs.revision}")
         _promote(p)
         return
-    reason = gate_reason(spec, i, preflight_reasons(p.get("preflight")))
-    if reason is not None and p.get("approved_step") != i:
+    reason = gate_reason(spec, i, preflight_reasons(p.status.preflight))
+    if reason is not None and p.status.approved_step != i:
         if not p.gate(i, reason, "continue"):
             return
-        p.set(approved_step=i)
+        p.status.approved_step = i
     elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed:
         check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i, total=len(steps),
-                            gates=gate_steps(spec, preflight_reasons(p.get("preflight"))))
-        if check.opens and p.get("approved_step") == i:
+                            gates=gate_steps(spec, preflight_reasons(p.status.preflight)))
+        if check.opens and p.status.approved_step == i:
             p.consume(APPROVE)  # this gate was approved already; the annotation was not removed yet
         elif not check.pending:
             p.consume(APPROVE)
@@ -731,15 +796,15 @@ def _step(p: _Plan) -> None:
     if isinstance(step, api.SetWeightStep):
         _set_weight(p, i, step.set_weight, analysis_ok, label, "SetWeight")
     elif isinstance(step, api.SetHeaderRouteStep):
-        _set_weight(p, i, p.get("current_weight"), analysis_ok, label, "SetHeaderRoute")
+        _set_weight(p, i, p.status.current_weight, analysis_ok, label, "SetHeaderRoute")
     elif isinstance(step, api.SetMirrorStep):
-        _set_weight(p, i, p.get("current_weight"), analysis_ok, label, "SetMirror")
+        _set_weight(p, i, p.status.current_weight, analysis_ok, label, "SetMirror")
     elif isinstance(step, api.PauseStep):
         if step.pause.duration is None:
             p.advance(i + 1)
             _step(p)
             return
-        started = p.get("step_started_at") or p.now
+        started = p.status.step_started_at or p.now
         left = (started + step.pause.duration - p.now).total_seconds()
         if left <= 0:
             p.advance(i + 1)
@@ -750,7 +815,7 @@ def _step(p: _Plan) -> None:
             p.phase(Phase.PAUSED, f"{label}: switched, 100% on revision {obs.revision}; stable "
                     f"{p.old.stable_revision} stays at full size for an instant switch-back, {remaining} left")
         else:
-            p.phase(Phase.PAUSED, f"{label}: paused, {remaining} left at weight {p.get('current_weight')}")
+            p.phase(Phase.PAUSED, f"{label}: paused, {remaining} left at weight {p.status.current_weight}")
         p.again(left)
     elif isinstance(step, api.ApprovalStep):
         p.advance(i + 1)
@@ -759,7 +824,7 @@ def _step(p: _Plan) -> None:
         _drill(p, i, step.chaos, label)
     else:
         need = step.analysis.passes
-        have = p.get("analysis_passes")
+        have = p.status.analysis_passes
         if have >= need:
             p.history("AnalysisPassed", f"{have} passing evaluations", step=i)
             p.advance(i + 1)
@@ -772,7 +837,7 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
     """Carry out a route step: ``weight`` with the features in force after step ``i``; ``reason`` names its
     Event."""
     obs, spec = p.obs, p.spec
-    current = p.get("current_weight")
+    current = p.status.current_weight
     if weight > current > 0 and not analysis_ok:
         p.phase(Phase.PROGRESSING, f"{label}: holding weight {current} until every metric passes")
         return
@@ -797,7 +862,7 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
         p.actions.append(act.ScaleCanary(need))
     if have_replicas < need:
         p.actions.append(act.ScaleCanary(need))
-        p.set(progress_since=p.now)
+        p.status.progress_since = p.now
         p.phase(Phase.PROGRESSING, f"{label}: scaling canary to {need} replicas before moving traffic")
         p.again(POLL_SECONDS)
         return
@@ -811,9 +876,9 @@ def _set_weight(p: _Plan, i: int, weight: int, analysis_ok: bool, label: str, re
         p.actions.append(act.SetWeight(weight, features))
     if dynamic_stable(spec) and stable is not None and stable.replicas != size.stable:
         p.actions.append(act.ScaleStable(size.stable))
-    if (weight > 0 or preview or features.any) and p.get("traffic_started_at") is None:
-        p.set(traffic_started_at=p.now)
-    p.set(current_weight=weight)
+    if (weight > 0 or preview or features.any) and p.status.traffic_started_at is None:
+        p.status.traffic_started_at = p.now
+    p.status.current_weight = weight
     pinned = f"; requests with {features.header[0]}: {features.header[1]} pinned to it" if features.header else ""
     mirrored = f"; {features.mirror_percent}% mirrored to it" if features.mirror_percent else ""
     if preview and weight == 0:
@@ -839,7 +904,7 @@ def _promote(p: _Plan) -> None:
     """Stable takes the new template, waits until ready, takes 100% back; canary scaled to zero."""
     obs, want = p.obs, p.spec.replicas
     stable, canary = obs.stable, obs.canary
-    p.set(approval=None)
+    p.status.approval = None
     if stable is None or stable.revision != obs.revision:
         p.actions.append(act.PromoteStable(obs.revision, want))
         p.phase(Phase.PROMOTING, f"promoting: stable Deployment takes revision {obs.revision}")
@@ -857,9 +922,18 @@ def _promote(p: _Plan) -> None:
         p.actions.append(act.ScaleCanary(0))
     history = remember(p.old.revision_images, obs.revision, obs.images, p.spec.rollback.prewarm.keep_revisions)
     p.actions.append(act.RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
-    p.set(stable_revision=obs.revision, canary_revision=None, current_step=None, current_weight=0,
-          approval=None, approved_step=None, progress_since=None, stable_model=snapshot(p.spec.model),
-          preflight=None, revision_images=history, prewarm=None, fast_path_revision=None)
+    p.status.stable_revision = obs.revision
+    p.status.canary_revision = None
+    p.status.current_step = None
+    p.status.current_weight = 0
+    p.status.approval = None
+    p.status.approved_step = None
+    p.status.progress_since = None
+    p.status.stable_model = snapshot(p.spec.model)
+    p.status.preflight = None
+    p.status.revision_images = history
+    p.status.prewarm = None
+    p.status.fast_path_revision = None
     _trim_prewarm(p, kept(history, p.spec.rollback.prewarm.keep_revisions))
     p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: stable serves 100% ({want} replicas)")
     p.history("Succeeded", "promoted")
@@ -882,16 +956,16 @@ def _prewarmed(p: _Plan) -> bool:
     obs, policy = p.obs, p.spec.rollback.prewarm
     stable_images = obs.stable.images if obs.stable is not None else ()
     want = wanted(obs.images, stable_images, kept(p.old.revision_images, policy.keep_revisions))
-    old = p.get("prewarm")
+    old = p.status.prewarm
     since = old.since if old is not None and old.since is not None else p.now
     state = obs.prewarm
     if state is None or tuple(sorted(state.images)) != want:
         p.actions.append(act.EnsurePrewarm(want))
-        p.set(prewarm=api.PrewarmStatus(images=list(want), since=since))
+        p.status.prewarm = api.PrewarmStatus(images=list(want), since=since)
         p.phase(Phase.PREWARMING, f"pre-pulling {len(want)} images on the nodes before any traffic moves")
         p.again(POLL_SECONDS)
         return False
-    p.set(prewarm=api.PrewarmStatus(images=list(want), since=since, ready=state.ready, desired=state.desired))
+    p.status.prewarm = api.PrewarmStatus(images=list(want), since=since, ready=state.ready, desired=state.desired)
     if state.updated and state.desired > 0 and state.ready >= state.desired:
         if p.old.phase is Phase.PREWARMING:
             p.event("Prewarmed", f"{len(want)} images pulled on {state.ready} nodes")
@@ -903,7 +977,8 @@ def _prewarmed(p: _Plan) -> bool:
             "no node matches the pod template's scheduling constraints" if state.desired == 0
             else f"{state.desired - state.ready} nodes not ready")
         reason = f"images not pre-pulled within {format_duration(policy.timeout)}: {nodes}; no traffic moved"
-        p.set(rolled_back_revision=obs.revision, progress_since=None)
+        p.status.rolled_back_revision = obs.revision
+        p.status.progress_since = None
         if obs.canary is not None and obs.canary.replicas > 0:
             p.actions.append(act.ScaleCanary(0))
         _trim_prewarm(p, [*stable_images, *kept(p.old.revision_images, policy.keep_revisions)])
@@ -930,8 +1005,8 @@ def _rollback_to(p: _Plan, target: str) -> None:
                 warning=True)
         return
     p.actions.append(act.RestoreRevision(target))
-    p.set(fast_path_revision=target, rolled_back_revision=None if p.old.rolled_back_revision == target
-          else p.old.rolled_back_revision)
+    p.status.fast_path_revision = target
+    p.status.rolled_back_revision = None if p.old.rolled_back_revision == target else p.old.rolled_back_revision
     p.history("RollbackTo", f"from {obs.revision}", revision=target, by=p.by(ROLLBACK_TO))
     p.event("RollbackTo", f"restoring revision {target} (its template is back in the spec); steps skipped")
 
@@ -940,7 +1015,7 @@ def _drill(p: _Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
     """A chaos step: create the experiment (once), wait its duration while analysis runs, then go on (the
     experiment is deleted by :func:`_drills` as soon as the drill no longer runs)."""
     obs = p.obs
-    d = p.get("drill")
+    d = p.status.drill
     if not (chaos.running(d) and d.step == i and d.revision == obs.revision):
         if obs.canary is None or obs.canary.ready < 1:
             p.phase(Phase.PROGRESSING, f"{label}: waiting for a ready canary pod to run the drill against")
@@ -948,17 +1023,17 @@ def _drill(p: _Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
             return
         name = chaos.experiment_name(obs.name, obs.revision, i, p.now)
         p.actions.append(act.EnsureDrill(name, i, drill))
-        d = api.DrillStatus(name=name, kind=drill.kind, step=i, revision=obs.revision, weight=p.get("current_weight"),
+        d = api.DrillStatus(name=name, kind=drill.kind, step=i, revision=obs.revision, weight=p.status.current_weight,
                             started_at=p.now, duration=format_duration(drill.duration),
-                            last_analysis_at=p.get("last_analysis_at"))
-        p.set(drill=d)
+                            last_analysis_at=p.status.last_analysis_at)
+        p.status.drill = d
         p.history("DrillStarted", f"{drill.kind} {name} for {d.duration}", step=i)
         p.event("DrillStarted", f"{label}: {drill.kind} {name} started against the canary's pods (weight "
                 f"{d.weight}) for {d.duration}")
     left = (d.started_at + drill.duration - p.now).total_seconds()
     if left <= 0:
-        d = chaos.with_evaluation(d, p.get("analysis"), p.get("last_analysis_at"))
-        p.set(drill=d.model_copy(update={"outcome": "Completed", "finished_at": p.now}))
+        d = chaos.with_evaluation(d, p.status.analysis, p.status.last_analysis_at)
+        p.status.drill = d.model_copy(update={"outcome": "Completed", "finished_at": p.now})
         p.history("DrillCompleted", f"{d.kind} {d.name} ran {d.duration}: {chaos.summary(d)}", step=i)
         p.event("DrillCompleted", f"{label}: {d.kind} {d.name} ran {d.duration} and was deleted; {chaos.summary(d)}")
         p.advance(i + 1)
@@ -966,26 +1041,26 @@ def _drill(p: _Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
         return
     remaining = format_duration(timedelta(seconds=round(left)))
     p.phase(Phase.PROGRESSING, f"{label}: {d.kind} {d.name} running against the canary's pods, {remaining} left "
-            f"at weight {p.get('current_weight')}")
+            f"at weight {p.status.current_weight}")
     p.again(left)
 
 
 def _drills(p: _Plan) -> None:
     """Every decision: record what the metrics did during a running drill, stop it (Warning Event, history) when
     the rollout left its step, and delete every experiment of the rollout except the running drill's."""
-    d = p.get("drill")
+    d = p.status.drill
     if chaos.running(d):
-        d = chaos.with_evaluation(d, p.get("analysis"), p.get("last_analysis_at"))
-        if not chaos.wanted(d, phase=p.get("phase"), step=p.get("current_step"),
-                            canary_revision=p.get("canary_revision"), revision=p.obs.revision):
-            why = p.get("message") or (p.get("phase") or "")
+        d = chaos.with_evaluation(d, p.status.analysis, p.status.last_analysis_at)
+        if not chaos.wanted(d, phase=p.status.phase, step=p.status.current_step,
+                            canary_revision=p.status.canary_revision, revision=p.obs.revision):
+            why = p.status.message or (p.status.phase or "")
             d = d.model_copy(update={"outcome": "Stopped", "finished_at": p.now, "message": why})
             p.history("DrillStopped", f"{d.kind} {d.name} stopped after "
                       f"{format_duration(timedelta(seconds=round((p.now - d.started_at).total_seconds())))}: {why}; "
                       f"{chaos.summary(d)}", step=d.step, revision=d.revision)
             p.event("DrillStopped", f"{d.kind} {d.name} deleted before its {d.duration} were over: {why}; "
                     f"{chaos.summary(d)}", warning=True)
-        p.set(drill=d)
+        p.status.drill = d
     keep = d.name if chaos.running(d) else None
     stale = [act.DeleteDrill(kind, name) for kind, name in p.obs.drills if name != keep]
     p.actions[:0] = stale  # faults stop first, before any routing write
