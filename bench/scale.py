@@ -822,7 +822,7 @@ FIXES = [
     "write to the object (or a GET showed the watch caught up), else read with a GET; (6) the reconcile that "
     "completed a step which ends with nothing to write (an analysis step's last pass, an elapsed pause) asked for "
     "an immediate second reconcile to start the next step: the next step now starts in the same decision "
-    "(`core.plan._step`), one reconcile, status write and round trip less per such step, and setWeight 50 no "
+    "(`core.plan.canary.run_step`), one reconcile, status write and round trip less per such step, and setWeight 50 no "
     "longer waits for a second pass through the queue; (7) the passing check of the user's Ingress and Services "
     "was trusted for 10 s, so a rollout lasting minutes re-read them (3 GETs) every 10 s: now 60 s, and any failed "
     "write makes the next reconcile check again at once (`observe.recheck`); (5)+(6)+(7): 25.9 → 14.4 requests "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from modelrollout import api
 from modelrollout.core.steps import risky_above, steps_of
@@ -105,7 +105,7 @@ def experiment(drill: api.ChaosSpec, *, name: str, namespace: str, pod_labels: M
     }
 
 
-def running(drill: api.DrillStatus | None) -> bool:
+def running(drill: api.DrillStatus | None) -> TypeGuard[api.DrillStatus]:
     return drill is not None and drill.outcome == "Running"
 
 
