@@ -100,10 +100,12 @@ def test_operator_metrics_after_a_rollout_an_abort_and_an_analysis(
     k.apply(rollout("met", image="model:2", steps=steps, **nginx("met")))
     st = k.wait(name="met", predicate=lambda s: s.get("phase") == "AwaitingApproval" and s.get("currentWeight") == 50,
                 timeout=90)
-    wait_until(lambda: scrape(port).value("modelrollout_rollout_weight", namespace=ns, rollout="met") == 50, 10, 0.1,
-               what="weight 50 in /metrics")
-    m = scrape(port)
-    assert m.value("modelrollout_rollout_phase", namespace=ns, rollout="met", phase="AwaitingApproval") == 1
+    # the gauges are set after the status write that kubectl saw: wait for both to show it
+    def at_the_gate(m: Scrape) -> bool:
+        return (m.value("modelrollout_rollout_weight", namespace=ns, rollout="met") == 50
+                and m.value("modelrollout_rollout_phase", namespace=ns, rollout="met", phase="AwaitingApproval") == 1)
+
+    wait_until(lambda: at_the_gate(scrape(port)), 10, 0.1, what="weight 50 and phase AwaitingApproval in /metrics")
     k.annotate("met", "modelrollout.io/approve", st["approval"]["token"])
     k.wait(name="met", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != first, timeout=90)
 
