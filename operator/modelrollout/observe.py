@@ -13,11 +13,10 @@ from modelrollout.core import analysis as an
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
-from modelrollout.core.plan import first_traffic_step
 from modelrollout.core.prewarm import kept, template_images, wanted
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
-from modelrollout.core.steps import features_at, steps_of
+from modelrollout.core.steps import features_at, first_traffic_step, steps_of, weight_at
 from modelrollout.core.validate import parse_spec
 from modelrollout.kube import Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
@@ -164,8 +163,7 @@ def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RolloutContext, router: Rout
     if first is None:
         return None
     steps = steps_of(spec)
-    step = steps[first]
-    weight = step.set_weight if isinstance(step, api.SetWeightStep) else 0
+    weight = weight_at(spec, first)
     for features in dict.fromkeys(features_at(spec, i) for i in range(first, len(steps))):
         problem = router.dry_run(ctx, weight, features)
         if problem is not None:

@@ -19,7 +19,8 @@ from modelrollout.core.preflight import (
     removed_keys,
     snapshot,
 )
-from modelrollout.core.validate import parse_spec
+from modelrollout.core.steps import first_traffic_step
+from modelrollout.core.validate import parse_spec, validate
 
 from .sim import released, spec_dict
 
@@ -326,3 +327,36 @@ def _cyclic(pairs: dict[str, str]) -> bool:
                 return True
             seen.add(key)
     return False
+
+
+@pytest.mark.parametrize(("steps", "traffic", "first"), [
+    ([{"setWeight": 20}, {"setWeight": 100}], {}, 0),
+    ([{"pause": {"duration": "1m"}}, {"setWeight": 20}, {"setWeight": 100}], {}, 1),
+    # a header pin by default reaches the new revision at its first route step, weight 0 or not
+    ([{"setWeight": 0}, {"setWeight": 20}, {"setWeight": 100}], {"headerRoute": {"name": "x-canary", "value": "1"}}, 0),
+    ([{"setHeaderRoute": {"name": "x-canary", "value": "1"}}, {"setWeight": 20}, {"setWeight": 100}], {}, 0),
+    ([{"setWeight": 0}, {"setMirror": {"percent": 10}}, {"setWeight": 100}], {}, 1),
+])
+def test_preflight_gates_the_first_step_that_sends_traffic(steps: list[dict[str, Any]], traffic: dict[str, Any],
+                                                           first: int) -> None:
+    """Preflight findings hold whichever step first lets requests reach the new revision (a weight, a header pin
+    or a mirror), and no request reaches it before the approval."""
+    w = released(steps, model={"dependencies": {"torch": "2.5.1"}})
+    w.raw["traffic"].update(traffic)
+    assert first_traffic_step(w.spec) == first
+    before = len(w.routes)
+    w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}
+    w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
+    assert w.status.current_step == first
+    assert all(weight == 0 and not features.any for weight, features in w.routes[before:])
+    assert w.status.approval is not None and "torch 2.5.1 -> 3.0.0" in w.status.approval.reason
+
+
+def test_no_step_sending_traffic_is_found_alike_by_validation() -> None:
+    """The one definition serves validation: analysis without any step that sends traffic is refused."""
+    raw = spec_dict([{"setWeight": 0}, {"pause": {"duration": "1m"}}],
+                    analysis={"prometheus": {"address": "http://127.0.0.1:9"},
+                              "metrics": [{"name": "e", "query": "up", "max": 1}]})
+    spec = api.ModelRolloutSpec.model_validate(raw)
+    assert first_traffic_step(spec) is None
+    assert "no step sends traffic" in (validate(spec) or "")

@@ -93,6 +93,28 @@ def features_at(spec: api.ModelRolloutSpec, step: int) -> Features:
     return out
 
 
+def weight_at(spec: api.ModelRolloutSpec, step: int) -> int:
+    """The weight in force once step ``step`` (0-based) has run: the last setWeight up to it, else 0."""
+    weight = 0
+    for s in steps_of(spec)[: step + 1]:
+        if isinstance(s, api.SetWeightStep):
+            weight = s.set_weight
+    return weight
+
+
+def first_traffic_step(spec: api.ModelRolloutSpec) -> int | None:
+    """Index of the first step at which the new revision receives traffic, or None if none does: a route step
+    (setWeight, setHeaderRoute, setMirror) after which its weight is above zero or a header pin or mirror is in
+    force; for blue-green, the preview (its first step). Preflight gates this step, the router's dry run checks
+    the routes from it on, and analysis without such a step could never gather evidence."""
+    for i, s in enumerate(steps_of(spec)):
+        if not isinstance(s, api.SetWeightStep | api.SetHeaderRouteStep | api.SetMirrorStep):
+            continue
+        if blue_green(spec) or weight_at(spec, i) > 0 or features_at(spec, i).any:
+            return i
+    return None
+
+
 def mirrors(spec: api.ModelRolloutSpec) -> bool:
     """Some step of the rollout mirrors traffic (the router must be able to add a mirror)."""
     return spec.traffic.mirror is not None or any(

@@ -12,7 +12,7 @@ from modelrollout.core import routing
 from modelrollout.core.chaos import problem as chaos_problem
 from modelrollout.core.compat import effective
 from modelrollout.core.queries import check_template
-from modelrollout.core.steps import features_at, mirrors, pins_header, steps_of
+from modelrollout.core.steps import first_traffic_step, mirrors, pins_header, steps_of
 from modelrollout.imageref import problem as image_problem
 
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -73,17 +73,12 @@ def validate(spec: api.ModelRolloutSpec) -> str | None:
         return "spec.analysis.metrics: at least one metric, or spec.compatProbe for the default ones"
     if spec.compat_probe is not None and spec.analysis is None:
         return "spec.compatProbe: needs spec.analysis.prometheus to read the probe's metrics"
-    if spec.analysis is not None and spec.strategy.canary is not None and not _sends_traffic(spec):
+    if spec.analysis is not None and spec.strategy.canary is not None and first_traffic_step(spec) is None:
         return ("spec.strategy.canary.steps: analysis is configured but no step sends traffic to the new revision "
                 "(a setWeight above 0, a header route or a mirror), so promotion could never have evidence")
     return None
 
 
-def _sends_traffic(spec: api.ModelRolloutSpec) -> bool:
-    """Some step lets the canary receive traffic: a weight above zero, or a header route or mirror in force."""
-    steps = steps_of(spec)
-    return any((isinstance(s, api.SetWeightStep) and s.set_weight > 0) or features_at(spec, i).any
-               for i, s in enumerate(steps))
 def _migrations(rules: list[api.ConfigMigration]) -> str | None:
     """One rule per old key (the CRD's list-map, for objects it did not check) and no rename cycle."""
     rename: dict[str, str] = {}

@@ -13,7 +13,6 @@ from modelrollout.core.plan.decide import decide
 from modelrollout.core.plan.evaluation import evidence_missing, receives_traffic
 from modelrollout.core.plan.gates import (
     describe_step,
-    first_traffic_step,
     gate_reason,
     gate_steps,
     preflight_reasons,
@@ -33,7 +32,6 @@ __all__ = [
     "describe_step",
     "dynamic_stable",
     "evidence_missing",
-    "first_traffic_step",
     "gate_reason",
     "gate_steps",
     "preflight_reasons",

@@ -9,16 +9,8 @@ from modelrollout.api import Phase
 from modelrollout.core import chaos
 from modelrollout.core.approval import APPROVE, approve_command, build_token, check_token
 from modelrollout.core.plan.state import Plan
-from modelrollout.core.steps import blue_green, risky_above, step_of, steps_of
+from modelrollout.core.steps import blue_green, first_traffic_step, risky_above, step_of, steps_of
 from modelrollout.durations import format_duration
-
-
-def first_traffic_step(spec: api.ModelRolloutSpec) -> int | None:
-    """Index of the first setWeight above zero."""
-    for i, s in enumerate(steps_of(spec)):
-        if isinstance(s, api.SetWeightStep) and (s.set_weight > 0 or blue_green(spec)):
-            return i
-    return None
 
 
 def preflight_reasons(status: api.PreflightStatus | None) -> list[str]:
