@@ -154,8 +154,15 @@ class Kube:
         self.watched.removed(key)
 
     def _body(self, obj: object) -> Body:
-        """A client model as the plain dict the apiserver sent (camelCase keys)."""
-        out = obj if isinstance(obj, dict) else self._client.sanitize_for_serialization(obj)
+        """An answer as the plain dict the apiserver sent (camelCase keys): a read made with
+        ``_preload_content=False`` is parsed from its JSON as is (no client model built and converted back); a
+        client model (a write's answer) is converted."""
+        if isinstance(obj, dict):
+            return obj
+        data = getattr(obj, "data", None)
+        if isinstance(data, bytes | str):
+            return _json(data)
+        out = self._client.sanitize_for_serialization(obj)
         assert isinstance(out, dict)
         return out
 
@@ -226,7 +233,7 @@ class Kube:
 
     def deployment(self, namespace: str, name: str) -> Body | None:
         return self._read((DEPLOYMENTS, namespace, name),
-                          lambda: self._apps.read_namespaced_deployment(name, namespace))
+                          lambda: self._apps.read_namespaced_deployment(name, namespace, _preload_content=False))
 
     def apply_deployment(self, body: Body) -> None:
         self._apply(self._apps.patch_namespaced_deployment, body, watched=DEPLOYMENTS)
@@ -253,13 +260,13 @@ class Kube:
 
     def ingress(self, namespace: str, name: str) -> Body | None:
         """A user's Ingress (a GET: those are not watched)."""
-        ing = optional(lambda: self._networking.read_namespaced_ingress(name, namespace))
+        ing = optional(lambda: self._networking.read_namespaced_ingress(name, namespace, _preload_content=False))
         return None if ing is None else self._body(ing)
 
     def owned_ingress(self, namespace: str, name: str) -> Body | None:
         """An Ingress the operator owns (watched)."""
         return self._read((INGRESSES, namespace, name),
-                          lambda: self._networking.read_namespaced_ingress(name, namespace))
+                          lambda: self._networking.read_namespaced_ingress(name, namespace, _preload_content=False))
 
     def delete_ingress(self, namespace: str, name: str) -> None:
         """Delete an Ingress the operator owns (gone already: nothing to do)."""
@@ -275,12 +282,14 @@ class Kube:
     # ------------------------------------------------------------------ Services
 
     def service(self, namespace: str, name: str) -> Service | None:
-        svc = optional(lambda: self._core.read_namespaced_service(name, namespace))
+        svc = optional(lambda: self._core.read_namespaced_service(name, namespace, _preload_content=False))
         if svc is None:
             return None
-        return Service(name=name, selector=dict(svc.spec.selector or {}),
-                       owner_uids=tuple(str(ref.uid) for ref in svc.metadata.owner_references or []),
-                       ports=tuple(self._body(port) for port in svc.spec.ports or []))
+        body = self._body(svc)
+        spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+        return Service(name=name, selector=dict(spec.get("selector") or {}),
+                       owner_uids=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
+                       ports=tuple(spec.get("ports") or []))
 
     def create_service(self, body: Body) -> None:
         self._core.create_namespaced_service(body["metadata"]["namespace"], body)
@@ -288,16 +297,17 @@ class Kube:
     # ------------------------------------------------------------------ ConfigMaps
 
     def config_map(self, namespace: str, name: str) -> Body | None:
-        cm = optional(lambda: self._core.read_namespaced_config_map(name, namespace))
+        cm = optional(lambda: self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
         return None if cm is None else self._body(cm)
 
     def existing_config_map(self, namespace: str, name: str) -> Body:
         """The ConfigMap; a failure answer (404 included) is raised."""
-        return self._body(self._core.read_namespaced_config_map(name, namespace))
+        return self._body(self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
 
     def config_maps(self, namespace: str, label_selector: str) -> list[Body]:
-        listed = self._core.list_namespaced_config_map(namespace, label_selector=label_selector)
-        return [self._body(cm) for cm in listed.items]
+        listed = self._core.list_namespaced_config_map(namespace, label_selector=label_selector,
+                                                   _preload_content=False)
+        return list(self._body(listed).get("items") or [])
 
     def create_config_map(self, body: Body) -> None:
         self._core.create_namespaced_config_map(body["metadata"]["namespace"], body)
@@ -326,7 +336,7 @@ class Kube:
     # ------------------------------------------------------------------ DaemonSets, Pods, Events
 
     def daemon_set(self, namespace: str, name: str) -> Body | None:
-        ds = optional(lambda: self._apps.read_namespaced_daemon_set(name, namespace))
+        ds = optional(lambda: self._apps.read_namespaced_daemon_set(name, namespace, _preload_content=False))
         return None if ds is None else self._body(ds)
 
     def apply_daemon_set(self, body: Body) -> None:
@@ -339,8 +349,8 @@ class Kube:
         optional(lambda: self._apps.delete_namespaced_daemon_set(name, namespace))
 
     def pods(self, namespace: str, label_selector: str) -> list[Body]:
-        listed = self._core.list_namespaced_pod(namespace, label_selector=label_selector)
-        return [self._body(pod) for pod in listed.items]
+        listed = self._core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
+        return list(self._body(listed).get("items") or [])
 
     def create_event(self, body: Body) -> None:
         self._core.create_namespaced_event(body["metadata"]["namespace"], body)

@@ -215,7 +215,7 @@ class FakeApps:
         self.calls.append("patch")
         return Model("11") if self.model else body_rv("11")
 
-    def read_namespaced_deployment(self, name: str, namespace: str) -> dict[str, Any]:
+    def read_namespaced_deployment(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
         self.calls.append("read")
         return body_rv("11")
 
