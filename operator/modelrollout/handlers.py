@@ -86,6 +86,14 @@ async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
     _keep(getattr(memo, "engine", None), ("ingresses", namespace or "default", name), body, type)
 
 
+@kopf.on.event("", "v1", "services")
+async def service_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                          **_: Any) -> None:
+    """Every Service (the users' root Services carry no label of the operator's), trimmed to its selector, ports
+    and owners: only kept for reads (routers, per-track Services); they wake no one."""
+    _keep(getattr(memo, "engine", None), ("services", namespace or "default", name), body, type)
+
+
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:
     """Every watch event's body goes to the engine's port (before any filter), so a reconcile can read it
     instead of a GET."""

@@ -22,7 +22,15 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrollout import api
 from modelrollout.core.approval import annotation_managers
-from modelrollout.watchcache import Key, Recent, WatchCache, rollout_trimmer, trim_deployment, trim_object
+from modelrollout.watchcache import (
+    Key,
+    Recent,
+    WatchCache,
+    rollout_trimmer,
+    trim_deployment,
+    trim_object,
+    trim_service,
+)
 
 FIELD_MANAGER = "modelrollout"
 LABEL_ROLLOUT = "modelrollout.io/rollout"
@@ -42,6 +50,7 @@ REJECTED = frozenset({400, 413, 422})
 
 DEPLOYMENTS = "deployments"
 INGRESSES = "ingresses"
+SERVICES = "services"
 
 T = TypeVar("T")
 
@@ -100,7 +109,8 @@ class Kube:
         self._networking: Any = networking if networking is not None else client.NetworkingV1Api(api_client)
         self._custom: Any = custom if custom is not None else client.CustomObjectsApi(api_client)
         self.watched = watched if watched is not None else WatchCache(trim={
-            DEPLOYMENTS: trim_deployment, INGRESSES: trim_object, api.PLURAL: rollout_trimmer(annotation_managers)})
+            DEPLOYMENTS: trim_deployment, INGRESSES: trim_object, SERVICES: trim_service,
+            api.PLURAL: rollout_trimmer(annotation_managers)})
         """The watched rollouts, Deployments and canary Ingresses (fed by the kopf handlers through :meth:`saw`),
         their known absence and the echoes of the operator's own writes."""
         self.recent = recent if recent is not None else Recent()
@@ -282,17 +292,20 @@ class Kube:
     # ------------------------------------------------------------------ Services
 
     def service(self, namespace: str, name: str) -> Service | None:
-        svc = optional(lambda: self._core.read_namespaced_service(name, namespace, _preload_content=False))
-        if svc is None:
+        """A Service (watched: every Service, trimmed to what this reads)."""
+        body = self._read((SERVICES, namespace, name),
+                          lambda: self._core.read_namespaced_service(name, namespace, _preload_content=False))
+        if body is None:
             return None
-        body = self._body(svc)
         spec, meta = body.get("spec") or {}, body.get("metadata") or {}
         return Service(name=name, selector=dict(spec.get("selector") or {}),
                        owner_uids=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
                        ports=tuple(spec.get("ports") or []))
 
     def create_service(self, body: Body) -> None:
-        self._core.create_namespaced_service(body["metadata"]["namespace"], body)
+        meta = body["metadata"]
+        self._wrote((SERVICES, meta["namespace"], meta["name"]),
+                    lambda: self._core.create_namespaced_service(meta["namespace"], body))
 
     # ------------------------------------------------------------------ ConfigMaps
 

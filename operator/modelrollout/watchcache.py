@@ -344,6 +344,14 @@ def trim_deployment(body: Body) -> Body:
     return out
 
 
+def trim_service(body: Body) -> Body:
+    """What a reconcile reads of a Service (``kube.Service``: its selector, ports and owners), copied."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    keep = ("name", "namespace", "uid", "resourceVersion", "ownerReferences")
+    return {"metadata": {k: _copy(meta[k]) for k in keep if k in meta},
+            "spec": {k: _copy(spec[k]) for k in ("selector", "ports") if k in spec}}
+
+
 def rollout_trimmer(managers: Callable[[list[Body] | None], Mapping[str, str]]) -> Callable[[Body], Body]:
     """A trim for rollouts: the object without its managedFields (``trim_object``) but for who set each control
     annotation, as ``managers`` reads them (``core.approval.annotation_managers``), one entry per annotation in

@@ -344,3 +344,54 @@ def test_a_get_answer_is_not_kept_when_an_event_arrived_while_it_was_in_flight()
         return body("7")
     assert cache.read(KEY, get) == body("7")
     assert cache.read(KEY, get) == body("7") and gets == 2  # not adopted: the event may be newer
+
+
+SERVICE = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "5", "uid": "u", "labels": {"a": "b"},
+                        "annotations": {"big": "x" * 1000}, "managedFields": [{"manager": "kubectl"}],
+                        "ownerReferences": [{"uid": "owner"}]},
+           "spec": {"selector": {"app": "m"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+                    "clusterIP": "10.0.0.1", "type": "ClusterIP"},
+           "status": {"loadBalancer": {}}}
+
+
+class FakeCore:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def read_namespaced_service(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
+        self.calls.append(f"read {name}")
+        return {**SERVICE, "metadata": {**SERVICE["metadata"], "name": name, "resourceVersion": "9"}}
+
+    def create_namespaced_service(self, namespace: str, body: Any, **kw: Any) -> Any:
+        self.calls.append(f"create {body['metadata']['name']}")
+        return Model("10")
+
+
+def test_services_are_read_from_the_watch_trimmed_to_what_the_port_reads() -> None:
+    """A watched Service answers without a GET, and the trimmed copy gives the same ``Service`` as the whole."""
+    core = FakeCore()
+    kube = Kube(None, core=core)  # the port's own cache, with its trims
+    kube.saw(("services", "ns", "m"), SERVICE)
+    svc = kube.service("ns", "m")
+    assert core.calls == []
+    assert svc is not None and svc.selector == {"app": "m"} and svc.owner_uids == ("owner",)
+    assert svc.ports == ({"name": "http", "port": 80, "targetPort": 8080},)
+    kept = kube.watched.fresh(("services", "ns", "m"))
+    assert kept is not None and "annotations" not in kept["metadata"] and "clusterIP" not in kept["spec"]
+    assert Kube(None, core=FakeCore(), watched=WatchCache()).service("ns", "m") is not None  # unwatched: a GET
+
+
+def test_a_created_service_is_read_from_the_api_until_its_echo_and_known_absence_ends() -> None:
+    """A Service read as absent and then created by the operator is not answered 'absent' from the cache: reads
+    go to the API until the watch brings the version the create made."""
+    core = FakeCore()
+    kube = Kube(None, core=core, watched=WatchCache())
+    key = ("services", "ns", "m-canary")
+    kube.saw(key, {**SERVICE, "metadata": {**SERVICE["metadata"], "name": "m-canary"}}, deleted=True)
+    assert kube.service("ns", "m-canary") is None and core.calls == []  # known absent, no GET
+    kube.create_service({"metadata": {"name": "m-canary", "namespace": "ns"}})
+    assert kube.service("ns", "m-canary") is not None
+    assert core.calls == ["create m-canary", "read m-canary"]
+    kube.saw(key, {**SERVICE, "metadata": {**SERVICE["metadata"], "name": "m-canary", "resourceVersion": "10"}})
+    assert kube.service("ns", "m-canary") is not None
+    assert core.calls == ["create m-canary", "read m-canary"]  # the echo came: from the watch again

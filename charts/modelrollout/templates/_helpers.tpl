@@ -62,10 +62,11 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 - apiGroups: [apps]
   resources: [daemonsets]
   verbs: [get, create, patch, delete]
-# NAME-stable / NAME-canary Services: read the root Service's ports and selector, create the track Services.
+# NAME-stable / NAME-canary Services: read the root Service's ports and selector (from a watch of every Service),
+# create the track Services.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create]
+  verbs: [get, list, watch, create]
 # Owned ConfigMaps: the model config of each revision (created once, pruned after promotion), the recorded
 # revisions for rollback-to (NAME-revisions, replaced at its resourceVersion); read the compatProbe contract.
 - apiGroups: [""]
