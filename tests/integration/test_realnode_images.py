@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,13 +29,17 @@ from devenv.localenv import images as localimages
 from devenv.localenv import node as realnode
 from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
 from devenv.localenv.procs import wait_until
+from devenv.localenv.prometheus import Prometheus, start_prometheus
 
+from .kube import Kubectl, Watch, audit_events
+from .manifests import ingress, service
 from .test_realnode import host_snapshot
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "images"
-CONTRACT = Path(__file__).resolve().parents[2] / "examples" / "compat-contract.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CONTRACT = REPO / "examples" / "compat-contract.yaml"
 
 
 @dataclass
@@ -193,3 +199,188 @@ def test_operator_image_runs_the_operator_entry_point(env: Env) -> None:
     logs = cp.kubectl("logs", "-n", NAMESPACE, "operator-help").stdout
     assert pod["status"]["phase"] == "Succeeded", logs
     assert "--leader-elect" in logs and "usage:" in logs
+
+
+# ------------------------------------------------------------------------------------ the chart, installed
+
+RELEASE = "modelrollout"
+SYSTEM_NS = "modelrollout-system"
+LEASE = "modelrollout-leader"  # the chart's default: "<release full name>-leader"
+OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
+ROLLOUT = "summarize"
+
+
+def _helm() -> str:
+    out = subprocess.run([sys.executable, str(REPO / "hack" / "render_chart.py"), "--helm"], capture_output=True,
+                         text=True, check=True, timeout=300)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _operator_pods(cp: ControlPlane) -> list[dict[str, Any]]:
+    out = cp.kubectl("get", "pods", "-n", SYSTEM_NS, "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "json")
+    return [p for p in json.loads(out.stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def _holder(cp: ControlPlane) -> str:
+    res = cp.kubectl("get", "lease", LEASE, "-n", SYSTEM_NS, "-o", "json", check=False)
+    return str(json.loads(res.stdout)["spec"].get("holderIdentity") or "") if res.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def chart(env: Env, tmp_path_factory: pytest.TempPathFactory) -> Env:
+    """The operator installed by its Helm chart: two replicas electing a leader, from the local image."""
+    home = tmp_path_factory.mktemp("helm")
+    helm_env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+                "HELM_DATA_HOME": str(home / "data"), "KUBECONFIG": str(env.cp.kubeconfig)}
+    repo, tag = env.built.refs["operator"].rsplit(":", 1)
+    started = time.monotonic()
+    res = subprocess.run([_helm(), "install", RELEASE, str(REPO / "charts" / "modelrollout"), "--namespace", SYSTEM_NS,
+                          "--create-namespace", "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
+                          "--set", "image.pullPolicy=Never", "--set", "replicas=2", "--wait", "--timeout", "180s"],
+                         capture_output=True, text=True, env=helm_env, check=False, timeout=240)
+    print(f"helm install: {time.monotonic() - started:.1f}s")
+    if res.returncode != 0:
+        pods = env.cp.kubectl("get", "pods", "-n", SYSTEM_NS, "-o", "wide", check=False).stdout
+        logs = "".join(env.cp.kubectl("logs", "-n", SYSTEM_NS, p["metadata"]["name"], "--previous", "--tail=40",
+                                      check=False).stdout for p in _operator_pods(env.cp)[:1])
+        pytest.fail(f"helm install failed: {res.stderr}\n{pods}\n{logs}")
+    return env
+
+
+def test_chart_installs_two_replicas_one_leads(chart: Env) -> None:
+    cp = chart.cp
+    pods = _operator_pods(cp)
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["status"]["phase"] == "Running" and _ready(pod), pod["status"]
+        assert pod["spec"]["nodeName"] == chart.node.name
+        assert pod["spec"]["serviceAccountName"] == RELEASE
+        (container,) = pod["spec"]["containers"]
+        assert container["image"] == chart.built.refs["operator"]
+    names = {p["metadata"]["name"] for p in pods}
+    holder = wait_until(lambda: _holder(cp) or None, 60, 0.2, what=f"Lease {LEASE} held")
+    assert holder in names
+    # Its own ServiceAccount and RBAC: what the operator may do, and not more (no Secrets).
+    asked = (("patch", "deployments.apps"), ("patch", "ingresses.networking.k8s.io"), ("get", "secrets"))
+    can = [cp.kubectl("auth", "can-i", verb, res, f"--as={OPERATOR_USER}", "-A", check=False).stdout.strip()
+           for verb, res in asked]
+    assert can == ["yes", "yes", "no"]
+
+
+def _rollout(cp: ControlPlane, prom: Prometheus, refs: dict[str, str], version: str) -> str:
+    model = {"name": "model", "image": refs["refserver"], "args": ["--host", "0.0.0.0", "--port", "8080",
+                                                                    "--version", version],
+             "ports": [{"containerPort": 8080}],
+             "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}}
+    spec = {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": ROLLOUT}},
+        "template": {"metadata": {"labels": {"app": ROLLOUT}},
+                     "spec": {"terminationGracePeriodSeconds": 2, "containers": [model]}},
+        "traffic": {"service": {"name": ROLLOUT}, "ingress": {"name": ROLLOUT}},
+        "compatProbe": {"contract": {"name": "contract"}, "image": refs["compat-probe"], "interval": "1s"},
+        "analysis": {"interval": "2s", "prometheus": {"address": prom.url},
+                     "inconclusive": {"limit": 60, "action": "pause"}},
+        "strategy": {"canary": {"steps": [{"setWeight": 50}, {"approval": {"reason": "real node"}},
+                                          {"setWeight": 100}]}},
+        "progressDeadlineSeconds": 300,
+    }
+    return json.dumps({"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
+                       "metadata": {"name": ROLLOUT}, "spec": spec})
+
+
+def _sync_targets(k: Kubectl, prom: Prometheus) -> None:
+    """Prometheus scrapes the compat-probe sidecar of every running pod of the rollout (on its pod IP)."""
+    pods = json.loads(k.run("get", "pods", "-l", f"app={ROLLOUT}", "-o", "json"))["items"]
+    prom.set_targets([(f"{p['status']['podIP']}:9109", {}) for p in pods
+                      if p["status"].get("phase") == "Running" and p["status"].get("podIP")])
+
+
+def _audit_pod_names(cp: ControlPlane, namespace: str, resource: str, name: str) -> list[tuple[str, str]]:
+    """(verb, operator pod) of each successful write to one object: bound ServiceAccount tokens name their pod."""
+    return [(ev["verb"], (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0])
+            for ev in audit_events(cp, namespace, resource, name)]
+
+
+def test_rollout_with_the_compat_probe_sidecar_survives_the_leader_pod_deleted(
+        chart: Env, tmp_path_factory: pytest.TempPathFactory) -> None:
+    cp, refs = chart.cp, chart.built.refs
+    prom = start_prometheus(tmp_path_factory.mktemp("images-prom"), host=chart.node.ip)
+    try:
+        ns = "chart-rollout"
+        cp.kubectl("create", "namespace", ns)
+        wait_until(lambda: cp.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 30,
+                   what=f"ServiceAccount {ns}/default")
+        k = Kubectl(cp, ns)
+        cp.kubectl("create", "configmap", "contract", "-n", ns, f"--from-file=contract.yaml={CONTRACT}")
+        k.apply(service(ROLLOUT) + "\n---\n" + ingress(ROLLOUT, f"{ROLLOUT}-stable"))
+        started = time.monotonic()
+        k.apply(_rollout(cp, prom, refs, "v1"))
+        first = k.wait(ROLLOUT, lambda s: s.get("phase") == "Succeeded", 180, "first release Succeeded")
+        print(f"first release Succeeded in {time.monotonic() - started:.1f}s")
+
+        with Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"],
+                   "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}") as w:
+            k.apply(_rollout(cp, prom, refs, "v2-compatible"))
+
+            def at_gate(s: dict[str, Any]) -> bool:
+                _sync_targets(k, prom)
+                return s.get("phase") == "AwaitingApproval"
+
+            st = k.wait(ROLLOUT, at_gate, 240, "canary at the approval gate")
+            print(f"canary at the approval gate in {time.monotonic() - started:.1f}s: {st.get('message')}")
+            assert st["currentWeight"] == 50 and st["currentStep"] == 1
+
+            # real canary pods, each with the injected compat-probe container, running and ready
+            canary = json.loads(k.run("get", "pods", "-l", f"app={ROLLOUT},modelrollout.io/track=canary",
+                                      "-o", "json"))["items"]
+            assert canary
+            for pod in canary:
+                names = [c["name"] for c in pod["spec"]["containers"]]
+                assert names == ["model", "compat-probe"], names
+                assert pod["status"]["phase"] == "Running" and _ready(pod)
+                assert {c["name"] for c in pod["status"]["containerStatuses"] if c["ready"]} == set(names)
+            # the probe's score reached the operator through the real Prometheus
+            assert any(m.get("name") == "api-compatibility" for m in st.get("analysis") or []), st.get("analysis")
+
+            # the leader pod deleted (graceful: it releases the Lease): the other replica takes over
+            leader = _holder(cp)
+            pods_before = {p["metadata"]["name"] for p in _operator_pods(cp)}
+            assert leader in pods_before
+            cp.kubectl("delete", "pod", leader, "-n", SYSTEM_NS, "--wait=false")
+            new = wait_until(lambda: (h := _holder(cp)) and h != leader and h, 60, 0.2,
+                             what="another replica holding the Lease")
+            assert new in pods_before, f"the standby took over, not the replacement pod: {new}"
+            same = k.status(ROLLOUT)
+            assert (same["phase"], same["currentStep"], same["currentWeight"]) == ("AwaitingApproval", 1, 50)
+            assert same["approval"]["token"] == st["approval"]["token"]
+
+            k.annotate(ROLLOUT, "modelrollout.io/approve", st["approval"]["token"])
+            done = k.wait(ROLLOUT, lambda s: s.get("phase") == "Succeeded"
+                          and s.get("stableRevision") != first["stableRevision"], 240, "the rollout Succeeded")
+        assert w.distinct() == ["50", "100"], "every weight, in order"
+        assert any(h["outcome"] == "Approved" for h in done["history"])
+
+        # one write per weight (50 by the first leader, 100 by the second), then the canary Ingress deleted
+        def deleted() -> list[tuple[str, str]] | None:
+            found = _audit_pod_names(cp, ns, "ingresses", f"{ROLLOUT}-canary")
+            return found if found and found[-1][0] == "delete" else None
+
+        writes = wait_until(deleted, 60, 0.2, what="the canary Ingress deleted (audit log)")
+        assert [v for v, _ in writes] == ["patch", "patch", "delete"], writes
+        assert writes[0][1] == leader and {p for _, p in writes[1:]} == {new}, writes
+    finally:
+        prom.stop()
+
+
+def test_drop_counters_stayed_zero(env: Env) -> None:
+    counters = realnode.drop_counters()
+    assert counters and counters == dict.fromkeys(counters, 0), counters
+
+
+def test_down_leaves_nothing(env: Env) -> None:
+    workdir = env.node.workdir
+    env.node.down()
+    assert realnode.leftovers(realnode.NodeState.load_done(workdir)) == []
+    assert host_snapshot(workdir) == env.before
+    assert not realnode.processes_mentioning(str(workdir))

@@ -8,7 +8,8 @@ pyproject.toml, README.md, operator/modelrollout and operator/compat_probe) and 
 
 - the base layer: ``mmdebstrap --variant=minbase`` of bookworm from the mirror apt uses here, plus ``python3``,
   ``python3-venv`` and ``ca-certificates`` (Debian's Python 3.11 where the Dockerfiles use the python:3.11-slim
-  image, which is bookworm with a Python built from source in /usr/local);
+  image, which is bookworm with a Python built from source in /usr/local), and the user ``nonroot`` (65532)
+  that the Dockerfiles add;
 - the venv layer: the wheel built from a copy of exactly what the Dockerfiles COPY, its dependencies downloaded
   from PyPI as cp311 manylinux wheels, installed offline into ``/opt/venv`` inside the base (``chroot``); pip
   byte-compiles the modules at build time, as in the Dockerfiles;
@@ -46,7 +47,7 @@ from devenv.localenv.controlplane import repo_root
 
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
-BASE_RECIPE = "1"  # bump when the way the base layer is built changes
+BASE_RECIPE = "2"  # bump when the way the base layer is built changes
 APP_RECIPE = "1"  # bump when the way the venv layer or the image configs are built changes
 PYTHON_VERSION = "3.11"  # bookworm's python3, and the Dockerfiles' python:3.11-slim
 # What the Dockerfiles COPY into the build stage (the wheel's inputs), relative to the repository root.
@@ -59,6 +60,8 @@ BASE_EXCLUDES = ("./dev/*", "./proc/*", "./sys/*", "./run/*", "./tmp/*", "./var/
 ENV = ("PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
        "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/tmp", "TMPDIR=/tmp")
 USER = "65532:65532"
+ADD_USER = ("groupadd --system --gid 65532 nonroot && useradd --system --uid 65532 --gid 65532 --home-dir /tmp "
+            "--no-create-home --shell /usr/sbin/nologin nonroot")  # as in the Dockerfiles' final stage
 BUILD_TIMEOUT = 1200.0
 
 
@@ -199,6 +202,9 @@ def build_base(log: Path | None = None) -> Path:
               SUITE, str(rootfs), *([str(sources)] if sources else [])], log=log)
         # mmdebstrap mounts /proc, /sys and /dev in the target while it runs and unmounts them at the end.
         _check_no_mounts(work)
+        # the user the images run as, named, as the Dockerfiles add it (getpass.getuser() needs it)
+        _run(["chroot", str(rootfs), "/bin/sh", "-c", ADD_USER], log=log,
+             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
         members = sorted(p.name for p in rootfs.iterdir())
         _layer_tar(rootfs, out, members, BASE_EXCLUDES, log)
         _remove_tree(work)
