@@ -63,6 +63,7 @@ USER = "65532:65532"
 ADD_USER = ("groupadd --system --gid 65532 nonroot && useradd --system --uid 65532 --gid 65532 --home-dir /tmp "
             "--no-create-home --shell /usr/sbin/nologin nonroot")  # as in the Dockerfiles' final stage
 BUILD_TIMEOUT = 1200.0
+KEEP = 3  # archives kept in the cache (newest first; clones on one machine at different commits share it)
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,22 @@ def build_images(log: Path | None = None) -> BuiltImages:
         write_docker_archive(tmp, [base, app_tar], refs(tag), freeze)
         tmp.replace(archive)
         _remove_tree(work)
+        prune(keep=KEEP)
     return BuiltImages(archive, refs(tag), tag, time.monotonic() - started)
+
+
+def prune(keep: int = KEEP) -> list[Path]:
+    """Remove all but the ``keep`` newest image archives (each ~400 MB) and bases no longer used; returns what
+    went."""
+    cache = cache_dir()
+    archives = sorted(cache.glob("modelrollout-images-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = [a for a in archives[keep:]]
+    current_base = cache / f"python-base-{base_key()}.tar"
+    gone += [b for b in cache.glob("python-base-*.tar") if b != current_base]
+    for path in gone:
+        for f in (path, path.with_suffix(".log"), path.with_suffix(".freeze.txt")):
+            f.unlink(missing_ok=True)
+    return gone
 
 
 def _sha256_file(path: Path) -> str:
