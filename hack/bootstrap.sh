@@ -4,7 +4,8 @@
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
 # control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
 # source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
-# KEDA's operator (hack/keda/build.sh).
+# KEDA's operator (hack/keda/build.sh), and, as root, the operator, compat-probe and reference model server images
+# for the real node without Docker (devenv.localenv.images).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
