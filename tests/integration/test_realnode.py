@@ -191,7 +191,7 @@ def test_real_pods_answer_on_pod_ip_and_cluster_ip(env: Env) -> None:
 def test_drop_counters_stayed_zero(env: Env) -> None:
     counters = realnode.drop_counters()
     assert set(counters) == {"pod-range-leaving", "service-range-untranslated", "pod-ip6-leaving",
-                             "pod-ip6-leaving-bridged"}
+                             "pod-ip6-leaving-bridged", "node-address-from-outside"}
     assert counters == dict.fromkeys(counters, 0)
 
 

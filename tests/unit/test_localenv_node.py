@@ -63,9 +63,12 @@ def test_cni_config_hands_out_addresses_from_the_bridge_subnet(tmp_path: Path) -
 def test_nft_ruleset_counts_every_drop(tmp_path: Path) -> None:
     text = realnode._nft_ruleset(_state(tmp_path), SERVICE_CIDR)
     drops = [line for line in text.splitlines() if "drop" in line]
-    assert len(drops) == 4 and all("counter drop" in line for line in drops)
+    assert len(drops) == 5 and all("counter drop" in line for line in drops)
     assert f"ip daddr {SERVICE_CIDR} counter drop" in text
     assert f"ip saddr {realnode.NODE_SUBNET}" in text
+    # the node's address (kubelet, apiserver relay) answers nothing that comes in from outside
+    guard = next(line for line in drops if "node-address-from-outside" in line)
+    assert "ip daddr 172.30.254.1 " in guard and 'iifname != { "mrnode0", "lo" }' in guard
 
 
 def test_parse_counters() -> None:

@@ -376,6 +376,9 @@ def test_dockerfile(dockerfile: str, entrypoint: list[str]) -> None:
     assert froms and all(f.split()[0] == "python:3.11-slim" for f in froms), froms
     final = ins[max(i for i, (op, _) in enumerate(ins) if op == "FROM"):]
     assert ("USER", "65532:65532") in final
+    # ... a user the image knows (getpass.getuser(), which kopf calls, fails for an unknown uid)
+    final_runs = " ".join(arg for op, arg in final if op == "RUN")
+    assert "useradd --system --uid 65532 --gid 65532" in final_runs
     assert json.loads(next(arg for op, arg in final if op == "ENTRYPOINT")) == entrypoint
     env = " ".join(arg for op, arg in final if op == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "HOME=/tmp" in env

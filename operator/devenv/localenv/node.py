@@ -8,7 +8,7 @@ Up by one call, down by one, leaving nothing behind::
 
 CLI (the control plane must run with ``kubelet_access=True``; see ``controlplane up --kubelet-access``)::
 
-    python -m devenv.localenv.node up --workdir DIR --controlplane-dir CPDIR
+    python -m devenv.localenv.node up --workdir DIR --controlplane-dir CPDIR [--apiserver-for-pods] [--product-images]
     python -m devenv.localenv.node down --workdir DIR
 
 What it changes on the host, all recorded in ``DIR/node-state.json`` before it is changed and restored by
@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -285,8 +286,9 @@ class NodeState:
     netns_before: list[str] = field(default_factory=list)
     nft_tables_before: list[str] = field(default_factory=list)
     veths_before: list[str] = field(default_factory=list)
-    created: list[str] = field(default_factory=list)  # "bridge", "nft", "cgroups"
+    created: list[str] = field(default_factory=list)  # "bridge", "nft", "cgroups", "endpointslice"
     pids: dict[str, int] = field(default_factory=dict)
+    apiserver_relay: str = ""  # "HOST:PORT" pods reach the apiserver at (up(..., apiserver_for_pods=True))
 
     @property
     def path(self) -> Path:
@@ -552,7 +554,14 @@ def _nft_ruleset(state: NodeState, service_cidr: str) -> str:
     # Inside: the bridge, its ports (veth*: bridged frames reach these hooks through br_netfilter with the port
     # as their interface) and loopback. Postrouting at priority 300 sees packets after every NAT.
     inside = f'oifname != {{ "{state.bridge}", "lo" }} oifname != "veth*"'
+    outside = f'iifname != {{ "{state.bridge}", "lo" }} iifname != "veth*"'
+    # The node's address (kubelet, apiserver relay) answers only the host, the bridge and the pods, whatever
+    # interface a packet addressed to it comes in by.
     return f"""table inet {NFT_TABLE} {{
+  chain guard {{
+    type filter hook input priority 0; policy accept;
+    ip daddr {gateway(state.subnet)} {outside} counter drop comment "node-address-from-outside"
+  }}
   chain leak {{
     type filter hook postrouting priority 300; policy accept;
     ip saddr {state.subnet} {inside} counter drop comment "pod-range-leaving"
@@ -620,6 +629,10 @@ class Node:
             out[f"shim-{pid}"] = _rss(pid)
         return out
 
+    def import_images(self, archive: Path, *, timeout: float = 300) -> None:
+        """Load a docker-archive (one or more images) into the node's containerd, for the kubelet to run."""
+        _ctr(self.state, "-n", "k8s.io", "images", "import", "--no-unpack", str(archive), timeout=timeout)
+
     def down(self) -> list[str]:
         if self._down:
             return []
@@ -669,8 +682,15 @@ def preflight(subnet: str = NODE_SUBNET) -> list[str]:
 
 
 def up(control_plane: ControlPlane, workdir: Path, *, timeout: float = READY_TIMEOUT,
-       log: Callable[[str], None] | None = None) -> Node:
-    """Start a real node; returns once it is Ready and kube-proxy is healthy. ``down()`` undoes it all."""
+       log: Callable[[str], None] | None = None, apiserver_for_pods: bool = False) -> Node:
+    """Start a real node; returns once it is Ready and kube-proxy is healthy. ``down()`` undoes it all.
+
+    ``apiserver_for_pods``: pods reach the apiserver through the ``kubernetes`` Service (in-cluster clients,
+    an operator installed by its chart): a TCP relay (devenv.localenv.tcprelay) on the node's address passes
+    connections to the apiserver's 127.0.0.1 port, and an EndpointSlice of the ``kubernetes`` Service names it
+    (the control plane runs with ``--endpoint-reconciler-type=none``; Kubernetes refuses loopback endpoints).
+    The node's firewall table drops anything addressed to the node's address from outside.
+    """
     say: Callable[[str], None] = log or (lambda _msg: None)
     started = time.monotonic()
     problems = preflight()
@@ -695,7 +715,7 @@ def up(control_plane: ControlPlane, workdir: Path, *, timeout: float = READY_TIM
                 images={"pause": pause_ref, "test": test_ref})
     atexit.register(node.down)
     try:
-        _boot(node, bins, images, started + timeout, say)
+        _boot(node, bins, images, started + timeout, say, apiserver_for_pods=apiserver_for_pods)
     except BaseException as e:
         try:
             node.down()
@@ -706,7 +726,8 @@ def up(control_plane: ControlPlane, workdir: Path, *, timeout: float = READY_TIM
     return node
 
 
-def _boot(node: Node, bins: Path, images: dict[str, Path], deadline: float, say: Callable[[str], None]) -> None:
+def _boot(node: Node, bins: Path, images: dict[str, Path], deadline: float, say: Callable[[str], None], *,
+          apiserver_for_pods: bool = False) -> None:
     state, cp = node.state, node.control_plane
     w = Path(state.workdir)
     for d in ("containerd", "cni", "kubelet", "pki", "logs"):
@@ -803,12 +824,53 @@ def _boot(node: Node, bins: Path, images: dict[str, Path], deadline: float, say:
 
     wait_until(proxy_healthy, remaining(), 0.2, what="kube-proxy /healthz", ignore=(OSError,))
     say("kube-proxy (nftables mode) healthy")
+    if apiserver_for_pods:
+        _apiserver_relay(node, remaining, say)
 
 
-def _start(node: Node, name: str, argv: list[str]) -> ManagedProcess:
+RELAY_SLICE = "kubernetes-node-relay"
+
+
+def _apiserver_relay(node: Node, remaining: Callable[[], float], say: Callable[[str], None]) -> None:
+    """The apiserver for pods: a relay on the node's address and the ``kubernetes`` Service's EndpointSlice."""
+    state, cp = node.state, node.control_plane
+    w = Path(state.workdir)
+    port = int(cp.server.rsplit(":", 1)[1].rstrip("/"))
+    listen = f"{gateway(state.subnet)}:{port}"
+    state.apiserver_relay = listen
+    operator_dir = Path(__file__).resolve().parents[2]
+    relay = _start(node, "apiserver-relay", [
+        sys.executable, "-m", "devenv.localenv.tcprelay", "--listen", listen, "--to", f"{LOCALHOST}:{port}",
+        "--tag", str(w / "apiserver-relay")], pythonpath=operator_dir)
+
+    def relay_listening() -> bool:
+        relay.check_alive()
+        host, _, p = listen.rpartition(":")
+        with contextlib.suppress(OSError), socket.create_connection((host, int(p)), timeout=1):
+            return True
+        return False
+
+    wait_until(relay_listening, remaining(), 0.1, what=f"apiserver relay on {listen}")
+    state.created.append("endpointslice")
+    state.save()
+    cp.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": RELAY_SLICE, "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes",
+                                "endpointslice.kubernetes.io/managed-by": "modelrollout-node"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [gateway(state.subnet)], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }))
+    say(f"apiserver for pods: kubernetes Service -> {listen} (relay) -> {LOCALHOST}:{port}")
+
+
+def _start(node: Node, name: str, argv: list[str], *, pythonpath: Path | None = None) -> ManagedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "HTTP_PROXY", "HTTPS_PROXY",
                                                              "http_proxy", "https_proxy")}
     env["KUBE_FEATURE_WatchListClient"] = "false"  # Debian etcd 3.4: see controlplane._component_env
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     p = ManagedProcess(name=name, argv=argv, log=Path(node.state.workdir) / "logs" / f"{name}.log", env=env)
     node.processes.append(p)
     p.start()
@@ -893,6 +955,15 @@ def teardown(state: NodeState, processes: Sequence[ManagedProcess] = ()) -> list
             return f"stopped (pid {pid})"
         return None
 
+    def relay_slice() -> str | None:
+        if "endpointslice" not in state.created:
+            return None
+        kubectl("delete", "endpointslice", RELAY_SLICE, "-n", "default", "--ignore-not-found", "--wait=false")
+        return f"deleted EndpointSlice default/{RELAY_SLICE}"
+
+    if api:
+        step("apiserver endpoint", relay_slice)
+    step("apiserver-relay", stop, "apiserver-relay")
     step("kube-proxy", stop, "kube-proxy")
     step("kubelet", stop, "kubelet")
 
@@ -1093,7 +1164,7 @@ def leftovers(state: NodeState) -> list[str]:
     w = Path(state.workdir)
     left: list[str] = []
     # The node's processes name its configs or containerd's dirs (a `tail -f WORKDIR/logs/...` is not one of them).
-    for mark in (w / "containerd", w / "kubelet", w / "kube-proxy.json"):
+    for mark in (w / "containerd", w / "kubelet", w / "kube-proxy.json", w / "apiserver-relay"):
         left += [f"process {pid}: {cmd[:120]}" for pid, cmd in processes_mentioning(str(mark))]
     left += [f"process {name} pid {pid}" for name, pid in state.pids.items() if _alive_as(pid, name)]
     left += [f"process {pid} in /{CGROUP_ROOT}" for pid in cgroup_pids()]
@@ -1160,6 +1231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start a real node and leave it running")
     p_up.add_argument("--workdir", type=Path, required=True)
     p_up.add_argument("--controlplane-dir", type=Path, required=True)
+    p_up.add_argument("--apiserver-for-pods", action="store_true",
+                      help="pods reach the apiserver through the kubernetes Service (an in-cluster operator)")
+    p_up.add_argument("--product-images", action="store_true",
+                      help="build (or take from the cache) the operator, compat-probe and refserver images and import "
+                           "them (devenv.localenv.images)")
     p_down = sub.add_parser("down", help="take down the node recorded in WORKDIR")
     p_down.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -1168,8 +1244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     if args.command == "up":
-        node = up(_control_plane_from(args.controlplane_dir), args.workdir, log=say)
+        node = up(_control_plane_from(args.controlplane_dir), args.workdir, log=say,
+                  apiserver_for_pods=args.apiserver_for_pods)
         atexit.unregister(node.down)  # the processes run on in sessions of their own
+        if args.product_images:
+            from devenv.localenv import images
+
+            built = images.build_images()
+            node.import_images(built.archive)
+            say("imported " + ", ".join(built.refs.values()))
         say(f"node {node.name} ({node.ip}) Ready in {node.started_seconds:.1f}s; "
             f"take it down with: python -m devenv.localenv.node down --workdir {args.workdir}")
         return 0

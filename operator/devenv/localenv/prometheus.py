@@ -63,11 +63,13 @@ class Prometheus:
     port: int
     scrape_interval: str
     extra_args: Sequence[str] = ()
+    host: str = LOCALHOST
+    """The address it listens on: 127.0.0.1, or an address on a bridge of our own (a real node's, for pods)."""
     process: ManagedProcess | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def config_file(self) -> Path:
@@ -95,7 +97,7 @@ class Prometheus:
             PROMETHEUS,
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.storage}",
-            f"--web.listen-address={LOCALHOST}:{self.port}",
+            f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
             "--storage.tsdb.retention.time=1d",
             "--log.level=warn",
@@ -181,14 +183,17 @@ class Prometheus:
 
 
 def start_prometheus(
-    workdir: Path, *, scrape_interval: str = "1s", extra_args: Sequence[str] = (), timeout: float = 60
+    workdir: Path, *, scrape_interval: str = "1s", extra_args: Sequence[str] = (), timeout: float = 60,
+    host: str = LOCALHOST,
 ) -> Prometheus:
-    """Start Prometheus on a free 127.0.0.1 port with fresh storage in ``workdir``; stopped at exit."""
+    """Start Prometheus on a free port of ``host`` (127.0.0.1 unless given an address on a bridge of our own)
+    with fresh storage in ``workdir``; stopped at exit."""
     if not os.access(PROMETHEUS, os.X_OK):
         raise PrometheusError(f"prometheus not found at {PROMETHEUS} (apt-get install prometheus)")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    prom = Prometheus(workdir=workdir, port=free_port(), scrape_interval=scrape_interval, extra_args=extra_args)
+    prom = Prometheus(workdir=workdir, port=free_port(), scrape_interval=scrape_interval, extra_args=extra_args,
+                      host=host)
     shutil.rmtree(prom.storage, ignore_errors=True)
     prom.set_targets([])
     prom.config_file.write_text(_config(scrape_interval, prom.targets_file) + "\n")
