@@ -79,10 +79,11 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: s
             _wake(memo, ref.get("uid"))
 
 
-@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels={LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("networking.k8s.io", "v1", "ingresses")
 async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
                           **_: Any) -> None:
-    """The NGINX router's canary Ingresses: only kept for reads (the router's weight); they wake no one."""
+    """Every Ingress (the NGINX router's canary Ingresses and the users' Ingresses they copy, which carry no label
+    of the operator's): only kept for reads; they wake no one."""
     _keep(getattr(memo, "engine", None), ("ingresses", namespace or "default", name), body, type)
 
 

@@ -269,12 +269,7 @@ class Kube:
     # ------------------------------------------------------------------ Ingresses
 
     def ingress(self, namespace: str, name: str) -> Body | None:
-        """A user's Ingress (a GET: those are not watched)."""
-        ing = optional(lambda: self._networking.read_namespaced_ingress(name, namespace, _preload_content=False))
-        return None if ing is None else self._body(ing)
-
-    def owned_ingress(self, namespace: str, name: str) -> Body | None:
-        """An Ingress the operator owns (watched)."""
+        """An Ingress, a user's or the operator's own (watched: every Ingress, without its managedFields)."""
         return self._read((INGRESSES, namespace, name),
                           lambda: self._networking.read_namespaced_ingress(name, namespace, _preload_content=False))
 

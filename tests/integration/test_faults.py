@@ -56,7 +56,9 @@ ROLLOUT = rf"/namespaces/[^/]+/modelrollouts/{NAME}"
 DEPLOYMENTS = r"/apis/apps/v1/namespaces/[^/]+/deployments"
 CANARY_INGRESS = rf"/apis/networking\.k8s\.io/v1/namespaces/[^/]+/ingresses/{NAME}-canary$"
 WRITE = "PATCH|POST|PUT|DELETE"
-USER_OBJECTS = rf"/namespaces/[^/]+/(services|ingresses)/{NAME}$"
+API_READS = rf"/namespaces/[^/]+/(configmaps/{NAME}-revisions|daemonsets/{NAME}-prewarm)$"
+"""The reads of a reconcile that still go to the API (Services, Ingresses, the rollout and its Deployments are
+read from the operator's watches): the recorded revisions at a promotion, the prewarm DaemonSet."""
 
 
 def manifest(image: str, steps: list[dict[str, Any]] = STEPS, name: str = NAME, **spec: Any) -> str:
@@ -143,9 +145,7 @@ def _cases() -> list[Case]:
         )),
         Case("500s", (
             Rule(server_error(), method=WRITE, agent=CLIENT, path=r"/namespaces/", fraction=0.3, seed=7, times=6),
-            # the reconcile's reads that still go to the API (the rollout, its Deployments and the canary
-            # Ingress come from the watch cache): the check of the user's Ingress and Services, set_weight's read
-            Rule(server_error(), method="GET", agent=CLIENT, path=USER_OBJECTS, fraction=0.5, seed=8, times=4),
+            Rule(server_error(), method="GET", agent=CLIENT, path=API_READS, times=2),
         )),
         Case("lost-responses", (  # the write lands, the operator sees a 500: it must not write it again
             Rule(server_error(forward=True), path=CANARY_INGRESS, method="PATCH", times=2),

@@ -49,9 +49,11 @@ ALLOWED_UNUSED: dict[Grant, str] = {
     # Engine.reconcile reads the rollout from the watch cache (kopf's events); it GETs it only while the echo of
     # the operator's own last write to it has not arrived yet (or kopf folded it into a later event): timing.
     ("modelrollout.io", "modelrollouts", "get"): "the rollout read while the watch lags the operator's own write",
-    # Services are read from the operator's watch of every Service; it GETs one only while the watch has not
-    # brought it yet (just created, or the echo of the operator's own create still on its way): timing.
+    # Services and Ingresses are read from the operator's watches of every Service and Ingress; it GETs one
+    # only while the watch has not brought it yet (just created, or the echo of the operator's own write still
+    # on its way): timing.
     ("", "services", "get"): "a Service read while the watch lags",
+    ("networking.k8s.io", "ingresses", "get"): "an Ingress read while the watch lags",
     # DeletePrewarm: the NAME-prewarm DaemonSet is deleted when rollback.prewarm is turned off.
     ("apps", "daemonsets", "delete"): "rollback.prewarm turned off",
     # The Gateway API and Istio routers (read-modify-write of the user's HTTPRoute / VirtualService); their

@@ -395,3 +395,31 @@ def test_a_created_service_is_read_from_the_api_until_its_echo_and_known_absence
     kube.saw(key, {**SERVICE, "metadata": {**SERVICE["metadata"], "name": "m-canary", "resourceVersion": "10"}})
     assert kube.service("ns", "m-canary") is not None
     assert core.calls == ["create m-canary", "read m-canary"]  # the echo came: from the watch again
+
+
+def test_a_users_ingress_is_read_from_the_watch_without_its_managed_fields() -> None:
+    """Every Ingress is watched: the user's Ingress the NGINX router copies answers from memory, and a write
+    of the operator's own canary Ingress is read from the API until its echo."""
+    class FakeNetworking:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def read_namespaced_ingress(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
+            self.calls.append(f"read {name}")
+            return {"metadata": {"name": name, "resourceVersion": "31"}}
+
+        def patch_namespaced_ingress(self, name: str, namespace: str, body: Any, **kw: Any) -> dict[str, Any]:
+            self.calls.append(f"patch {name}")
+            return {**body, "metadata": {**body["metadata"], "resourceVersion": "30"}}
+
+    net = FakeNetworking()
+    kube = Kube(None, networking=net)
+    user = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "7", "managedFields": [{"m": 1}]},
+            "spec": {"rules": [{"host": "h"}]}}
+    kube.saw(("ingresses", "ns", "m"), user)
+    got = kube.ingress("ns", "m")
+    assert got is not None and got["spec"] == {"rules": [{"host": "h"}]} and "managedFields" not in got["metadata"]
+    assert net.calls == []
+    kube.apply_ingress({"metadata": {"name": "m-canary", "namespace": "ns"}, "spec": {}})
+    assert kube.ingress("ns", "m-canary") is not None  # the write's own answer, until the echo
+    assert net.calls == ["patch m-canary"]

@@ -77,7 +77,7 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
   resources: [pods]
   verbs: [list]
 # NGINX router: read the user's Ingress; server-side apply the NAME-canary Ingress; delete it after promotion
-# or rollback. kopf watches the canary Ingresses, so the router reads its weight without a GET.
+# or rollback. kopf watches every Ingress, so the router reads your Ingress and its weight without a GET.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, list, watch, create, patch, delete]

@@ -93,7 +93,7 @@ class NginxIngressRouter:
         return None
 
     def current(self, ctx: RolloutContext) -> RouteState | None:
-        ing = ctx.kube.owned_ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current
+        ing = ctx.kube.ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current
         if ing is None:
             return None
         annotations = ing["metadata"].get("annotations") or {}
