@@ -4,7 +4,7 @@
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
 # control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
 # source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
-# KEDA's operator (hack/keda/build.sh).
+# KEDA's operator (hack/keda/build.sh) and Traefik v3, the real-node scenarios' L7 router (hack/traefik/build.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -58,3 +58,4 @@ bash hack/controlplane/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
 bash hack/keda/build.sh >/dev/null
+bash hack/traefik/build.sh >/dev/null
