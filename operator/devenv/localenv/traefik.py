@@ -20,6 +20,7 @@ served as they are.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -105,8 +106,12 @@ def install_cluster_objects(cp: ControlPlane, crds: Path) -> None:
             cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
             names += [d["metadata"]["name"] for d in docs]
-    for name in names:
-        cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    def established(crd: str) -> bool:
+        return cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s",
+                          check=False).returncode == 0
+
+    for name in names:  # (kubectl wait fails at once while a CRD has no status yet: poll it)
+        wait_until(functools.partial(established, name), 60, 0.2, what=f"CRD {name} Established")
     cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": GATEWAY_CLASS},
          "spec": {"controllerName": GATEWAY_CONTROLLER}},
