@@ -22,8 +22,8 @@ bindir="$(cache_bindir "traefik-$TRAEFIK_VERSION" "$here/go.mod" "$here/go.sum" 
 complete() { [[ -x "$bindir/traefik" ]] && compgen -G "$bindir/crds/*.yaml" >/dev/null; }
 
 build() {
-    local work lego
-    work="$(mktemp -d)"
+    local work="$1/.src" lego    # inside the build dir: removed with it on failure, never moved into the cache
+    mkdir "$work"
     cp -r "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/ext" "$work/"
     mkdir "$work/dl"    # outside any module: lego as its own module version, checked against the checksum database
     lego="$(cd "$work/dl" && GOFLAGS= go mod download -json "github.com/go-acme/lego/v5@$LEGO_VERSION" \
