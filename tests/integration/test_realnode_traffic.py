@@ -8,7 +8,7 @@ the answers.
 Tolerance: at canary weight w the canary's share of N requests is within 4 binomial standard deviations of
 w/100, i.e. ``|canary - N*p| <= 4*sqrt(N*p*(1-p)) + 1``, whatever the balancer: Traefik's weighted round robin
 is deterministic (it should be exact, and the test prints the counts), kube-proxy picks an endpoint at random
-per connection (binomial). With N=400 a wrong weight (off by 10 points or more) fails.
+per connection (binomial). With N=400 the band is ±8.3 points at weight 20 and ±10.3 at 50: a weight off by more fails.
 
 One control plane, one node and one Traefik are shared by the module (tests run in file order); the last tests
 check the node's drop counters stayed 0 and that after teardown nothing is left and the host is as before.
