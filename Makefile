@@ -44,10 +44,11 @@ MODEL ?= mlserver
 demo: bootstrap
 	$(PYTHON) -m devenv.demo --model $(MODEL)
 
-# e2e: the same scenarios on a real cluster. `make e2e` creates one with kind (needs Docker);
-# `make e2e-existing` uses KUBECONFIG. Without a reachable cluster the tests skip and say why.
+# e2e: `make e2e` creates a kind cluster where Docker runs and runs tests/e2e on it; without Docker it runs the
+# real-request scenarios on a real local node with Traefik (tests/integration/test_realnode*.py). It says which.
+# `make e2e-existing` runs tests/e2e on KUBECONFIG's cluster (without a reachable one they skip and say why).
 e2e:
-	bash tests/e2e/kind.sh
+	PYTHON=$(PYTHON) bash tests/e2e/kind.sh
 
 e2e-existing:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e

@@ -4,8 +4,9 @@
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
 # control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
 # source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
-# KEDA's operator (hack/keda/build.sh), and, as root, the operator, compat-probe and reference model server images
-# for the real node without Docker (devenv.localenv.images).
+# KEDA's operator (hack/keda/build.sh), Traefik v3, the real-node scenarios' L7 router (hack/traefik/build.sh),
+# and, as root, the operator, compat-probe and reference model server images for the real node without Docker
+# (devenv.localenv.images).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -61,6 +62,7 @@ bash hack/controlplane/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
 bash hack/keda/build.sh >/dev/null
+bash hack/traefik/build.sh >/dev/null
 
 # The operator, compat-probe and reference model server images for the real node, without Docker
 # (devenv.localenv.images: a Debian bookworm root filesystem by mmdebstrap + a venv with the package built
