@@ -16,9 +16,12 @@ install:
 controlplane:
 	bash hack/controlplane/build.sh
 
-# The whole suite: unit, integration (real local control plane + Prometheus) and the demo as a test.
+# The whole suite: unit, integration (real local control plane + Prometheus) and the demo as a test, then `make
+# e2e` (without Docker: the real node, real pods and requests through Traefik; with Docker: kind).
 test: bootstrap
-	MODELROLLOUT_REQUIRE_CLUSTER=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	MODELROLLOUT_REQUIRE_CLUSTER=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests \
+		--ignore-glob='tests/integration/test_realnode*'
+	$(MAKE) e2e
 
 test-unit:
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit

@@ -3,16 +3,15 @@
 # load them into the cluster, install the Helm chart, run tests/e2e against the installed operator, delete
 # the cluster. Without Docker, the real-request scenarios on a real node instead: the local control plane, a
 # node of containerd + runc + kubelet + kube-proxy (devenv.localenv.node), Traefik as the L7 router
-# (devenv.localenv.traefik) and the operator as a local process (tests/integration/test_realnode*.py; they
-# fail, not skip, when the node cannot start). It says which it uses.
+# (devenv.localenv.traefik), the operator as a local process and as installed by its chart from images built
+# without Docker (tests/integration/test_realnode*.py; they fail, not skip, when the node cannot start). It says which it uses.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PYTHON="${PYTHON:-python}"
 if ! docker info >/dev/null 2>&1; then
     echo "make e2e: no Docker engine here: the real node (local control plane + kubelet/containerd + Traefik)" >&2
     bash hack/traefik/build.sh >/dev/null
-    MODELROLLOUT_REQUIRE_CLUSTER=1 "$PYTHON" -m pytest -q -p no:cacheprovider \
-        tests/integration/test_realnode.py tests/integration/test_realnode_traffic.py
+    MODELROLLOUT_REQUIRE_CLUSTER=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration/test_realnode*.py
     exit
 fi
 echo "make e2e: Docker engine found: a kind cluster" >&2

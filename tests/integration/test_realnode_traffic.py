@@ -419,7 +419,9 @@ def canary_weight(e: Env, name: str) -> int | None:
 def test_breach_switches_to_stable_and_no_request_reaches_the_canary_after(env: Env, prometheus: Prometheus) -> None:
     """d: at weight 50 the canary breaks its contract (the metric the real Prometheus scrapes from the canary pod
     drops to 0); the operator rolls back. From the moment Traefik serves 0% canary no request reaches the
-    canary, and no client request fails at any time (a load runs throughout)."""
+    canary, and no client request fails at any time: a load runs from before the new revision is applied, so
+    the first weight write (which must wait for the canary Service to list the ready pod) and the switch back
+    both happen under it."""
     started = time.monotonic()
     e, name = env, "brk"
     image = e.node.images["test"]
@@ -433,21 +435,13 @@ def test_breach_switches_to_stable_and_no_request_reaches_the_canary_after(env: 
     e.k.apply(service(name) + "\n---\n" + httproute(name))
     release(e, name, rollout(name, "v1", steps, traffic, image=image, analysis=analysis))
     answer_all(e, url, host, "v1")
-    e.k.apply(rollout(name, "v2", steps, traffic, image=image, analysis=analysis))
-    gate(e.k, name, 1)
-    wait_router_weight(e, name, 50)
-    pods = json.loads(e.k.run("get", "pods", "-l", f"app={name},modelrollout.io/track=canary", "-o", "json"))["items"]
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    canary_pod, canary_ip = pods[0]["metadata"]["name"], pods[0]["status"]["podIP"]
-    prometheus.set_targets([(f"{canary_ip}:8080", {"rollout": name})])
-    prometheus.wait_target_up(f"{canary_ip}:8080")
 
     shots: list[Shot] = []
     stop = threading.Event()
     switched: list[float] = []
 
     def shoot() -> None:
-        for _ in range(20000):  # bounded; stopped by the test long before
+        for _ in range(200000):  # bounded; stopped by the test long before
             if stop.is_set():
                 return
             t = time.monotonic()
@@ -468,9 +462,18 @@ def test_breach_switches_to_stable_and_no_request_reaches_the_canary_after(env: 
             time.sleep(0.01)
 
     threads = [threading.Thread(target=shoot, daemon=True), threading.Thread(target=watch_router, daemon=True)]
-    for th in threads:
-        th.start()
+    threads[0].start()
     try:
+        e.k.apply(rollout(name, "v2", steps, traffic, image=image, analysis=analysis))
+        gate(e.k, name, 1)
+        wait_router_weight(e, name, 50)
+        threads[1].start()  # from weight 50 on: watches for the switch back to 0
+        pods = json.loads(e.k.run("get", "pods", "-l", f"app={name},modelrollout.io/track=canary", "-o",
+                                  "json"))["items"]
+        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+        canary_pod, canary_ip = pods[0]["metadata"]["name"], pods[0]["status"]["podIP"]
+        prometheus.set_targets([(f"{canary_ip}:8080", {"rollout": name})])
+        prometheus.wait_target_up(f"{canary_ip}:8080")
         wait_until(lambda: sum(s.answer.endswith(" v2") for s in shots) >= 20, 30, 0.05,
                    what="the canary answering under load")
         broke = time.monotonic()
@@ -482,7 +485,8 @@ def test_breach_switches_to_stable_and_no_request_reaches_the_canary_after(env: 
     finally:
         stop.set()
         for th in threads:
-            th.join(10)
+            if th.is_alive():
+                th.join(10)
     t0 = switched[0]
     failed = [s.answer for s in shots if s.answer.startswith("error")]
     after = Counter(s.answer.split()[1] for s in shots if s.start > t0 and not s.answer.startswith("error"))
