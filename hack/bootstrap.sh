@@ -3,8 +3,8 @@
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
 # control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
-# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
-# KEDA's operator (hack/keda/build.sh).
+# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository),
+# KEDA's operator (hack/keda/build.sh) and Chaos Mesh's controller-manager (hack/chaosmesh/build.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -58,3 +58,4 @@ bash hack/controlplane/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
 bash hack/keda/build.sh >/dev/null
+bash hack/chaosmesh/build.sh >/dev/null
