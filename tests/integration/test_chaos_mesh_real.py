@@ -117,19 +117,20 @@ def test_chaos_mesh_kills_the_selected_canary_pod_and_finalizes_the_experiment_t
 
     # no stable pod touched: Chaos Mesh deleted exactly one pod in this namespace, the victim (the stable pods
     # of the first revision are replaced later, by the promotion)
-    chaos_deletes = [ev for ev in _all_pod_deletes(k) if ev["user"]["username"] == chaosmesh.USER]
+    chaos_deletes = [ev for ev in pod_deletes(k.cp, k.ns) if ev["user"]["username"] == chaosmesh.USER]
     assert [ev["objectRef"]["name"] for ev in chaos_deletes] == [victim]
 
 
-def _all_pod_deletes(k: Kubectl) -> list[Json]:
+def pod_deletes(cp: ControlPlane, namespace: str) -> list[Json]:
+    """The successful pod deletes in ``namespace`` the audit log recorded, in order."""
     out = []
-    for line in k.cp.audit_log.read_text().splitlines():
+    for line in cp.audit_log.read_text().splitlines():
         try:
             ev = json.loads(line)
         except ValueError:
             continue
         ref = ev.get("objectRef") or {}
-        if (ref.get("namespace") == k.ns and ref.get("resource") == "pods" and not ref.get("subresource")
+        if (ref.get("namespace") == namespace and ref.get("resource") == "pods" and not ref.get("subresource")
                 and ev.get("verb") == "delete" and ev.get("stage") == "ResponseComplete"
                 and 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300):
             out.append(ev)
