@@ -5,7 +5,8 @@ local control plane with kwok nodes.
 The operator creates a PodChaos pod-kill at its chaos step; Chaos Mesh admits it through its own webhooks, adds its
 finalizer, deletes the one selected canary pod (the audit log shows Chaos Mesh's own client doing it) and records
 the injection in the experiment's status; no stable pod is touched. Once the duration is over the operator
-deletes the experiment and Chaos Mesh finalizes it: nothing is left, no finalizer stuck.
+deletes the experiment and Chaos Mesh finalizes it: nothing is left, no finalizer stuck. Stopping Chaos Mesh
+unregisters its webhooks.
 """
 
 from __future__ import annotations
@@ -135,3 +136,25 @@ def pod_deletes(cp: ControlPlane, namespace: str) -> list[Json]:
                 and 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300):
             out.append(ev)
     return out
+
+
+def test_stop_unregisters_the_webhooks_and_ends_the_manager(crd: ControlPlane, chaos_mesh: ChaosMesh) -> None:
+    """Last in the module: while it runs, the apiserver calls the webhooks on 127.0.0.1 only; ``stop()`` removes
+    every webhook configuration it registered (a stopped server must not keep admitting chaos-mesh.org objects)."""
+    names = {chaosmesh.MUTATING, chaosmesh.VALIDATING, chaosmesh.VALIDATING_AUTH}
+
+    def registered() -> dict[str, Json]:
+        out = {}
+        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+            for item in json.loads(crd.kubectl("get", kind, "-o", "json").stdout)["items"]:
+                if item["metadata"]["name"] in names:
+                    out[item["metadata"]["name"]] = item
+        return out
+
+    running = registered()
+    assert set(running) == names
+    urls = {h["clientConfig"]["url"] for item in running.values() for h in item["webhooks"]}
+    assert urls and all(u.startswith(f"https://{LOCALHOST}:{chaos_mesh.ports['webhook']}/") for u in urls), urls
+    chaos_mesh.stop()
+    assert registered() == {}
+    assert chaos_mesh.proc is not None and not chaos_mesh.proc.running
