@@ -7,7 +7,8 @@ client sends bounded requests to the canary Service's ClusterIP (kube-proxy's DN
 it got as counters on 127.0.0.1 (requests by outcome, answers by pod); the run's Prometheus scrapes them and the
 analysis judges the canary's error ratio and how many canary pods answered in the last 3 s at every interval,
 during the drill too. The drill waits for approval, so the client is already sending when Chaos Mesh kills a
-canary pod.
+canary pod. Killing one of two canary pods fails no request; killing the only canary pod of a server that takes
+5 s to start fails requests until its replacement is up: the analysis sees it and the rollout rolls back.
 
 Only 127.0.0.1 and the node's bridge are used; the node's nftables drop counters stay 0; nothing is left.
 """
@@ -101,25 +102,28 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         cp.stop()
 
 
-def server_rollout(image: str, revision: str, analysis: dict[str, Any] | None) -> str:
-    """ModelRollout ``web``: busybox httpd answering its pod name; revision 2 waits for approval before its drill."""
+def server_rollout(image: str, revision: str, analysis: dict[str, Any] | None, *, replicas: int = REPLICAS,
+                   weight: int = 50, load_seconds: int = 0) -> str:
+    """ModelRollout ``web``: busybox httpd answering its pod name, after ``load_seconds`` (a model server loading
+    its model); the drill at ``weight`` waits for approval."""
     kill = {"kind": "PodChaos", "spec": {"action": "pod-kill", "mode": "one"}, "duration": "8s",
             "approval": {"reason": "kill a canary pod while requests flow"}}
     return json.dumps({"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout", "metadata": {"name": NAME},
                        "spec": {
-        "replicas": REPLICAS, "selector": {"matchLabels": {"app": NAME}},
+        "replicas": replicas, "selector": {"matchLabels": {"app": NAME}},
         "template": {"metadata": {"labels": {"app": NAME}}, "spec": {
             "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "web", "image": image, "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", "echo $POD_NAME > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                "command": ["/bin/sh", "-c", f"sleep {load_seconds} && echo $POD_NAME > /www/index.html && "
+                            "exec httpd -f -p 8080 -h /www"],
                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                         {"name": "REVISION", "value": revision}],
                 "ports": [{"containerPort": 8080}],
                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1}}]}},
         "traffic": {"service": {"name": NAME}},
         **({"analysis": analysis} if analysis else {}),
-        "strategy": {"canary": {"steps": [{"setWeight": 50}, {"chaos": kill}, {"setWeight": 100}]}}}})
+        "strategy": {"canary": {"steps": [{"setWeight": weight}, {"chaos": kill}, {"setWeight": 100}]}}}})
 
 
 class _Quiet(BaseHTTPRequestHandler):
@@ -284,6 +288,52 @@ def test_chaos_mesh_kills_a_real_canary_pod_while_requests_flow(env: Env, promet
     assert answering["evaluations"] >= 4 and answering["failures"] == 0
     assert answering["max"] >= 2 and answering["min"] >= 1
     # every packet stayed on the machine
+    counters = realnode.drop_counters()
+    assert counters == dict.fromkeys(counters, 0), counters
+
+
+def test_killing_the_only_canary_pod_is_a_breach_the_analysis_sees_and_rolls_back(
+        env: Env, prometheus: Prometheus, tmp_path: Path) -> None:
+    """Two replicas at weight 25: one canary pod, whose server takes 5 s to start (a model loading). Killed, the
+    canary has no server until its replacement has loaded; the client's requests fail meanwhile, the error ratio
+    crosses its threshold during the drill, and the rollout rolls back with the drill stopped and the experiment
+    deleted (Chaos Mesh finalizing it). (With a server that starts at once the replacement was Ready 0.65 s after
+    the kill here and no request failed.)"""
+    cp, ns = env.cp, f"{NAMESPACE}-breach"
+    cp.kubectl("create", "namespace", ns)
+    wait_until(lambda: cp.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 30,
+               what=f"ServiceAccount {ns}/default")
+    k = Kubectl(cp, ns)
+    analysis = {"interval": "1s", "prometheus": {"address": prometheus.url, "timeout": "2s"},
+                "metrics": [{"name": "canary-error-ratio", "query": ERROR_RATIO, "max": 0.05}]}
+    image = env.node.images["test"]
+    with running_operator(cp, ns, tmp_path / "operator.log"):
+        k.apply(service(NAME))
+        k.apply(server_rollout(image, "1", None, replicas=2, weight=25, load_seconds=5))
+        k.wait_phase(NAME, "Succeeded", 120)
+        k.apply(server_rollout(image, "2", analysis, replicas=2, weight=25, load_seconds=5))
+        (only,) = wait_until(lambda: pods(k, "canary") or None, 120, 0.2, what="the canary pod Running and Ready")
+        svc = wait_until(lambda: k.get("service", f"{NAME}-canary"), 60, 0.2, what=f"Service {NAME}-canary")
+        with Client(f"http://{svc['spec']['clusterIP']}/index.html") as client:
+            wait_until(lambda: only in client.names(), 30, 0.1, what="the canary pod answering")
+            client.arm()
+            prometheus.set_targets([(client.address, {})])
+            prometheus.wait_target_up(client.address, 30)
+            st = k.wait_phase(NAME, "AwaitingApproval", 120)
+            k.annotate(NAME, APPROVE, st["approval"]["token"])
+            rolled = k.wait(NAME, lambda s: s.get("phase") in ("RollingBack", "RolledBack"), 120,
+                            what="the rollback after the breach")
+            wait_until(lambda: experiments(k, NAME) == [], 60, 0.2, what="the PodChaos finalized and gone")
+        print("status.drill:", json.dumps(rolled["drill"], indent=1))
+        print(f"client, from arm() on: {dict(client.counts)}, answers by pod {dict(client.by_pod)}")
+
+    drill = rolled["drill"]
+    assert drill["outcome"] == "Stopped" and "canary-error-ratio" in drill["message"], drill
+    (metric,) = drill["metrics"]
+    assert metric["failures"] >= 1 and metric["max"] > 0.05
+    assert client.counts["error"] > 0
+    by_chaos_mesh = [ev["objectRef"]["name"] for ev in pod_deletes(cp, ns) if ev["user"]["username"] == chaosmesh.USER]
+    assert by_chaos_mesh == [only]
     counters = realnode.drop_counters()
     assert counters == dict.fromkeys(counters, 0), counters
 
