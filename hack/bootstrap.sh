@@ -3,10 +3,10 @@
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
 # control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
-# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
-# KEDA's operator (hack/keda/build.sh), Traefik v3, the real-node scenarios' L7 router (hack/traefik/build.sh),
-# and, as root, the operator, compat-probe and reference model server images for the real node without Docker
-# (devenv.localenv.images).
+# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository),
+# KEDA's operator (hack/keda/build.sh), Chaos Mesh's controller-manager (hack/chaosmesh/build.sh), Traefik v3,
+# the real-node scenarios' L7 router (hack/traefik/build.sh), and, as root, the operator, compat-probe and
+# reference model server images for the real node without Docker (devenv.localenv.images).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -62,6 +62,7 @@ bash hack/controlplane/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
 bash hack/keda/build.sh >/dev/null
+bash hack/chaosmesh/build.sh >/dev/null
 bash hack/traefik/build.sh >/dev/null
 
 # The operator, compat-probe and reference model server images for the real node, without Docker
