@@ -87,6 +87,19 @@ async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
     _keep(getattr(memo, "engine", None), ("ingresses", namespace or "default", name), body, type)
 
 
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def endpoints_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                            **_: Any) -> None:
+    """The per-track Services' EndpointSlices (they copy the Service's labels): which canary pods a router can
+    reach. A change wakes the rollout, which may be waiting for them before it moves traffic."""
+    engine: Engine | None = getattr(memo, "engine", None)
+    _keep(engine, ("endpointslices", namespace or "default", name), body, type)
+    rollout = (body.metadata.get("labels") or {}).get(LABEL_ROLLOUT)
+    if engine is not None and rollout:
+        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", rollout))
+        _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
+
+
 @kopf.on.event("", "v1", "services")
 async def service_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
                           **_: Any) -> None:

@@ -51,6 +51,8 @@ REJECTED = frozenset({400, 413, 422})
 DEPLOYMENTS = "deployments"
 INGRESSES = "ingresses"
 SERVICES = "services"
+ENDPOINT_SLICES = "endpointslices"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 T = TypeVar("T")
 
@@ -115,6 +117,9 @@ class Kube:
         their known absence and the echoes of the operator's own writes."""
         self.recent = recent if recent is not None else Recent()
         """Time-bounded answers about rollouts (a passing check, a pod listing's reason, an absent DaemonSet)."""
+        self._slices: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
+        """(namespace, Service) -> EndpointSlice name -> its ready endpoints: the per-track Services' slices (fed
+        by a watch of the slices that carry the operator's label, which they copy from their Service)."""
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -124,7 +129,31 @@ class Kube:
 
     def saw(self, key: Key, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """A watch event of a watched kind (``key``: plural, namespace, name)."""
+        if key[0] == ENDPOINT_SLICES:
+            self._saw_slice(key, body, deleted)
+            return
         self.watched.saw(key, body, deleted=deleted)
+
+    def _saw_slice(self, key: Key, body: Mapping[str, Any], deleted: bool) -> None:
+        _, namespace, name = key
+        service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            return
+        slices = self._slices.setdefault((namespace, service), {})
+        if deleted:
+            slices.pop(name, None)
+            if not slices:
+                del self._slices[(namespace, service)]
+            return
+        slices[name] = ready_endpoints(body)
+
+    def serving(self, namespace: str, service: str) -> int | None:
+        """How many ready endpoints the Service's EndpointSlices list (a watch of the operator's labelled slices);
+        None when no slice of it has been seen."""
+        slices = self._slices.get((namespace, service))
+        if slices is None:
+            return None
+        return len(frozenset().union(*slices.values()))
 
     def quiet_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """A rollout's watch event is the echo of one of the operator's own last status or annotation writes
@@ -541,6 +570,20 @@ class Rollouts:
             namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={api.KIND}",
             _preload_content=False, _request_timeout=request_timeout)
         return list(_json(out.data).get("items") or [])
+
+
+def ready_endpoints(slice_body: Mapping[str, Any]) -> frozenset[str]:
+    """The endpoints of an EndpointSlice that take traffic (``conditions.ready`` not false: unset reads as ready),
+    each named by its pod (``targetRef.uid``) or else its first address. Pure."""
+    out = set()
+    for ep in slice_body.get("endpoints") or []:
+        if (ep.get("conditions") or {}).get("ready") is False:
+            continue
+        ref = (ep.get("targetRef") or {}).get("uid")
+        addresses = ep.get("addresses") or []
+        if ref or addresses:
+            out.add(str(ref or addresses[0]))
+    return frozenset(out)
 
 
 def _json(data: bytes | str) -> Body:

@@ -10,6 +10,7 @@ from typing import Any
 from modelrollout import api, drills
 from modelrollout.context import RolloutContext
 from modelrollout.core import analysis as an
+from modelrollout.core import routing
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
 from modelrollout.core.model import Observed, Track
 from modelrollout.core.phases import ACTIVE
@@ -114,6 +115,8 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
             kube.recent.note(no_daemonset, ABSENT_TTL)
     stable = track_state(kube.deployment(namespace, ctx.stable_deployment))
     canary = track_state(kube.deployment(namespace, ctx.canary_deployment))
+    if canary is not None and routing.selected(spec.traffic).weight:  # it routes to NAME-canary's endpoints
+        canary = replace(canary, serving=kube.serving(namespace, ctx.canary_service))
     # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
     unready_for = 0.0 if status.progress_since is None else (now - status.progress_since).total_seconds()
     if unready_for >= POD_LOOKUP_AFTER:

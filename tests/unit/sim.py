@@ -44,6 +44,8 @@ class World:
     annotations: dict[str, str] = field(default_factory=dict)
     status: api.ModelRolloutStatus = field(default_factory=api.ModelRolloutStatus)
     canary_ready: bool = True
+    canary_serving: int | None = None
+    """Ready endpoints the canary's Service lists (None: not observed, as behind the Service router)."""
     metric_values: dict[str, float | None] = field(default_factory=dict)
     metric_times: dict[str, datetime] = field(default_factory=dict)
     """When each metric's sample was scraped (absent: the evaluation time, a new sample every time)."""
@@ -89,7 +91,8 @@ class World:
             generation=1,
             revision=self.revision,
             stable=self.stable,
-            canary=self.canary,
+            canary=self.canary if self.canary is None or self.canary_serving is None
+            else replace(self.canary, serving=self.canary_serving),
             route=None if self.router is None else RouteState(self.router, self.features),
             annotations=dict(self.annotations),
             samples=got,

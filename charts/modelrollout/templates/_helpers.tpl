@@ -67,6 +67,11 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create]
+# The track Services' EndpointSlices (watched by the operator's label, which they copy from their Service): a
+# weight moves only once NAME-canary lists the ready canary pods.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
 # Owned ConfigMaps: the model config of each revision (created once, pruned after promotion), the recorded
 # revisions for rollback-to (NAME-revisions, replaced at its resourceVersion); read the compatProbe contract.
 - apiGroups: [""]

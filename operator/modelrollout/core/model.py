@@ -30,6 +30,9 @@ class TrackState:
     """Why pods do not start, when they do not (ImagePullBackOff, CrashLoopBackOff, ...)."""
     images: tuple[str, ...] = ()
     """Container images of its pod template."""
+    serving: int | None = None
+    """Ready endpoints its Service (``NAME-TRACK``) lists, which is what a router sends this track's share to; None
+    when not observed (a router that splits by replica ratio, or no EndpointSlice of that Service seen yet)."""
 
 
 @dataclass(frozen=True)
