@@ -255,12 +255,10 @@ def traefik_splits(e: Env, name: str) -> list[list[int]]:
 
 
 def wait_router_weight(e: Env, name: str, weight: int) -> None:
-    """Until Traefik serves the weights the operator wrote, with the canary's pods among its servers.
-
-    Both matter: the operator writes the weight once the canary Deployment is ready, and the canary Service's
-    EndpointSlice (and so Traefik's list of its servers) can lag that by a second or so under load. Until it
-    catches up, Traefik answers the canary's share with 503 (seen: 48 of 400 requests at weight 20).
-    """
+    """Until Traefik serves the weights the operator wrote, with the canary's pods among its servers (Traefik
+    applies what its watches bring a little after the operator's write; the operator writes a weight only once
+    NAME-canary's EndpointSlices list the ready pods, which the breach scenario's load checks: before that rule
+    Traefik answered the canary's share with 503, 48 of 400 requests at weight 20)."""
     want = [100 - weight, weight]
     wait_until(lambda: want in traefik_splits(e, name), 30, 0.05,
                what=f"Traefik serving {name} at canary weight {weight}, its servers known")
