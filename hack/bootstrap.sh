@@ -2,7 +2,7 @@
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
-# control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
+# control plane (hack/controlplane/build.sh) and its etcd 3.6 (hack/etcd/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
 # source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
 # KEDA's operator (hack/keda/build.sh).
 set -euo pipefail
@@ -55,6 +55,7 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 export GOTOOLCHAIN=local
 command -v go >/dev/null || { echo "bootstrap: Go 1.26 is needed to build the local control plane" >&2; exit 1; }
 bash hack/controlplane/build.sh >/dev/null
+bash hack/etcd/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
 bash hack/keda/build.sh >/dev/null
