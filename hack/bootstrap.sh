@@ -2,9 +2,9 @@
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
-# control plane (hack/controlplane/build.sh) and its etcd 3.6 (hack/etcd/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
-# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository) and
-# KEDA's operator (hack/keda/build.sh).
+# control plane (hack/controlplane/build.sh) and its etcd 3.6 (hack/etcd/build.sh; Debian's etcd 3.4 is the
+# fallback), the kstatus checker (hack/kstatus/build.sh), Flux's source-controller and kustomize-controller
+# (hack/flux/build.sh; Debian's git serves their test repository) and KEDA's operator (hack/keda/build.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
