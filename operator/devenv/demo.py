@@ -415,8 +415,7 @@ class Demo:
         o.say(f"  Prometheus {self.prom.url} (1 s scrape)")
         cp = self.cp
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-        cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s",
-                   timeout=70)
+        cp.wait_established("modelrollouts.modelrollout.io")
         o.say("  CRD modelrollouts.modelrollout.io applied (generated from the pydantic models)")
         cp.kubectl("create", "namespace", NAMESPACE)
         wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE,

@@ -111,7 +111,7 @@ def test_a_rollout_runs_end_to_end_on_the_cache(plane: ControlPlane, tmp_path: P
     """The operator's watches of ModelRollouts are served from the watch cache, and a canary over NGINX runs
     every weight to Succeeded."""
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-    plane.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s")
+    plane.wait_established("modelrollouts.modelrollout.io")
     ns = "rollout"
     plane.kubectl("create", "namespace", ns)
     wait_until(lambda: plane.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,

@@ -423,6 +423,13 @@ class ControlPlane:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Wait until the CustomResourceDefinition ``crd`` is Established. ``kubectl wait`` fails at once while
+        a new CRD has no status.conditions yet, so it is asked again until the condition holds."""
+        wait_until(lambda: self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s",
+                                        check=False, timeout=30).returncode == 0,
+                   timeout, 0.2, what=f"CRD {crd} Established")
+
     def pids(self) -> list[tuple[str, int]]:
         return [(p.name, p.pid) for p in self.processes if p.proc is not None]
 
