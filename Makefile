@@ -15,6 +15,7 @@ install:
 
 controlplane:
 	bash hack/controlplane/build.sh
+	bash hack/etcd/build.sh
 
 # The whole suite: unit, integration (real local control plane + Prometheus) and the demo as a test, then `make
 # e2e` (without Docker: the real node, real pods and requests through Traefik; with Docker: kind).

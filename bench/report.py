@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench.common import REPO, Result
-from devenv.localenv.controlplane import ETCD, K8S_VERSION, KWOK_VERSION
+from devenv.localenv.controlplane import K8S_VERSION, KWOK_VERSION, ControlPlaneError, select_etcd
 from devenv.localenv.prometheus import PROMETHEUS
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -63,7 +63,10 @@ def machine_line() -> str:
 def machine_section() -> str:
     cpus = len(os.sched_getaffinity(0))
     prom = _first_line([PROMETHEUS, "--version"])
-    etcd = _first_line([ETCD, "--version"])
+    try:
+        etcd = select_etcd().describe()
+    except ControlPlaneError as e:
+        etcd = str(e)
     rows = [
         ("CPUs (nproc)", f"{cpus} ({_cpu_model()})"),
         ("Memory", f"{_memory_gib():.1f} GiB"),

@@ -2,11 +2,12 @@
 # Install what the tests and the demo need on a fresh machine (idempotent, quick when already done):
 # Debian's etcd-server, prometheus, and chromium + chromium-driver (the dashboard's browser tests), the Python
 # package with its test extras, and the Go binaries the tests run, built from Go modules into the cache: the local
-# control plane (hack/controlplane/build.sh), the kstatus checker (hack/kstatus/build.sh), Flux's
-# source-controller and kustomize-controller (hack/flux/build.sh; Debian's git serves their test repository),
-# KEDA's operator (hack/keda/build.sh), Chaos Mesh's controller-manager (hack/chaosmesh/build.sh), Traefik v3,
-# the real-node scenarios' L7 router (hack/traefik/build.sh), and, as root, the operator, compat-probe and
-# reference model server images for the real node without Docker (devenv.localenv.images).
+# control plane (hack/controlplane/build.sh) and its etcd 3.6 (hack/etcd/build.sh; Debian's etcd 3.4 is the
+# fallback), the kstatus checker (hack/kstatus/build.sh), Flux's source-controller and kustomize-controller
+# (hack/flux/build.sh; Debian's git serves their test repository), KEDA's operator (hack/keda/build.sh), Chaos
+# Mesh's controller-manager (hack/chaosmesh/build.sh), Traefik v3, the real-node scenarios' L7 router
+# (hack/traefik/build.sh), and, as root, the operator, compat-probe and reference model server images for the real
+# node without Docker (devenv.localenv.images).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -59,6 +60,7 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 export GOTOOLCHAIN=local
 command -v go >/dev/null || { echo "bootstrap: Go 1.26 is needed to build the local control plane" >&2; exit 1; }
 bash hack/controlplane/build.sh >/dev/null
+bash hack/etcd/build.sh >/dev/null
 bash hack/kstatus/build.sh >/dev/null
 bash hack/flux/build.sh >/dev/null
 bash hack/keda/build.sh >/dev/null

@@ -15,7 +15,13 @@ from typing import NoReturn
 
 import pytest
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    ensure_binaries,
+    select_etcd,
+    start_control_plane,
+)
 from devenv.localenv.procs import wait_until
 from devenv.localenv.prometheus import PROMETHEUS, Prometheus, start_prometheus
 
@@ -45,8 +51,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         ensure_binaries()
     except ControlPlaneError as e:
         _unavailable(f"local control plane binaries unavailable: {e}")
-    if not os.access("/usr/bin/etcd", os.X_OK) and not os.environ.get("MODELROLLOUT_ETCD"):
-        _unavailable("etcd not installed (apt-get install etcd-server)")
+    try:
+        select_etcd()
+    except ControlPlaneError as e:
+        _unavailable(str(e))
     cp = start_control_plane(tmp_path_factory.mktemp("controlplane"), nodes=2)
     try:
         yield cp

@@ -407,14 +407,15 @@ class Demo:
         o.say(f"  control-plane binaries: {bins}")
         t = time.monotonic()
         self.cp = start_control_plane(self.workdir / "cluster", nodes=2)
-        o.say(f"  control plane up in {time.monotonic() - t:.1f}s: etcd, kube-apiserver {self.cp.server}, "
+        etcd = self.cp.etcd
+        store = f"etcd {etcd.version} (watch cache {'on' if etcd.watch_cache else 'off'})" if etcd else "etcd"
+        o.say(f"  control plane up in {time.monotonic() - t:.1f}s: {store}, kube-apiserver {self.cp.server}, "
               "controller-manager, scheduler, kwok with 2 fake nodes")
         self.prom = start_prometheus(self.workdir / "prometheus", scrape_interval="1s")
         o.say(f"  Prometheus {self.prom.url} (1 s scrape)")
         cp = self.cp
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-        cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s",
-                   timeout=70)
+        cp.wait_established("modelrollouts.modelrollout.io")
         o.say("  CRD modelrollouts.modelrollout.io applied (generated from the pydantic models)")
         cp.kubectl("create", "namespace", NAMESPACE)
         wait_until(lambda: cp.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE,

@@ -38,7 +38,7 @@ def route_crds(crd: ControlPlane) -> ControlPlane:
         crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                crd.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
+                crd.wait_established(doc["metadata"]["name"])
     return crd
 
 
@@ -52,7 +52,7 @@ def chaos_crds(crd: ControlPlane) -> ControlPlane:
     crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHAOS_CRDS))
     for doc in yaml.safe_load_all(CHAOS_CRDS.read_text()):
         if doc:
-            crd.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s")
+            crd.wait_established(doc["metadata"]["name"])
     return crd
 
 

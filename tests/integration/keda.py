@@ -81,8 +81,7 @@ class Keda:
         for path in sorted(crds.glob("*.yaml")):
             for doc in yaml.safe_load_all(path.read_text()):
                 if doc:
-                    self.cp.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}",
-                                    "--timeout=60s")
+                    self.cp.wait_established(doc["metadata"]["name"])
 
     def start(self) -> Keda:
         self.apply_crds()

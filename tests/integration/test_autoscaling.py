@@ -152,7 +152,7 @@ def test_keda_scaledobject_accepts_the_rollout_and_its_hpa_shape_drives_it(
     cp = k.cp
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(KEDA_CRD))
     name = next(yaml.safe_load_all(KEDA_CRD.read_text()))["metadata"]["name"]
-    cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    cp.wait_established(name)
     for example in ("summarize-hpa.yaml", "summarize-keda.yaml"):  # the documented examples are accepted as they are
         k.run("apply", "--dry-run=server", "-f", str(EXAMPLES / example))
     k.apply(service("kd"))

@@ -135,8 +135,10 @@ def test_a_sigkilled_operator_resumes_the_drill_and_leaves_no_experiment_behind(
         k: Kubectl, chaos_crds: ControlPlane, operator: ManagedProcess) -> None:
     released(k, "crash", "4s")
     first = wait_experiment(k, "crash")
+    # a reconcile creates the experiment, then records it in status: kill once both are written
+    left = k.wait("crash", lambda s: (s.get("drill") or {}).get("name") == first["metadata"]["name"], 30,
+                  "status.drill naming the experiment")["drill"]
     kill_hard(operator)
-    left = k.status("crash")["drill"]
     operator.start()
     done = k.wait_phase("crash", "Succeeded", 90)
     assert experiments(k, "crash") == []

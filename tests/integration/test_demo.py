@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from devenv.demo import MARKER_ENV, marked_processes
-from devenv.localenv.controlplane import ETCD, missing_binaries
+from devenv.localenv.controlplane import ControlPlaneError, missing_binaries, select_etcd
 from devenv.localenv.procs import terminate_pid, wait_until
 from devenv.localenv.prometheus import PROMETHEUS
 
@@ -39,8 +39,10 @@ def _needs_local_environment() -> None:
     reasons = []
     if missing_binaries() and shutil.which("go") is None:
         reasons.append(f"control-plane binaries {missing_binaries()} missing and no Go to build them")
-    if not os.access(ETCD, os.X_OK):
-        reasons.append(f"etcd not found at {ETCD}")
+    try:
+        select_etcd()
+    except ControlPlaneError as e:
+        reasons.append(str(e))
     if not os.access(PROMETHEUS, os.X_OK):
         reasons.append(f"prometheus not found at {PROMETHEUS}")
     if reasons:

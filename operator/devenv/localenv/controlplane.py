@@ -1,13 +1,19 @@
 """A real local Kubernetes control plane, no Docker: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok (fake nodes whose Pods become Running/Ready), every one on 127.0.0.1.
 
-Binaries: Debian's etcd (``/usr/bin/etcd``) and the ones hack/controlplane/build.sh builds into a cache
-outside the clone. Certificates are made with the ``openssl`` CLI.
+Binaries: etcd 3.6 (hack/etcd/build.sh) or Debian's etcd 3.4 (``/usr/bin/etcd``), chosen by ``select_etcd``,
+and the ones hack/controlplane/build.sh builds into a cache outside the clone. The apiserver's watch cache is on
+when etcd can serve it (3.6: as production clusters run), off on Debian's 3.4. Certificates are made with the
+``openssl`` CLI.
+
+MODELROLLOUT_ETCD chooses etcd: ``auto`` (default: the built 3.6 when present, else Debian's), ``built``,
+``debian``, or the path of an etcd binary.
 
 CLI (backs ``make cluster-up`` / ``make cluster-down``)::
 
     python -m devenv.localenv.controlplane up --dir .localenv [--nodes 2] [--detach]
     python -m devenv.localenv.controlplane down --dir .localenv
+    python -m devenv.localenv.controlplane etcd     # which etcd `up` runs, and the watch cache
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import argparse
 import atexit
 import base64
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +33,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devenv.localenv.procs import (
@@ -41,7 +49,11 @@ from devenv.localenv.procs import (
 K8S_VERSION = "v1.36.3"
 KWOK_VERSION = "v0.8.0"
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
-ETCD = os.environ.get("MODELROLLOUT_ETCD", "/usr/bin/etcd")
+DEBIAN_ETCD = "/usr/bin/etcd"
+ETCD_CHOICE_ENV = "MODELROLLOUT_ETCD"
+ETCD_PROGRESS_NOTIFY_INTERVAL = "5s"
+"""etcd's periodic watch progress notifications (kubeadm's value): the watch cache's resourceVersion advances
+while its resource does not change."""
 OPENSSL = "openssl"
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -132,6 +144,89 @@ def ensure_binaries() -> Path:
     if still:
         raise ControlPlaneError(f"{script} succeeded but {still} are missing from {built}")
     return built
+
+
+# ------------------------------------------------------------------------------------------------- etcd
+
+
+@dataclass(frozen=True)
+class Etcd:
+    """The etcd a control plane runs: its binary, version and where it came from (``built``, ``debian``, ``path``)."""
+
+    binary: str
+    version: str
+    source: str
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        major, minor, patch = (int(x) for x in self.version.split("."))
+        return major, minor, patch
+
+    @property
+    def watch_cache(self) -> bool:
+        """Whether the apiserver's watch cache works on this etcd: the apiserver's own rule for etcd's
+        RequestWatchProgress (k8s.io/apiserver storage/feature: 3.4.31+, 3.5.13+, 3.6+). Without it cached
+        watches stall after their first list."""
+        major, minor, patch = self.release
+        if (major, minor) == (3, 4):
+            return patch >= 31
+        if (major, minor) == (3, 5):
+            return patch >= 13
+        return (major, minor) >= (3, 6)
+
+    def flags(self) -> list[str]:
+        """Flags for the watch cache: periodic progress notifications (renamed without `experimental-` in 3.6)."""
+        if not self.watch_cache:
+            return []
+        new_name = self.release >= (3, 6, 0)
+        name = "watch-progress-notify-interval" if new_name else "experimental-watch-progress-notify-interval"
+        return [f"--{name}={ETCD_PROGRESS_NOTIFY_INTERVAL}"]
+
+    def describe(self) -> str:
+        cache = "on" if self.watch_cache else "off"
+        return f"etcd {self.version} ({self.source}: {self.binary}); apiserver watch cache {cache}"
+
+
+def etcd_build_dir() -> Path:
+    """hack/etcd/build.sh's bin dir: ``$cache/bin/etcd-VERSION-HASH``, HASH of its go.mod, go.sum and main.go
+    (hack/lib/cached-build.sh's cache_bindir)."""
+    src = repo_root() / "hack" / "etcd"
+    files = [src / "go.mod", src / "go.sum", src / "main.go"]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    found = re.search(r"^require go\.etcd\.io/etcd/server/v3 (v\S+)$", files[0].read_text(), re.MULTILINE)
+    if found is None:
+        raise ControlPlaneError(f"no go.etcd.io/etcd/server/v3 require in {files[0]}")
+    cache = Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache" / "modelrollout")
+    return cache / "bin" / f"etcd-{found.group(1)}-{digest}"
+
+
+def _etcd_version(binary: str) -> str:
+    res = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False, timeout=30)
+    found = re.search(r"^etcd Version: (\d+\.\d+\.\d+)", res.stdout, re.MULTILINE)
+    if res.returncode != 0 or found is None:
+        raise ControlPlaneError(f"{binary} --version gave no version (exit {res.returncode}): {res.stdout}{res.stderr}")
+    return found.group(1)
+
+
+def select_etcd(choice: str | None = None) -> Etcd:
+    """The etcd to run: ``choice`` (default: $MODELROLLOUT_ETCD, else ``auto``) is ``auto`` (the built etcd 3.6
+    when present, else Debian's), ``built`` (hack/etcd/build.sh's), ``debian`` (/usr/bin/etcd) or a binary's path.
+    Raises ControlPlaneError when the chosen one is missing."""
+    choice = choice if choice is not None else os.environ.get(ETCD_CHOICE_ENV) or "auto"
+    built = etcd_build_dir() / "etcd"
+    if choice == "auto":
+        choice = "built" if os.access(built, os.X_OK) else "debian"
+    if choice == "built":
+        binary, source, hint = str(built), "built", "bash hack/etcd/build.sh"
+    elif choice == "debian":
+        binary, source, hint = DEBIAN_ETCD, "debian", "apt-get install etcd-server"
+    elif "/" in choice:
+        binary, source, hint = choice, "path", f"{ETCD_CHOICE_ENV} names it"
+    else:
+        raise ControlPlaneError(f"{ETCD_CHOICE_ENV}={choice}: expected auto, built, debian or a path")
+    if not os.access(binary, os.X_OK):
+        raise ControlPlaneError(f"etcd not found at {binary} ({hint})")
+    return Etcd(binary=binary, version=_etcd_version(binary), source=source)
 
 
 # ------------------------------------------------------------------------------------------ certificates
@@ -314,6 +409,7 @@ class ControlPlane:
     server: str
     audit_log: Path
     bin_dir: Path
+    etcd: Etcd | None = None  # the etcd it runs (None: attached to a control plane started elsewhere)
     processes: list[ManagedProcess] = field(default_factory=list, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
@@ -326,6 +422,13 @@ class ControlPlane:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Wait until the CustomResourceDefinition ``crd`` is Established. ``kubectl wait`` fails at once while
+        a new CRD has no status.conditions yet, so it is asked again until the condition holds."""
+        wait_until(lambda: self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s",
+                                        check=False, timeout=30).returncode == 0,
+                   timeout, 0.2, what=f"CRD {crd} Established")
 
     def pids(self) -> list[tuple[str, int]]:
         return [(p.name, p.pid) for p in self.processes if p.proc is not None]
@@ -356,25 +459,27 @@ class ControlPlane:
             atexit.unregister(self.stop)
 
 
-def _component_env() -> dict[str, str]:
+def _component_env(etcd: Etcd | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("KUBECONFIG", None)
-    # Debian's etcd 3.4 lacks RequestWatchProgress, so client-go's streaming list (WatchListClient, on by
-    # default in kwok's client-go) fails every watch and kwok only sees pods on its periodic relist (10 s+
-    # late). Plain list+watch works at once.
-    env["KUBE_FEATURE_WatchListClient"] = "false"
+    # Without the watch cache (Debian's etcd 3.4 lacks RequestWatchProgress), client-go's streaming list
+    # (WatchListClient, on by default in kwok's client-go) fails every watch and kwok only sees pods on its
+    # periodic relist (10 s+ late). Plain list+watch works at once. With the cache, client-go's default stays.
+    if etcd is None or not etcd.watch_cache:
+        env["KUBE_FEATURE_WatchListClient"] = "false"
     return env
 
 
 def _start(cp: ControlPlane, name: str, argv: list[str]) -> ManagedProcess:
-    p = ManagedProcess(name=name, argv=argv, log=cp.workdir / "logs" / f"{name}.log", env=_component_env())
+    p = ManagedProcess(name=name, argv=argv, log=cp.workdir / "logs" / f"{name}.log", env=_component_env(cp.etcd))
     cp.processes.append(p)
     p.start()
     return p
 
 
 def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START_TIMEOUT,
-                        controller_qps: int | None = None, kubelet_access: bool = False) -> ControlPlane:
+                        controller_qps: int | None = None, kubelet_access: bool = False,
+                        etcd: Etcd | None = None) -> ControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok with ``nodes`` fake nodes.
 
     ``controller_qps`` raises kube-controller-manager's client rate limit (default 20/s, burst 30; the burst is
@@ -384,13 +489,15 @@ def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START
     dials the node's InternalIP (never its hostname, which would ask the machine's DNS resolver) with a client
     certificate of its own. Off by default: the kwok-only environments keep the apiserver's defaults.
 
+    ``etcd`` defaults to ``select_etcd()`` (MODELROLLOUT_ETCD); the apiserver's watch cache is on when it can
+    serve it (``Etcd.watch_cache``).
+
     Returns once /readyz is ok, the ``default`` ServiceAccount exists and every node is Ready. Everything
-    (certificates, etcd data, logs, kubeconfig, audit log) lives in ``workdir``; a previous run's etcd data
-    there is wiped. The processes are stopped by ``stop()`` or at interpreter exit.
+    (certificates, etcd data, logs, kubeconfig, audit log, ``etcd.json``: the etcd chosen) lives in ``workdir``;
+    a previous run's etcd data there is wiped. The processes are stopped by ``stop()`` or at interpreter exit.
     """
     bins = ensure_binaries()
-    if not os.access(ETCD, os.X_OK):
-        raise ControlPlaneError(f"etcd not found at {ETCD} (apt-get install etcd-server)")
+    etcd_choice = etcd or select_etcd()
     if shutil.which(OPENSSL) is None:
         raise ControlPlaneError("openssl not found (apt-get install openssl)")
 
@@ -410,7 +517,10 @@ def start_control_plane(workdir: Path, *, nodes: int = 2, timeout: float = START
         server=server,
         audit_log=workdir / "audit.log",
         bin_dir=bins,
+        etcd=etcd_choice,
     )
+    state = {**asdict(etcd_choice), "watch_cache": etcd_choice.watch_cache}
+    (workdir / "etcd.json").write_text(json.dumps(state) + "\n")
     atexit.register(cp.stop)
     try:
         _boot(cp, pki, api_port, nodes, time.monotonic() + timeout, controller_qps, kubelet_access)
@@ -428,6 +538,7 @@ def _remaining(deadline: float) -> float:
 def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: float,
           controller_qps: int | None = None, kubelet_access: bool = False) -> None:
     w, b = cp.workdir, cp.bin_dir
+    etcd_choice = cp.etcd or select_etcd()
     with contextlib.suppress(FileNotFoundError):
         cp.audit_log.unlink()
 
@@ -437,7 +548,7 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
         cp,
         "etcd",
         [
-            ETCD,
+            etcd_choice.binary,
             "--name=local",
             f"--data-dir={w / 'etcd-data'}",
             f"--listen-client-urls=http://{LOCALHOST}:{etcd_client}",
@@ -449,6 +560,7 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
             "--logger=zap",
             "--log-outputs=stderr",
             "--log-level=warn",
+            *etcd_choice.flags(),
         ],
     )
 
@@ -472,7 +584,7 @@ def _boot(cp: ControlPlane, pki: Path, api_port: int, nodes: int, deadline: floa
             f"--advertise-address={LOCALHOST}",
             f"--secure-port={api_port}",
             "--endpoint-reconciler-type=none",
-            "--watch-cache=false",  # Debian etcd 3.4 has no RequestWatchProgress: cached watches break
+            f"--watch-cache={str(etcd_choice.watch_cache).lower()}",  # Etcd.watch_cache: where etcd can serve it
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -665,6 +777,8 @@ def cmd_up(directory: Path, nodes: int, detach: bool, kubelet_access: bool = Fal
     cp = start_control_plane(directory, nodes=nodes, kubelet_access=kubelet_access)
     cp.write_pids(pids_file)
     print(f"control plane up in {time.monotonic() - started:.1f}s: {cp.server}", file=sys.stderr)
+    if cp.etcd is not None:
+        print(cp.etcd.describe(), file=sys.stderr)
     print(f"logs: {cp.workdir / 'logs'}  audit log: {cp.audit_log}", file=sys.stderr)
     print(f"export KUBECONFIG={cp.kubeconfig}")
     sys.stdout.flush()
@@ -725,11 +839,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop the control plane recorded in DIR/pids")
     down.add_argument("--dir", type=Path, required=True)
     sub.add_parser("bin-dir", help="print the bin dir, building the binaries if needed")
+    sub.add_parser("etcd", help=f"print the etcd `up` would run (${ETCD_CHOICE_ENV}) and whether the watch cache is on")
     args = parser.parse_args(argv)
     if args.command == "up":
         return cmd_up(args.dir, args.nodes, args.detach, args.kubelet_access)
     if args.command == "down":
         return cmd_down(args.dir)
+    if args.command == "etcd":
+        print(select_etcd().describe())
+        return 0
     print(ensure_binaries())
     return 0
 
