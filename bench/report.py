@@ -109,12 +109,14 @@ PYTHONPATH=operator python -m bench.breach_to_stable --trials 20 --update-docs  
 PYTHONPATH=operator python -m bench.approve_to_shift --trials 20 --update-docs
 PYTHONPATH=operator python -m bench.rollback_path --trials 20 --update-docs
 PYTHONPATH=operator python -m bench.scale --n 100 500 1000 --update-docs    # or: make bench-scale
+PYTHONPATH=operator python -m bench.peer --n 100 300 --update-docs         # or: make bench-peer
 ```
 
 Needs what the integration tests need: the control plane binaries (`make controlplane`, cached outside the
 clone), Debian's `etcd` and `prometheus`. `--keep` keeps the temporary directory (operator log, audit log,
 Prometheus data); it is also kept, and its path printed, when a benchmark fails. `--json FILE` writes the raw
-per-trial numbers.
+per-trial numbers. `bench.peer` also needs Argo Rollouts' controller, which it builds on demand
+(`hack/argo/build.sh`, cached outside the clone like the control plane; not part of bootstrap).
 """
 
 
