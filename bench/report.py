@@ -87,7 +87,8 @@ a child process) against a real local control plane (etcd, kube-apiserver, contr
 kwok; see `devenv.localenv.controlplane`), a real Prometheus (Debian's, 1 s scrape) and a real exporter
 (`compat_probe.refserver`). They are in `bench/`, not in the test suite: the suite makes no timed assertions.
 DESIGN.md §7 lists what is measured; the scale benchmark runs N rollouts at once on one operator
-(N = 100, 500, 1000, one environment each).
+(N = 100, 500, 1000, one environment each); the peer benchmark runs this operator and Argo Rollouts side
+by side on one control plane (the same scale and breach scenarios, their ratios against the targets).
 
 Every benchmark starts its own environment in a temporary directory, runs its trials one after another on
 one control plane (one namespace, a new rollout name per trial, the previous rollout deleted), and stops
