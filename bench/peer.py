@@ -224,8 +224,7 @@ def install_argo_crds(env: Env, bin_dir: Path) -> None:
 def argo_process(env: Env, bin_dir: Path, namespace: str, *, qps: int | None, log: Path) -> ManagedProcess:
     """Argo's controller out of cluster for ``namespace``; metrics and healthz on 127.0.0.1 (see the build)."""
     argv = [str(bin_dir / "rollouts-controller"), "--namespaced", f"--namespace={namespace}", "--leader-elect=false",
-            f"--kubeconfig={env.cp.kubeconfig}", f"--metricsPort={free_port()}", f"--healthzPort={free_port()}",
-            "--loglevel=warn"]
+            f"--kubeconfig={env.cp.kubeconfig}", f"--metricsPort={free_port()}", f"--healthzPort={free_port()}"]
     if qps is not None:
         argv += [f"--qps={qps}", f"--burst={qps}"]
     return ManagedProcess(name=f"argo-rollouts-{namespace}", argv=argv, log=log)
