@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 LOCALENV ?= .localenv
 export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: bootstrap install test test-unit lint crds manifests demo e2e e2e-existing cluster-up cluster-down bench controlplane bench-scale
+.PHONY: bootstrap install test test-unit lint crds manifests demo e2e e2e-existing cluster-up cluster-down bench controlplane bench-scale bench-peer
 
 # Everything a fresh machine needs (Debian packages, Python deps, control plane binaries); idempotent.
 bootstrap:
@@ -70,3 +70,10 @@ bench:
 # N = 100, 500, 1000 rollouts at once on one operator; rewrites its section of docs/benchmarks.md.
 bench-scale:
 	$(PYTHON) -m bench.scale --n 100 500 1000 --update-docs
+
+# This operator and Argo Rollouts v1.10.2 side by side on one control plane (N = 100, 300; breach → stable);
+# builds Argo's controller on demand (hack/argo/build.sh, cached outside the clone); rewrites its section of
+# docs/benchmarks.md.
+bench-peer:
+	bash hack/argo/build.sh >/dev/null
+	$(PYTHON) -m bench.peer --n 100 300 --update-docs

@@ -90,7 +90,8 @@ a child process) against a real local control plane (etcd, kube-apiserver, contr
 kwok; see `devenv.localenv.controlplane`), a real Prometheus (Debian's, 1 s scrape) and a real exporter
 (`compat_probe.refserver`). They are in `bench/`, not in the test suite: the suite makes no timed assertions.
 DESIGN.md §7 lists what is measured; the scale benchmark runs N rollouts at once on one operator
-(N = 100, 500, 1000, one environment each).
+(N = 100, 500, 1000, one environment each); the peer benchmark runs this operator and Argo Rollouts side
+by side on one control plane (the same scale and breach scenarios, their ratios against the targets).
 
 Every benchmark starts its own environment in a temporary directory, runs its trials one after another on
 one control plane (one namespace, a new rollout name per trial, the previous rollout deleted), and stops
@@ -112,12 +113,14 @@ PYTHONPATH=operator python -m bench.breach_to_stable --trials 20 --update-docs  
 PYTHONPATH=operator python -m bench.approve_to_shift --trials 20 --update-docs
 PYTHONPATH=operator python -m bench.rollback_path --trials 20 --update-docs
 PYTHONPATH=operator python -m bench.scale --n 100 500 1000 --update-docs    # or: make bench-scale
+PYTHONPATH=operator python -m bench.peer --n 100 300 --update-docs         # or: make bench-peer
 ```
 
 Needs what the integration tests need: the control plane binaries (`make controlplane`, cached outside the
 clone), Debian's `etcd` and `prometheus`. `--keep` keeps the temporary directory (operator log, audit log,
 Prometheus data); it is also kept, and its path printed, when a benchmark fails. `--json FILE` writes the raw
-per-trial numbers.
+per-trial numbers. `bench.peer` also needs Argo Rollouts' controller, which it builds on demand
+(`hack/argo/build.sh`, cached outside the clone like the control plane; not part of bootstrap).
 """
 
 
