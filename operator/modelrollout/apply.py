@@ -22,13 +22,21 @@ from modelrollout.kube import ApiError, Body, Kube, api_message, api_reason
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.revisions import record, restore
 from modelrollout.routers.base import Router
-from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_services, prune_config_maps, scale
+from modelrollout.workloads import (
+    apply_deployment,
+    delete_config_map,
+    delete_deployment,
+    ensure_config_map,
+    ensure_services,
+    scale,
+    select_revision,
+)
 
 log = logging.getLogger("modelrollout.apply")
 
 
-RENDERED = (act.EnsureServices, act.EnsureStable, act.PromoteStable, act.EnsureCanary, act.EnsurePrewarm,
-            act.RecordRevision, act.EnsureDrill)
+RENDERED = (act.EnsureServices, act.EnsureStable, act.EnsureCanary, act.EnsurePrewarm, act.RecordRevision,
+            act.EnsureDrill)
 """Actions that create or apply objects rendered from the spec (a permanent refusal of one: the spec is Invalid)."""
 
 
@@ -102,12 +110,16 @@ def _carry(action: act.Action, ctx: RolloutContext, router: Router, rollout: Bod
     """Carry out one action (RemoveAnnotations and DeleteDrill are carried out by :func:`carry_out`)."""
     match action:
         case act.EnsureServices():
-            ensure_services(ctx)
-        case act.EnsureStable() | act.PromoteStable():
+            ensure_services(ctx, action.revision)
+        case act.SelectRevision():
+            select_revision(ctx, action.track, action.revision)
+        case act.DeleteWorkload():
+            delete_deployment(ctx, action.name)
+            if action.revision is not None and ctx.spec.model.config:
+                delete_config_map(ctx, action.revision)
+        case act.EnsureStable():
             ensure_config_map(ctx, action.revision)
             apply_deployment(ctx, template, "stable", action.revision, action.replicas)
-            if isinstance(action, act.PromoteStable):
-                prune_config_maps(ctx, {action.revision})
         case act.EnsureCanary():
             ensure_config_map(ctx, action.revision)
             apply_deployment(ctx, template, "canary", action.revision, action.replicas)

@@ -147,13 +147,14 @@ class Kube:
             return
         slices[name] = ready_endpoints(body)
 
-    def serving(self, namespace: str, service: str) -> int | None:
-        """How many ready endpoints the Service's EndpointSlices list (a watch of the operator's labelled slices);
-        None when no slice of it has been seen."""
+    def serving(self, namespace: str, service: str, pods: str = "") -> int | None:
+        """How many ready endpoints the Service's EndpointSlices list (a watch of the operator's labelled slices),
+        counting only pods whose name starts with ``pods`` (a Deployment's pods: ``NAME-``); None when no slice of
+        it has been seen."""
         slices = self._slices.get((namespace, service))
         if slices is None:
             return None
-        return len(frozenset().union(*slices.values()))
+        return sum(1 for endpoint in frozenset().union(*slices.values()) if endpoint.startswith(pods))
 
     def quiet_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """A rollout's watch event is the echo of one of the operator's own last status or annotation writes
@@ -295,6 +296,16 @@ class Kube:
             if not (missing_ok and exc.status == 404):
                 raise
 
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment the operator owns (gone already: nothing to do)."""
+        self._deleted((DEPLOYMENTS, namespace, name),
+                      lambda: self._apps.delete_namespaced_deployment(name, namespace))
+
+    def deployments_of(self, namespace: str, rollout: str) -> list[Body]:
+        """The Deployments of one rollout (label ``modelrollout.io/rollout``) the watch shows."""
+        return [body for body in self.watched.present(DEPLOYMENTS, namespace)
+                if ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLLOUT) == rollout]
+
     # ------------------------------------------------------------------ Ingresses
 
     def ingress(self, namespace: str, name: str) -> Body | None:
@@ -325,6 +336,12 @@ class Kube:
         return Service(name=name, selector=dict(spec.get("selector") or {}),
                        owner_uids=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
                        ports=tuple(spec.get("ports") or []))
+
+    def patch_service_selector(self, namespace: str, name: str, selector: Mapping[str, str | None]) -> None:
+        """Set a Service's selector labels (None removes one) in one patch."""
+        patch: Body = {"spec": {"selector": dict(selector)}}
+        self._wrote((SERVICES, namespace, name),
+                    lambda: self._core.patch_namespaced_service(name, namespace, patch))
 
     def create_service(self, body: Body) -> None:
         meta = body["metadata"]
@@ -574,12 +591,12 @@ class Rollouts:
 
 def ready_endpoints(slice_body: Mapping[str, Any]) -> frozenset[str]:
     """The endpoints of an EndpointSlice that take traffic (``conditions.ready`` not false: unset reads as ready),
-    each named by its pod (``targetRef.uid``) or else its first address. Pure."""
+    each named by its pod (``targetRef.name``) or else its first address. Pure."""
     out = set()
     for ep in slice_body.get("endpoints") or []:
         if (ep.get("conditions") or {}).get("ready") is False:
             continue
-        ref = (ep.get("targetRef") or {}).get("uid")
+        ref = (ep.get("targetRef") or {}).get("name")
         addresses = ep.get("addresses") or []
         if ref or addresses:
             out.add(str(ref or addresses[0]))

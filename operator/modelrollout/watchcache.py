@@ -242,6 +242,12 @@ class WatchCache:
                 self._note_absent(rec)  # a watch event or an own write will say when it exists
         return got
 
+    def present(self, plural: str, namespace: str) -> list[Body]:
+        """The kept bodies of one kind in one namespace (what the watch has shown, not known deleted)."""
+        with self._lock:
+            return [rec.body for key, rec in self._records.items()
+                    if key[0] == plural and key[1] == namespace and rec.body is not None]
+
     def _keep(self, key: Key, body: Mapping[str, Any]) -> Body:
         trim = self._trim.get(key[0])
         return trim(dict(body)) if trim is not None else _copy(body)

@@ -263,7 +263,7 @@ def test_torch_major_jump_gates_the_first_traffic_step() -> None:
     assert w.status.preflight is not None and w.status.preflight.dependency_jumps
     w.annotations[APPROVE] = w.status.approval.token
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
     assert w.status.stable_model is not None and w.status.stable_model.dependencies == {"torch": "3.0.0"}
 
 
@@ -273,7 +273,7 @@ def test_minor_upgrade_with_migrated_key_does_not_gate() -> None:
     w.raw["model"] = {"config": {"max_length": 10}, "dependencies": {"torch": "2.6.0"},
                       "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
 
 
 def test_old_key_names_with_rules_do_not_gate_the_rollout() -> None:
@@ -282,7 +282,7 @@ def test_old_key_names_with_rules_do_not_gate_the_rollout() -> None:
                       "configMigrations": [{"from": "max_seq_len", "to": "max_length"},
                                            {"from": "use_fp16", "to": "amp"}]}
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
     assert all(h.outcome != "Approved" for h in w.status.history)
     assert w.status.stable_model is not None and w.status.stable_model.config == {"max_length": 10, "amp": True}
 

@@ -211,7 +211,7 @@ def run_drill(p: Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
             p.again(POLL_SECONDS)
             return
         name = chaos.experiment_name(obs.name, obs.revision, i, p.now)
-        p.actions.append(act.EnsureDrill(name, i, drill))
+        p.actions.append(act.EnsureDrill(name, i, drill, p.obs.revision))
         d = api.DrillStatus(name=name, kind=drill.kind, step=i, revision=obs.revision, weight=p.status.current_weight,
                             started_at=p.now, duration=format_duration(drill.duration),
                             last_analysis_at=p.status.last_analysis_at)
