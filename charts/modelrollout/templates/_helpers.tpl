@@ -53,20 +53,22 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 - apiGroups: [modelrollout.io]
   resources: [modelrollouts/status]
   verbs: [patch]
-# NAME-stable / NAME-canary Deployments: kopf watches them (to wake the rollout), the operator reads them
-# and server-side applies or scales them (an apply that creates an object needs create as well as patch).
+# NAME-REVISION Deployments, one per revision: kopf watches them (to wake the rollout), the operator reads them,
+# server-side applies or scales them (an apply that creates an object needs create as well as patch) and deletes
+# one when no role needs its revision any more (the previous stable after the switch-back window, a superseded
+# canary).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 # rollback.prewarm: the NAME-prewarm image pre-pull DaemonSet (server-side applied, deleted when done).
 - apiGroups: [apps]
   resources: [daemonsets]
   verbs: [get, create, patch, delete]
 # NAME-stable / NAME-canary Services: read the root Service's ports and selector (from a watch of every Service),
-# create the track Services.
+# create the track Services and patch their selectors (which revision holds each role: promotion is one patch).
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, patch]
 # The track Services' EndpointSlices (watched by the operator's label, which they copy from their Service): a
 # weight moves only once NAME-canary lists the ready canary pods.
 - apiGroups: [discovery.k8s.io]
