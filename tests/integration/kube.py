@@ -156,3 +156,64 @@ def wait_audit(cp: ControlPlane, namespace: str, resource: str, name: str,
     with contextlib.suppress(TimeoutError):  # the caller's assertion shows what was there
         wait_until(check, timeout, 0.1, what=f"audit log entries for {resource}/{name}")
     return last[0]
+
+
+class RefuseStatus:
+    """A ValidatingAdmissionPolicy (CEL, evaluated by the apiserver) refusing, in the test's namespace, the status
+    writes of ModelRollouts for which ``allowed`` (a CEL expression over ``object``) is false: the operator's other
+    writes land, the status write recording them does not."""
+
+    def __init__(self, k: Kubectl, rollout: str, allowed: str, probe: Json, message: str) -> None:
+        self.k, self.rollout, self.allowed, self.probe, self.message = k, rollout, allowed, probe, message
+        self.name = f"refuse-status-{k.ns}"[:63]
+
+    def _dry_run(self) -> tuple[int, str]:
+        res = self.k.cp.kubectl("-n", self.k.ns, "patch", "mro", self.rollout, "--subresource=status",
+                                "--type=merge", "--dry-run=server", "-p", json.dumps({"status": self.probe}),
+                                check=False)
+        return res.returncode, res.stderr
+
+    def __enter__(self) -> RefuseStatus:
+        self.k.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+             "metadata": {"name": self.name},
+             "spec": {"failurePolicy": "Fail",
+                      "matchConstraints": {"resourceRules": [{
+                          "apiGroups": ["modelrollout.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                          "resources": ["modelrollouts/status"]}]},
+                      "validations": [{"expression": self.allowed, "message": self.message}]}},
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+             "metadata": {"name": self.name},
+             "spec": {"policyName": self.name, "validationActions": ["Deny"],
+                      "matchResources": {"namespaceSelector": {
+                          "matchLabels": {"kubernetes.io/metadata.name": self.k.ns}}}}},
+        ]}))
+        # the apiserver loads policies asynchronously: probe with a server-side dry run until it refuses
+        wait_until(lambda: self.message in self._dry_run()[1], 60, 0.2, what="the admission policy enforced")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.k.cp.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", self.name,
+                          "--ignore-not-found", check=False)
+        wait_until(lambda: self._dry_run()[0] == 0, 60, 0.2, what="the admission policy gone")
+
+
+def writes_since(cp: ControlPlane, namespace: str, since: str,
+                 resources: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """``(resource, name, verb)`` of the successful writes (no subresource, no dry run) to objects of ``resources``
+    in ``namespace`` that the apiserver received at or after ``since`` (RFC 3339, as the audit log writes it)."""
+    out = []
+    for line in cp.audit_log.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        ref = ev.get("objectRef") or {}
+        if ref.get("namespace") != namespace or ref.get("resource") not in resources or ref.get("subresource"):
+            continue
+        if "dryRun=" in (ev.get("requestURI") or "") or ev.get("stage") != "ResponseComplete":
+            continue
+        if ev.get("verb") in ("create", "update", "patch", "delete") and ev["requestReceivedTimestamp"] >= since \
+                and 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300:
+            out.append((ref["resource"], ref.get("name", ""), ev["verb"]))
+    return out
