@@ -723,7 +723,7 @@ class Demo:
         else:
             self.wait_scraped(self.start_stand_in("stable", new, self.v2))
         self.stand_ins["previous"] = old_stable
-        self.retire("previous", "deleted after the switch-back window")
+        self.retire("previous", "is the previous stable now (its Deployment goes after the switch-back window)")
         self.results.append(ActResult(2, self.v2, new, "Succeeded",
                                       f"promoted after {len(approved)} approval(s)", time.monotonic() - t))
         return new
