@@ -117,6 +117,8 @@ class WatchCache:
         self._clock = clock
         self._trim = dict(trim or {})
         self._records: dict[Key, _Record] = {}
+        self._kinds: dict[tuple[str, str], set[Key]] = {}
+        """(plural, namespace) -> the keys of ``_records`` of that kind there (for :meth:`present`)."""
         self._absent = 0
         """Records marked absent (bounded by ``ABSENT_MAX``)."""
         self._lock = threading.Lock()
@@ -128,6 +130,7 @@ class WatchCache:
         rec = self._records.get(key)
         if rec is None:
             rec = self._records[key] = _Record()
+            self._kinds.setdefault(key[:2], set()).add(key)
         rec.expire(now)
         return rec
 
@@ -245,8 +248,8 @@ class WatchCache:
     def present(self, plural: str, namespace: str) -> list[Body]:
         """The kept bodies of one kind in one namespace (what the watch has shown, not known deleted)."""
         with self._lock:
-            return [rec.body for key, rec in self._records.items()
-                    if key[0] == plural and key[1] == namespace and rec.body is not None]
+            records = (self._records.get(key) for key in self._kinds.get((plural, namespace), ()))
+            return [rec.body for rec in records if rec is not None and rec.body is not None]
 
     def _keep(self, key: Key, body: Mapping[str, Any]) -> Body:
         trim = self._trim.get(key[0])
@@ -272,6 +275,7 @@ class WatchCache:
                 if other is not rec and other.body is None and other.pending is None and other.deleting is None \
                         and not other.own:
                     del self._records[key]
+                    self._kinds[key[:2]].discard(key)
             self._absent = 0
         rec.absent = True
         self._absent += 1

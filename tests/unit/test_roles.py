@@ -6,8 +6,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from sim import T0, World, released, spec_dict
-
 from modelrollout import api
 from modelrollout.api import Phase
 from modelrollout.core import actions as act
@@ -15,6 +13,8 @@ from modelrollout.core.approval import ROLLBACK_TO
 from modelrollout.core.model import Observed, TrackState
 from modelrollout.core.plan import decide
 from modelrollout.core.revision import revision_of
+
+from .sim import T0, World, released, spec_dict
 
 HTTPROUTE = {"traffic": {"service": {"name": "m"}, "httpRoute": {"name": "m"}}}
 STEPS = [{"setWeight": 20}, {"setWeight": 100}]
