@@ -14,7 +14,7 @@ from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.core.revision import revision_of
 
 from .kube import Json, Kubectl, RefuseStatus, Watch, audit_writes, release_behind_nginx, wait_audit, writes_since
-from .manifests import rollout
+from .manifests import ingress, rollout, service
 
 STEPS: list[Json] = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
 ROUTING = ("deployments", "services", "ingresses", "configmaps")
@@ -81,6 +81,14 @@ def test_promotion_serves_the_analysed_pods_and_switching_back_in_the_window_is_
     wait_until(lambda: endpoint_uids(k, f"{name}-stable") == pod_uids(k, name, first), 30, 0.2,
                what="NAME-stable lists the previous stable's pods again")
 
+    since = stamp()
+    k.annotate(name, "modelrollout.io/rollback-to", new)  # and forward again with rollback-to, as one write too
+    st = k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") == new, 60,
+                what="rollback-to within the window")
+    assert st["previousRevision"] == first
+    assert writes_since(k.cp, k.ns, since, ROUTING) == [("services", f"{name}-stable", "patch")]
+    assert pod_uids(k, name, new) == serving  # the same pods again
+
 
 class Phases(Watch):
     """``kubectl get -w`` of the rollout's phase and stable revision, waking a waiter on every new version."""
@@ -136,3 +144,68 @@ def test_sigkill_at_each_transition_of_a_promotion_repeats_no_write(k: Kubectl, 
     assert deletes.count("delete") == 1, deletes
     assert "delete" not in audit_writes(k.cp, k.ns, "deployments", f"{name}-{new}")
     assert len(pod_uids(k, name, new)) == 2
+
+
+def legacy_objects(k: Kubectl, name: str, rev: str, template: Json, replicas: int) -> str:
+    """What an operator before promotion by role made for a stable revision: ``NAME-stable`` running it, pods and
+    selectors by ``modelrollout.io/track``, and both per-track Services selecting a track."""
+    owner = {"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout", "name": name,
+             "uid": (k.get("modelrollout", name) or {})["metadata"]["uid"], "controller": True,
+             "blockOwnerDeletion": True}
+    managed = {"app.kubernetes.io/managed-by": "modelrollout"}
+    pod = json.loads(json.dumps(template))
+    pod["metadata"]["labels"] = {**pod["metadata"]["labels"], "modelrollout.io/track": "stable",
+                                 "modelrollout.io/rollout": name, "modelrollout.io/revision": rev}
+    pod["metadata"]["annotations"] = {"modelrollout.io/revision": rev}
+    items: list[Json] = [{
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": f"{name}-stable", "ownerReferences": [owner], "annotations": {
+            "modelrollout.io/revision": rev}, "labels": {"modelrollout.io/rollout": name,
+                                                         "modelrollout.io/track": "stable", **managed}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name, "modelrollout.io/track": "stable"}},
+                 "template": pod}}]
+    for track in ("stable", "canary"):
+        items.append({"apiVersion": "v1", "kind": "Service", "metadata": {
+            "name": f"{name}-{track}", "ownerReferences": [owner],
+            "labels": {"modelrollout.io/rollout": name, "modelrollout.io/track": track, **managed}},
+            "spec": {"selector": {"app": name, "modelrollout.io/track": track},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def test_a_rollout_made_before_promotion_by_role_migrates_without_dropping_traffic(
+        k: Kubectl, operator: ManagedProcess) -> None:
+    """The stable Service keeps ready endpoints through the upgrade, the next promotion and the old Deployment's
+    removal; the Services end up selecting revisions; nothing of the old layout is left."""
+    name = "legacy"
+    operator.stop()
+    k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
+    first_manifest = rollout(name, **spec("2s"))
+    k.apply(first_manifest)
+    first = revision(first_manifest)
+    k.cp.kubectl("-n", k.ns, "patch", "mro", name, "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"phase": "Succeeded", "stableRevision": first, "message": "made by an earlier operator"}}))
+    k.apply(legacy_objects(k, name, first, json.loads(first_manifest)["spec"]["template"], 4))
+    wait_until(lambda: len(endpoint_uids(k, f"{name}-stable")) == 4, 60, 0.2, what="the legacy stable serving")
+    ready = "{range .endpoints[*]}{.conditions.ready}{\" \"}{end}"
+    with Watch(k, ["endpointslices", "-l", f"kubernetes.io/service-name={name}-stable"], ready) as served:
+        operator.start()
+        wait_until(lambda: ((k.get("service", f"{name}-stable") or {}).get("spec") or {}).get("selector", {}).get(
+            "modelrollout.io/revision") == first, 60, 0.2, what="NAME-stable pointed at the stable revision")
+        assert k.get("deployment", f"{name}-stable") is not None  # it keeps serving until the next promotion
+        assert k.status(name)["phase"] == "Succeeded"
+        manifest = rollout(name, image="model:2", **spec("2s"))
+        new = revision(manifest)
+        k.apply(manifest)
+        k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") == new, 90,
+               what="the first promotion by role")
+        wait_until(lambda: k.get("deployment", f"{name}-stable") is None, 60, 0.2, what="the legacy Deployment gone")
+        wait_until(lambda: endpoint_uids(k, f"{name}-stable") == pod_uids(k, name, new), 60, 0.2,
+                   what="NAME-stable lists the promoted pods")
+    counts = [v.split().count("true") for v in served.values if v is not None]
+    assert counts and min(counts) > 0, f"NAME-stable had no ready endpoint at some point: {served.values}"
+    for track, rev in (("stable", new), ("canary", new)):
+        selector = (k.get("service", f"{name}-{track}") or {})["spec"]["selector"]
+        assert selector == {"app": name, "modelrollout.io/rollout": name, "modelrollout.io/revision": rev}, selector
+    left = json.loads(k.run("get", "deployments", "-l", f"modelrollout.io/rollout={name}", "-o", "json"))["items"]
+    assert [d["metadata"]["name"] for d in left] == [f"{name}-{new}"]
