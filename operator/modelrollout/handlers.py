@@ -108,6 +108,29 @@ async def service_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
     _keep(getattr(memo, "engine", None), ("services", namespace or "default", name), body, type)
 
 
+@kopf.on.event("", "v1", "configmaps", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def config_map_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                             **_: Any) -> None:
+    """The operator's ConfigMaps (each revision's model config, NAME-revisions): only kept for reads."""
+    _keep(getattr(memo, "engine", None), ("configmaps", namespace or "default", name), body, type)
+
+
+@kopf.on.event("apps", "v1", "daemonsets", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def daemon_set_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                             **_: Any) -> None:
+    """The prewarm DaemonSets: only kept for reads (a rollout waiting for one looks again when due)."""
+    _keep(getattr(memo, "engine", None), ("daemonsets", namespace or "default", name), body, type)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                      **_: Any) -> None:
+    """The pods of the rollouts' Deployments and prewarm DaemonSets, trimmed to their labels, node, conditions
+    and container states: only kept for reads (why pods do not start); their Deployment's status wakes the
+    rollout."""
+    _keep(getattr(memo, "engine", None), ("pods", namespace or "default", name), body, type)
+
+
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:
     """Every watch event's body goes to the engine's port (before any filter), so a reconcile can read it
     instead of a GET."""

@@ -1,0 +1,190 @@
+"""ConfigMaps, DaemonSets and pods are read from the watches of the objects with the operator's rollout label:
+listings match equality selectors against the kept bodies, and absence is trusted only where the watch would
+show the object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout.kube import Kube, selector_terms
+from modelrollout.watchcache import WatchCache, trim_pod
+from modelrollout.workloads import pod_failure
+
+
+def pod(name: str, rv: str = "1", **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": rv,
+                     "labels": labels, "managedFields": [{"manager": "kubelet"}], "annotations": {"a": "b"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "img", "env": [{"name": "X"}]}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "t"}],
+            "containerStatuses": [{"name": "c", "image": "img:1", "ready": False, "imageID": "sha",
+                                   "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}],
+        },
+    }
+
+
+class Core:
+    """Stands in for CoreV1Api's ConfigMap calls: counts GETs, answers from ``objects``."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.gets = 0
+        self.created: list[str] = []
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+        self.gets += 1
+        if name not in self.objects:
+            raise ApiException(status=404)
+        return self.objects[name]
+
+    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        out = {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
+        self.objects[body["metadata"]["name"]] = out
+        self.created.append(body["metadata"]["name"])
+        return out
+
+    def delete_namespaced_config_map(self, name: str, namespace: str) -> None:
+        self.objects.pop(name, None)
+
+
+@pytest.mark.parametrize(("selector", "terms"), [
+    ("modelrollout.io/rollout=m", {"modelrollout.io/rollout": "m"}),
+    ("modelrollout.io/rollout=m,modelrollout.io/track=canary",
+     {"modelrollout.io/rollout": "m", "modelrollout.io/track": "canary"}),
+    ("modelrollout.io/rollout==m, modelrollout.io/prewarm=true",
+     {"modelrollout.io/rollout": "m", "modelrollout.io/prewarm": "true"}),
+    ("modelrollout.io/revision=abc,modelrollout.io/rollout=m",
+     {"modelrollout.io/revision": "abc", "modelrollout.io/rollout": "m"}),
+])
+def test_equality_selectors_are_parsed(selector: str, terms: dict[str, str]) -> None:
+    assert selector_terms(selector) == terms
+
+
+@pytest.mark.parametrize("selector", [
+    "", "modelrollout.io/rollout", "modelrollout.io/rollout!=m", "modelrollout.io/rollout in (m)",
+    "!modelrollout.io/rollout", "modelrollout.io/track=canary", "modelrollout.io/rollout=",
+    "modelrollout.io/rollout=m,modelrollout.io/rollout=n", "modelrollout.io/rollout=m,,x=y",
+    "modelrollout.io/rollout=m,modelrollout.io/track notin (a)",
+])
+def test_anything_but_equality_terms_naming_a_rollout_is_refused(selector: str) -> None:
+    with pytest.raises(ValueError):
+        selector_terms(selector)
+
+
+def test_pods_are_listed_from_the_watch_by_selector_and_namespace() -> None:
+    kube = Kube(None)
+    kube.saw(("pods", "ns", "a"), pod("a", **{"modelrollout.io/rollout": "m", "modelrollout.io/revision": "r1"}))
+    kube.saw(("pods", "ns", "b"), pod("b", **{"modelrollout.io/rollout": "m", "modelrollout.io/revision": "r2"}))
+    kube.saw(("pods", "ns", "c"), pod("c", **{"modelrollout.io/rollout": "mm", "modelrollout.io/revision": "r1"}))
+    kube.saw(("pods", "other", "d"), pod("d", **{"modelrollout.io/rollout": "m", "modelrollout.io/revision": "r1"}))
+    names = [p["metadata"]["name"] for p in kube.pods("ns", "modelrollout.io/rollout=m")]
+    assert names == ["a", "b"]
+    assert [p["metadata"]["name"] for p in kube.pods(
+        "ns", "modelrollout.io/rollout=m,modelrollout.io/revision=r2")] == ["b"]
+    assert kube.pods("ns", "modelrollout.io/rollout=m,modelrollout.io/track=canary") == []
+    kube.saw(("pods", "ns", "a"), pod("a", "2"), deleted=True)
+    assert [p["metadata"]["name"] for p in kube.pods("ns", "modelrollout.io/rollout=m")] == ["b"]
+    with pytest.raises(ValueError):
+        kube.pods("ns", "modelrollout.io/revision=r1")
+
+
+def test_a_kept_pod_is_trimmed_to_what_pod_failure_reads() -> None:
+    kube = Kube(None)
+    full = pod("a", **{"modelrollout.io/rollout": "m", "modelrollout.io/track": "canary"})
+    kube.saw(("pods", "ns", "a"), full)
+    [kept] = kube.pods("ns", "modelrollout.io/rollout=m")
+    assert kept == trim_pod(full)
+    assert "managedFields" not in kept["metadata"] and "annotations" not in kept["metadata"]
+    assert kept["spec"] == {"nodeName": "node-1"}
+    assert kept["status"]["containerStatuses"] == [
+        {"name": "c", "image": "img:1", "ready": False,
+         "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]
+    assert pod_failure(kube, "ns", "m", "canary") == \
+        "ImagePullBackOff on pod a (node node-1): no such image"
+    full["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] = "Changed"
+    assert kept["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+
+
+def test_own_config_maps_are_listed_and_read_from_the_watch() -> None:
+    core = Core()
+    kube = Kube(None, core=core)
+    labels = {"modelrollout.io/rollout": "m", "modelrollout.io/revision": "r1"}
+    cm = {"metadata": {"name": "m-r1-config", "namespace": "ns", "resourceVersion": "3", "labels": labels},
+          "data": {"k": "v"}}
+    kube.saw(("configmaps", "ns", "m-r1-config"), cm)
+    assert kube.config_map("ns", "m-r1-config") == cm
+    assert [c["metadata"]["name"] for c in kube.config_maps("ns", "modelrollout.io/rollout=m")] == ["m-r1-config"]
+    assert core.gets == 0
+    kube.delete_config_map("ns", "m-r1-config")
+    assert kube.config_maps("ns", "modelrollout.io/rollout=m") == []
+
+
+def test_a_config_map_not_on_the_watch_is_asked_for_each_time() -> None:
+    """A ConfigMap without the operator's label (the compat-probe contract) never shows on the watch: neither a
+    404 nor an earlier DELETED event says it is still missing."""
+    core = Core()
+    kube = Kube(None, core=core)
+    assert kube.config_map("ns", "contract") is None
+    core.objects["contract"] = {"metadata": {"name": "contract", "resourceVersion": "5"}, "data": {"c": "x"}}
+    assert kube.config_map("ns", "contract") == core.objects["contract"]
+    assert kube.config_map("ns", "contract") == core.objects["contract"]
+    assert core.gets == 3
+    kube.saw(("configmaps", "ns", "was-labelled"), {"metadata": {"name": "was-labelled", "resourceVersion": "6"}},
+             deleted=True)
+    core.objects["was-labelled"] = {"metadata": {"name": "was-labelled", "resourceVersion": "8"}}
+    assert kube.config_map("ns", "was-labelled") == core.objects["was-labelled"]
+
+
+def test_an_own_config_map_created_is_read_without_a_get() -> None:
+    core = Core()
+    kube = Kube(None, core=core)
+    body = {"metadata": {"name": "m-revisions", "namespace": "ns", "labels": {"modelrollout.io/rollout": "m"}},
+            "data": {"r1": "{}"}}
+    kube.create_config_map(body)
+    assert kube.config_map("ns", "m-revisions") == core.objects["m-revisions"]
+    assert core.gets == 0
+    kube.saw(("configmaps", "ns", "m-revisions"), core.objects["m-revisions"])  # the echo
+    assert kube.config_map("ns", "m-revisions") == core.objects["m-revisions"]
+    assert core.gets == 0
+
+
+def test_listed_leaves_out_what_is_not_current() -> None:
+    cache = WatchCache()
+    cache.saw(("pods", "ns", "a"), {"metadata": {"name": "a", "resourceVersion": "1"}})
+    cache.saw(("pods", "ns", "b"), {"metadata": {"name": "b", "resourceVersion": "1"}})
+    cache.wrote(("pods", "ns", "b"), "2")  # an own write without an answer: nothing current to read
+    cache.read(("pods", "ns", "gone"), lambda: None)  # known absent
+    assert [b["metadata"]["name"] for b in cache.listed("pods", "ns")] == ["a"]
+    assert cache.listed("pods", "other") == [] and cache.listed("configmaps", "ns") == []
+
+
+class Apps:
+    """Stands in for AppsV1Api's DaemonSet GET: counts them, 404 for every name."""
+
+    def __init__(self) -> None:
+        self.gets = 0
+
+    def read_namespaced_daemon_set(self, name: str, namespace: str, **_: Any) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+        self.gets += 1
+        raise ApiException(status=404)
+
+
+def test_the_prewarm_daemon_set_is_read_from_the_watch() -> None:
+    apps = Apps()
+    kube = Kube(None, apps=apps)
+    ds = {"metadata": {"name": "m-prewarm", "resourceVersion": "4", "managedFields": [{"manager": "x"}],
+                       "labels": {"modelrollout.io/rollout": "m"}}, "status": {"numberReady": 1}}
+    kube.saw(("daemonsets", "ns", "m-prewarm"), ds)
+    assert kube.daemon_set("ns", "m-prewarm") == {"metadata": {"name": "m-prewarm", "resourceVersion": "4",
+                                                               "labels": {"modelrollout.io/rollout": "m"}},
+                                                  "status": {"numberReady": 1}}
+    kube.saw(("daemonsets", "ns", "m-prewarm"), ds, deleted=True)
+    assert kube.daemon_set("ns", "m-prewarm") is None
+    assert kube.daemon_set("ns", "n-prewarm") is None and kube.daemon_set("ns", "n-prewarm") is None
+    assert apps.gets == 1, "a DaemonSet found absent stays so until the watch shows it"
