@@ -177,14 +177,15 @@ class Kube:
         return self.watched.read(key, get, absence=absence)
 
     def _wrote(self, key: Key, call: Callable[[], T], *, quiet: bool = False) -> T:
-        """Make the write ``call()`` to ``key`` and record the version it made (and, for a plain dict answer, the
-        object as written, read until the echo; a client model would cost a conversion per write, so those are
-        read with a GET until the echo)."""
+        """Make the write ``call()`` to ``key`` and record the version it made and, for a plain dict answer or a raw
+        one (``_preload_content=False``, parsed here), the object as written, read until the echo instead of a
+        GET; a client model would cost a conversion per write, so those are read with a GET until the echo."""
         before = self.watched.events(key)
         out = call()
-        if isinstance(out, dict):
-            rv = (out.get("metadata") or {}).get("resourceVersion")
-            answer: Body | None = out
+        raw = getattr(out, "data", None) if not isinstance(out, dict) else None
+        if isinstance(out, dict) or isinstance(raw, bytes | str):
+            answer: Body | None = out if isinstance(out, dict) else self._body(out)
+            rv = ((answer or {}).get("metadata") or {}).get("resourceVersion")
         else:
             rv = getattr(getattr(out, "metadata", None), "resource_version", None)
             answer = None
@@ -221,13 +222,13 @@ class Kube:
         meta = body["metadata"]
         extra = {"dry_run": "All"} if dry_run else {}
 
-        def call() -> object:
+        def call(**raw: bool) -> object:
             return method(meta["name"], meta["namespace"], body=body, field_manager=FIELD_MANAGER, force=True,
-                          _content_type="application/apply-patch+yaml", **extra)
+                          _content_type="application/apply-patch+yaml", **extra, **raw)
         if watched is None or dry_run:
             call()
         else:
-            self._wrote((watched, meta["namespace"], meta["name"]), call)
+            self._wrote((watched, meta["namespace"], meta["name"]), lambda: call(_preload_content=False))
 
     def _refused(self, method: Callable[..., object], body: Body) -> str | None:
         """The apiserver's message if it would refuse :meth:`_apply` of ``body`` (a server-side dry run: validated,
@@ -299,7 +300,8 @@ class Kube:
             patch = {"metadata": {"annotations": dict(annotations)}, **patch}
         try:
             self._wrote((DEPLOYMENTS, namespace, name),
-                        lambda: self._apps.patch_namespaced_deployment(name, namespace, patch))
+                        lambda: self._apps.patch_namespaced_deployment(name, namespace, patch,
+                                                                       _preload_content=False))
         except ApiException as exc:
             if not (missing_ok and exc.status == 404):
                 raise
@@ -338,7 +340,7 @@ class Kube:
     def create_service(self, body: Body) -> None:
         meta = body["metadata"]
         self._wrote((SERVICES, meta["namespace"], meta["name"]),
-                    lambda: self._core.create_namespaced_service(meta["namespace"], body))
+                    lambda: self._core.create_namespaced_service(meta["namespace"], body, _preload_content=False))
 
     # ------------------------------------------------------------------ ConfigMaps
 
@@ -363,7 +365,8 @@ class Kube:
     def create_config_map(self, body: Body) -> None:
         meta = body["metadata"]
         self._wrote((CONFIG_MAPS, meta["namespace"], meta["name"]),
-                    lambda: self._core.create_namespaced_config_map(meta["namespace"], body))
+                    lambda: self._core.create_namespaced_config_map(meta["namespace"], body,
+                                                                    _preload_content=False))
 
     def refused_config_map(self, body: Body) -> str | None:
         """The apiserver's message if it would refuse to create ``body`` (a server-side dry run), else None (also
@@ -382,7 +385,8 @@ class Kube:
         """Replace the ConfigMap with ``body`` (its resourceVersion guards the write)."""
         meta = body["metadata"]
         self._wrote((CONFIG_MAPS, meta["namespace"], meta["name"]),
-                    lambda: self._core.replace_namespaced_config_map(meta["name"], meta["namespace"], body))
+                    lambda: self._core.replace_namespaced_config_map(meta["name"], meta["namespace"], body,
+                                                                     _preload_content=False))
 
     def delete_config_map(self, namespace: str, name: str) -> None:
         self._deleted((CONFIG_MAPS, namespace, name),

@@ -42,7 +42,7 @@ class Core:
             raise ApiException(status=404)
         return self.objects[name]
 
-    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         out = {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
         self.objects[body["metadata"]["name"]] = out
         self.created.append(body["metadata"]["name"])
@@ -188,3 +188,32 @@ def test_the_prewarm_daemon_set_is_read_from_the_watch() -> None:
     assert kube.daemon_set("ns", "m-prewarm") is None
     assert kube.daemon_set("ns", "n-prewarm") is None and kube.daemon_set("ns", "n-prewarm") is None
     assert apps.gets == 1, "a DaemonSet found absent stays so until the watch shows it"
+
+
+class Raw:
+    """A raw answer (``_preload_content=False``): the JSON the apiserver sent."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        import json
+        self.data = json.dumps(body).encode()
+
+
+def test_a_raw_write_answer_is_read_until_the_echo_without_a_get() -> None:
+    class Net:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def patch_namespaced_ingress(self, name: str, namespace: str, body: Any, **kw: Any) -> Raw:
+            self.calls.append(f"patch {kw.get('_preload_content')}")
+            return Raw({**body, "metadata": {**body["metadata"], "resourceVersion": "30"}})
+
+        def read_namespaced_ingress(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
+            self.calls.append("read")
+            return {"metadata": {"name": name, "resourceVersion": "30"}}
+
+    net = Net()
+    kube = Kube(None, networking=net)
+    kube.apply_ingress({"metadata": {"name": "m-canary", "namespace": "ns"}, "spec": {"rules": []}})
+    got = kube.ingress("ns", "m-canary")
+    assert got is not None and got["metadata"]["resourceVersion"] == "30" and got["spec"] == {"rules": []}
+    assert net.calls == ["patch False"]
