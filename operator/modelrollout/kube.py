@@ -125,6 +125,9 @@ class Kube:
         their known absence and the echoes of the operator's own writes."""
         self.recent = recent if recent is not None else Recent()
         """Time-bounded answers about rollouts (a passing check, a pod listing's reason, an absent DaemonSet)."""
+        self._listed: dict[str, frozenset[str]] = {}
+        """namespace -> the names of the DaemonSets with the operator's label one LIST found there (see
+        :meth:`daemon_set`)."""
         self._slices: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
         """(namespace, Service) -> EndpointSlice name -> its ready endpoints: the per-track Services' slices (fed
         by a watch of the slices that carry the operator's label, which they copy from their Service)."""
@@ -395,9 +398,26 @@ class Kube:
     # ------------------------------------------------------------------ DaemonSets, Pods, Events
 
     def daemon_set(self, namespace: str, name: str) -> Body | None:
-        """The operator's DaemonSet (watched: those with its rollout label)."""
-        return self._read((DAEMON_SETS, namespace, name),
-                          lambda: self._apps.read_namespaced_daemon_set(name, namespace, _preload_content=False))
+        """The operator's DaemonSet (watched: those with its rollout label, as every DaemonSet it reads has).
+
+        A name the watch never showed is looked up in one LIST of the namespace's labelled DaemonSets, made at the
+        first such read: one that LIST did not find is absent (its creation comes on the watch, or is the
+        operator's own write), so the prewarm DaemonSet of a rollout without prewarm costs no GET; one it found
+        is read with a GET (the LIST's bodies are not kept: one deleted before the watch listed it would never be
+        seen going away).
+        """
+        key = (DAEMON_SETS, namespace, name)
+        if not self.watched.has(key):
+            listed = self._listed.get(namespace)
+            if listed is None:
+                answer = self._body(self._apps.list_namespaced_daemon_set(
+                    namespace, label_selector=LABEL_ROLLOUT, _preload_content=False))
+                listed = self._listed[namespace] = frozenset(
+                    str((item.get("metadata") or {}).get("name")) for item in answer.get("items") or [])
+            if name not in listed and not self.watched.has(key):
+                return None
+        return self._read(key, lambda: self._apps.read_namespaced_daemon_set(name, namespace,
+                                                                             _preload_content=False))
 
     def apply_daemon_set(self, body: Body) -> None:
         self._apply(self._apps.patch_namespaced_daemon_set, body, watched=DAEMON_SETS)

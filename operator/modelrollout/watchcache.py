@@ -175,6 +175,11 @@ class WatchCache:
             # events start again from 0: a write in flight meanwhile compares unequal and is not trusted
             self._replace(key, self._record(key, now), _Record(deleting=now))
 
+    def has(self, key: Key) -> bool:
+        """Whether anything is known of ``key`` (a watch event, a read, a write or a delete made a record)."""
+        with self._lock:
+            return key in self._records
+
     def events(self, key: Key) -> int:
         """How many watch events ``key`` has had (pass it to :meth:`wrote` from before the write was sent)."""
         with self._lock:

@@ -164,15 +164,23 @@ def test_listed_leaves_out_what_is_not_current() -> None:
 
 
 class Apps:
-    """Stands in for AppsV1Api's DaemonSet GET: counts them, 404 for every name."""
+    """Stands in for AppsV1Api's DaemonSet reads: counts them; ``existing`` are there, anything else is not."""
 
-    def __init__(self) -> None:
-        self.gets = 0
+    def __init__(self, *existing: str) -> None:
+        self.existing = set(existing)
+        self.calls: list[str] = []
 
     def read_namespaced_daemon_set(self, name: str, namespace: str, **_: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
-        self.gets += 1
-        raise ApiException(status=404)
+        self.calls.append(f"get {name}")
+        if name not in self.existing:
+            raise ApiException(status=404)
+        return {"metadata": {"name": name, "resourceVersion": "9"}}
+
+    def list_namespaced_daemon_set(self, namespace: str, *, label_selector: str, **_: Any) -> dict[str, Any]:
+        assert label_selector == "modelrollout.io/rollout"
+        self.calls.append(f"list {namespace}")
+        return {"items": [{"metadata": {"name": n}} for n in sorted(self.existing)]}
 
 
 def test_the_prewarm_daemon_set_is_read_from_the_watch() -> None:
@@ -186,8 +194,22 @@ def test_the_prewarm_daemon_set_is_read_from_the_watch() -> None:
                                                   "status": {"numberReady": 1}}
     kube.saw(("daemonsets", "ns", "m-prewarm"), ds, deleted=True)
     assert kube.daemon_set("ns", "m-prewarm") is None
-    assert kube.daemon_set("ns", "n-prewarm") is None and kube.daemon_set("ns", "n-prewarm") is None
-    assert apps.gets == 1, "a DaemonSet found absent stays so until the watch shows it"
+    assert apps.calls == []
+
+
+def test_a_daemon_set_the_watch_never_showed_is_looked_up_in_one_list_per_namespace() -> None:
+    """Absent prewarm DaemonSets cost one LIST per namespace, not a GET per rollout; one the LIST found but the
+    watch has not shown yet is read with a GET."""
+    apps = Apps("late-prewarm")
+    kube = Kube(None, apps=apps)
+    assert [kube.daemon_set("ns", f"r{i}-prewarm") for i in range(5)] == [None] * 5
+    assert apps.calls == ["list ns"]
+    assert kube.daemon_set("ns", "late-prewarm") == {"metadata": {"name": "late-prewarm", "resourceVersion": "9"}}
+    assert kube.daemon_set("other", "r0-prewarm") is None
+    assert apps.calls == ["list ns", "get late-prewarm", "list other"]
+    kube.saw(("daemonsets", "ns", "r1-prewarm"), {"metadata": {"name": "r1-prewarm", "resourceVersion": "3"}})
+    assert kube.daemon_set("ns", "r1-prewarm") == {"metadata": {"name": "r1-prewarm", "resourceVersion": "3"}}
+    assert len(apps.calls) == 3
 
 
 class Raw:

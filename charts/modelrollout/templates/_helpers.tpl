@@ -59,7 +59,8 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
 # rollback.prewarm: the NAME-prewarm image pre-pull DaemonSet (server-side applied, deleted when done), read from a
-# watch of the DaemonSets with the operator's rollout label (a GET only before the watch has shown it).
+# watch of the DaemonSets with the operator's rollout label (one LIST per namespace tells which do not exist; a
+# GET only for one the watch has not shown yet).
 - apiGroups: [apps]
   resources: [daemonsets]
   verbs: [get, list, watch, create, patch, delete]
