@@ -25,6 +25,12 @@ log = logging.getLogger("modelrollout.handlers")
 RESYNC_SECONDS = 60.0
 """A rollout with nothing to wait for is still looked at this often."""
 
+LABELLED = (("apps", "deployments"), ("apps", "daemonsets"), ("", "configmaps"), ("", "pods"),
+            ("discovery.k8s.io", "endpointslices"))
+"""The kinds watched only where they carry the operator's rollout label (a server-side label selector, the same
+as their handlers' ``labels`` filter), so the operator's memory and the watches' traffic do not grow with the
+other applications' pods and ConfigMaps."""
+
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -35,6 +41,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    for group, plural in LABELLED:  # only the operator's objects are sent, not every pod or ConfigMap
+        settings.watching.label_selectors[group, "v1", plural] = LABEL_ROLLOUT
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:

@@ -119,7 +119,7 @@ class Kube:
         self.watched = watched if watched is not None else WatchCache(trim={
             DEPLOYMENTS: trim_deployment, INGRESSES: trim_object, SERVICES: trim_service,
             CONFIG_MAPS: trim_object, DAEMON_SETS: trim_object, PODS: trim_pod,
-            api.PLURAL: rollout_trimmer(annotation_managers)})
+            api.PLURAL: rollout_trimmer(annotation_managers)}, listed_only=frozenset({PODS}))
         """The watched objects (fed by the kopf handlers through :meth:`saw`): rollouts, every Service and
         Ingress, and the Deployments, DaemonSets, ConfigMaps and pods that carry the operator's rollout label;
         their known absence and the echoes of the operator's own writes."""

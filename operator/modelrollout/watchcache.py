@@ -114,9 +114,13 @@ class WatchCache:
     """Thread-safe: watch events arrive on kopf's event loop, reads and writes come from reconcile threads."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 trim: Mapping[str, Callable[[Body], Body]] | None = None) -> None:
+                 trim: Mapping[str, Callable[[Body], Body]] | None = None,
+                 listed_only: frozenset[str] = frozenset()) -> None:
         self._clock = clock
         self._trim = dict(trim or {})
+        self._listed_only = listed_only
+        """Plurals read only through :meth:`listed` (pods): a DELETED event forgets the record instead of keeping
+        it as known absent, since no one asks for one of them by name."""
         self._records: dict[Key, _Record] = {}
         self._names: dict[tuple[str, str], set[str]] = {}
         """(plural, namespace) -> the names that have a record: what :meth:`listed` reads."""
@@ -150,7 +154,10 @@ class WatchCache:
         with self._lock:
             rec = self._record(key, self._clock())
             if deleted:
-                if rec.pending is not None:  # an own write may have made it again: ask the API
+                if key[0] in self._listed_only and rec.pending is None:
+                    self._present(rec)
+                    self._forget(key)
+                elif rec.pending is not None:  # an own write may have made it again: ask the API
                     rec.body, rec.deleting = None, None
                     rec.events += 1
                     rec.doubt = True

@@ -239,3 +239,39 @@ def test_a_raw_write_answer_is_read_until_the_echo_without_a_get() -> None:
     got = kube.ingress("ns", "m-canary")
     assert got is not None and got["metadata"]["resourceVersion"] == "30" and got["spec"] == {"rules": []}
     assert net.calls == ["patch False"]
+
+
+def test_a_deleted_pod_leaves_no_record() -> None:
+    """Pods are read only by listing: a DELETED event forgets the pod, it is not kept as known absent."""
+    cache = WatchCache(listed_only=frozenset({"pods"}))
+    cache.saw(("pods", "ns", "a"), {"metadata": {"name": "a", "resourceVersion": "1"}})
+    cache.saw(("pods", "ns", "a"), {"metadata": {"name": "a", "resourceVersion": "2"}}, deleted=True)
+    assert not cache.has(("pods", "ns", "a")) and cache.listed("pods", "ns") == []
+    cache.saw(("deployments", "ns", "d"), {"metadata": {"name": "d", "resourceVersion": "1"}}, deleted=True)
+    assert cache.has(("deployments", "ns", "d")), "a Deployment's absence is kept"
+    assert Kube(None).watched.listed("pods", "ns") == []
+
+
+def test_the_label_scoped_kinds_are_selected_on_the_server() -> None:
+    """The operator's startup asks the apiserver for only the labelled pods, ConfigMaps, DaemonSets, Deployments
+    and EndpointSlices; Services, Ingresses and rollouts are watched whole."""
+    import asyncio
+
+    import kopf
+    from kopf._cogs.structs.references import Resource
+
+    from modelrollout.handlers import startup
+    settings, memo = kopf.OperatorSettings(), kopf.Memo()
+    memo.engine = object()  # no connection to make
+
+    async def run() -> None:
+        await startup(settings=settings, memo=memo)
+    asyncio.run(run())
+
+    def selector(group: str, plural: str) -> list[str]:
+        return list(settings.watching.label_selectors.collect(Resource(group=group, version="v1", plural=plural)))
+    for group, plural in [("", "pods"), ("", "configmaps"), ("apps", "daemonsets"), ("apps", "deployments"),
+                          ("discovery.k8s.io", "endpointslices")]:
+        assert selector(group, plural) == ["modelrollout.io/rollout"], plural
+    for group, plural in [("", "services"), ("networking.k8s.io", "ingresses"), ("modelrollout.io", "modelrollouts")]:
+        assert selector(group, plural) == [], plural
