@@ -425,14 +425,14 @@ def test_a_users_ingress_is_read_from_the_watch_without_its_managed_fields() -> 
     assert net.calls == ["patch m-canary"]
 
 
-def test_present_lists_the_kept_bodies_of_one_kind_in_one_namespace() -> None:
+def test_listed_gives_the_kept_bodies_of_one_kind_in_one_namespace() -> None:
     cache = WatchCache()
     dep = {"metadata": {"name": "m-a", "resourceVersion": "1"}}
     cache.saw(("deployments", "ns", "m-a"), dep)
     cache.saw(("deployments", "ns", "m-b"), {"metadata": {"name": "m-b", "resourceVersion": "2"}})
     cache.saw(("deployments", "other", "m-c"), {"metadata": {"name": "m-c", "resourceVersion": "3"}})
     cache.saw(("services", "ns", "m-a"), {"metadata": {"name": "m-a", "resourceVersion": "4"}})
-    assert sorted(b["metadata"]["name"] for b in cache.present("deployments", "ns")) == ["m-a", "m-b"]
+    assert sorted(b["metadata"]["name"] for b in cache.listed("deployments", "ns")) == ["m-a", "m-b"]
     cache.saw(("deployments", "ns", "m-a"), dep, deleted=True)
     cache.removed(("deployments", "ns", "m-b"))
-    assert cache.present("deployments", "ns") == [] and len(cache.present("deployments", "other")) == 1
+    assert cache.listed("deployments", "ns") == [] and len(cache.listed("deployments", "other")) == 1
