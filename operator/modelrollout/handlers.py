@@ -16,7 +16,7 @@ import kopf
 
 from modelrollout import api, telemetry
 from modelrollout.engine import Engine
-from modelrollout.kube import LABEL_ROLLOUT, Kube, retry_after
+from modelrollout.kube import LABEL_ROLLOUT, SERVICE_NAME_LABEL, Kube, retry_after
 from modelrollout.notify import Notifier
 from modelrollout.watchcache import Key
 
@@ -99,12 +99,16 @@ async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
 async def endpoints_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
                             **_: Any) -> None:
     """The per-track Services' EndpointSlices (they copy the Service's labels): which canary pods a router can
-    reach. A change wakes the rollout, which may be waiting for them before it moves traffic."""
+    reach. A change of the ready endpoints of ``NAME-canary`` wakes the rollout, which may be waiting for them before
+    it moves traffic; other changes (the stable Service's, a slice rewritten with the same ready pods) wake no one."""
     engine: Engine | None = getattr(memo, "engine", None)
+    labels = body.metadata.get("labels") or {}
+    rollout, service = labels.get(LABEL_ROLLOUT), labels.get(SERVICE_NAME_LABEL)
+    canary = engine is not None and bool(rollout) and service == f"{rollout}-canary"
+    before = engine.kube.ready_endpoints_of(namespace or "default", service) if engine and canary else None
     _keep(engine, ("endpointslices", namespace or "default", name), body, type)
-    rollout = (body.metadata.get("labels") or {}).get(LABEL_ROLLOUT)
-    if engine is not None and rollout:
-        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", rollout))
+    if engine is not None and canary and engine.kube.ready_endpoints_of(namespace or "default", service) != before:
+        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", str(rollout)))
         _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
 
 

@@ -158,14 +158,17 @@ class Kube:
             return
         slices[name] = ready_endpoints(body)
 
+    def ready_endpoints_of(self, namespace: str, service: str | None) -> frozenset[str] | None:
+        """The ready endpoints the Service's EndpointSlices list (pods by name), None when no slice was seen."""
+        slices = self._slices.get((namespace, service or ""))
+        return None if slices is None else frozenset().union(*slices.values())
+
     def serving(self, namespace: str, service: str, pods: str = "") -> int | None:
         """How many ready endpoints the Service's EndpointSlices list (a watch of the operator's labelled slices),
         counting only pods whose name starts with ``pods`` (a Deployment's pods: ``NAME-``); None when no slice of
         it has been seen."""
-        slices = self._slices.get((namespace, service))
-        if slices is None:
-            return None
-        return sum(1 for endpoint in frozenset().union(*slices.values()) if endpoint.startswith(pods))
+        ready = self.ready_endpoints_of(namespace, service)
+        return None if ready is None else sum(1 for endpoint in ready if endpoint.startswith(pods))
 
     def quiet_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """A rollout's watch event is the echo of one of the operator's own last status or annotation writes

@@ -90,3 +90,33 @@ def test_the_port_counts_a_services_endpoints_over_its_slices() -> None:
     assert kube.serving("ns", "m-canary") == 0
     kube.saw(("endpointslices", "ns", "m-canary-b"), two, deleted=True)
     assert kube.serving("ns", "m-canary") is None
+
+
+def test_only_a_change_of_the_canary_services_ready_endpoints_wakes_the_rollout() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    import kopf
+
+    from modelrollout.handlers import endpoints_changed
+
+    kube = Kube(None)
+    kube.saw(("modelrollouts", "ns", "m"), {"metadata": {"name": "m", "uid": "u1", "resourceVersion": "1"}})
+    woken = asyncio.Event()
+    memo = kopf.Memo(engine=SimpleNamespace(kube=kube), wakeups={"u1": woken})
+
+    def event(service: str, pods: list[str], ready: bool = True) -> bool:
+        body = {"metadata": {"name": f"{service}-x", "namespace": "ns", "labels": {
+            "kubernetes.io/service-name": service, "modelrollout.io/rollout": "m"}},
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": ready}, "targetRef": {"name": p}}
+                          for p in pods]}
+        woken.clear()
+        asyncio.run(endpoints_changed(body=kopf.Body(body), memo=memo, name=f"{service}-x", namespace="ns",
+                                      type="MODIFIED"))
+        return woken.is_set()
+
+    assert event("m-canary", ["m-r2-a"])  # first seen: the rollout may be waiting for it
+    assert not event("m-canary", ["m-r2-a"])  # rewritten with the same ready pods
+    assert event("m-canary", ["m-r2-a", "m-r2-b"])
+    assert event("m-canary", ["m-r2-a"], ready=False)  # none ready any more: a change too
+    assert not event("m-stable", ["m-r1-a"])  # the stable Service's endpoints decide nothing
