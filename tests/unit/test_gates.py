@@ -113,8 +113,9 @@ def test_pre_approval_of_later_gates_still_works_for_spec_risky_and_preflight_ga
                  model={"dependencies": {"torch": "2.5.1"}})
     w.raw["strategy"]["canary"]["riskyAbove"] = 70
     w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}  # preflight gate at the first traffic step (0)
+    w.annotations[APPROVE] = f"{w.revision}-0"  # approved with the change: the rollout's first reconcile reaches it
     w.run(until=lambda w: w.status.canary_revision == w.revision)
-    for index in (0, 1, 3):  # preflight gate, approval step, setWeight 100 above riskyAbove 70
+    for index in (1, 3):  # the approval step, setWeight 100 above riskyAbove 70
         w.annotations[APPROVE] = f"{w.revision}-{index}"
         w.run(until=lambda w, index=index: w.status.approved_step == index or w.status.current_step > index)
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)

@@ -57,7 +57,7 @@ def run_step(p: Plan) -> None:
         if not gate(p, i, reason, "continue"):
             return
         p.status.approved_step = i
-    elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed:
+    elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed and APPROVE not in p.held:
         check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i, total=len(steps),
                             gates=gate_steps(spec, preflight_reasons(p.status.preflight)))
         if check.opens and p.status.approved_step == i:
@@ -178,6 +178,8 @@ def set_weight(p: Plan, i: int, weight: int, analysis_ok: bool, label: str, reas
         p.phase(Phase.PROGRESSING, f"{label}: weight {weight}{pinned}{mirrored}")
         p.event(reason, f"{label}: {weight}% of traffic on revision {obs.revision}{pinned}{mirrored}")
     advance(p, i + 1)
+    if i + 1 == len(steps_of(spec)):
+        run_step(p)  # after the last step, promotion (or the evidence it waits for) is decided in this reconcile
 
 
 def advance(p: Plan, to: int) -> None:

@@ -228,7 +228,7 @@ def _start(p: Plan) -> None:
         return
     p.phase(Phase.PROGRESSING, f"rolling out revision {obs.revision} over stable {old.stable_revision}")
     p.history("Started", f"stable {old.stable_revision}")
-    p.again(0)
+    run_step(p)  # the first step starts in the same reconcile (its canary pods are asked for with the Deployment)
 
 
 def switch_back(p: Plan) -> bool:
