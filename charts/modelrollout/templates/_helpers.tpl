@@ -53,30 +53,32 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 - apiGroups: [modelrollout.io]
   resources: [modelrollouts/status]
   verbs: [patch]
-# NAME-stable / NAME-canary Deployments: kopf watches them (to wake the rollout), the operator reads them
-# and server-side applies or scales them (an apply that creates an object needs create as well as patch).
+# NAME-REVISION Deployments: kopf watches them (to wake the rollout), the operator reads them, server-side
+# applies or scales them (an apply that creates an object needs create as well as patch), and deletes the
+# Deployment of a revision no role needs any more (the previous stable after scaleDownDelay, a superseded canary).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 # rollback.prewarm: the NAME-prewarm image pre-pull DaemonSet (server-side applied, deleted when done).
 - apiGroups: [apps]
   resources: [daemonsets]
   verbs: [get, create, patch, delete]
 # NAME-stable / NAME-canary Services: read the root Service's ports and selector (from a watch of every Service),
-# create the track Services.
+# create the track Services, and patch their selectors to the revision each role runs (promotion switches
+# NAME-stable to the canary revision).
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, patch]
 # The track Services' EndpointSlices (watched by the operator's label, which they copy from their Service): a
 # weight moves only once NAME-canary lists the ready canary pods.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
-# Owned ConfigMaps: the model config of each revision (created once, pruned after promotion), the recorded
-# revisions for rollback-to (NAME-revisions, replaced at its resourceVersion); read the compatProbe contract.
+# Owned ConfigMaps: the model config of each revision (created once, deleted with the revision's Deployment), the
+# recorded revisions for rollback-to (NAME-revisions, replaced at its resourceVersion); read the compatProbe contract.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, update, delete]
+  verbs: [get, create, update, delete]
 # Why pods are not ready (ImagePullBackOff, CrashLoopBackOff, unschedulable), for canary, stable and prewarm.
 - apiGroups: [""]
   resources: [pods]
