@@ -178,7 +178,7 @@ class Console:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The rollout, the canary Ingress and both Deployments, read with one ``kubectl get``."""
+    """The rollout, the canary Ingress and the Deployments of its stable and canary revisions (``NAME-REVISION``)."""
 
     rollout: Json
     canary_ingress: Json | None
@@ -542,23 +542,27 @@ class Demo:
             self.out.say(f"  $ kubectl apply -n {NAMESPACE}: {line}")
 
     def snapshot(self) -> Snapshot:
-        raw = self.kubectl("get", f"modelrollout/{NAME}", f"ingress/{NAME}-canary", f"deployment/{NAME}-stable",
-                           f"deployment/{NAME}-canary", "--ignore-not-found", "-o", "json")
+        raw = self.kubectl("get", f"modelrollout/{NAME}", f"ingress/{NAME}-canary", "--ignore-not-found",
+                           "-o", "json")
         doc = json.loads(raw) if raw.strip() else {"items": []}
         items = doc.get("items", [doc]) if doc.get("kind") == "List" else [doc]
         rollout: Json | None = None
         ingress: Json | None = None
-        deployments: dict[str, Json] = {}
         for item in items:
-            kind, name = item.get("kind"), item["metadata"]["name"]
+            kind = item.get("kind")
             if kind == "ModelRollout":
                 rollout = item
             elif kind == "Ingress":
                 ingress = item
-            elif kind == "Deployment":
-                deployments[name.removeprefix(f"{NAME}-")] = item
         if rollout is None:
             raise DemoFailed(f"ModelRollout {NAMESPACE}/{NAME} not found")
+        # each revision runs in its own Deployment, NAME-REVISION: a track's is the one of the revision the status
+        # gives it
+        status = rollout.get("status") or {}
+        by_name = {d["metadata"]["name"]: d for d in json.loads(self.kubectl(
+            "get", "deployments", "-l", f"modelrollout.io/rollout={NAME}", "-o", "json")).get("items") or []}
+        deployments = {track: by_name[f"{NAME}-{rev}"] for track in ("stable", "canary")
+                       if (rev := status.get(f"{track}Revision")) and f"{NAME}-{rev}" in by_name}
         return Snapshot(rollout, ingress, deployments)
 
     def watch(self, act: int, what: str, done: Callable[[Snapshot], bool], *, timeout: float,
@@ -708,13 +712,14 @@ class Demo:
         new = str(snap.status["stableRevision"])
         o.say(f"  act 2: revision {new} promoted: stable serves 100% on chat-server:{self.v2.tag} "
               f"after {len(approved)} approval(s)")
-        # the stable Deployment now runs the new template: its pods' stand-in changes with it
+        # the canary revision's pods are the stable ones now: a stand-in reports its track, so the stable stand-in
+        # takes the new revision and the canary's stops
         old_stable = self.stand_ins["stable"]
         self.start_stand_in("stable", new, self.v2)
         self.wait_scraped(self.stand_ins["stable"])
         old_stable.stop()
         o.say(f"  >> stable revision {old_stable.revision} replaced: stopped {old_stable.describe()}")
-        self.retire("canary", "scaled down after promotion")
+        self.retire("canary", "its pods serve as stable after promotion")
         self.results.append(ActResult(2, self.v2, new, "Succeeded",
                                       f"promoted after {len(approved)} approval(s)", time.monotonic() - t))
         return new
