@@ -738,12 +738,11 @@ def build_result(runs: Sequence[ScaleRun], breach: dict[str, list[BreachTrial]],
         "Argo's figures are its controller process alone (Go); ours are the operator's Python process (kopf and "
         "the engine). Both read the rollouts and their Deployments/ReplicaSets from watches; Argo also reads "
         "Services, Ingresses and pods from informers.",
-        "Why the requests, the CPU and the time differ: at promotion this operator rolls the new template onto "
-        "the NAME-stable Deployment (the `patch deployments` above), a second rollout of every pod that the "
-        "controller-manager, the scheduler and kwok carry out (the apiserver's requests of all clients), while "
-        "Argo makes the canary ReplicaSet the stable one; and it reads the Services, Ingresses, the prewarm "
-        "DaemonSet and ConfigMaps with a GET per reconcile where Argo reads them from informers. Promotion by role "
-        "and every read from watches are the planned remedies.",
+        "Why the requests, the CPU and the time differ: at promotion this operator, like Argo, keeps the "
+        "analysed pods (promotion by role: the canary revision's Deployment, NAME-REVISION, is scaled to full "
+        "size and NAME-stable's selector switched to it; the previous stable's Deployment is deleted after "
+        "scaleDownDelay), but it reads the Services, Ingresses, the prewarm DaemonSet and ConfigMaps with a GET "
+        "per reconcile where Argo reads them from informers. Every read from watches is the planned remedy.",
     ]
     trials = max((len(v) for v in breach.values()), default=0)
     failed = 0

@@ -380,11 +380,6 @@ class Kube:
         failure answer (404 included) is raised."""
         return self._body(self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
 
-    def config_maps(self, namespace: str, label_selector: str) -> list[Body]:
-        """The operator's ConfigMaps that match ``label_selector`` (equality terms, one of them the rollout label:
-        :func:`selector_terms`), from the watch of those with the rollout label."""
-        return _matching(self.watched.listed(CONFIG_MAPS, namespace), label_selector)
-
     def create_config_map(self, body: Body) -> None:
         meta = body["metadata"]
         self._wrote((CONFIG_MAPS, meta["namespace"], meta["name"]),

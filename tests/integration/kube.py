@@ -18,6 +18,43 @@ from .manifests import ingress, rollout, service
 Json = dict[str, Any]
 
 
+def track_revision(k: Kubectl, name: str, track: str) -> str | None:
+    """The revision the ModelRollout's status gives ``track`` ("stable" or "canary"): ``status.stableRevision`` or
+    ``status.canaryRevision`` (None while it has none, e.g. the canary after a promotion)."""
+    obj = k.get("modelrollout", name)
+    rev = ((obj or {}).get("status") or {}).get(f"{track}Revision")
+    return str(rev) if rev else None
+
+
+def track_deployment(k: Kubectl, name: str, track: str) -> Json | None:
+    """The Deployment that runs ``track``'s revision: ``NAME-REVISION`` (each revision has its own; the role is which
+    revision the status names), or None when the track has no revision or its Deployment does not exist."""
+    rev = track_revision(k, name, track)
+    return None if rev is None else k.get("deployment", f"{name}-{rev}")
+
+
+def track_pods(k: Kubectl, name: str, track: str) -> list[Json]:
+    """The pods of ``track``'s revision, listed by ``modelrollout.io/rollout`` and ``modelrollout.io/revision`` (pods
+    carry no role label: promotion moves the role, not the pods); [] while the track has no revision."""
+    rev = track_revision(k, name, track)
+    if rev is None:
+        return []
+    out = json.loads(k.run("get", "pods", "-l", f"modelrollout.io/rollout={name},modelrollout.io/revision={rev}",
+                           "-o", "json"))
+    return list(out.get("items") or [])
+
+
+def deployment_names(k: Kubectl, name: str) -> list[str]:
+    """The names of every Deployment of rollout ``name`` (labelled ``modelrollout.io/rollout``), sorted."""
+    out = json.loads(k.run("get", "deployments", "-l", f"modelrollout.io/rollout={name}", "-o", "json"))
+    return sorted(d["metadata"]["name"] for d in out.get("items") or [])
+
+
+def wait_deleted(k: Kubectl, kind: str, name: str, timeout: float = 60) -> None:
+    """Wait until ``kind/name`` no longer exists."""
+    wait_until(lambda: k.get(kind, name) is None, timeout, 0.2, what=f"{kind}/{name} deleted")
+
+
 def release_behind_nginx(k: Kubectl, name: str, steps: list[Json], **spec: Any) -> str:
     """The root Service and an Ingress to NAME-stable, then the first revision; its revision once stable."""
     k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))

@@ -26,7 +26,7 @@ from devenv.localenv.procs import LOCALHOST, ManagedProcess, wait_until
 from ..conftest import _unavailable
 from .exporters import Exporter
 from .keda import listening
-from .kube import Json, Kubectl, audit_events
+from .kube import Json, Kubectl, audit_events, track_pods
 from .manifests import rollout, service
 from .test_chaos_drills import experiments, steps, ts, wait_experiment, watched  # noqa: F401  (fixture)
 
@@ -56,8 +56,7 @@ def chaos_mesh(crd: ControlPlane, chaos_mesh_bin: Path, tmp_path_factory: pytest
 
 def pods(k: Kubectl, name: str, track: str) -> dict[str, str]:
     """{pod name: uid} of ``track``'s pods of rollout ``name`` (terminating ones left out)."""
-    out = json.loads(k.run("get", "pods", "-l", f"app={name},modelrollout.io/track={track}", "-o", "json"))
-    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in out["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in track_pods(k, name, track)
             if not p["metadata"].get("deletionTimestamp")}
 
 
@@ -93,7 +92,8 @@ def test_chaos_mesh_kills_the_selected_canary_pod_and_finalizes_the_experiment_t
     (record,) = injected(exp)
     namespace, victim = record["id"].split("/", 1)
     assert namespace == k.ns
-    assert exp["spec"]["selector"]["labelSelectors"]["modelrollout.io/track"] == "canary"
+    canary = k.status("drill")["canaryRevision"]
+    assert exp["spec"]["selector"]["labelSelectors"]["modelrollout.io/revision"] == canary
     assert chaos_mesh.proc is not None
     admitted = [line for line in chaos_mesh.proc.log_tail(5000).splitlines()
                 if "auth validate passed" in line and k.ns in line]
@@ -103,7 +103,7 @@ def test_chaos_mesh_kills_the_selected_canary_pod_and_finalizes_the_experiment_t
     deletes = [ev for ev in audit_events(k.cp, k.ns, "pods", victim) if ev["verb"] == "delete"]
     assert deletes, f"no delete of pod {victim} in the audit log"
     assert deletes[0]["user"]["username"] == chaosmesh.USER
-    assert victim.startswith("drill-canary-") and victim not in stable_before
+    assert victim.startswith(f"drill-{canary}-") and victim not in stable_before
     assert victim not in pods(k, "drill", "canary")
     assert pods(k, "drill", "stable").items() <= stable_before.items()  # the operator's scale-down only
 

@@ -31,7 +31,7 @@ from devenv.localenv.procs import ManagedProcess
 
 from ..chart import render_chart
 from ..conftest import REQUIRE_CLUSTER
-from .kube import Kubectl
+from .kube import Kubectl, wait_deleted
 from .manifests import ingress, rollout, service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,12 +284,13 @@ def spec(name: str, version: str) -> dict[str, Any]:
 
 
 def full_rollout(k: Kubectl, name: str) -> None:
-    """First release, then v2 with setWeight 50 -> pause {} -> setWeight 100: abort, retry, approve, promote."""
+    """First release, then v2 with setWeight 50 -> pause {} -> setWeight 100: abort, retry, approve, promote; the
+    previous stable's Deployment deleted after scaleDownDelay."""
     steps = [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
     k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
-    k.apply(rollout(name, steps=steps, **spec(name, "1")))
+    k.apply(rollout(name, steps=steps, scale_down_delay="1s", **spec(name, "1")))
     first = k.wait_phase(name, "Succeeded", 90)["stableRevision"]
-    k.apply(rollout(name, image="model:2", steps=steps, **spec(name, "2")))
+    k.apply(rollout(name, image="model:2", steps=steps, scale_down_delay="1s", **spec(name, "2")))
     k.wait(name, lambda s: s.get("phase") == "AwaitingApproval" and s.get("currentWeight") == 50, 90)
     k.annotate(name, "modelrollout.io/abort", "true")
     st = k.wait_phase(name, "RolledBack", 60)
@@ -300,6 +301,7 @@ def full_rollout(k: Kubectl, name: str) -> None:
     st = k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 90)
     assert [h["outcome"] for h in st["history"]][-1] == "Succeeded"
     assert k.get("ingress", f"{name}-canary") is None
+    wait_deleted(k, "deployment", f"{name}-{first}", 30)
 
 
 def test_cluster_role_grants_exactly_what_the_operator_uses(k: Kubectl, operator_as: OperatorAs) -> None:

@@ -39,7 +39,7 @@ from devenv.localenv.prometheus import Prometheus
 from modelrollout.crdgen import render
 
 from .conftest import running_operator
-from .kube import Json, Kubectl, audit_events
+from .kube import Json, Kubectl, audit_events, track_pods
 from .manifests import service
 from .test_chaos_drills import experiments, ts
 from .test_chaos_mesh_real import pod_deletes
@@ -211,8 +211,8 @@ class Client:
 
 
 def pods(k: Kubectl, track: str) -> dict[str, str]:
-    out = json.loads(k.run("get", "pods", "-l", f"app={NAME},modelrollout.io/track={track}", "-o", "json"))
-    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in out["items"]
+    """{name: uid} of ``track``'s pods that run and are Ready."""
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in track_pods(k, NAME, track)
             if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") == "Running"
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))}
 

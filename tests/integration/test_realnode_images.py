@@ -32,7 +32,7 @@ from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure
 from devenv.localenv.procs import wait_until
 from devenv.localenv.prometheus import Prometheus, start_prometheus
 
-from .kube import Kubectl, Watch, audit_events
+from .kube import Kubectl, Watch, audit_events, track_pods
 from .manifests import ingress, service
 from .test_realnode import host_snapshot
 
@@ -265,10 +265,12 @@ def test_chart_installs_two_replicas_one_leads(chart: Env) -> None:
     holder = wait_until(lambda: _holder(cp) or None, 60, 0.2, what=f"Lease {LEASE} held")
     assert holder in names
     # Its own ServiceAccount and RBAC: what the operator may do, and not more (no Secrets).
-    asked = (("patch", "deployments.apps"), ("patch", "ingresses.networking.k8s.io"), ("get", "secrets"))
+    # (promotion by role: NAME-stable's selector patched, the previous stable's Deployment deleted)
+    asked = (("patch", "deployments.apps"), ("delete", "deployments.apps"), ("patch", "services"),
+             ("patch", "ingresses.networking.k8s.io"), ("get", "secrets"))
     can = [cp.kubectl("auth", "can-i", verb, res, f"--as={OPERATOR_USER}", "-A", check=False).stdout.strip()
            for verb, res in asked]
-    assert can == ["yes", "yes", "no"]
+    assert can == ["yes", "yes", "yes", "yes", "no"]
 
 
 def _rollout(cp: ControlPlane, prom: Prometheus, refs: dict[str, str], version: str) -> str:
@@ -336,8 +338,7 @@ def test_rollout_with_the_compat_probe_sidecar_survives_the_leader_pod_deleted(
             assert st["currentWeight"] == 50 and st["currentStep"] == 1
 
             # real canary pods, each with the injected compat-probe container, running and ready
-            canary = json.loads(k.run("get", "pods", "-l", f"app={ROLLOUT},modelrollout.io/track=canary",
-                                      "-o", "json"))["items"]
+            canary = track_pods(k, ROLLOUT, "canary")
             assert canary
             for pod in canary:
                 names = [c["name"] for c in pod["spec"]["containers"]]

@@ -39,7 +39,7 @@ from devenv.localenv.procs import ManagedProcess, port_open, wait_until
 from devenv.localenv.prometheus import Prometheus
 from modelrollout.crdgen import render
 
-from .kube import Json, Kubectl
+from .kube import Json, Kubectl, track_pods, track_revision
 from .test_realnode import host_snapshot
 
 pytestmark = pytest.mark.integration
@@ -265,11 +265,16 @@ def wait_router_weight(e: Env, name: str, weight: int) -> None:
 
 
 def answer_all(e: Env, url: str, host: str, revision: str, track: str = "stable") -> Load:
-    """Until the router sends every request to ``revision`` on ``track``'s pods (a route change reaches Traefik
-    within about a second of the operator's write, which may come just before or after its status write)."""
+    """Until the router sends every request to ``revision`` on ``track``'s pods, those of the Deployment of the
+    revision the status gives the track, NAME-REVISION (a route change reaches Traefik within about a second of the
+    operator's write, which may come just before or after its status write)."""
+    name = host.split(".")[0]
+
     def only() -> Load | None:
         got = load(url, 20, host=host)
-        ok = set(got.revisions) == {revision} and all(p.startswith(f"{host.split('.')[0]}-{track}-") for p in got.pods)
+        rev = track_revision(e.k, name, track)
+        ok = rev is not None and set(got.revisions) == {revision} and all(p.startswith(f"{name}-{rev}-")
+                                                                        for p in got.pods)
         return got if ok and not got.failures else None
 
     return wait_until(only, 30, 0.1, what=f"every answer from {revision} on {track}")
@@ -356,10 +361,11 @@ def test_service_replica_ratio_through_kube_proxy(env: Env) -> None:
     for step, weight in ((1, 25), (3, 50)):
         st = gate(e.k, name, step)
         canary_pods = round(4 * weight / 100)
+        canary = f"{name}-{st['canaryRevision']}-"  # the canary revision's Deployment names its pods
 
-        def settled(canary_pods: int = canary_pods) -> bool:
+        def settled(canary_pods: int = canary_pods, canary: str = canary) -> bool:
             ready = _endpoint_pods(e, name)
-            if len(ready) != 4 or sum(p.startswith(f"{name}-canary-") for p in ready) != canary_pods:
+            if len(ready) != 4 or sum(p.startswith(canary) for p in ready) != canary_pods:
                 return False
             probe = load(url, 40)
             return not probe.failures and set(probe.pods) <= ready
@@ -392,7 +398,7 @@ def test_missing_image_rolls_back_with_the_kubelets_reason(env: Env) -> None:
     st = e.k.wait_phase(name, "RolledBack", 90)
     print(f"rollback message: {st.get('message')}")
     assert "ErrImageNeverPull" in st["message"], st["message"]
-    assert f"{name}-canary-" in st["message"], st["message"]
+    assert f"{name}-{st['canaryRevision']}-" in st["message"], st["message"]  # names the canary's pod
     after = load(url, N // 4, host=host)
     for got in (during, after):
         assert not got.failures and set(got.revisions) == {"v1"}, got
@@ -466,8 +472,7 @@ def test_breach_switches_to_stable_and_no_request_reaches_the_canary_after(env: 
         gate(e.k, name, 1)
         wait_router_weight(e, name, 50)
         threads[1].start()  # from weight 50 on: watches for the switch back to 0
-        pods = json.loads(e.k.run("get", "pods", "-l", f"app={name},modelrollout.io/track=canary", "-o",
-                                  "json"))["items"]
+        pods = track_pods(e.k, name, "canary")
         assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
         canary_pod, canary_ip = pods[0]["metadata"]["name"], pods[0]["status"]["podIP"]
         prometheus.set_targets([(f"{canary_ip}:8080", {"rollout": name})])
