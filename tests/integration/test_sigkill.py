@@ -207,7 +207,8 @@ def test_sigkill_at_every_step_changes_nothing(
         k.annotate(NAME, APPROVE, token)
         kill_at(4)  # setWeight 60
         kill_at(5)  # pause 2s
-        kill_at(6)  # setWeight 100, and in its reconcile the promotion (test_promotion_roles kills within that)
+        kill_at(6)  # setWeight 100
+        kill_at(7)  # promotion (test_promotion_roles kills at each of its transitions)
         done = k.wait(NAME, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") == expected, 120,
                       "Succeeded")
         writes = wait_audit(k.cp, k.ns, "ingresses", f"{NAME}-canary", lambda w: w[-1:] == ["delete"])
@@ -219,7 +220,7 @@ def test_sigkill_at_every_step_changes_nothing(
 
     # status: currentStep never goes back and skips none; weights within 0..100, never lowered mid-rollout
     parsed = progress.rows()
-    assert _dedupe([int(r[0]) for r in parsed if r[0]]) == list(range(len(STEPS))), progress.values
+    assert _dedupe([int(r[0]) for r in parsed if r[0]]) == list(range(len(STEPS) + 1)), progress.values
     weights = [int(r[1]) for r in parsed if r[1]]
     assert all(0 <= w <= 100 for w in weights), weights
     rolling = [int(r[1]) for r in parsed if r[0] and r[1]]

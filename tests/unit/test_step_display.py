@@ -72,8 +72,7 @@ def test_canary_with_every_kind_of_step_and_gate() -> None:
     w.raw["strategy"]["canary"]["riskyAbove"] = 50
     w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}  # a preflight gate at the first traffic step
     seen = walk(w)
-    # every step shown, in order; the last weight's reconcile also promotes (its pods are the full size)
-    assert seen == [step_of(i, len(STEPS)) for i in range(len(STEPS))]
+    assert seen == [step_of(i, len(STEPS)) for i in range(len(STEPS) + 1)]  # every step shown, in order
     assert w.status.phase is Phase.SUCCEEDED
 
 

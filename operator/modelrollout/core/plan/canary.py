@@ -178,8 +178,6 @@ def set_weight(p: Plan, i: int, weight: int, analysis_ok: bool, label: str, reas
         p.phase(Phase.PROGRESSING, f"{label}: weight {weight}{pinned}{mirrored}")
         p.event(reason, f"{label}: {weight}% of traffic on revision {obs.revision}{pinned}{mirrored}")
     advance(p, i + 1)
-    if i + 1 == len(steps_of(spec)):
-        run_step(p)  # after the last step, promotion (or the evidence it waits for) is decided in this reconcile
 
 
 def advance(p: Plan, to: int) -> None:
