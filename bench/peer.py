@@ -26,7 +26,6 @@ import contextlib
 import functools
 import json
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -43,7 +42,6 @@ from bench.common import (
     BENCH_AGENT,
     GROUP,
     PLURAL,
-    REPO,
     VERSION,
     BenchTimeout,
     Env,
@@ -69,6 +67,7 @@ from bench.common import (
     today,
 )
 from bench.scale import CONTROLLER_QPS, OPERATOR_AGENTS, ListWatch, cpu_seconds, proc_status
+from devenv.localenv.controlplane import built
 from devenv.localenv.procs import CommandFailed, ManagedProcess, free_port, port_open
 
 NAME = "peer"
@@ -203,13 +202,6 @@ def _fmt(value: float, unit: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- Argo
-
-
-def argo_bin_dir() -> Path:
-    """Build (once, cached outside the clone) Argo Rollouts' controller and its CRDs; their directory."""
-    res = subprocess.run(["bash", str(REPO / "hack" / "argo" / "build.sh")], stdout=subprocess.PIPE, text=True,
-                         check=True, timeout=3600)
-    return Path(res.stdout.strip().splitlines()[-1])
 
 
 def install_argo_crds(env: Env, bin_dir: Path) -> None:
@@ -761,7 +753,7 @@ def measure(ns: Sequence[int], trials: int, *, keep: bool = False,
             on_run: Callable[[list[ScaleRun], dict[str, list[BreachTrial]]], None] | None = None,
             ) -> tuple[Result, list[ScaleRun], dict[str, list[BreachTrial]]]:
     started = now()
-    bin_dir = argo_bin_dir()
+    bin_dir = built("argo")
     runs: list[ScaleRun] = []
     breach: dict[str, list[BreachTrial]] = {}
     with sigterm_as_exit():

@@ -9,12 +9,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, built
 from devenv.localenv.operatorproc import operator_process
 from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.crdgen import render
 
+from ..conftest import _unavailable
 from .kube import Kubectl
+
+
+def built_or_unavailable(name: str, what: str) -> Path:
+    """hack/NAME/build.sh's bin dir (built on first use); when it cannot be built, the test is skipped (failed under
+    MODELROLLOUT_REQUIRE_CLUSTER=1) with ``what`` and the build's error."""
+    try:
+        return built(name)
+    except ControlPlaneError as e:
+        _unavailable(f"{what} unavailable: {e}")
 
 
 @pytest.fixture(scope="session")

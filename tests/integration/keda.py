@@ -13,35 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
-from devenv.localenv.procs import LOCALHOST, CommandFailed, ManagedProcess, free_port, run, wait_until
+from devenv.localenv.controlplane import ControlPlane, self_signed
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
 
 KEDA_VERSION = "v2.21.0"
-
-
-def build_keda() -> Path:
-    """The bin dir of hack/keda/build.sh (built on first use): ``keda-operator`` and ``crds/``."""
-    try:
-        done = run(["bash", str(repo_root() / "hack" / "keda" / "build.sh")], timeout=3600)
-    except CommandFailed as e:
-        raise ControlPlaneError(f"exited {e.returncode}: {e.stderr[-3000:]}") from None
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def _self_signed_pair(certs: Path) -> None:
-    """``ca.crt``, ``tls.crt`` and ``tls.key`` for the gRPC metrics service (its own CA: nobody dials it)."""
-    certs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", "/CN=keda-operator",
-                    "-addext", f"subjectAltName=IP:{LOCALHOST}"],
-                   cwd=certs, check=True, capture_output=True, timeout=30)
-    (certs / "ca.crt").write_bytes((certs / "tls.crt").read_bytes())
 
 
 def listening(pid: int) -> list[str]:
@@ -86,7 +66,7 @@ class Keda:
     def start(self) -> Keda:
         self.apply_crds()
         certs, no_cas = self.directory / "certs", self.directory / "no-ca"
-        _self_signed_pair(certs)
+        (certs / "ca.crt").write_bytes(self_signed(certs, "keda-operator"))  # its own CA: nobody dials it
         no_cas.mkdir(parents=True, exist_ok=True)
         # streaming lists fail against Debian's etcd 3.4 (docs/testing.md): off, as for Flux and the control plane
         env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.directory),

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from devenv.localenv import chaosmesh
-from devenv.localenv.chaosmesh import ChaosMesh, build_chaos_mesh
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError
+from devenv.localenv.chaosmesh import ChaosMesh
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, ManagedProcess, wait_until
 
-from ..conftest import _unavailable
+from .conftest import built_or_unavailable
 from .exporters import Exporter
 from .keda import listening
 from .kube import Json, Kubectl, audit_events
@@ -35,10 +35,7 @@ FINALIZER = "chaos-mesh/records"
 
 @pytest.fixture(scope="module")
 def chaos_mesh_bin() -> Path:
-    try:
-        return build_chaos_mesh()
-    except ControlPlaneError as e:
-        _unavailable(f"Chaos Mesh {chaosmesh.CHAOS_MESH_VERSION} binary unavailable: {e}")
+    return built_or_unavailable("chaosmesh", f"Chaos Mesh {chaosmesh.CHAOS_MESH_VERSION} binary")
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,14 @@ import pytest
 
 from devenv.localenv import chaosmesh
 from devenv.localenv import node as realnode
-from devenv.localenv.chaosmesh import ChaosMesh, build_chaos_mesh
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.chaosmesh import ChaosMesh
+from devenv.localenv.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    built,
+    ensure_binaries,
+    start_control_plane,
+)
 from devenv.localenv.procs import LOCALHOST, wait_until
 from devenv.localenv.prometheus import Prometheus
 from modelrollout.crdgen import render
@@ -70,7 +76,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     try:
         ensure_binaries()
         realnode.ensure_node_binaries()
-        bins = build_chaos_mesh()
+        bins = built("chaosmesh")
     except (ControlPlaneError, realnode.NodeError) as e:
         problems.append(str(e))
     if problems:

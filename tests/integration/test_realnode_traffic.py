@@ -33,7 +33,13 @@ import pytest
 
 from devenv.localenv import node as realnode
 from devenv.localenv import traefik as traefikenv
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    built,
+    ensure_binaries,
+    start_control_plane,
+)
 from devenv.localenv.operatorproc import operator_process
 from devenv.localenv.procs import ManagedProcess, port_open, wait_until
 from devenv.localenv.prometheus import Prometheus
@@ -67,7 +73,7 @@ def _unavailable() -> list[str]:
     try:
         ensure_binaries()
         realnode.ensure_node_binaries()
-        traefikenv.build_traefik()
+        built("traefik")
     except (ControlPlaneError, realnode.NodeError) as e:
         problems.append(str(e))
     return problems

@@ -20,15 +20,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, client_kubeconfig, repo_root
-from devenv.localenv.procs import LOCALHOST, CommandFailed, ManagedProcess, free_port, port_open, run, wait_until
+from devenv.localenv.controlplane import ControlPlane, client_kubeconfig, self_signed
+from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, port_open, wait_until
 
 CHAOS_MESH_VERSION = "v0.9.1-0.20260902003049-47411975a8cb"
 USER = "chaos-mesh"
@@ -38,26 +37,6 @@ WEBHOOK_KINDS = ("podchaos", "networkchaos", "stresschaos", "httpchaos", "iochao
 MUTATING = "modelrollout-test-chaos-mesh-mutation"
 VALIDATING = "modelrollout-test-chaos-mesh-validation"
 VALIDATING_AUTH = "modelrollout-test-chaos-mesh-validation-auth"
-
-
-def build_chaos_mesh() -> Path:
-    """The bin dir of hack/chaosmesh/build.sh (built on first use): ``chaos-controller-manager`` and
-    ``crds/crd.yaml`` (every Chaos Mesh CRD: the manager watches all its kinds)."""
-    try:
-        done = run(["bash", str(repo_root() / "hack" / "chaosmesh" / "build.sh")], timeout=3600)
-    except CommandFailed as e:
-        raise ControlPlaneError(f"hack/chaosmesh/build.sh exited {e.returncode}: {e.stderr[-3000:]}") from None
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def _self_signed_pair(certs: Path) -> bytes:
-    """``tls.crt`` and ``tls.key`` for the webhook server on 127.0.0.1 (its own CA); returns the certificate."""
-    certs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", "/CN=chaos-mesh-webhook",
-                    "-addext", f"subjectAltName=IP:{LOCALHOST}"],
-                   cwd=certs, check=True, capture_output=True, timeout=30)
-    return (certs / "tls.crt").read_bytes()
 
 
 def webhook_configurations(port: int, ca: bytes, kinds: Sequence[str] = WEBHOOK_KINDS) -> list[dict[str, object]]:
@@ -106,7 +85,7 @@ class ChaosMesh:
     def start(self) -> ChaosMesh:
         self.apply_crds()
         certs = self.directory / "certs"
-        ca = _self_signed_pair(certs)
+        ca = self_signed(certs, "chaos-mesh-webhook")
         self.ports = {"metrics": free_port(), "webhook": free_port()}
         # streaming lists fail against Debian's etcd 3.4 (docs/testing.md): off, as for Flux and KEDA
         kubeconfig = client_kubeconfig(self.cp, USER, self.directory / "kubeconfig")

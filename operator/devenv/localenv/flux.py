@@ -17,21 +17,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
 
 GIT = shutil.which("git") or "/usr/bin/git"
 BODY_LIMIT = 64 << 20
 """Largest request body the git server reads (a clone's negotiation is a few KB)."""
-
-
-def build_flux() -> Path:
-    """The bin dir of hack/flux/build.sh (built on first use): the two controllers and ``crds/``."""
-    script = repo_root() / "hack" / "flux" / "build.sh"
-    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False, timeout=3600)
-    if res.returncode != 0:
-        raise ControlPlaneError(f"{script} failed ({res.returncode}): {res.stderr[-3000:]}")
-    return Path(res.stdout.strip().splitlines()[-1])
 
 
 def _git(*args: str, cwd: Path) -> str:
