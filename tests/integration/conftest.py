@@ -27,13 +27,19 @@ def built_or_unavailable(name: str, what: str) -> Path:
         _unavailable(f"{what} unavailable: {e}")
 
 
+def apply_crd(cp: ControlPlane) -> None:
+    """The ModelRollout CRD applied and Established (kubectl wait fails at once while the CRD has no status yet:
+    it is asked again)."""
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
+    wait_until(lambda: cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
+                                  "--timeout=10s", check=False).returncode == 0,
+               60, 0.2, what="the ModelRollout CRD Established")
+
+
 @pytest.fixture(scope="session")
 def crd(control_plane: ControlPlane) -> ControlPlane:
     """The ModelRollout CRD applied and established."""
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-    wait_until(lambda: control_plane.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
-                                             "--timeout=10s", check=False).returncode == 0,
-               60, 0.2, what="the ModelRollout CRD Established")
+    apply_crd(control_plane)
     return control_plane
 
 

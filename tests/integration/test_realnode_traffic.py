@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 import urllib.error
@@ -33,20 +32,13 @@ import pytest
 
 from devenv.localenv import node as realnode
 from devenv.localenv import traefik as traefikenv
-from devenv.localenv.controlplane import (
-    ControlPlane,
-    ControlPlaneError,
-    built,
-    ensure_binaries,
-    start_control_plane,
-)
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.operatorproc import operator_process
 from devenv.localenv.procs import ManagedProcess, port_open, wait_until
 from devenv.localenv.prometheus import Prometheus
-from modelrollout.crdgen import render
 
 from .kube import Json, Kubectl
-from .test_realnode import host_snapshot
+from .realnode import down_leaves_nothing, node_env, require_real_node
 
 pytestmark = pytest.mark.integration
 
@@ -68,46 +60,22 @@ class Env:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _unavailable() -> list[str]:
-    problems = realnode.preflight()
-    try:
-        ensure_binaries()
-        realnode.ensure_node_binaries()
-        built("traefik")
-    except (ControlPlaneError, realnode.NodeError) as e:
-        problems.append(str(e))
-    return problems
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     started = time.monotonic()
-    problems = _unavailable()
-    if problems:
-        reason = "real node with Traefik unavailable: " + "; ".join(problems)
-        if os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    cp = start_control_plane(tmp_path_factory.mktemp("traffic-cp"), nodes=0, kubelet_access=True)
-    workdir = tmp_path_factory.mktemp("traffic-node")
-    before = host_snapshot(workdir)
+    bins = require_real_node("real node with Traefik", builds=["traefik"])
     router: traefikenv.Traefik | None = None
     operator: ManagedProcess | None = None
-    try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-        # (kubectl wait fails at once while the CRD has no status yet: poll it)
-        wait_until(lambda: cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
-                                      "--timeout=10s", check=False).returncode == 0,
-                   60, 0.2, what="the ModelRollout CRD Established")
-        node = realnode.up(cp, workdir)
+    with node_env(tmp_path_factory, "traffic", crd=True) as ne:
+        cp = ne.cp
         try:
             traefik_dir = tmp_path_factory.mktemp("traefik")
-            router = traefikenv.start_traefik(cp, traefik_dir)
+            router = traefikenv.start_traefik(cp, traefik_dir, bin_dir=bins["traefik"])
             cp.kubectl("create", "namespace", NAMESPACE)
             cp.kubectl("apply", "-f", "-", input=traefikenv.gateway_manifest(NAMESPACE, router.web_port))
             operator = operator_process(cp.kubeconfig, traefik_dir / "operator.log", namespaces=[NAMESPACE]).start()
-            e = Env(cp=cp, node=node, router=router, operator=operator, k=Kubectl(cp, NAMESPACE), before=before,
-                    traefik_workdir=traefik_dir)
+            e = Env(cp=cp, node=ne.node, router=router, operator=operator, k=Kubectl(cp, NAMESPACE),
+                    before=ne.before, traefik_workdir=traefik_dir)
             e.timings["setup"] = time.monotonic() - started
             print(f"\nsetup (control plane, node, Traefik, operator) {e.timings['setup']:.1f}s")
             yield e
@@ -117,9 +85,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 print(f"--- operator log tail\n{operator.log_tail(40)}")
             if router is not None:
                 router.stop()
-            node.down()
-    finally:
-        cp.stop()
 
 
 # --------------------------------------------------------------------------------------------- manifests
@@ -519,9 +484,4 @@ def test_teardown_leaves_nothing(env: Env) -> None:
     env.router.stop()
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     assert not port_open(env.router.web_port) and not port_open(env.router.admin_port)
-    workdir = env.node.workdir
-    env.node.down()
-    state = realnode.NodeState.load_done(workdir)
-    assert realnode.leftovers(state) == []
-    assert host_snapshot(workdir) == env.before
-    assert not realnode.processes_mentioning(str(workdir))
+    down_leaves_nothing(env.node, env.before)
