@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,33 @@ def answer_all(e: Env, url: str, host: str, revision: str, track: str = "stable"
     return wait_until(only, 30, 0.1, what=f"every answer from {revision} on {track}")
 
 
+def weighted_canary(e: Env, name: str, route: str, traffic: Json, what: str,
+                    at_gate: Callable[[int], None] = lambda weight: None) -> None:
+    """The scenario both routers run: ``name`` released at v1 behind ``route``, then v2 with steps 20, approval,
+    50, approval, 100. At each gate (after ``at_gate(weight)``) N requests through Traefik split within the
+    tolerance and every request with the pin header reaches the canary; once approved to the end, v2 on the
+    stable pods answers every request."""
+    image = e.node.images["test"]
+    url, host = f"{e.router.url}/who", f"{name}.example"
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
+    traffic = {**traffic, "headerRoute": HEADER}
+    e.k.apply(service(name) + "\n---\n" + route)
+    first = release(e, name, rollout(name, "v1", steps, traffic, image=image))
+    answer_all(e, url, host, "v1")
+
+    e.k.apply(rollout(name, "v2", steps, traffic, image=image))
+    for step, weight in ((1, 20), (3, 50)):
+        st = gate(e.k, name, step)
+        at_gate(weight)
+        wait_router_weight(e, name, weight)
+        assert_share(load(url, N, host=host), weight, f"{what} step {step}")
+        pinned = load(url, N // 4, host=host, headers={HEADER["name"]: HEADER["value"]})
+        assert not pinned.failures and pinned.revisions == Counter({"v2": N // 4}), pinned
+        approve(e.k, name, st)
+    e.k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+    answer_all(e, url, host, "v2")
+
+
 # ------------------------------------------------------------------------------------------------- scenarios
 
 
@@ -253,56 +280,23 @@ def test_gateway_api_canary_weights_and_header_pin(env: Env) -> None:
     """a + c: HTTPRoute weights through Traefik's Gateway API provider; at each weight N requests split within
     the tolerance, and every request with the pin header reaches the canary."""
     started = time.monotonic()
-    e, name = env, "gw"
-    image = e.node.images["test"]
-    url, host = f"{e.router.url}/who", f"{name}.example"
-    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
-    traffic = {"httpRoute": {"name": name, "rule": "api"}, "headerRoute": HEADER}
-    e.k.apply(service(name) + "\n---\n" + httproute(name))
-    first = release(e, name, rollout(name, "v1", steps, traffic, image=image))
-    answer_all(e, url, host, "v1")
-
-    e.k.apply(rollout(name, "v2", steps, traffic, image=image))
-    for step, weight in ((1, 20), (3, 50)):
-        st = gate(e.k, name, step)
-        wait_router_weight(e, name, weight)
-        assert_share(load(url, N, host=host), weight, f"gateway step {step}")
-        pinned = load(url, N // 4, host=host, headers={HEADER["name"]: HEADER["value"]})
-        assert not pinned.failures and pinned.revisions == Counter({"v2": N // 4}), pinned
-        approve(e.k, name, st)
-    e.k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
-    answer_all(e, url, host, "v2")
-    e.timings["gateway"] = time.monotonic() - started
+    weighted_canary(env, "gw", httproute("gw"), {"httpRoute": {"name": "gw", "rule": "api"}}, "gateway")
+    env.timings["gateway"] = time.monotonic() - started
 
 
 def test_nginx_canary_ingress_weights_and_header_pin(env: Env) -> None:
-    """b + c: the operator's NGINX canary Ingress served by Traefik's Kubernetes Ingress NGINX provider."""
+    """b + c: the operator's NGINX canary Ingress served by Traefik's Kubernetes Ingress NGINX provider; at each
+    gate the canary Ingress carries the step's weight, and it is gone once the rollout is done."""
     started = time.monotonic()
-    e, name = env, "ngx"
-    image = e.node.images["test"]
-    url, host = f"{e.router.url}/who", f"{name}.example"
-    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
-    traffic = {"ingress": {"name": name}, "headerRoute": HEADER}
-    e.k.apply(service(name) + "\n---\n" + nginx_ingress(name))
-    first = release(e, name, rollout(name, "v1", steps, traffic, image=image))
-    answer_all(e, url, host, "v1")
 
-    e.k.apply(rollout(name, "v2", steps, traffic, image=image))
-    for step, weight in ((1, 20), (3, 50)):
-        st = gate(e.k, name, step)
-        canary = e.k.get("ingress", f"{name}-canary")
+    def canary_weight(weight: int) -> None:
+        canary = env.k.get("ingress", "ngx-canary")
         assert canary is not None
         assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == str(weight)
-        wait_router_weight(e, name, weight)
-        got = load(url, N, host=host)
-        assert_share(got, weight, f"nginx step {step}")
-        pinned = load(url, N // 4, host=host, headers={HEADER["name"]: HEADER["value"]})
-        assert not pinned.failures and pinned.revisions == Counter({"v2": N // 4}), pinned
-        approve(e.k, name, st)
-    e.k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
-    answer_all(e, url, host, "v2")
-    assert e.k.get("ingress", f"{name}-canary") is None
-    e.timings["nginx"] = time.monotonic() - started
+
+    weighted_canary(env, "ngx", nginx_ingress("ngx"), {"ingress": {"name": "ngx"}}, "nginx", canary_weight)
+    assert env.k.get("ingress", "ngx-canary") is None
+    env.timings["nginx"] = time.monotonic() - started
 
 
 def _endpoint_pods(e: Env, name: str) -> set[str]:
