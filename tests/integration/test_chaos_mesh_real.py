@@ -96,8 +96,11 @@ def test_chaos_mesh_kills_the_selected_canary_pod_and_finalizes_the_experiment_t
                 if "auth validate passed" in line and k.ns in line]
     assert admitted, "Chaos Mesh's /validate-auth webhook never admitted the experiment"
 
-    # the victim was a canary pod, deleted by Chaos Mesh's own client (not by the operator, not by kwok)
-    deletes = [ev for ev in audit_events(k.cp, k.ns, "pods", victim) if ev["verb"] == "delete"]
+    # the victim was a canary pod, deleted first by Chaos Mesh's own client (not by the operator, not by kwok).
+    # The log is in order of completion: kwok's final delete of the terminating pod can complete before Chaos
+    # Mesh's delete that set deletionTimestamp is logged, so the deletes are ordered by when they were received.
+    deletes = sorted((ev for ev in audit_events(k.cp, k.ns, "pods", victim) if ev["verb"] == "delete"),
+                     key=lambda ev: ts(ev["requestReceivedTimestamp"]))
     assert deletes, f"no delete of pod {victim} in the audit log"
     assert deletes[0]["user"]["username"] == chaosmesh.USER
     assert victim.startswith("drill-canary-") and victim not in stable_before
