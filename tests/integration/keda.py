@@ -16,10 +16,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from devenv.localenv.controlplane import ControlPlane, self_signed
-from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
+from devenv.localenv.procs import LOCALHOST, Controllers, ManagedProcess, free_port
 
 KEDA_VERSION = "v2.21.0"
 
@@ -44,27 +42,18 @@ def listening(pid: int) -> list[str]:
 
 
 @dataclass
-class Keda:
+class Keda(Controllers):
     """KEDA's operator watching ``namespace`` (its cluster-object namespace too), on 127.0.0.1 ports."""
 
     cp: ControlPlane
     bin_dir: Path
     directory: Path
     namespace: str
-    proc: ManagedProcess | None = field(default=None, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
     """The listeners it is given: metrics, health probes, the gRPC metrics service."""
 
-    def apply_crds(self) -> None:
-        crds = self.bin_dir / "crds"
-        self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        for path in sorted(crds.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc:
-                    self.cp.wait_established(doc["metadata"]["name"])
-
     def start(self) -> Keda:
-        self.apply_crds()
+        self.cp.apply_crds(self.bin_dir / "crds")
         certs, no_cas = self.directory / "certs", self.directory / "no-ca"
         (certs / "ca.crt").write_bytes(self_signed(certs, "keda-operator"))  # its own CA: nobody dials it
         no_cas.mkdir(parents=True, exist_ok=True)
@@ -73,30 +62,14 @@ class Keda:
                "WATCH_NAMESPACE": self.namespace, "KEDA_CLUSTER_OBJECT_NAMESPACE": self.namespace,
                "POD_NAMESPACE": self.namespace, "KUBE_FEATURE_WatchListClient": "false"}
         self.ports = {flag: free_port() for flag in ("metrics", "health-probe", "metrics-service")}
-        self.proc = ManagedProcess("keda-operator", [
+        self.procs = [ManagedProcess("keda-operator", [
             str(self.bin_dir / "keda-operator"), "--leader-elect=false", "--enable-cert-rotation=false",
             "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
             *(f"--{flag}-bind-address={LOCALHOST}:{port}" for flag, port in self.ports.items()),
             f"--cert-dir={certs}", f"--ca-dir={no_cas}", "--zap-log-level=info", "--zap-encoder=console"],
-            self.directory / "keda-operator.log", env=env).start()
+            self.directory / "keda-operator.log", env=env).start()]
         return self
-
-    def check_alive(self) -> None:
-        if self.proc is not None:
-            self.proc.check_alive()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-    def logs(self, lines: int = 60) -> str:
-        return f"--- keda-operator ({self.proc.log})\n{self.proc.log_tail(lines)}" if self.proc else ""
 
     def wait_ready(self, timeout: float = 60) -> None:
         """The ScaledObject controller has started its workers (the operator's log says so)."""
-        def started() -> bool:
-            self.check_alive()
-            tail = self.proc.log_tail(400) if self.proc else ""
-            return any("Starting workers" in line and "scaledobject" in line.lower() for line in tail.splitlines())
-
-        wait_until(started, timeout, 0.2, what="KEDA's ScaledObject controller started")
+        self.wait_workers("KEDA's ScaledObject controller started", "scaledobject", timeout)

@@ -23,7 +23,7 @@ from devenv.localenv.chaosmesh import ChaosMesh
 from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, ManagedProcess, wait_until
 
-from .conftest import built_or_unavailable
+from .conftest import built_or_unavailable, running
 from .exporters import Exporter
 from .keda import listening
 from .kube import Json, Kubectl, audit_events
@@ -41,14 +41,8 @@ def chaos_mesh_bin() -> Path:
 @pytest.fixture(scope="module")
 def chaos_mesh(crd: ControlPlane, chaos_mesh_bin: Path, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ChaosMesh]:
-    cm = ChaosMesh(crd, chaos_mesh_bin, tmp_path_factory.mktemp("chaos-mesh"))
-    try:
-        cm.start()
-        cm.wait_ready()
+    with running(ChaosMesh(crd, chaos_mesh_bin, tmp_path_factory.mktemp("chaos-mesh"))) as cm:
         yield cm
-    finally:
-        cm.stop()
-        print(cm.logs())
 
 
 def pods(k: Kubectl, name: str, track: str) -> dict[str, str]:

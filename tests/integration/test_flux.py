@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from devenv.localenv.controlplane import ControlPlane
-from devenv.localenv.flux import Flux, GitServer, wait_ready
+from devenv.localenv.flux import Flux, GitServer
 from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.__main__ import main as modelrollout_main
 
-from .conftest import built_or_unavailable
+from .conftest import built_or_unavailable, running
 from .kube import Kubectl, audit_events
 from .manifests import rollout
 
@@ -40,14 +40,9 @@ FLUX_AGENT = "kustomize-controller"
 def flux(crd: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
     bin_dir = built_or_unavailable("flux", "Flux binaries")
     crd.kubectl("create", "namespace", "flux-system", check=False)
-    f = Flux(crd, bin_dir, tmp_path_factory.mktemp("flux"),
-             feature_gates="CancelHealthCheckOnNewRevision=true").start()
-    try:
-        wait_ready(f)
+    with running(Flux(crd, bin_dir, tmp_path_factory.mktemp("flux"),
+                      feature_gates="CancelHealthCheckOnNewRevision=true")) as f:
         yield f
-    finally:
-        f.stop()
-        print(f.logs())
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, ManagedProcess, wait_until
 
-from .conftest import built_or_unavailable
+from .conftest import built_or_unavailable, running
 from .keda import KEDA_VERSION, Keda, listening
 from .kube import Json, Kubectl, audit_events
 from .manifests import rollout, service
@@ -46,13 +46,8 @@ def keda_bin() -> Path:
 
 @pytest.fixture
 def keda(crd: ControlPlane, keda_bin: Path, namespace: str, tmp_path: Path) -> Iterator[Keda]:
-    kd = Keda(crd, keda_bin, tmp_path / "keda", namespace).start()
-    try:
-        kd.wait_ready()
+    with running(Keda(crd, keda_bin, tmp_path / "keda", namespace)) as kd:
         yield kd
-    finally:
-        kd.stop()
-        print(kd.logs())
 
 
 def scaled_object(name: str, api_version: str, kind: str, **annotations: str) -> str:

@@ -36,7 +36,7 @@ from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, wait_until
 from devenv.localenv.prometheus import Prometheus
 
-from .conftest import running_operator
+from .conftest import running, running_operator
 from .kube import Json, Kubectl, audit_events
 from .manifests import service
 from .realnode import node_env, require_real_node
@@ -66,15 +66,10 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     bins = require_real_node("real node or Chaos Mesh", builds=["chaosmesh"])
-    with node_env(tmp_path_factory, "chaosnode", crd=True) as ne:
-        cm = ChaosMesh(ne.cp, bins["chaosmesh"], tmp_path_factory.mktemp("chaosnode-chaos-mesh"))
-        try:
-            cm.start()
-            cm.wait_ready()
-            yield Env(cp=ne.cp, node=ne.node, chaos=cm)
-        finally:
-            cm.stop()
-            print(cm.logs())
+    chaos_dir = tmp_path_factory.mktemp("chaosnode-chaos-mesh")
+    with node_env(tmp_path_factory, "chaosnode", crd=True) as ne, \
+            running(ChaosMesh(ne.cp, bins["chaosmesh"], chaos_dir)) as cm:
+        yield Env(cp=ne.cp, node=ne.node, chaos=cm)
     assert realnode.leftovers(realnode.NodeState.load_done(ne.node.workdir)) == []
 
 

@@ -36,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from devenv.localenv.procs import (
     LOCALHOST,
     CommandFailed,
@@ -456,6 +458,17 @@ class ControlPlane:
         wait_until(lambda: self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s",
                                         check=False, timeout=30).returncode == 0,
                    timeout, 0.2, what=f"CRD {crd} Established")
+
+    def apply_crds(self, path: Path, timeout: float = 60) -> list[str]:
+        """Apply (server-side) the CustomResourceDefinitions in ``path``, a file or a directory of ``*.yaml``, and
+        wait until each is Established; returns their names."""
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        names = [doc["metadata"]["name"] for f in files for doc in yaml.safe_load_all(f.read_text())
+                 if doc and doc.get("kind") == "CustomResourceDefinition"]
+        for name in names:
+            self.wait_established(name, timeout)
+        return names
 
     def pids(self) -> list[tuple[str, int]]:
         return [(p.name, p.pid) for p in self.processes if p.proc is not None]
