@@ -117,19 +117,8 @@ def test_chaos_mesh_kills_the_selected_canary_pod_and_finalizes_the_experiment_t
 
 
 def pod_deletes(cp: ControlPlane, namespace: str) -> list[Json]:
-    """The successful pod deletes in ``namespace`` the audit log recorded, in order."""
-    out = []
-    for line in cp.audit_log.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        ref = ev.get("objectRef") or {}
-        if (ref.get("namespace") == namespace and ref.get("resource") == "pods" and not ref.get("subresource")
-                and ev.get("verb") == "delete" and ev.get("stage") == "ResponseComplete"
-                and 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300):
-            out.append(ev)
-    return out
+    """The successful pod deletes in ``namespace`` the audit log recorded, in its order."""
+    return [ev for ev in audit_events(cp, namespace, "pods", None) if ev["verb"] == "delete"]
 
 
 def test_stop_unregisters_the_webhooks_and_ends_the_manager(crd: ControlPlane, chaos_mesh: ChaosMesh) -> None:
