@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -987,36 +987,25 @@ def load_run(raw: dict[str, Any]) -> Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.report import machine_line, update_section
+    from bench.report import per_n_cli
 
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_N), help="rollouts at once (one run each)")
-    parser.add_argument("--interval", type=float, default=INTERVAL_S, help="analysis interval, seconds")
-    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
-    parser.add_argument("--json", type=Path, help="write the result with the raw numbers here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("--from-json", type=Path, help="measure nothing: render the runs saved with --json")
-    args = parser.parse_args(argv)
-    if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        runs = [load_run(r) for r in saved["runs"]]
-        result = build_result(runs, float(saved["result"]["wall_seconds"]), str(saved["result"]["date"]))
-    else:
-        def save(runs: list[Run]) -> None:  # after every N: a later N that fails keeps the earlier ones
-            if args.json:
-                args.json.write_text(json.dumps({"result": {"wall_seconds": now() - started, "date": today()},
-                                                 "runs": [asdict(r) for r in runs]}, indent=1))
-
+    def run(args: argparse.Namespace, save: Callable[[Mapping[str, Any]], None]) -> Result:
         started = now()
-        result, runs = measure(sorted(set(args.n)), keep=args.keep, interval_s=args.interval, on_run=save)
-    print(result.markdown(machine_line()))
-    if args.json:
-        args.json.write_text(json.dumps({"result": json.loads(result.to_json()),
-                                         "runs": [asdict(r) for r in runs]}, indent=1))
-    if args.update_docs:
-        update_section(result)
-    return 0
+
+        def saved(runs: list[Run]) -> None:
+            save({"result": {"wall_seconds": now() - started, "date": today()}, "runs": [asdict(r) for r in runs]})
+
+        result, runs = measure(sorted(set(args.n)), keep=args.keep, interval_s=args.interval, on_run=saved)
+        save({"result": json.loads(result.to_json()), "runs": [asdict(r) for r in runs]})
+        return result
+
+    def render(saved: Mapping[str, Any]) -> Result:
+        return build_result([load_run(r) for r in saved["runs"]], float(saved["result"]["wall_seconds"]),
+                            str(saved["result"]["date"]))
+
+    return per_n_cli(argv, name=NAME, doc=__doc__, default_n=DEFAULT_N, measure=run, render=render,
+                     options=lambda p: p.add_argument("--interval", type=float, default=INTERVAL_S,
+                                                      help="analysis interval, seconds"))
 
 
 if __name__ == "__main__":

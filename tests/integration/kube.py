@@ -149,17 +149,24 @@ class Watch:
         return out
 
 
-def audit_events(cp: ControlPlane, namespace: str, resource: str, name: str, *,
-                 subresources: bool = False, dry_runs: bool = False) -> Iterator[Json]:
-    """The successful write requests the apiserver's audit log recorded for one object (with ``subresources``:
-    its status and scale writes too; with ``dry_runs``: server-side dry runs too, which write nothing)."""
+def audit_log(cp: ControlPlane) -> Iterator[Json]:
+    """Every event of the apiserver's audit log, in the log's order (of completion, not of receipt)."""
     for line in cp.audit_log.read_text().splitlines():
         try:
-            ev = json.loads(line)
+            yield json.loads(line)
         except ValueError:
             continue
+
+
+def audit_events(cp: ControlPlane, namespace: str, resource: str, name: str | None, *,
+                 subresources: bool = False, dry_runs: bool = False) -> Iterator[Json]:
+    """The successful write requests the apiserver's audit log recorded for one object (``name`` None: for every
+    object of ``resource`` in ``namespace``; with ``subresources``: its status and scale writes too; with
+    ``dry_runs``: server-side dry runs too, which write nothing)."""
+    for ev in audit_log(cp):
         ref = ev.get("objectRef") or {}
-        if ref.get("namespace") != namespace or ref.get("resource") != resource or ref.get("name") != name:
+        if ref.get("namespace") != namespace or ref.get("resource") != resource or (
+                name is not None and ref.get("name") != name):
             continue
         if ref.get("subresource") and not subresources:
             continue

@@ -31,7 +31,7 @@ from devenv.localenv.procs import ManagedProcess
 
 from ..chart import render_chart
 from ..conftest import REQUIRE_CLUSTER
-from .kube import Kubectl, wait_deleted
+from .kube import Kubectl, audit_log, wait_deleted
 from .manifests import ingress, rollout, service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,11 +208,7 @@ def requests_of(cp: ControlPlane, username: str) -> list[Request]:
     """Every resource request ``username`` made, from the audit log (one per request: ResponseComplete, or
     ResponseStarted for watches, which complete only when they end)."""
     out = []
-    for line in cp.audit_log.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
+    for ev in audit_log(cp):
         if (ev.get("user") or {}).get("username") != username:
             continue
         ref = ev.get("objectRef")
