@@ -69,8 +69,9 @@ The operator's wake-up path in between: watch event → kopf `on.event` handler 
 step in the same decision (the canary Ingress written, then status, the annotation consumed). The breakdown comes
 from the apiserver's audit log. A reconcile reads the rollout and its Deployments from the operator's watch
 cache, which leaves no trace there, so the wake-up ends at the engine's first request for this rollout's
-objects (`NAME`, `NAME-canary`, `NAME-stable`, Events `NAME.…`) at or after the annotation PATCH's arrival —
-usually the reconcile's GET of the canary Ingress, after its reads from memory. Reconciles are counted by
+objects (`NAME`, `NAME-canary`, `NAME-stable`, the Deployments `NAME-REVISION`, Events `NAME.…`) at or after
+the annotation PATCH's arrival — usually the reconcile's GET of the canary Ingress, after its reads from memory.
+Reconciles are counted by
 cutting the engine's requests for the rollout where the order a reconcile writes in (workloads and routes,
 status, the rollout's annotations, Events) starts again (a reconcile that writes nothing is counted with the
 next one). kubectl's own start-up cost is measured separately ({OVERHEAD_RUNS} runs of each no-op command).

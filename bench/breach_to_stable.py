@@ -83,8 +83,9 @@ passing analysis), it is left there {HOLD_S:g} s plus 0–1 s at random; then th
 watch on the canary Ingress `NAME-canary`, opened before the breach, stamps `t1` when the DELETED event
 arrives (the NGINX router's reset: the canary Ingress is gone, all traffic on stable). The breakdown comes
 from the apiserver's audit log: the engine's requests for this rollout's objects (`NAME`, `NAME-canary`,
-`NAME-stable`, Events `NAME.…`) are cut into reconciles where the order a reconcile writes in (workloads and
-routes, status, the rollout's annotations, Events) starts again; the reconcile that rolled back is the one
+`NAME-stable`, the Deployments `NAME-REVISION`, Events `NAME.…`) are cut into reconciles where the order a
+reconcile writes in (workloads and routes, status, the rollout's annotations, Events) starts again; the reconcile
+that rolled back is the one
 with the DELETE of the canary Ingress, and it starts at its first request at or after `t0` (a reconcile that
 writes nothing is in the same cut as the next one, and one such follows every status write at the pause). A
 reconcile reads the rollout and its Deployments from the operator's watch cache, which leaves no trace in

@@ -376,8 +376,8 @@ class Request:
         return self.agent.startswith("kubectl")
 
     def engine_for(self, name: str) -> bool:
-        """A request of the operator's engine for one of rollout ``name``'s objects (NAME, NAME-canary, Events
-        NAME.…)."""
+        """A request of the operator's engine for one of rollout ``name``'s objects (NAME, NAME-canary,
+        NAME-stable, the Deployments NAME-REVISION, Events NAME.…)."""
         return self.by_operator_engine and (self.name == name or self.name.startswith((f"{name}-", f"{name}.")))
 
     @property

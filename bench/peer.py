@@ -26,12 +26,11 @@ import contextlib
 import functools
 import json
 import random
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,6 @@ from bench.common import (
     BENCH_AGENT,
     GROUP,
     PLURAL,
-    REPO,
     VERSION,
     BenchTimeout,
     Env,
@@ -69,6 +67,7 @@ from bench.common import (
     today,
 )
 from bench.scale import CONTROLLER_QPS, OPERATOR_AGENTS, ListWatch, cpu_seconds, proc_status
+from devenv.localenv.controlplane import built
 from devenv.localenv.procs import CommandFailed, ManagedProcess, free_port, port_open
 
 NAME = "peer"
@@ -203,13 +202,6 @@ def _fmt(value: float, unit: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- Argo
-
-
-def argo_bin_dir() -> Path:
-    """Build (once, cached outside the clone) Argo Rollouts' controller and its CRDs; their directory."""
-    res = subprocess.run(["bash", str(REPO / "hack" / "argo" / "build.sh")], stdout=subprocess.PIPE, text=True,
-                         check=True, timeout=3600)
-    return Path(res.stdout.strip().splitlines()[-1])
 
 
 def install_argo_crds(env: Env, bin_dir: Path) -> None:
@@ -738,12 +730,11 @@ def build_result(runs: Sequence[ScaleRun], breach: dict[str, list[BreachTrial]],
         "Argo's figures are its controller process alone (Go); ours are the operator's Python process (kopf and "
         "the engine). Both read the rollouts and their Deployments/ReplicaSets from watches; Argo also reads "
         "Services, Ingresses and pods from informers.",
-        "Why the requests, the CPU and the time differ: at promotion this operator rolls the new template onto "
-        "the NAME-stable Deployment (the `patch deployments` above), a second rollout of every pod that the "
-        "controller-manager, the scheduler and kwok carry out (the apiserver's requests of all clients), while "
-        "Argo makes the canary ReplicaSet the stable one; and it reads the Services, Ingresses, the prewarm "
-        "DaemonSet and ConfigMaps with a GET per reconcile where Argo reads them from informers. Promotion by role "
-        "and every read from watches are the planned remedies.",
+        "Why the requests, the CPU and the time differ: at promotion this operator, like Argo, keeps the "
+        "analysed pods (promotion by role: the canary revision's Deployment, NAME-REVISION, is scaled to full "
+        "size and NAME-stable's selector switched to it; the previous stable's Deployment is deleted after "
+        "scaleDownDelay), but it reads the Services, Ingresses, the prewarm DaemonSet and ConfigMaps with a GET "
+        "per reconcile where Argo reads them from informers. Every read from watches is the planned remedy.",
     ]
     trials = max((len(v) for v in breach.values()), default=0)
     failed = 0
@@ -761,7 +752,7 @@ def measure(ns: Sequence[int], trials: int, *, keep: bool = False,
             on_run: Callable[[list[ScaleRun], dict[str, list[BreachTrial]]], None] | None = None,
             ) -> tuple[Result, list[ScaleRun], dict[str, list[BreachTrial]]]:
     started = now()
-    bin_dir = argo_bin_dir()
+    bin_dir = built("argo")
     runs: list[ScaleRun] = []
     breach: dict[str, list[BreachTrial]] = {}
     with sigterm_as_exit():
@@ -793,38 +784,27 @@ def measure(ns: Sequence[int], trials: int, *, keep: bool = False,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.report import machine_line, update_section
+    from bench.report import per_n_cli
 
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_N), help="rollouts at once (one run each)")
-    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="breach trials per controller (0: none)")
-    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
-    parser.add_argument("--json", type=Path, help="write the raw numbers here (after every run)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("--from-json", type=Path, help="measure nothing: render the runs saved with --json")
-    args = parser.parse_args(argv)
-    started = now()
+    def run(args: argparse.Namespace, save: Callable[[Mapping[str, Any]], None]) -> Result:
+        started = now()
 
-    def save(runs: list[ScaleRun], breach: dict[str, list[BreachTrial]]) -> None:
-        if args.json:
-            args.json.write_text(json.dumps({"date": today(), "wall_seconds": now() - started,
-                                             "runs": [asdict(r) for r in runs],
-                                             "breach": {k: [asdict(t) for t in v] for k, v in breach.items()}},
-                                            indent=1))
+        def saved(runs: list[ScaleRun], breach: dict[str, list[BreachTrial]]) -> None:
+            save({"date": today(), "wall_seconds": now() - started, "runs": [asdict(r) for r in runs],
+                  "breach": {k: [asdict(t) for t in v] for k, v in breach.items()}})
 
-    if args.from_json:
-        saved = json.loads(args.from_json.read_text())
+        result, runs, breach = measure(sorted(set(args.n)), args.trials, keep=args.keep, on_run=saved)
+        saved(runs, breach)
+        return result
+
+    def render(saved: Mapping[str, Any]) -> Result:
         runs = [ScaleRun(**{**r, "requests_by": dict(r["requests_by"])}) for r in saved["runs"]]
         breach = {k: [BreachTrial(**t) for t in v] for k, v in saved["breach"].items()}
-        result = build_result(runs, breach, float(saved["wall_seconds"]), str(saved["date"]))
-    else:
-        result, runs, breach = measure(sorted(set(args.n)), args.trials, keep=args.keep, on_run=save)
-        save(runs, breach)
-    print(result.markdown(machine_line()))
-    if args.update_docs:
-        update_section(result)
-    return 0
+        return build_result(runs, breach, float(saved["wall_seconds"]), str(saved["date"]))
+
+    return per_n_cli(argv, name=NAME, doc=__doc__, default_n=DEFAULT_N, measure=run, render=render,
+                     options=lambda p: p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                                                      help="breach trials per controller (0: none)"))
 
 
 if __name__ == "__main__":

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from bench.common import REPO, Result
+from bench.common import REPO, Result, read_json
 from devenv.localenv.controlplane import K8S_VERSION, KWOK_VERSION, ControlPlaneError, select_etcd
 from devenv.localenv.prometheus import PROMETHEUS
 
@@ -181,20 +183,58 @@ def update_section(result: Result, path: Path = DOC) -> None:
     path.write_text(text)
 
 
-def cli(argv: list[str] | None, *, name: str, doc: str | None, measure: Callable[..., tuple[Result, object]],
-        default_trials: int, trials_help: str) -> int:
-    """The command line every benchmark module shares: run, print the section, optionally save it."""
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=default_trials, help=trials_help)
+def _parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _shared_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """The options every benchmark module has: --update-docs, --json, --keep."""
     parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
-    parser.add_argument("--json", type=Path, help="write the result with the raw per-trial numbers here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args(argv)
-    result, _ = measure(max(args.trials, 1), keep=args.keep)
+    parser.add_argument("--json", type=Path, help=json_help)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+
+
+def _publish(result: Result, update_docs: bool) -> int:
+    """Print the section; with ``update_docs`` also put it in docs/benchmarks.md."""
     print(result.markdown(machine_line()))
-    if args.json:
-        args.json.write_text(result.to_json())
-    if args.update_docs:
+    if update_docs:
         update_section(result)
     return 0
+
+
+def cli(argv: list[str] | None, *, name: str, doc: str | None, measure: Callable[..., tuple[Result, object]],
+        default_trials: int, trials_help: str) -> int:
+    """The command line of the benchmarks that run trials: run, print the section, optionally save it."""
+    parser = _parser(name, doc)
+    parser.add_argument("--trials", type=int, default=default_trials, help=trials_help)
+    _shared_options(parser, "write the result with the raw per-trial numbers here")
+    args = parser.parse_args(argv)
+    result, _ = measure(max(args.trials, 1), keep=args.keep)
+    if args.json:
+        args.json.write_text(result.to_json())
+    return _publish(result, args.update_docs)
+
+
+def per_n_cli(argv: list[str] | None, *, name: str, doc: str | None, default_n: Sequence[int],
+              options: Callable[[argparse.ArgumentParser], object],
+              measure: Callable[[argparse.Namespace, Callable[[Mapping[str, Any]], None]], Result],
+              render: Callable[[Mapping[str, Any]], Result]) -> int:
+    """The command line of the benchmarks that run once per N (scale, peer): --n, the module's own ``options``,
+    --update-docs, --json, --keep, --from-json. ``measure(args, save)`` runs and hands ``save`` the raw numbers
+    after every N (written to --json at once: a later N that fails keeps the earlier ones); with --from-json
+    nothing is measured and ``render`` makes the result from what --json saved. Prints the section."""
+    parser = _parser(name, doc)
+    parser.add_argument("--n", type=int, nargs="+", default=list(default_n), help="rollouts at once (one run each)")
+    options(parser)
+    _shared_options(parser, "write the raw numbers here (after every N)")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: render the runs saved with --json")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        return _publish(render(read_json(args.from_json)), args.update_docs)
+
+    def save(raw: Mapping[str, Any]) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(raw, indent=1))
+
+    return _publish(measure(args, save), args.update_docs)

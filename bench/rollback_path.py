@@ -13,8 +13,10 @@ setWeight 50 -> pause {} -> setWeight 100 and rollback.scaleDownDelay 0s, aborte
 ``t0`` is taken just before the real kubectl is started with ``kubectl annotate mro NAME
 modelrollout.io/abort=true``; ``t1`` when all traffic is on stable: A/B the DELETED event of the canary Ingress
 (a watch), C the first poll of the apiserver (every 20 ms) that sees the canary Deployment at spec.replicas 0
-and the stable Deployment with 4 ready replicas. The operator's writes (create/update/patch/delete) from t0 to
-the end of the reconcile that set phase RolledBack come from the apiserver's audit log.
+and the stable Deployment with 4 ready replicas. Each revision runs in its own Deployment, NAME-REVISION: the
+stable revision's is shown as NAME-REV1, the canary's as NAME-REV2. The operator's writes
+(create/update/patch/delete) from t0 to the end of the reconcile that set phase RolledBack come from the apiserver's
+audit log.
 
     PYTHONPATH=operator python -m bench.rollback_path [--trials 10] [--update-docs] [--json FILE] [--keep]
 """
@@ -114,12 +116,13 @@ trial on one control plane:
 `t0` is taken just before the real kubectl from the control plane's bin dir is started with
 `kubectl annotate mro NAME {ABORT}=true`. `t1` is when all traffic is on stable: for A and B the arrival of
 the DELETED event of the canary Ingress `NAME-canary` (a watch opened before the abort); for C the first poll
-of the apiserver (both Deployments read every {C_POLL_S * 1000:.0f} ms) that sees `NAME-canary` at
-`spec.replicas: 0` and `NAME-stable` with {REPLICAS} ready replicas. The writes come from the apiserver's
+of the apiserver (both Deployments read every {C_POLL_S * 1000:.0f} ms) that sees the canary revision's Deployment
+(`NAME-REV2`; each revision runs in its own, `NAME-REVISION`) at `spec.replicas: 0` and the stable revision's
+(`NAME-REV1`) with {REPLICAS} ready replicas. The writes come from the apiserver's
 audit log: every create/update/patch/delete in the namespace by the operator (the same kubeconfig user as
 kubectl and this benchmark, so told apart by user agent) from `t0` to the end of the reconcile whose status
 write set phase RolledBack (seen by a watch on the ModelRollout), grouped by resource and name. Reconciles
-are found by cutting the engine's requests for this rollout's objects (`NAME`, `NAME-canary`, `NAME-stable`,
+are found by cutting the engine's requests for this rollout's objects (`NAME`, `NAME-canary`, `NAME-REV1`,
 Events `NAME.…`) where the order a reconcile writes in (workloads and routes, status, the rollout's
 annotations, Events) starts again: the reconcile that set RolledBack ends with its last write. kubectl's own
 PATCH of the annotation is not counted.
@@ -168,18 +171,18 @@ class Trial:
 CATEGORIES = ("routing", "stable", "deployment", "status", "other")
 CATEGORY_LABELS = {
     "routing": "routing writes (ingresses)",
-    "stable": "stable scale-ups (Deployment NAME-stable)",
-    "deployment": "other Deployment writes (NAME-canary)",
+    "stable": "stable scale-ups (Deployment NAME-REV1)",
+    "deployment": "other Deployment writes (NAME-REV2)",
     "status": "status writes (modelrollouts/status)",
     "other": "other writes",
 }
 
 
-def category(w: Write, name: str) -> str:
+def category(w: Write, stable_dep: str) -> str:
     if w.resource == "ingresses":
         return "routing"
     if w.resource == "deployments" and w.subresource in ("", "scale"):
-        return "stable" if w.name == f"{name}-stable" else "deployment"
+        return "stable" if w.name == stable_dep else "deployment"
     if w.resource == "modelrollouts" and w.subresource == "status":
         return "status"
     return "other"
@@ -235,9 +238,9 @@ def _at_pause(st: Json) -> bool:
     return st.get("phase") == "AwaitingApproval" and st.get("currentWeight") == WEIGHT
 
 
-def _settled(env: Env, name: str, sc: Scenario) -> bool | None:
+def _settled(env: Env, sc: Scenario, stable_dep: str, canary_dep: str) -> bool | None:
     apps = client.AppsV1Api(env.api_client)
-    want = {f"{name}-stable": sc.stable_at_pause, f"{name}-canary": REPLICAS - 2}
+    want = {stable_dep: sc.stable_at_pause, canary_dep: REPLICAS - 2}
     for dep, n in want.items():
         obj = env.api_client.sanitize_for_serialization(apps.read_namespaced_deployment(dep, env.namespace))
         st = obj.get("status") or {}
@@ -252,14 +255,16 @@ def run_trial(env: Env, sc: Scenario, name: str, rng: random.Random, previous: s
     else:
         env.apply(service(name))
     env.apply(manifest(sc, name, "model:1"))
-    env.wait_status(name, lambda s: s.get("phase") == "Succeeded", 120, f"{name} first release Succeeded")
+    rev1 = env.wait_status(name, lambda s: s.get("phase") == "Succeeded", 120,
+                           f"{name} first release Succeeded")["stableRevision"]
     env.apply(manifest(sc, name, "model:2"))
-    env.wait_status(name, _at_pause, 120, f"{name} AwaitingApproval at weight {WEIGHT}")
-    poll(lambda: _settled(env, name, sc), 60, 0.05,
+    rev2 = env.wait_status(name, _at_pause, 120, f"{name} AwaitingApproval at weight {WEIGHT}")["canaryRevision"]
+    # each revision runs in its own Deployment, NAME-REVISION
+    canary_ingress, stable_dep, canary_dep = f"{name}-canary", f"{name}-{rev1}", f"{name}-{rev2}"
+    poll(lambda: _settled(env, sc, stable_dep, canary_dep), 60, 0.05,
          f"{name}: stable {sc.stable_at_pause}/canary {REPLICAS - 2} replicas, all ready")
     if previous is not None:
         env.wait_gone(previous, 60)
-    canary_ingress, stable_dep, canary_dep = f"{name}-canary", f"{name}-stable", f"{name}-canary"
     argv = env.kubectl_argv("-n", env.namespace, "annotate", "mro", name, f"{ABORT}=true", "--overwrite")
     apps = client.AppsV1Api(env.api_client)
     trial = Trial(name, sc.key, total=float("nan"))
@@ -314,18 +319,26 @@ def run_trial(env: Env, sc: Scenario, name: str, rng: random.Random, previous: s
         if ready_events:
             stable_ready_at = ready_events[0].at
     time.sleep(TAIL_S)
-    _writes(env, trial, name, t0, t0 + trial.total, rb.at, stable_ready_at)
+    _writes(env, trial, name, (stable_dep, canary_dep), t0, t0 + trial.total, rb.at, stable_ready_at)
     return trial
 
 
-def key(w: Write, name: str) -> str:
-    """'verb resource[/sub] NAME-…': the trial's rollout name replaced, Event names collapsed."""
+def key(w: Write, name: str, deps: tuple[str, str]) -> str:
+    """'verb resource[/sub] NAME-…': the trial's rollout name replaced, the stable and canary revisions'
+    Deployments shown as NAME-REV1 and NAME-REV2, Event names collapsed."""
     target = w.resource + (f"/{w.subresource}" if w.subresource else "")
-    obj = "NAME.…" if w.resource == "events" else w.name.replace(name, "NAME", 1)
+    if w.resource == "events":
+        obj = "NAME.…"
+    elif w.resource == "deployments" and w.name in deps:
+        obj = f"NAME-REV{deps.index(w.name) + 1}"
+    else:
+        obj = w.name.replace(name, "NAME", 1)
     return f"{w.verb} {target} {obj}"
 
 
-def _writes(env: Env, trial: Trial, name: str, t0: float, t1: float, rb_at: float, stable_ready_at: float) -> None:
+def _writes(env: Env, trial: Trial, name: str, deps: tuple[str, str], t0: float, t1: float, rb_at: float,
+            stable_ready_at: float) -> None:
+    """``deps``: the stable and the canary revision's Deployments."""
     def rolled_back_write(reqs: list[Write]) -> Write | None:
         # the watch event can arrive before the PATCH's response is complete: match on the time it was received
         statuses = [r for r in reqs if r.by_operator_engine and r.resource == "modelrollouts"
@@ -351,15 +364,15 @@ def _writes(env: Env, trial: Trial, name: str, t0: float, t1: float, rb_at: floa
     end = parts[n][-1].received
     window = [r for r in ops if t0 <= r.received <= end]
     writes = [r for r in window if r.verb in WRITE_VERBS]
-    counts = Counter(category(w, name) for w in writes)
+    counts = Counter(category(w, deps[0]) for w in writes)
     trial.counts = {c: counts.get(c, 0) for c in CATEGORIES}
-    trial.by_target = dict(Counter(key(w, name) for w in writes))
+    trial.by_target = dict(Counter(key(w, name, deps) for w in writes))
     trial.failed_writes = sum(1 for w in writes if not 200 <= w.code < 300)
     trial.kopf_writes = sum(1 for w in writes if w.agent.startswith("kopf"))
     trial.reconciles = n + 1
-    trial.tail = dict(Counter(key(w, name) for w in ops
+    trial.tail = dict(Counter(key(w, name, deps) for w in ops
                               if end < w.received <= last.received + TAIL_S and w.verb in WRITE_VERBS))
-    stable_ups = [w for w in writes if category(w, name) == "stable"]
+    stable_ups = [w for w in writes if category(w, deps[0]) == "stable"]
     if stable_ups and stable_ready_at == stable_ready_at:
         trial.stable_scale_to_ready = stable_ready_at - stable_ups[0].received
     route = next((w for w in writes if w.resource == "ingresses" and w.verb == "delete"), None)
@@ -369,7 +382,7 @@ def _writes(env: Env, trial: Trial, name: str, t0: float, t1: float, rb_at: floa
              (t0 + trial.rolled_back, f"{trial.rolled_back * 1000:7.1f} ms        watch delivers phase RolledBack")]
     if stable_ups and stable_ready_at == stable_ready_at:
         marks.append((stable_ready_at, f"{(stable_ready_at - t0) * 1000:7.1f} ms        watch delivers "
-                                       f"{name}-stable with {REPLICAS} ready"))
+                                       f"{deps[0]} with {REPLICAS} ready"))
     shown = ([abort] if abort is not None else []) + writes
     lines = [(r.received, r.describe(t0)) for r in shown] + marks
     trial.trace = [text for _, text in sorted(lines, key=lambda x: x[0])]
@@ -514,7 +527,8 @@ def build_result(trials: list[Trial], failures: list[str], wall: float) -> Resul
         "The operator runs with the same kubeconfig user as kubectl and this benchmark; its requests are told "
         "apart by user agent (its engine's `OpenAPI-Generator`, and kopf's `kopf/…`, which wrote "
         + ("nothing in the windows" if not kopf else f"{kopf} times in the windows, counted")
-        + "). Routing writes are those on `ingresses`; a write of Deployment `NAME-stable` during a "
+        + "). Routing writes are those on `ingresses`; a write of the stable revision's Deployment `NAME-REV1` "
+        "during a "
         "rollback is a scale-up (the Service router's reset also drops its weight annotation in the same "
         "PATCH); status writes are PATCHes of `modelrollouts/status`; other writes are everything else "
         "(the annotation removal, Events, the prewarm DaemonSet).",

@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,7 +261,7 @@ class World:
         self.weights: dict[str, dict[int, float]] = defaultdict(dict)
         """canary Ingress NAME-canary -> weight -> first arrival of that weight."""
         self.ready: dict[str, dict[str, float]] = defaultdict(dict)
-        """canary Deployment NAME-canary -> revision -> first arrival of it ready (>= 1 replica)."""
+        """Deployment NAME-REVISION -> revision -> first arrival of it ready (>= 1 replica)."""
 
     def on_rollout(self, at: float, kind: str, obj: Json) -> None:
         name = obj["metadata"]["name"]
@@ -507,7 +507,7 @@ def run_scale(env: Env, n: int, *, interval_s: float = INTERVAL_S, timeout: floa
         watches = [
             ListWatch(env.cp.kubeconfig, ns, "modelrollouts", world.on_rollout),
             ListWatch(env.cp.kubeconfig, ns, "ingresses", world.on_ingress, "modelrollout.io/track=canary"),
-            ListWatch(env.cp.kubeconfig, ns, "deployments", world.on_deployment, "modelrollout.io/track=canary"),
+            ListWatch(env.cp.kubeconfig, ns, "deployments", world.on_deployment, "modelrollout.io/rollout"),
         ]
         with contextlib.ExitStack() as stack:
             for w in watches:
@@ -578,6 +578,7 @@ def _analyse(run: Run, env: Env, world: World, names: Sequence[str], rev2: dict[
     """Step latencies, analysis periods and API counts of the second window, from the watches and the audit log."""
     weight_patches: dict[str, list[Request]] = defaultdict(list)
     ready_updates: dict[str, list[Request]] = defaultdict(list)
+    canaries = {f"{x}-{rev2[x]}": x for x in names}  # the canary revision's Deployment, NAME-REVISION
     requests_by: Counter[str] = Counter()
     writes_by: Counter[str] = Counter()
     engine: dict[str, list[Request]] = defaultdict(list)
@@ -597,8 +598,8 @@ def _analyse(run: Run, env: Env, world: World, names: Sequence[str], rev2: dict[
                 weight_patches[r.name].append(r)
                 run.weight_writes += 1
         elif r.verb == "update" and r.resource == "deployments" and r.subresource == "status" \
-                and r.name.endswith("-canary"):
-            ready_updates[r.name].append(r)
+                and r.name in canaries:
+            ready_updates[canaries[r.name]].append(r)
     run.requests_by, run.writes_by = dict(requests_by), dict(writes_by)
     for reqs in engine.values():
         reqs.sort(key=lambda r: r.received)
@@ -614,7 +615,7 @@ def _analyse(run: Run, env: Env, world: World, names: Sequence[str], rev2: dict[
     with world.lock:
         history = {x: list(world.history.get(x, [])) for x in names}
         weights = {x: dict(world.weights.get(f"{x}-canary", {})) for x in names}
-        ready = {x: world.ready.get(f"{x}-canary", {}).get(rev2[x]) for x in names}
+        ready = {x: world.ready.get(f"{x}-{rev2[x]}", {}).get(rev2[x]) for x in names}
         final = {x: world.status.get(x) for x in names}
     run.succeeded = sum(1 for x, p in final.items() if p is not None and p.phase == "Succeeded"
                         and p.stable == rev2[x])
@@ -638,7 +639,7 @@ def _analyse(run: Run, env: Env, world: World, names: Sequence[str], rev2: dict[
                 continue
             if step == 0:
                 ready_at = ready[x]
-                cause = _latest(ready_updates.get(f"{x}-canary", []), ready_at) if ready_at is not None else None
+                cause = _latest(ready_updates.get(x, []), ready_at) if ready_at is not None else None
                 if cause is None or ready_at is None:
                     missing["canary ready"] += 1
                     continue
@@ -986,36 +987,25 @@ def load_run(raw: dict[str, Any]) -> Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.report import machine_line, update_section
+    from bench.report import per_n_cli
 
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_N), help="rollouts at once (one run each)")
-    parser.add_argument("--interval", type=float, default=INTERVAL_S, help="analysis interval, seconds")
-    parser.add_argument("--update-docs", action="store_true", help="replace this section of docs/benchmarks.md")
-    parser.add_argument("--json", type=Path, help="write the result with the raw numbers here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("--from-json", type=Path, help="measure nothing: render the runs saved with --json")
-    args = parser.parse_args(argv)
-    if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        runs = [load_run(r) for r in saved["runs"]]
-        result = build_result(runs, float(saved["result"]["wall_seconds"]), str(saved["result"]["date"]))
-    else:
-        def save(runs: list[Run]) -> None:  # after every N: a later N that fails keeps the earlier ones
-            if args.json:
-                args.json.write_text(json.dumps({"result": {"wall_seconds": now() - started, "date": today()},
-                                                 "runs": [asdict(r) for r in runs]}, indent=1))
-
+    def run(args: argparse.Namespace, save: Callable[[Mapping[str, Any]], None]) -> Result:
         started = now()
-        result, runs = measure(sorted(set(args.n)), keep=args.keep, interval_s=args.interval, on_run=save)
-    print(result.markdown(machine_line()))
-    if args.json:
-        args.json.write_text(json.dumps({"result": json.loads(result.to_json()),
-                                         "runs": [asdict(r) for r in runs]}, indent=1))
-    if args.update_docs:
-        update_section(result)
-    return 0
+
+        def saved(runs: list[Run]) -> None:
+            save({"result": {"wall_seconds": now() - started, "date": today()}, "runs": [asdict(r) for r in runs]})
+
+        result, runs = measure(sorted(set(args.n)), keep=args.keep, interval_s=args.interval, on_run=saved)
+        save({"result": json.loads(result.to_json()), "runs": [asdict(r) for r in runs]})
+        return result
+
+    def render(saved: Mapping[str, Any]) -> Result:
+        return build_result([load_run(r) for r in saved["runs"]], float(saved["result"]["wall_seconds"]),
+                            str(saved["result"]["date"]))
+
+    return per_n_cli(argv, name=NAME, doc=__doc__, default_n=DEFAULT_N, measure=run, render=render,
+                     options=lambda p: p.add_argument("--interval", type=float, default=INTERVAL_S,
+                                                      help="analysis interval, seconds"))
 
 
 if __name__ == "__main__":

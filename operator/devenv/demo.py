@@ -178,7 +178,7 @@ class Console:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The rollout, the canary Ingress and both Deployments, read with one ``kubectl get``."""
+    """The rollout, the canary Ingress and the Deployments of its stable and canary revisions (by role)."""
 
     rollout: Json
     canary_ingress: Json | None
@@ -542,10 +542,11 @@ class Demo:
             self.out.say(f"  $ kubectl apply -n {NAMESPACE}: {line}")
 
     def snapshot(self) -> Snapshot:
-        raw = self.kubectl("get", f"modelrollout/{NAME}", f"ingress/{NAME}-canary", f"deployment/{NAME}-stable",
-                           f"deployment/{NAME}-canary", "--ignore-not-found", "-o", "json")
+        raw = self.kubectl("get", f"modelrollout/{NAME}", f"ingress/{NAME}-canary", "--ignore-not-found", "-o", "json")
         doc = json.loads(raw) if raw.strip() else {"items": []}
         items = doc.get("items", [doc]) if doc.get("kind") == "List" else [doc]
+        deps = json.loads(self.kubectl("get", "deployment", "-l", f"modelrollout.io/rollout={NAME}", "-o", "json"))
+        items += deps.get("items") or []
         rollout: Json | None = None
         ingress: Json | None = None
         deployments: dict[str, Json] = {}
@@ -556,10 +557,14 @@ class Demo:
             elif kind == "Ingress":
                 ingress = item
             elif kind == "Deployment":
-                deployments[name.removeprefix(f"{NAME}-")] = item
+                deployments[(item["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, name)] = item
         if rollout is None:
             raise DemoFailed(f"ModelRollout {NAMESPACE}/{NAME} not found")
-        return Snapshot(rollout, ingress, deployments)
+        status = rollout.get("status") or {}
+        stable = status.get("stableRevision") or next(iter(deployments), None)  # the first release: the only one
+        roles = (("stable", stable), ("canary", status.get("canaryRevision")))
+        tracks = {track: deployments[rev] for track, rev in roles if rev in deployments}
+        return Snapshot(rollout, ingress, tracks)
 
     def watch(self, act: int, what: str, done: Callable[[Snapshot], bool], *, timeout: float,
               fail: Callable[[Snapshot], str | None] = lambda s: None,
@@ -708,13 +713,17 @@ class Demo:
         new = str(snap.status["stableRevision"])
         o.say(f"  act 2: revision {new} promoted: stable serves 100% on chat-server:{self.v2.tag} "
               f"after {len(approved)} approval(s)")
-        # the stable Deployment now runs the new template: its pods' stand-in changes with it
-        old_stable = self.stand_ins["stable"]
-        self.start_stand_in("stable", new, self.v2)
-        self.wait_scraped(self.stand_ins["stable"])
-        old_stable.stop()
-        o.say(f"  >> stable revision {old_stable.revision} replaced: stopped {old_stable.describe()}")
-        self.retire("canary", "scaled down after promotion")
+        # promotion by role: the analysed canary pods are the stable pods now (NAME-stable selects them), so their
+        # stand-in keeps running in the stable role; the previous stable's pods go after the switch-back window
+        old_stable = self.stand_ins.pop("stable")
+        promoted = self.stand_ins.pop("canary", None)
+        if promoted is not None and promoted.revision == new:
+            self.stand_ins["stable"] = promoted
+            o.say(f"  >> the analysed canary pods of revision {new} now serve as stable: {promoted.describe()}")
+        else:
+            self.wait_scraped(self.start_stand_in("stable", new, self.v2))
+        self.stand_ins["previous"] = old_stable
+        self.retire("previous", "is the previous stable now (its Deployment goes after the switch-back window)")
         self.results.append(ActResult(2, self.v2, new, "Succeeded",
                                       f"promoted after {len(approved)} approval(s)", time.monotonic() - t))
         return new

@@ -432,6 +432,10 @@ class CanaryStrategy(_Model):
     """The steps, in order. After the last one the new revision is promoted."""
     risky_above: int | None = Field(default=None, ge=0, le=100)
     """Any setWeight above this waits for approval first."""
+    scale_down_delay: Duration = Field(default="30s", validate_default=True)
+    """After promotion, how long the previous stable revision's pods stay up (at the size they had) for an instant
+    switch back; then its Deployment is deleted. Not with the Service router: there the previous revision would
+    share the root Service, so it is scaled down at the switch."""
 
 
 class BlueGreenStrategy(_Model):
@@ -1001,6 +1005,11 @@ class ModelRolloutStatus(_Status):
     """When the last rollback began (the canary is scaled down scaleDownDelay after)."""
     fast_path_revision: str | None = None
     """A revision restored by rollback-to: it is promoted without steps."""
+    previous_revision: str | None = None
+    """The revision that was stable before the last promotion: its pods stay up until scaleDownAt, so returning to
+    it then (rollback-to, or the spec set back) is one write of the NAME-stable Service's selector."""
+    scale_down_at: datetime | None = None
+    """When the previous revision's Deployment is deleted."""
     rolled_back_revision: str | None = None
     """A revision that was rolled back; it is not retried on its own."""
     prewarm: PrewarmStatus | None = None

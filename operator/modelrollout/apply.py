@@ -22,13 +22,21 @@ from modelrollout.kube import ApiError, Body, Kube, api_message, api_reason
 from modelrollout.prewarm import apply_daemonset, delete_daemonset
 from modelrollout.revisions import record, restore
 from modelrollout.routers.base import Router
-from modelrollout.workloads import apply_deployment, ensure_config_map, ensure_services, prune_config_maps, scale
+from modelrollout.workloads import (
+    apply_deployment,
+    delete_config_map,
+    delete_deployment,
+    ensure_config_map,
+    ensure_services,
+    scale,
+    select_revision,
+)
 
 log = logging.getLogger("modelrollout.apply")
 
 
-RENDERED = (act.EnsureServices, act.EnsureStable, act.PromoteStable, act.EnsureCanary, act.EnsurePrewarm,
-            act.RecordRevision, act.EnsureDrill)
+RENDERED = (act.EnsureServices, act.EnsureStable, act.EnsureCanary, act.EnsurePrewarm, act.RecordRevision,
+            act.EnsureDrill)
 """Actions that create or apply objects rendered from the spec (a permanent refusal of one: the spec is Invalid)."""
 
 
@@ -55,9 +63,10 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
 
 
 def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RolloutContext | None,
-              router: Router | None) -> None:
+              router: Router | None, *, write_status: bool = True) -> None:
     """Carry out ``decision`` (each write to the rollout records its echo in the port as soon as it is answered,
-    before the Events are posted: the watch may deliver the echo meanwhile)."""
+    before the Events are posted: the watch may deliver the echo meanwhile). ``write_status=False``: the status
+    is left as stored (the caller writes a change that is progress only later, ``Engine``)."""
     meta = rollout["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     removals: tuple[str, ...] = ()
@@ -82,7 +91,7 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
                 raise
             raise WriteRefused(refusal_of(exc, f"the {kind} write", rendered=isinstance(action, RENDERED))) from exc
     new_status = status_body(decision.status)
-    if _differs(new_status, old_status):
+    if write_status and _differs(new_status, old_status):
         try:
             kube.patch_rollout_status(namespace, name, new_status)
         except ApiError as exc:
@@ -102,12 +111,16 @@ def _carry(action: act.Action, ctx: RolloutContext, router: Router, rollout: Bod
     """Carry out one action (RemoveAnnotations and DeleteDrill are carried out by :func:`carry_out`)."""
     match action:
         case act.EnsureServices():
-            ensure_services(ctx)
-        case act.EnsureStable() | act.PromoteStable():
+            ensure_services(ctx, action.revision)
+        case act.SelectRevision():
+            select_revision(ctx, action.track, action.revision)
+        case act.DeleteWorkload():
+            delete_deployment(ctx, action.name)
+            if action.revision is not None and ctx.spec.model.config:
+                delete_config_map(ctx, action.revision)
+        case act.EnsureStable():
             ensure_config_map(ctx, action.revision)
             apply_deployment(ctx, template, "stable", action.revision, action.replicas)
-            if isinstance(action, act.PromoteStable):
-                prune_config_maps(ctx, {action.revision})
         case act.EnsureCanary():
             ensure_config_map(ctx, action.revision)
             apply_deployment(ctx, template, "canary", action.revision, action.replicas)
@@ -136,11 +149,17 @@ def _carry(action: act.Action, ctx: RolloutContext, router: Router, rollout: Bod
 
 
 def _differs(new: Body, old: Body) -> bool:
-    """The status to write differs from the stored one (the apiserver drops nulls, so compare without them)."""
+    """The status to write differs from the stored one."""
+    return bool(changed_fields(new, old))
+
+
+def changed_fields(new: Body, old: Body) -> dict[str, tuple[Any, Any]]:
+    """The top-level status fields whose value to write differs from the stored one, as (new, old) (the apiserver
+    drops nulls, so compared without them; an empty list or 0 where nothing is stored is no change). Pure."""
     pruned_new, pruned_old = _prune(new), _prune(old)
     keys = set(pruned_new) | set(pruned_old)
-    return any(pruned_new.get(k) != pruned_old.get(k) for k in keys
-               if not (pruned_new.get(k) in ([], 0) and k not in pruned_old))
+    return {k: (pruned_new.get(k), pruned_old.get(k)) for k in keys
+            if pruned_new.get(k) != pruned_old.get(k) and not (pruned_new.get(k) in ([], 0) and k not in pruned_old)}
 
 
 def _prune(value: Any) -> Any:

@@ -19,6 +19,10 @@ class RolloutContext:
     name: str
     spec: api.ModelRolloutSpec
     owner: dict[str, Any]
+    stable_deployment: str = ""
+    """The Deployment that runs the stable revision now (as observed; see :func:`deployment_name`)."""
+    canary_deployment: str = ""
+    """The Deployment that runs the canary revision now (as observed)."""
 
     @property
     def stable_service(self) -> str:
@@ -28,10 +32,16 @@ class RolloutContext:
     def canary_service(self) -> str:
         return f"{self.name}-canary"
 
-    @property
-    def stable_deployment(self) -> str:
-        return f"{self.name}-stable"
+    def deployment(self, revision: str) -> str:
+        return deployment_name(self.name, revision)
 
-    @property
-    def canary_deployment(self) -> str:
-        return f"{self.name}-canary"
+
+def deployment_name(rollout: str, revision: str) -> str:
+    """The Deployment that runs one revision of a rollout: ``NAME-REVISION``. Its pods keep their role for as long as
+    they run: promotion switches which revision the per-track Services select, it does not start pods again."""
+    return f"{rollout}-{revision}"
+
+
+LEGACY_DEPLOYMENTS = ("stable", "canary")
+"""Suffixes of the per-track Deployments made by operators before promotion by role (``NAME-stable``,
+``NAME-canary``): read as the track of whichever revision they run, until that revision's pods are no longer needed."""

@@ -10,7 +10,7 @@ from modelrollout import api
 from modelrollout.context import RolloutContext
 from modelrollout.core import chaos
 from modelrollout.core.actions import DeleteDrill, EnsureDrill
-from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, MANAGED_BY, CustomKind, Kube
+from modelrollout.kube import LABEL_REVISION, LABEL_ROLLOUT, MANAGED_BY, CustomKind, Kube
 
 LABEL_DRILL_STEP = "modelrollout.io/drill-step"
 
@@ -60,7 +60,7 @@ def observe(kube: Kube, namespace: str, name: str, uid: str, kinds: tuple[str, .
 
 def create(ctx: RolloutContext, action: EnsureDrill) -> None:
     """Create the experiment (already there: nothing to do)."""
-    pod_labels = {**ctx.spec.selector.match_labels, LABEL_TRACK: "canary", LABEL_ROLLOUT: ctx.name}
+    pod_labels = {**ctx.spec.selector.match_labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: action.revision}
     body = chaos.experiment(action.drill, name=action.name, namespace=ctx.namespace, pod_labels=pod_labels,
                             labels={LABEL_ROLLOUT: ctx.name, LABEL_DRILL_STEP: str(action.step), **MANAGED_BY})
     body["metadata"]["ownerReferences"] = [ctx.owner]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelrollout import api, telemetry
-from modelrollout.apply import WriteRefused, carry_out, emit, refusal_of, status_body
+from modelrollout.apply import WriteRefused, carry_out, changed_fields, emit, refusal_of, status_body
 from modelrollout.core.approval import CONTROL_ANNOTATIONS
 from modelrollout.core.model import Event
 from modelrollout.core.plan import decide
@@ -24,6 +24,13 @@ from modelrollout.observe import observe, parse_status, recheck
 log = logging.getLogger("modelrollout.engine")
 
 Clock = Callable[[], datetime]
+
+PROGRESS_FIELDS = frozenset({"message", "conditions", "replicas"})
+"""Status fields that report progress within a phase and step (the message's ready counts, the pods asked for);
+a status that changes only these, with its conditions' type, status and reason as stored, is progress only."""
+PROGRESS_WRITE_EVERY = 5.0
+"""Seconds after a status write within which a progress-only change is not written but left for the next
+reconcile (at most this much later): a transition or evaluation meanwhile writes it along, one patch for both."""
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -60,6 +67,8 @@ class Engine:
         self._sources: dict[tuple[str, float], MetricSource] = {}
         self.stalls: dict[tuple[str, str], Stall] = {}
         """(namespace, name) -> the backoff of a rollout whose writes the apiserver refuses."""
+        self.status_written: dict[tuple[str, str], datetime] = {}
+        """(namespace, name) -> when the operator last wrote the rollout's status (dropped when it is gone)."""
         self._lock = threading.Lock()
 
     def own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
@@ -82,6 +91,7 @@ class Engine:
         rollout = self.kube.rollout(namespace, name)
         if rollout is None or rollout["metadata"].get("deletionTimestamp"):
             self.stalls.pop((namespace, name), None)
+            self.status_written.pop((namespace, name), None)
             return None
         now = self.clock()
         stall = self.stalls.get((namespace, name))
@@ -91,7 +101,10 @@ class Engine:
             try:
                 seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
                 decision = decide(seen.spec, seen.status, seen.observed, now)
-                carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router)
+                changes = changed_fields(status_body(decision.status), rollout.get("status") or {})
+                later = self._progress_later(namespace, name, changes, now)
+                carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router,
+                          write_status=later is None)
             except WriteRefused as exc:
                 recheck(self.kube, rollout)
                 return self._stalled(rollout, exc, now)
@@ -104,13 +117,27 @@ class Engine:
                 recheck(self.kube, rollout)
                 raise
         self.stalls.pop((namespace, name), None)
+        if changes and later is None:
+            self.status_written[(namespace, name)] = now
         telemetry.RECONCILES.labels(namespace).inc()
         self._record(namespace, name, decision.status, seen.observed.samples is not None,
                      [e.reason for e in decision.events])
         telemetry.record_transition(namespace, name, seen.spec, seen.status, decision.status, now)
         self.notifier.notify(rollout, seen.spec, seen.observed.revision, seen.status, decision.status,
                              decision.events, now)
+        if later is not None:  # the progress left unwritten is written by then at the latest
+            return later if decision.requeue_after is None else min(decision.requeue_after, later)
         return decision.requeue_after
+
+    def _progress_later(self, namespace: str, name: str, changes: Mapping[str, tuple[Any, Any]],
+                        now: datetime) -> float | None:
+        """The seconds until a progress-only status change (:func:`progress_only`) is due to be written, when the
+        last status write is less than ``PROGRESS_WRITE_EVERY`` ago; else None (write it now)."""
+        last = self.status_written.get((namespace, name))
+        if last is None or not progress_only(changes):
+            return None
+        left = PROGRESS_WRITE_EVERY - (now - last).total_seconds()
+        return left if left > 0 else None
 
     def _stalled(self, rollout: Body, exc: WriteRefused, now: datetime) -> float:
         """Make a refused write visible: a minimal status (phase, message, observedGeneration, conditions with
@@ -150,3 +177,19 @@ class Engine:
                 telemetry.EVALUATIONS.labels(namespace, name, m.name, m.verdict.value).inc()
         if "RollingBack" in reasons and status.history:
             telemetry.ROLLBACKS.labels(namespace, name, status.history[-1].outcome).inc()
+
+
+def progress_only(changes: Mapping[str, tuple[Any, Any]]) -> bool:
+    """The status changes (``apply.changed_fields``) are progress only: some, all in ``PROGRESS_FIELDS``, and the
+    conditions' type, status, reason and observedGeneration unchanged (only their message or time differ). Pure."""
+    if not changes or not set(changes) <= PROGRESS_FIELDS:
+        return False
+    if "conditions" in changes:
+        new, old = changes["conditions"]
+        return _condition_states(new) == _condition_states(old)
+    return True
+
+
+def _condition_states(conditions: Any) -> list[tuple[Any, ...]]:
+    return [(c.get("type"), c.get("status"), c.get("reason"), c.get("observedGeneration"))
+            for c in conditions or [] if isinstance(c, Mapping)]

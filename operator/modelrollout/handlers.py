@@ -16,7 +16,7 @@ import kopf
 
 from modelrollout import api, telemetry
 from modelrollout.engine import Engine
-from modelrollout.kube import LABEL_ROLLOUT, Kube, retry_after
+from modelrollout.kube import LABEL_ROLLOUT, SERVICE_NAME_LABEL, Kube, retry_after
 from modelrollout.notify import Notifier
 from modelrollout.watchcache import Key
 
@@ -24,6 +24,12 @@ log = logging.getLogger("modelrollout.handlers")
 
 RESYNC_SECONDS = 60.0
 """A rollout with nothing to wait for is still looked at this often."""
+
+LABELLED = (("apps", "deployments"), ("apps", "daemonsets"), ("", "configmaps"), ("", "pods"),
+            ("discovery.k8s.io", "endpointslices"))
+"""The kinds watched only where they carry the operator's rollout label (a server-side label selector, the same
+as their handlers' ``labels`` filter), so the operator's memory and the watches' traffic do not grow with the
+other applications' pods and ConfigMaps."""
 
 
 @kopf.on.startup()
@@ -35,6 +41,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    for group, plural in LABELLED:  # only the operator's objects are sent, not every pod or ConfigMap
+        settings.watching.label_selectors[group, "v1", plural] = LABEL_ROLLOUT
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
@@ -91,12 +99,16 @@ async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
 async def endpoints_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
                             **_: Any) -> None:
     """The per-track Services' EndpointSlices (they copy the Service's labels): which canary pods a router can
-    reach. A change wakes the rollout, which may be waiting for them before it moves traffic."""
+    reach. A change of the ready endpoints of ``NAME-canary`` wakes the rollout, which may be waiting for them before
+    it moves traffic; other changes (the stable Service's, a slice rewritten with the same ready pods) wake no one."""
     engine: Engine | None = getattr(memo, "engine", None)
+    labels = body.metadata.get("labels") or {}
+    rollout, service = labels.get(LABEL_ROLLOUT), labels.get(SERVICE_NAME_LABEL)
+    canary = engine is not None and bool(rollout) and service == f"{rollout}-canary"
+    before = engine.kube.ready_endpoints_of(namespace or "default", service) if engine and canary else None
     _keep(engine, ("endpointslices", namespace or "default", name), body, type)
-    rollout = (body.metadata.get("labels") or {}).get(LABEL_ROLLOUT)
-    if engine is not None and rollout:
-        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", rollout))
+    if engine is not None and canary and engine.kube.ready_endpoints_of(namespace or "default", service) != before:
+        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", str(rollout)))
         _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
 
 
@@ -106,6 +118,29 @@ async def service_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
     """Every Service (the users' root Services carry no label of the operator's), trimmed to its selector, ports
     and owners: only kept for reads (routers, per-track Services); they wake no one."""
     _keep(getattr(memo, "engine", None), ("services", namespace or "default", name), body, type)
+
+
+@kopf.on.event("", "v1", "configmaps", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def config_map_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                             **_: Any) -> None:
+    """The operator's ConfigMaps (each revision's model config, NAME-revisions): only kept for reads."""
+    _keep(getattr(memo, "engine", None), ("configmaps", namespace or "default", name), body, type)
+
+
+@kopf.on.event("apps", "v1", "daemonsets", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def daemon_set_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                             **_: Any) -> None:
+    """The prewarm DaemonSets: only kept for reads (a rollout waiting for one looks again when due)."""
+    _keep(getattr(memo, "engine", None), ("daemonsets", namespace or "default", name), body, type)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
+                      **_: Any) -> None:
+    """The pods of the rollouts' Deployments and prewarm DaemonSets, trimmed to their labels, node, conditions
+    and container states: only kept for reads (why pods do not start); their Deployment's status wakes the
+    rollout."""
+    _keep(getattr(memo, "engine", None), ("pods", namespace or "default", name), body, type)
 
 
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:

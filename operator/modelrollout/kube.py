@@ -3,9 +3,11 @@
 :class:`Kube` has one method per read and write the operator makes. It owns every fact about the cluster the
 operator keeps between requests (:mod:`modelrollout.watchcache`): the bodies its watches deliver, objects known
 absent, the echoes of its own writes and time-bounded answers. Each write of a watched kind (rollouts, Deployments,
-canary Ingresses) records the version it made in the method that makes it, so a read after it is never answered
-from a body older than the write. Reads answer plain JSON-shaped dicts (camelCase keys, as the apiserver sent them)
-or the port's own dataclasses; nothing outside this module sees a client model or imports ``kubernetes``.
+Services, canary Ingresses, DaemonSets, ConfigMaps) records the version it made in the method that makes it, so a
+read after it is never answered from a body older than the write. Listings (ConfigMaps, pods) are answered from
+the watches of the objects with the operator's rollout label, matched against equality selectors. Reads answer
+plain JSON-shaped dicts (camelCase keys, as the apiserver sent them) or the port's own dataclasses; nothing outside
+this module sees a client model or imports ``kubernetes``.
 :class:`Leases` is the leader election's door (its own connection pool); :class:`Rollouts` is the door of the
 tools that act with the user's kubeconfig (the kubectl plugin, the dashboard).
 """
@@ -29,6 +31,7 @@ from modelrollout.watchcache import (
     rollout_trimmer,
     trim_deployment,
     trim_object,
+    trim_pod,
     trim_service,
 )
 
@@ -52,6 +55,9 @@ DEPLOYMENTS = "deployments"
 INGRESSES = "ingresses"
 SERVICES = "services"
 ENDPOINT_SLICES = "endpointslices"
+CONFIG_MAPS = "configmaps"
+DAEMON_SETS = "daemonsets"
+PODS = "pods"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 T = TypeVar("T")
@@ -112,11 +118,16 @@ class Kube:
         self._custom: Any = custom if custom is not None else client.CustomObjectsApi(api_client)
         self.watched = watched if watched is not None else WatchCache(trim={
             DEPLOYMENTS: trim_deployment, INGRESSES: trim_object, SERVICES: trim_service,
-            api.PLURAL: rollout_trimmer(annotation_managers)})
-        """The watched rollouts, Deployments and canary Ingresses (fed by the kopf handlers through :meth:`saw`),
+            CONFIG_MAPS: trim_object, DAEMON_SETS: trim_object, PODS: trim_pod,
+            api.PLURAL: rollout_trimmer(annotation_managers)}, listed_only=frozenset({PODS}))
+        """The watched objects (fed by the kopf handlers through :meth:`saw`): rollouts, every Service and
+        Ingress, and the Deployments, DaemonSets, ConfigMaps and pods that carry the operator's rollout label;
         their known absence and the echoes of the operator's own writes."""
         self.recent = recent if recent is not None else Recent()
         """Time-bounded answers about rollouts (a passing check, a pod listing's reason, an absent DaemonSet)."""
+        self._listed: dict[str, frozenset[str]] = {}
+        """namespace -> the names of the DaemonSets with the operator's label one LIST found there (see
+        :meth:`daemon_set`)."""
         self._slices: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
         """(namespace, Service) -> EndpointSlice name -> its ready endpoints: the per-track Services' slices (fed
         by a watch of the slices that carry the operator's label, which they copy from their Service)."""
@@ -147,35 +158,41 @@ class Kube:
             return
         slices[name] = ready_endpoints(body)
 
-    def serving(self, namespace: str, service: str) -> int | None:
-        """How many ready endpoints the Service's EndpointSlices list (a watch of the operator's labelled slices);
-        None when no slice of it has been seen."""
-        slices = self._slices.get((namespace, service))
-        if slices is None:
-            return None
-        return len(frozenset().union(*slices.values()))
+    def ready_endpoints_of(self, namespace: str, service: str | None) -> frozenset[str] | None:
+        """The ready endpoints the Service's EndpointSlices list (pods by name), None when no slice was seen."""
+        slices = self._slices.get((namespace, service or ""))
+        return None if slices is None else frozenset().union(*slices.values())
+
+    def serving(self, namespace: str, service: str, pods: str = "") -> int | None:
+        """How many ready endpoints the Service's EndpointSlices list (a watch of the operator's labelled slices),
+        counting only pods whose name starts with ``pods`` (a Deployment's pods: ``NAME-``); None when no slice of
+        it has been seen."""
+        ready = self.ready_endpoints_of(namespace, service)
+        return None if ready is None else sum(1 for endpoint in ready if endpoint.startswith(pods))
 
     def quiet_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """A rollout's watch event is the echo of one of the operator's own last status or annotation writes
         (nothing changed that the operator does not know)."""
         return self.watched.quiet_echo((api.PLURAL, namespace, name), resource_version)
 
-    def _read(self, key: Key, call: Callable[[], object]) -> Body | None:
-        """The watch's copy of ``key`` when it is current, else ``call()`` (a GET; None on 404) as a dict."""
+    def _read(self, key: Key, call: Callable[[], object], *, absence: bool = True) -> Body | None:
+        """The watch's copy of ``key`` when it is current, else ``call()`` (a GET; None on 404) as a dict.
+        ``absence``: :meth:`WatchCache.read`'s."""
         def get() -> Body | None:
             obj = optional(call)
             return None if obj is None else self._body(obj)
-        return self.watched.read(key, get)
+        return self.watched.read(key, get, absence=absence)
 
     def _wrote(self, key: Key, call: Callable[[], T], *, quiet: bool = False) -> T:
-        """Make the write ``call()`` to ``key`` and record the version it made (and, for a plain dict answer, the
-        object as written, read until the echo; a client model would cost a conversion per write, so those are
-        read with a GET until the echo)."""
+        """Make the write ``call()`` to ``key`` and record the version it made and, for a plain dict answer or a raw
+        one (``_preload_content=False``, parsed here), the object as written, read until the echo instead of a
+        GET; a client model would cost a conversion per write, so those are read with a GET until the echo."""
         before = self.watched.events(key)
         out = call()
-        if isinstance(out, dict):
-            rv = (out.get("metadata") or {}).get("resourceVersion")
-            answer: Body | None = out
+        raw = getattr(out, "data", None) if not isinstance(out, dict) else None
+        if isinstance(out, dict) or isinstance(raw, bytes | str):
+            answer: Body | None = out if isinstance(out, dict) else self._body(out)
+            rv = ((answer or {}).get("metadata") or {}).get("resourceVersion")
         else:
             rv = getattr(getattr(out, "metadata", None), "resource_version", None)
             answer = None
@@ -212,13 +229,13 @@ class Kube:
         meta = body["metadata"]
         extra = {"dry_run": "All"} if dry_run else {}
 
-        def call() -> object:
+        def call(**raw: bool) -> object:
             return method(meta["name"], meta["namespace"], body=body, field_manager=FIELD_MANAGER, force=True,
-                          _content_type="application/apply-patch+yaml", **extra)
+                          _content_type="application/apply-patch+yaml", **extra, **raw)
         if watched is None or dry_run:
             call()
         else:
-            self._wrote((watched, meta["namespace"], meta["name"]), call)
+            self._wrote((watched, meta["namespace"], meta["name"]), lambda: call(_preload_content=False))
 
     def _refused(self, method: Callable[..., object], body: Body) -> str | None:
         """The apiserver's message if it would refuse :meth:`_apply` of ``body`` (a server-side dry run: validated,
@@ -290,10 +307,21 @@ class Kube:
             patch = {"metadata": {"annotations": dict(annotations)}, **patch}
         try:
             self._wrote((DEPLOYMENTS, namespace, name),
-                        lambda: self._apps.patch_namespaced_deployment(name, namespace, patch))
+                        lambda: self._apps.patch_namespaced_deployment(name, namespace, patch,
+                                                                       _preload_content=False))
         except ApiException as exc:
             if not (missing_ok and exc.status == 404):
                 raise
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment the operator owns (gone already: nothing to do)."""
+        self._deleted((DEPLOYMENTS, namespace, name),
+                      lambda: self._apps.delete_namespaced_deployment(name, namespace))
+
+    def deployments_of(self, namespace: str, rollout: str) -> list[Body]:
+        """The Deployments of one rollout (label ``modelrollout.io/rollout``) the watch shows."""
+        return [body for body in self.watched.listed(DEPLOYMENTS, namespace)
+                if ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLLOUT) == rollout]
 
     # ------------------------------------------------------------------ Ingresses
 
@@ -326,28 +354,37 @@ class Kube:
                        owner_uids=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
                        ports=tuple(spec.get("ports") or []))
 
+    def patch_service_selector(self, namespace: str, name: str, selector: Mapping[str, str | None]) -> None:
+        """Set a Service's selector labels (None removes one) in one patch."""
+        patch: Body = {"spec": {"selector": dict(selector)}}
+        self._wrote((SERVICES, namespace, name),
+                    lambda: self._core.patch_namespaced_service(name, namespace, patch))
+
     def create_service(self, body: Body) -> None:
         meta = body["metadata"]
         self._wrote((SERVICES, meta["namespace"], meta["name"]),
-                    lambda: self._core.create_namespaced_service(meta["namespace"], body))
+                    lambda: self._core.create_namespaced_service(meta["namespace"], body, _preload_content=False))
 
     # ------------------------------------------------------------------ ConfigMaps
 
     def config_map(self, namespace: str, name: str) -> Body | None:
-        cm = optional(lambda: self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
-        return None if cm is None else self._body(cm)
+        """A ConfigMap: the operator's own (watched: those with its rollout label) from the watch; any other (the
+        compat-probe contract, which the caller rechecks only every so often) and one not known to exist with a
+        GET, since the watch never shows a ConfigMap without the label."""
+        return self._read((CONFIG_MAPS, namespace, name),
+                          lambda: self._core.read_namespaced_config_map(name, namespace, _preload_content=False),
+                          absence=False)
 
     def existing_config_map(self, namespace: str, name: str) -> Body:
-        """The ConfigMap; a failure answer (404 included) is raised."""
+        """The ConfigMap as the apiserver has it now (a GET: read before a write its resourceVersion guards); a
+        failure answer (404 included) is raised."""
         return self._body(self._core.read_namespaced_config_map(name, namespace, _preload_content=False))
 
-    def config_maps(self, namespace: str, label_selector: str) -> list[Body]:
-        listed = self._core.list_namespaced_config_map(namespace, label_selector=label_selector,
-                                                   _preload_content=False)
-        return list(self._body(listed).get("items") or [])
-
     def create_config_map(self, body: Body) -> None:
-        self._core.create_namespaced_config_map(body["metadata"]["namespace"], body)
+        meta = body["metadata"]
+        self._wrote((CONFIG_MAPS, meta["namespace"], meta["name"]),
+                    lambda: self._core.create_namespaced_config_map(meta["namespace"], body,
+                                                                    _preload_content=False))
 
     def refused_config_map(self, body: Body) -> str | None:
         """The apiserver's message if it would refuse to create ``body`` (a server-side dry run), else None (also
@@ -365,29 +402,52 @@ class Kube:
     def replace_config_map(self, body: Body) -> None:
         """Replace the ConfigMap with ``body`` (its resourceVersion guards the write)."""
         meta = body["metadata"]
-        self._core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
+        self._wrote((CONFIG_MAPS, meta["namespace"], meta["name"]),
+                    lambda: self._core.replace_namespaced_config_map(meta["name"], meta["namespace"], body,
+                                                                     _preload_content=False))
 
     def delete_config_map(self, namespace: str, name: str) -> None:
-        optional(lambda: self._core.delete_namespaced_config_map(name, namespace))
+        self._deleted((CONFIG_MAPS, namespace, name),
+                      lambda: self._core.delete_namespaced_config_map(name, namespace))
 
     # ------------------------------------------------------------------ DaemonSets, Pods, Events
 
     def daemon_set(self, namespace: str, name: str) -> Body | None:
-        ds = optional(lambda: self._apps.read_namespaced_daemon_set(name, namespace, _preload_content=False))
-        return None if ds is None else self._body(ds)
+        """The operator's DaemonSet (watched: those with its rollout label, as every DaemonSet it reads has).
+
+        A name the watch never showed is looked up in one LIST of the namespace's labelled DaemonSets, made at the
+        first such read: one that LIST did not find is absent (its creation comes on the watch, or is the
+        operator's own write), so the prewarm DaemonSet of a rollout without prewarm costs no GET; one it found
+        is read with a GET (the LIST's bodies are not kept: one deleted before the watch listed it would never be
+        seen going away).
+        """
+        key = (DAEMON_SETS, namespace, name)
+        if not self.watched.has(key):
+            listed = self._listed.get(namespace)
+            if listed is None:
+                answer = self._body(self._apps.list_namespaced_daemon_set(
+                    namespace, label_selector=LABEL_ROLLOUT, _preload_content=False))
+                listed = self._listed[namespace] = frozenset(
+                    str((item.get("metadata") or {}).get("name")) for item in answer.get("items") or [])
+            if name not in listed and not self.watched.has(key):
+                return None
+        return self._read(key, lambda: self._apps.read_namespaced_daemon_set(name, namespace,
+                                                                             _preload_content=False))
 
     def apply_daemon_set(self, body: Body) -> None:
-        self._apply(self._apps.patch_namespaced_daemon_set, body)
+        self._apply(self._apps.patch_namespaced_daemon_set, body, watched=DAEMON_SETS)
 
     def refused_daemon_set(self, body: Body) -> str | None:
         return self._refused(self._apps.patch_namespaced_daemon_set, body)
 
     def delete_daemon_set(self, namespace: str, name: str) -> None:
-        optional(lambda: self._apps.delete_namespaced_daemon_set(name, namespace))
+        self._deleted((DAEMON_SETS, namespace, name),
+                      lambda: self._apps.delete_namespaced_daemon_set(name, namespace))
 
     def pods(self, namespace: str, label_selector: str) -> list[Body]:
-        listed = self._core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
-        return list(self._body(listed).get("items") or [])
+        """The pods that match ``label_selector`` (equality terms, one of them the rollout label:
+        :func:`selector_terms`), from the watch of the pods with the rollout label (trimmed: ``trim_pod``)."""
+        return _matching(self.watched.listed(PODS, namespace), label_selector)
 
     def create_event(self, body: Body) -> None:
         self._core.create_namespaced_event(body["metadata"]["namespace"], body)
@@ -572,14 +632,43 @@ class Rollouts:
         return list(_json(out.data).get("items") or [])
 
 
+def selector_terms(label_selector: str) -> dict[str, str]:
+    """The equality terms (``k=v`` or ``k==v``, comma-separated) of a label selector that names a rollout
+    (``modelrollout.io/rollout=NAME``): what the watch-fed listings can answer, since their watches hold only
+    objects with that label. Anything else (``!=``, ``in``, ``notin``, existence, no rollout term) raises
+    ValueError. Pure."""
+    terms: dict[str, str] = {}
+    for term in label_selector.split(","):
+        key, sep, value = term.strip().partition("=")
+        value = value[1:] if value.startswith("=") else value
+        key, value = key.strip(), value.strip()
+        if not sep or not key or key.endswith("!") or " " in key or "=" in value or key in terms:
+            raise ValueError(f"label selector {label_selector!r}: only distinct equality terms k=v are supported")
+        terms[key] = value
+    if not terms.get(LABEL_ROLLOUT):
+        raise ValueError(f"label selector {label_selector!r}: must name the rollout ({LABEL_ROLLOUT}=NAME)")
+    return terms
+
+
+def _matching(bodies: list[Body], label_selector: str) -> list[Body]:
+    """The bodies whose labels have every term of ``label_selector`` (:func:`selector_terms`). Pure."""
+    terms = selector_terms(label_selector)
+    out = []
+    for body in bodies:
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        if all(labels.get(k) == v for k, v in terms.items()):
+            out.append(body)
+    return out
+
+
 def ready_endpoints(slice_body: Mapping[str, Any]) -> frozenset[str]:
     """The endpoints of an EndpointSlice that take traffic (``conditions.ready`` not false: unset reads as ready),
-    each named by its pod (``targetRef.uid``) or else its first address. Pure."""
+    each named by its pod (``targetRef.name``) or else its first address. Pure."""
     out = set()
     for ep in slice_body.get("endpoints") or []:
         if (ep.get("conditions") or {}).get("ready") is False:
             continue
-        ref = (ep.get("targetRef") or {}).get("uid")
+        ref = (ep.get("targetRef") or {}).get("name")
         addresses = ep.get("addresses") or []
         if ref or addresses:
             out.add(str(ref or addresses[0]))

@@ -8,18 +8,18 @@ from datetime import datetime
 from typing import Any
 
 from modelrollout import api, drills
-from modelrollout.context import RolloutContext
+from modelrollout.context import RolloutContext, deployment_name
 from modelrollout.core import analysis as an
 from modelrollout.core import routing
 from modelrollout.core.approval import CONTROL_ANNOTATIONS, ROLLBACK_TO, annotation_managers
-from modelrollout.core.model import Observed, Track
+from modelrollout.core.model import Observed
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.prewarm import kept, template_images, wanted
 from modelrollout.core.queries import TemplateError, render
 from modelrollout.core.revision import revision_of
 from modelrollout.core.steps import features_at, first_traffic_step, steps_of, weight_at
 from modelrollout.core.validate import parse_spec
-from modelrollout.kube import Body, Kube, owner_reference
+from modelrollout.kube import ANNOTATION_REVISION, Body, Kube, owner_reference
 from modelrollout.metrics.base import MetricSource
 from modelrollout.prewarm import dry_run_daemonset, observe_daemonset
 from modelrollout.revisions import recorded
@@ -29,7 +29,9 @@ from modelrollout.workloads import (
     check_contract,
     dry_run_config_map,
     dry_run_deployment,
+    find_track,
     pod_failure,
+    selected_revision,
     track_state,
 )
 
@@ -100,7 +102,13 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     )
     if spec is None or invalid is not None:
         return Observation(spec, status, base, None, None)
-    ctx = RolloutContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout))
+    stable_rev = status.stable_revision or revision
+    canary_rev = revision if status.stable_revision not in (None, revision) else status.canary_revision
+    stable_dep = find_track(kube, namespace, name, stable_rev)
+    canary_dep = find_track(kube, namespace, name, canary_rev) if canary_rev != stable_rev else None
+    ctx = RolloutContext(kube=kube, namespace=namespace, name=name, spec=spec, owner=owner_reference(rollout),
+                         stable_deployment=_named(stable_dep, deployment_name(name, stable_rev)),
+                         canary_deployment=_named(canary_dep, deployment_name(name, canary_rev or revision)))
     router = router_for(spec)
     if not kube.recent.holds(_checked(meta)):  # a passing check of the user's objects is trusted a while
         problem = router.check(ctx) or check_contract(ctx) or drills.check(ctx)
@@ -113,20 +121,22 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
         prewarm = observe_daemonset(kube, namespace, name)
         if prewarm is None and not spec.rollback.prewarm.enabled:  # the operator creates none while disabled
             kube.recent.note(no_daemonset, ABSENT_TTL)
-    stable = track_state(kube.deployment(namespace, ctx.stable_deployment))
-    canary = track_state(kube.deployment(namespace, ctx.canary_deployment))
+    stable = track_state(stable_dep)
+    canary = track_state(canary_dep)
     if canary is not None and routing.selected(spec.traffic).weight:  # it routes to NAME-canary's endpoints
-        canary = replace(canary, serving=kube.serving(namespace, ctx.canary_service))
+        canary = replace(canary, serving=kube.serving(namespace, ctx.canary_service, f"{canary.name}-"))
+    selects = {track: rev for track in ("stable", "canary")
+               for there, rev in [selected_revision(ctx, track)] if there}
+    workloads = tuple((dep["metadata"]["name"], (dep["metadata"].get("annotations") or {}).get(ANNOTATION_REVISION))
+                      for dep in kube.deployments_of(namespace, name) if _owned_by(dep, uid))
     # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
     unready_for = 0.0 if status.progress_since is None else (now - status.progress_since).total_seconds()
     if unready_for >= POD_LOOKUP_AFTER:
         at_deadline = unready_for >= spec.progress_deadline_seconds
         if canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
-            canary = replace(canary, failure=_pod_failure(kube, (uid, canary.revision), namespace, name, "canary",
-                                                          at_deadline))
+            canary = replace(canary, failure=_pod_failure(kube, uid, namespace, name, canary.revision, at_deadline))
         if status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
-            stable = replace(stable, failure=_pod_failure(kube, (uid, stable.revision), namespace, name, "stable",
-                                                          at_deadline))
+            stable = replace(stable, failure=_pod_failure(kube, uid, namespace, name, stable.revision, at_deadline))
     samples = None
     values = {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"}
     if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
@@ -155,8 +165,16 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     return Observation(spec, status, replace(base, stable=stable, canary=canary, prewarm=prewarm,
                                              recorded=recorded_revisions,
                                              route=route,
-                                             samples=samples),
+                                             samples=samples, selects=selects, workloads=workloads),
                        ctx, router)
+
+
+def _named(dep: Body | None, default: str) -> str:
+    return str(dep["metadata"]["name"]) if dep is not None else default
+
+
+def _owned_by(body: Body, uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in body["metadata"].get("ownerReferences") or [])
 
 
 def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RolloutContext, router: Router) -> str | None:
@@ -174,14 +192,16 @@ def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RolloutContext, router: Rout
     return None
 
 
-def _pod_failure(kube: Kube, of: Hashable, namespace: str, name: str, track: Track, fresh: bool) -> str | None:
-    """Why the track's pods do not start (``pod_failure``), reusing an answer for the same rollout and revision
-    (``of``) up to ``POD_LOOKUP_EVERY`` old unless ``fresh``."""
-    key = (of, track, "pod-failure")
+def _pod_failure(kube: Kube, uid: str, namespace: str, name: str, revision: str | None, fresh: bool) -> str | None:
+    """Why the revision's pods do not start (``pod_failure``), reusing an answer for the same rollout (``uid``) and
+    revision up to ``POD_LOOKUP_EVERY`` old unless ``fresh``."""
+    if revision is None:
+        return None
+    key = (uid, revision, "pod-failure")
     if not fresh and kube.recent.holds(key):
         cached: str | None = kube.recent.get(key)
         return cached
-    failure = pod_failure(kube, namespace, name, track)
+    failure = pod_failure(kube, namespace, name, revision)
     kube.recent.note(key, POD_LOOKUP_EVERY, failure)
     return failure
 

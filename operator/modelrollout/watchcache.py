@@ -5,15 +5,16 @@ check, a pod listing's reason, a DaemonSet seen absent). Neither makes requests:
 
 The objects the operator's watches deliver are read instead of a GET when they are known to be current.
 
-kopf watches the ModelRollouts, the Deployments the operator owns (their events wake the rollout's daemon) and the
-canary Ingresses it owns. Each event's body is kept here, so that a reconcile reads the rollout, its two
-Deployments and the NGINX router's canary Ingress from memory instead of four GETs. What makes a watched body
-trustworthy is the operator's own writes: a write is answered with the object's new resourceVersion, and until the
-watch has delivered that version (the write's echo) the kept body is older than what the operator knows, so the
-read goes to the apiserver instead. Events that arrive before the echo are older than the write (a watch delivers
-in resourceVersion order, and the write was applied on top of them); after the echo the watch is at least as new as
-the write. kopf may fold a burst of events into its last one, so an echo can go missing: then a GET that answers
-with the same resourceVersion as the kept body shows that the watch has caught up.
+kopf watches the ModelRollouts, the Deployments the operator owns (their events wake the rollout's daemon), every
+Service and Ingress, and the DaemonSets, ConfigMaps and pods that carry the operator's rollout label (listings of those
+are answered from here: :meth:`WatchCache.listed`). Each event's body is kept here, so that a reconcile reads the
+rollout, its two Deployments and the NGINX router's canary Ingress from memory instead of four GETs. What makes a
+watched body trustworthy is the operator's own writes: a write is answered with the object's new resourceVersion, and
+until the watch has delivered that version (the write's echo) the kept body is older than what the operator knows, so
+the read goes to the apiserver instead. Events that arrive before the echo are older than the write (a watch delivers
+in resourceVersion order, and the write was applied on top of them); after the echo the watch is at least as new as the
+write. kopf may fold a burst of events into its last one, so an echo can go missing: then a GET that answers with the
+same resourceVersion as the kept body shows that the watch has caught up.
 
 Until the echo, the apiserver's answer to the write (the object as written; for the rollout, whose writes answer
 with a plain dict) is read instead of a GET, for as long as no watch event other than an echo of the operator's own
@@ -113,10 +114,16 @@ class WatchCache:
     """Thread-safe: watch events arrive on kopf's event loop, reads and writes come from reconcile threads."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 trim: Mapping[str, Callable[[Body], Body]] | None = None) -> None:
+                 trim: Mapping[str, Callable[[Body], Body]] | None = None,
+                 listed_only: frozenset[str] = frozenset()) -> None:
         self._clock = clock
         self._trim = dict(trim or {})
+        self._listed_only = listed_only
+        """Plurals read only through :meth:`listed` (pods): a DELETED event forgets the record instead of keeping
+        it as known absent, since no one asks for one of them by name."""
         self._records: dict[Key, _Record] = {}
+        self._names: dict[tuple[str, str], set[str]] = {}
+        """(plural, namespace) -> the names that have a record: what :meth:`listed` reads."""
         self._absent = 0
         """Records marked absent (bounded by ``ABSENT_MAX``)."""
         self._lock = threading.Lock()
@@ -128,8 +135,18 @@ class WatchCache:
         rec = self._records.get(key)
         if rec is None:
             rec = self._records[key] = _Record()
+            self._names.setdefault((key[0], key[1]), set()).add(key[2])
         rec.expire(now)
         return rec
+
+    def _forget(self, key: Key) -> None:
+        """Drop the record of ``key``; call with the lock held."""
+        del self._records[key]
+        names = self._names.get((key[0], key[1]))
+        if names is not None:
+            names.discard(key[2])
+            if not names:
+                del self._names[(key[0], key[1])]
 
     def saw(self, key: Key, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """A watch event for ``key`` (kopf's body is copied: the kept one must not change under a reader)."""
@@ -137,7 +154,10 @@ class WatchCache:
         with self._lock:
             rec = self._record(key, self._clock())
             if deleted:
-                if rec.pending is not None:  # an own write may have made it again: ask the API
+                if key[0] in self._listed_only and rec.pending is None:
+                    self._present(rec)
+                    self._forget(key)
+                elif rec.pending is not None:  # an own write may have made it again: ask the API
                     rec.body, rec.deleting = None, None
                     rec.events += 1
                     rec.doubt = True
@@ -161,6 +181,11 @@ class WatchCache:
             now = self._clock()
             # events start again from 0: a write in flight meanwhile compares unequal and is not trusted
             self._replace(key, self._record(key, now), _Record(deleting=now))
+
+    def has(self, key: Key) -> bool:
+        """Whether anything is known of ``key`` (a watch event, a read, a write or a delete made a record)."""
+        with self._lock:
+            return key in self._records
 
     def events(self, key: Key) -> int:
         """How many watch events ``key`` has had (pass it to :meth:`wrote` from before the write was sent)."""
@@ -207,21 +232,44 @@ class WatchCache:
         """The kept body when it is at least as new as the operator's own writes, else None."""
         return self._known(key)[1]
 
-    def _known(self, key: Key) -> tuple[bool, Body | None]:
-        """(True, the kept body or None when known absent) when that is current, else (False, None)."""
+    def _known(self, key: Key, absence: bool = True) -> tuple[bool, Body | None]:
+        """(True, the kept body or None when known absent) when that is current, else (False, None).
+        ``absence``: whether a known absence is an answer."""
         with self._lock:
             if key not in self._records:
                 return False, None
             rec = self._record(key, self._clock())
-            if rec.pending is not None:
-                answer = None if rec.doubt else rec.answer
-                return answer is not None, answer
-            return (rec.body is not None or rec.absent), rec.body
+            return self._current(rec, absence)
 
-    def read(self, key: Key, get: Callable[[], Body | None]) -> Body | None:
+    @staticmethod
+    def _current(rec: _Record, absence: bool = True) -> tuple[bool, Body | None]:
+        """:meth:`_known` of a record (call with the lock held)."""
+        if rec.pending is not None:
+            answer = None if rec.doubt else rec.answer
+            return answer is not None, answer
+        return (rec.body is not None or (absence and rec.absent)), rec.body
+
+    def listed(self, plural: str, namespace: str) -> list[Body]:
+        """The kept bodies of ``plural`` in ``namespace`` (as :meth:`fresh` reads each; an object whose own write
+        is not yet confirmed, with nothing current to read, is left out), in name order. What a LIST would answer
+        once the watch of ``plural`` has listed: only the objects that watch selects."""
+        with self._lock:
+            now = self._clock()
+            out = []
+            for name in sorted(self._names.get((plural, namespace), ())):
+                known, body = self._current(self._record((plural, namespace, name), now))
+                if known and body is not None:
+                    out.append(body)
+            return out
+
+    def read(self, key: Key, get: Callable[[], Body | None], *, absence: bool = True) -> Body | None:
         """The kept body when it is current (None when known absent), else ``get()`` (a GET; None when the object
-        does not exist)."""
-        known, kept = self._known(key)
+        does not exist).
+
+        ``absence=False`` for a kind whose watch selects only some of its objects (by label) while reads also ask
+        for others: an object not selected is never seen on the watch, so neither a 404 nor a DELETED event (the
+        object may have stopped matching) says it is still absent later; such a read asks the apiserver."""
+        known, kept = self._known(key, absence)
         if known:
             self.hits += 1
             return kept
@@ -238,7 +286,7 @@ class WatchCache:
                 elif answer is not None and events_before == rec.events:
                     rec.answer = answer  # newer than the write and every event so far
                     rec.doubt = False
-            elif got is None and rec.body is None:
+            elif got is None and rec.body is None and absence:
                 self._note_absent(rec)  # a watch event or an own write will say when it exists
         return got
 
@@ -265,7 +313,7 @@ class WatchCache:
                 other.absent = False
                 if other is not rec and other.body is None and other.pending is None and other.deleting is None \
                         and not other.own:
-                    del self._records[key]
+                    self._forget(key)
             self._absent = 0
         rec.absent = True
         self._absent += 1
@@ -350,6 +398,24 @@ def trim_service(body: Body) -> Body:
     keep = ("name", "namespace", "uid", "resourceVersion", "ownerReferences")
     return {"metadata": {k: _copy(meta[k]) for k in keep if k in meta},
             "spec": {k: _copy(spec[k]) for k in ("selector", "ports") if k in spec}}
+
+
+def trim_pod(body: Body) -> Body:
+    """What a reconcile reads of a pod (``workloads.pod_failure``, ``prewarm``: its name, labels and node, its
+    conditions and its containers' states and images), copied."""
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    keep = ("name", "namespace", "uid", "resourceVersion", "labels")
+    out: Body = {"metadata": {k: _copy(meta[k]) for k in keep if k in meta},
+                 "spec": {k: spec[k] for k in ("nodeName",) if k in spec},
+                 "status": {}}
+    if "conditions" in status:
+        out["status"]["conditions"] = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+                                       for c in status["conditions"] or []]
+    for field in ("initContainerStatuses", "containerStatuses"):
+        if field in status:
+            out["status"][field] = [{k: _copy(cs[k]) for k in ("name", "image", "ready", "state") if k in cs}
+                                    for cs in status[field] or []]
+    return out
 
 
 def rollout_trimmer(managers: Callable[[list[Body] | None], Mapping[str, str]]) -> Callable[[Body], Body]:

@@ -1,15 +1,17 @@
 """The stable and canary tracks (I/O): their Deployments and Services.
 
-``NAME-stable`` and ``NAME-canary`` Deployments run the pod template with the shared labels plus
-``modelrollout.io/track``; ``NAME-stable`` and ``NAME-canary`` Services select one track each. All are
-owned by the ModelRollout, so deleting it deletes them.
+Each revision runs in its own Deployment, ``NAME-REVISION``, whose pods carry the shared labels plus
+``modelrollout.io/rollout`` and ``modelrollout.io/revision``. The ``NAME-stable`` and ``NAME-canary`` Services give
+the tracks their roles: each selects the pods of one revision, and promotion switches ``NAME-stable``'s selector to
+the revision that passed analysis, so the pods that were judged are the pods that serve. All are owned by the
+ModelRollout, so deleting it deletes them.
 """
 
 from __future__ import annotations
 
 import copy
 
-from modelrollout.context import RolloutContext
+from modelrollout.context import LEGACY_DEPLOYMENTS, RolloutContext, deployment_name
 from modelrollout.core.compat import CONTAINER as PROBE_CONTAINER
 from modelrollout.core.compat import inject
 from modelrollout.core.model import Track, TrackState
@@ -33,12 +35,18 @@ FAILURE_REASONS = frozenset({
 })
 
 
+def pod_selector(ctx: RolloutContext, revision: str) -> dict[str, str]:
+    """The labels that select one revision's pods (its Deployment's selector, a per-track Service's). Pure."""
+    return {**ctx.spec.selector.match_labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision}
+
+
 def deployment_body(ctx: RolloutContext, template: Body, track: Track, revision: str, replicas: int) -> Body:
-    """The Deployment of one track. Pure."""
-    labels = {**ctx.spec.selector.match_labels, LABEL_TRACK: track}
+    """The Deployment of one revision (``track``: the role it starts in, which its compat-probe sidecar reports).
+    Pure."""
+    labels = pod_selector(ctx, revision)
     pod = copy.deepcopy(template)
     meta = pod.setdefault("metadata", {})
-    meta["labels"] = {**(meta.get("labels") or {}), **labels, LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision}
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
     meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_REVISION: revision}
     if ctx.spec.compat_probe is not None:
         inject(pod, ctx.spec.compat_probe, rollout=ctx.name, track=track, revision=revision)
@@ -51,9 +59,9 @@ def deployment_body(ctx: RolloutContext, template: Body, track: Track, revision:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": f"{ctx.name}-{track}",
+            "name": deployment_name(ctx.name, revision),
             "namespace": ctx.namespace,
-            "labels": {LABEL_ROLLOUT: ctx.name, LABEL_TRACK: track, **MANAGED_BY},
+            "labels": {LABEL_ROLLOUT: ctx.name, LABEL_REVISION: revision, **MANAGED_BY},
             "annotations": {ANNOTATION_REVISION: revision},
             "ownerReferences": [ctx.owner],
         },
@@ -65,8 +73,8 @@ def deployment_body(ctx: RolloutContext, template: Body, track: Track, revision:
     }
 
 
-def service_body(ctx: RolloutContext, track: Track, ports: list[Body]) -> Body:
-    """The Service of one track. Pure."""
+def service_body(ctx: RolloutContext, track: Track, revision: str, ports: list[Body]) -> Body:
+    """The Service of one track, selecting the pods of ``revision``. Pure."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -76,8 +84,28 @@ def service_body(ctx: RolloutContext, track: Track, ports: list[Body]) -> Body:
             "labels": {LABEL_ROLLOUT: ctx.name, LABEL_TRACK: track, **MANAGED_BY},
             "ownerReferences": [ctx.owner],
         },
-        "spec": {"selector": {**ctx.spec.selector.match_labels, LABEL_TRACK: track}, "ports": ports},
+        "spec": {"selector": pod_selector(ctx, revision), "ports": ports},
     }
+
+
+def selected_revision(ctx: RolloutContext, track: Track) -> tuple[bool, str | None]:
+    """Whether the per-track Service exists, and the revision it selects (None: it selects no revision of this
+    rollout, as the Services of an operator before promotion by role, which select ``modelrollout.io/track``)."""
+    svc = ctx.kube.service(ctx.namespace, f"{ctx.name}-{track}")
+    if svc is None:
+        return False, None
+    revision = svc.selector.get(LABEL_REVISION)
+    return True, revision if revision is not None and svc.selector == pod_selector(ctx, revision) else None
+
+
+def select_revision(ctx: RolloutContext, track: Track, revision: str) -> None:
+    """Point the per-track Service at the pods of ``revision``: one write of its selector (labels it selected and
+    no longer does are removed)."""
+    name = f"{ctx.name}-{track}"
+    svc = ctx.kube.service(ctx.namespace, name)
+    want = pod_selector(ctx, revision)
+    dropped: dict[str, str | None] = {k: None for k in (svc.selector if svc is not None else {}) if k not in want}
+    ctx.kube.patch_service_selector(ctx.namespace, name, {**dropped, **want})
 
 
 def apply_deployment(ctx: RolloutContext, template: Body, track: Track, revision: str, replicas: int) -> None:
@@ -85,11 +113,16 @@ def apply_deployment(ctx: RolloutContext, template: Body, track: Track, revision
 
 
 def scale(ctx: RolloutContext, track: Track, replicas: int) -> None:
-    ctx.kube.scale_deployment(ctx.namespace, f"{ctx.name}-{track}", replicas)
+    name = ctx.stable_deployment if track == "stable" else ctx.canary_deployment
+    ctx.kube.scale_deployment(ctx.namespace, name, replicas)
 
 
-def ensure_services(ctx: RolloutContext) -> None:
-    """Create the per-track Services when missing, with the root Service's ports."""
+def delete_deployment(ctx: RolloutContext, name: str) -> None:
+    ctx.kube.delete_deployment(ctx.namespace, name)
+
+
+def ensure_services(ctx: RolloutContext, revision: str) -> None:
+    """Create the per-track Services when missing, with the root Service's ports, selecting ``revision``."""
     root = ctx.kube.service(ctx.namespace, ctx.spec.traffic.service.name)
     ports: list[Body] = []
     if root is not None:
@@ -99,7 +132,20 @@ def ensure_services(ctx: RolloutContext) -> None:
         ports = [{"name": "http", "port": 80, "targetPort": 8080}]
     for track in ("stable", "canary"):
         if ctx.kube.service(ctx.namespace, f"{ctx.name}-{track}") is None:
-            ctx.kube.create_service(service_body(ctx, track, ports))
+            ctx.kube.create_service(service_body(ctx, track, revision, ports))
+
+
+def find_track(kube: Kube, namespace: str, rollout: str, revision: str | None) -> Body | None:
+    """The Deployment that runs ``revision``: ``NAME-REVISION``, else one made by an operator before promotion by
+    role (``NAME-stable``, then ``NAME-canary``) whose template runs it; None when none does."""
+    if revision is None:
+        return None
+    own = kube.deployment(namespace, deployment_name(rollout, revision))
+    if own is not None:
+        return own
+    legacy = {dep["metadata"]["name"]: dep for dep in kube.deployments_of(namespace, rollout)
+              if (dep["metadata"].get("annotations") or {}).get(ANNOTATION_REVISION) == revision}
+    return next((legacy[n] for n in (f"{rollout}-{s}" for s in LEGACY_DEPLOYMENTS) if n in legacy), None)
 
 
 def track_state(dep: Body | None) -> TrackState | None:
@@ -116,6 +162,7 @@ def track_state(dep: Body | None) -> TrackState | None:
     updated = caught_up and updated_n >= replicas and total == replicas
     ready = min(ready_n, updated_n) if caught_up else 0
     return TrackState(
+        name=dep["metadata"]["name"],
         revision=(dep["metadata"].get("annotations") or {}).get(ANNOTATION_REVISION),
         replicas=replicas,
         ready=ready,
@@ -124,9 +171,9 @@ def track_state(dep: Body | None) -> TrackState | None:
     )
 
 
-def pod_failure(kube: Kube, namespace: str, name: str, track: Track) -> str | None:
-    """Why pods of a track do not start, from their containers' waiting reasons, or None."""
-    for pod in kube.pods(namespace, f"{LABEL_ROLLOUT}={name},{LABEL_TRACK}={track}"):
+def pod_failure(kube: Kube, namespace: str, name: str, revision: str) -> str | None:
+    """Why pods of a revision do not start, from their containers' waiting reasons, or None."""
+    for pod in kube.pods(namespace, f"{LABEL_ROLLOUT}={name},{LABEL_REVISION}={revision}"):
         status = pod.get("status") or {}
         for waiting in waiting_states(status, "containerStatuses", "initContainerStatuses"):
             if waiting.get("reason") in FAILURE_REASONS:
@@ -187,13 +234,9 @@ def ensure_config_map(ctx: RolloutContext, revision: str) -> None:
     ctx.kube.create_config_map(config_map_body(ctx, revision))
 
 
-def prune_config_maps(ctx: RolloutContext, keep: set[str]) -> None:
-    """Delete the model-config ConfigMaps of revisions no track runs any more."""
-    for cm in ctx.kube.config_maps(ctx.namespace, f"{LABEL_ROLLOUT}={ctx.name}"):
-        meta = cm["metadata"]
-        revision = (meta.get("labels") or {}).get(LABEL_REVISION)
-        if revision and revision not in keep and meta["name"] == config_map_name(ctx.name, revision):
-            ctx.kube.delete_config_map(ctx.namespace, meta["name"])
+def delete_config_map(ctx: RolloutContext, revision: str) -> None:
+    """Delete the model-config ConfigMap of a revision no Deployment runs any more (none: nothing to do)."""
+    ctx.kube.delete_config_map(ctx.namespace, config_map_name(ctx.name, revision))
 
 
 def dry_run_deployment(ctx: RolloutContext, template: Body, track: Track, revision: str) -> str | None:

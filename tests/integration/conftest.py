@@ -5,25 +5,62 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
-import yaml
 
-from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, built
 from devenv.localenv.operatorproc import operator_process
-from devenv.localenv.procs import ManagedProcess, wait_until
+from devenv.localenv.procs import ManagedProcess
 from modelrollout.crdgen import render
 
+from ..conftest import _unavailable
 from .kube import Kubectl
+
+
+def built_or_unavailable(name: str, what: str) -> Path:
+    """hack/NAME/build.sh's bin dir (built on first use); when it cannot be built, the test is skipped (failed under
+    MODELROLLOUT_REQUIRE_CLUSTER=1) with ``what`` and the build's error."""
+    try:
+        return built(name)
+    except ControlPlaneError as e:
+        _unavailable(f"{what} unavailable: {e}")
+
+
+class _Controller(Protocol):
+    def start(self) -> object: ...
+    def wait_ready(self) -> None: ...
+    def stop(self) -> None: ...
+    def logs(self) -> str: ...
+
+
+C = TypeVar("C", bound=_Controller)
+
+
+@contextmanager
+def running(controller: C) -> Iterator[C]:
+    """``controller`` (KEDA, Flux, Chaos Mesh) started and ready for the block; afterwards stopped, its logs
+    printed (also when it failed to start)."""
+    try:
+        controller.start()
+        controller.wait_ready()
+        yield controller
+    finally:
+        controller.stop()
+        print(controller.logs())
+
+
+def apply_crd(cp: ControlPlane) -> None:
+    """The ModelRollout CRD applied and Established (kubectl wait fails at once while the CRD has no status yet:
+    it is asked again)."""
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
+    cp.wait_established("modelrollouts.modelrollout.io")
 
 
 @pytest.fixture(scope="session")
 def crd(control_plane: ControlPlane) -> ControlPlane:
     """The ModelRollout CRD applied and established."""
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-    wait_until(lambda: control_plane.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
-                                             "--timeout=10s", check=False).returncode == 0,
-               60, 0.2, what="the ModelRollout CRD Established")
+    apply_crd(control_plane)
     return control_plane
 
 
@@ -34,11 +71,7 @@ CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
 def route_crds(crd: ControlPlane) -> ControlPlane:
     """The upstream HTTPRoute and VirtualService CRDs, applied once and established (cluster-wide: a module that
     uses them must run after test_routers_crds_missing.py, which needs a control plane without them)."""
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                crd.wait_established(doc["metadata"]["name"])
+    crd.apply_crds(CRDS)
     return crd
 
 
@@ -49,10 +82,7 @@ CHAOS_CRDS = Path(__file__).resolve().parents[1] / "data" / "chaos-crds" / "crd.
 def chaos_crds(crd: ControlPlane) -> ControlPlane:
     """Chaos Mesh's CRDs (tests/data/chaos-crds; no Chaos Mesh controller runs: the experiments just exist), applied
     once and established (cluster-wide: the missing-CRD test of test_chaos_drills.py runs before it)."""
-    crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHAOS_CRDS))
-    for doc in yaml.safe_load_all(CHAOS_CRDS.read_text()):
-        if doc:
-            crd.wait_established(doc["metadata"]["name"])
+    crd.apply_crds(CHAOS_CRDS)
     return crd
 
 

@@ -13,35 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
-from devenv.localenv.procs import LOCALHOST, CommandFailed, ManagedProcess, free_port, run, wait_until
+from devenv.localenv.controlplane import ControlPlane, self_signed
+from devenv.localenv.procs import LOCALHOST, Controllers, ManagedProcess, free_port
 
 KEDA_VERSION = "v2.21.0"
-
-
-def build_keda() -> Path:
-    """The bin dir of hack/keda/build.sh (built on first use): ``keda-operator`` and ``crds/``."""
-    try:
-        done = run(["bash", str(repo_root() / "hack" / "keda" / "build.sh")], timeout=3600)
-    except CommandFailed as e:
-        raise ControlPlaneError(f"exited {e.returncode}: {e.stderr[-3000:]}") from None
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def _self_signed_pair(certs: Path) -> None:
-    """``ca.crt``, ``tls.crt`` and ``tls.key`` for the gRPC metrics service (its own CA: nobody dials it)."""
-    certs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", "/CN=keda-operator",
-                    "-addext", f"subjectAltName=IP:{LOCALHOST}"],
-                   cwd=certs, check=True, capture_output=True, timeout=30)
-    (certs / "ca.crt").write_bytes((certs / "tls.crt").read_bytes())
 
 
 def listening(pid: int) -> list[str]:
@@ -64,59 +42,34 @@ def listening(pid: int) -> list[str]:
 
 
 @dataclass
-class Keda:
+class Keda(Controllers):
     """KEDA's operator watching ``namespace`` (its cluster-object namespace too), on 127.0.0.1 ports."""
 
     cp: ControlPlane
     bin_dir: Path
     directory: Path
     namespace: str
-    proc: ManagedProcess | None = field(default=None, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
     """The listeners it is given: metrics, health probes, the gRPC metrics service."""
 
-    def apply_crds(self) -> None:
-        crds = self.bin_dir / "crds"
-        self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        for path in sorted(crds.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc:
-                    self.cp.wait_established(doc["metadata"]["name"])
-
     def start(self) -> Keda:
-        self.apply_crds()
+        self.cp.apply_crds(self.bin_dir / "crds")
         certs, no_cas = self.directory / "certs", self.directory / "no-ca"
-        _self_signed_pair(certs)
+        (certs / "ca.crt").write_bytes(self_signed(certs, "keda-operator"))  # its own CA: nobody dials it
         no_cas.mkdir(parents=True, exist_ok=True)
         # streaming lists fail against Debian's etcd 3.4 (docs/testing.md): off, as for Flux and the control plane
         env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.directory),
                "WATCH_NAMESPACE": self.namespace, "KEDA_CLUSTER_OBJECT_NAMESPACE": self.namespace,
                "POD_NAMESPACE": self.namespace, "KUBE_FEATURE_WatchListClient": "false"}
         self.ports = {flag: free_port() for flag in ("metrics", "health-probe", "metrics-service")}
-        self.proc = ManagedProcess("keda-operator", [
+        self.procs = [ManagedProcess("keda-operator", [
             str(self.bin_dir / "keda-operator"), "--leader-elect=false", "--enable-cert-rotation=false",
             "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
             *(f"--{flag}-bind-address={LOCALHOST}:{port}" for flag, port in self.ports.items()),
             f"--cert-dir={certs}", f"--ca-dir={no_cas}", "--zap-log-level=info", "--zap-encoder=console"],
-            self.directory / "keda-operator.log", env=env).start()
+            self.directory / "keda-operator.log", env=env).start()]
         return self
-
-    def check_alive(self) -> None:
-        if self.proc is not None:
-            self.proc.check_alive()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-    def logs(self, lines: int = 60) -> str:
-        return f"--- keda-operator ({self.proc.log})\n{self.proc.log_tail(lines)}" if self.proc else ""
 
     def wait_ready(self, timeout: float = 60) -> None:
         """The ScaledObject controller has started its workers (the operator's log says so)."""
-        def started() -> bool:
-            self.check_alive()
-            tail = self.proc.log_tail(400) if self.proc else ""
-            return any("Starting workers" in line and "scaledobject" in line.lower() for line in tail.splitlines())
-
-        wait_until(started, timeout, 0.2, what="KEDA's ScaledObject controller started")
+        self.wait_workers("KEDA's ScaledObject controller started", "scaledobject", timeout)

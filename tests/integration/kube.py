@@ -18,6 +18,43 @@ from .manifests import ingress, rollout, service
 Json = dict[str, Any]
 
 
+def track_revision(k: Kubectl, name: str, track: str) -> str | None:
+    """The revision the ModelRollout's status gives ``track`` ("stable" or "canary"): ``status.stableRevision`` or
+    ``status.canaryRevision`` (None while it has none, e.g. the canary after a promotion)."""
+    obj = k.get("modelrollout", name)
+    rev = ((obj or {}).get("status") or {}).get(f"{track}Revision")
+    return str(rev) if rev else None
+
+
+def track_deployment(k: Kubectl, name: str, track: str) -> Json | None:
+    """The Deployment that runs ``track``'s revision: ``NAME-REVISION`` (each revision has its own; the role is which
+    revision the status names), or None when the track has no revision or its Deployment does not exist."""
+    rev = track_revision(k, name, track)
+    return None if rev is None else k.get("deployment", f"{name}-{rev}")
+
+
+def track_pods(k: Kubectl, name: str, track: str) -> list[Json]:
+    """The pods of ``track``'s revision, listed by ``modelrollout.io/rollout`` and ``modelrollout.io/revision`` (pods
+    carry no role label: promotion moves the role, not the pods); [] while the track has no revision."""
+    rev = track_revision(k, name, track)
+    if rev is None:
+        return []
+    out = json.loads(k.run("get", "pods", "-l", f"modelrollout.io/rollout={name},modelrollout.io/revision={rev}",
+                           "-o", "json"))
+    return list(out.get("items") or [])
+
+
+def deployment_names(k: Kubectl, name: str) -> list[str]:
+    """The names of every Deployment of rollout ``name`` (labelled ``modelrollout.io/rollout``), sorted."""
+    out = json.loads(k.run("get", "deployments", "-l", f"modelrollout.io/rollout={name}", "-o", "json"))
+    return sorted(d["metadata"]["name"] for d in out.get("items") or [])
+
+
+def wait_deleted(k: Kubectl, kind: str, name: str, timeout: float = 60) -> None:
+    """Wait until ``kind/name`` no longer exists."""
+    wait_until(lambda: k.get(kind, name) is None, timeout, 0.2, what=f"{kind}/{name} deleted")
+
+
 def release_behind_nginx(k: Kubectl, name: str, steps: list[Json], **spec: Any) -> str:
     """The root Service and an Ingress to NAME-stable, then the first revision; its revision once stable."""
     k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
@@ -112,17 +149,24 @@ class Watch:
         return out
 
 
-def audit_events(cp: ControlPlane, namespace: str, resource: str, name: str, *,
-                 subresources: bool = False, dry_runs: bool = False) -> Iterator[Json]:
-    """The successful write requests the apiserver's audit log recorded for one object (with ``subresources``:
-    its status and scale writes too; with ``dry_runs``: server-side dry runs too, which write nothing)."""
+def audit_log(cp: ControlPlane) -> Iterator[Json]:
+    """Every event of the apiserver's audit log, in the log's order (of completion, not of receipt)."""
     for line in cp.audit_log.read_text().splitlines():
         try:
-            ev = json.loads(line)
+            yield json.loads(line)
         except ValueError:
             continue
+
+
+def audit_events(cp: ControlPlane, namespace: str, resource: str, name: str | None, *,
+                 subresources: bool = False, dry_runs: bool = False) -> Iterator[Json]:
+    """The successful write requests the apiserver's audit log recorded for one object (``name`` None: for every
+    object of ``resource`` in ``namespace``; with ``subresources``: its status and scale writes too; with
+    ``dry_runs``: server-side dry runs too, which write nothing)."""
+    for ev in audit_log(cp):
         ref = ev.get("objectRef") or {}
-        if ref.get("namespace") != namespace or ref.get("resource") != resource or ref.get("name") != name:
+        if ref.get("namespace") != namespace or ref.get("resource") != resource or (
+                name is not None and ref.get("name") != name):
             continue
         if ref.get("subresource") and not subresources:
             continue
@@ -156,3 +200,64 @@ def wait_audit(cp: ControlPlane, namespace: str, resource: str, name: str,
     with contextlib.suppress(TimeoutError):  # the caller's assertion shows what was there
         wait_until(check, timeout, 0.1, what=f"audit log entries for {resource}/{name}")
     return last[0]
+
+
+class RefuseStatus:
+    """A ValidatingAdmissionPolicy (CEL, evaluated by the apiserver) refusing, in the test's namespace, the status
+    writes of ModelRollouts for which ``allowed`` (a CEL expression over ``object``) is false: the operator's other
+    writes land, the status write recording them does not."""
+
+    def __init__(self, k: Kubectl, rollout: str, allowed: str, probe: Json, message: str) -> None:
+        self.k, self.rollout, self.allowed, self.probe, self.message = k, rollout, allowed, probe, message
+        self.name = f"refuse-status-{k.ns}"[:63]
+
+    def _dry_run(self) -> tuple[int, str]:
+        res = self.k.cp.kubectl("-n", self.k.ns, "patch", "mro", self.rollout, "--subresource=status",
+                                "--type=merge", "--dry-run=server", "-p", json.dumps({"status": self.probe}),
+                                check=False)
+        return res.returncode, res.stderr
+
+    def __enter__(self) -> RefuseStatus:
+        self.k.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+             "metadata": {"name": self.name},
+             "spec": {"failurePolicy": "Fail",
+                      "matchConstraints": {"resourceRules": [{
+                          "apiGroups": ["modelrollout.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                          "resources": ["modelrollouts/status"]}]},
+                      "validations": [{"expression": self.allowed, "message": self.message}]}},
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+             "metadata": {"name": self.name},
+             "spec": {"policyName": self.name, "validationActions": ["Deny"],
+                      "matchResources": {"namespaceSelector": {
+                          "matchLabels": {"kubernetes.io/metadata.name": self.k.ns}}}}},
+        ]}))
+        # the apiserver loads policies asynchronously: probe with a server-side dry run until it refuses
+        wait_until(lambda: self.message in self._dry_run()[1], 60, 0.2, what="the admission policy enforced")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.k.cp.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", self.name,
+                          "--ignore-not-found", check=False)
+        wait_until(lambda: self._dry_run()[0] == 0, 60, 0.2, what="the admission policy gone")
+
+
+def writes_since(cp: ControlPlane, namespace: str, since: str,
+                 resources: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """``(resource, name, verb)`` of the successful writes (no subresource, no dry run) to objects of ``resources``
+    in ``namespace`` that the apiserver received at or after ``since`` (RFC 3339, as the audit log writes it)."""
+    out = []
+    for line in cp.audit_log.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        ref = ev.get("objectRef") or {}
+        if ref.get("namespace") != namespace or ref.get("resource") not in resources or ref.get("subresource"):
+            continue
+        if "dryRun=" in (ev.get("requestURI") or "") or ev.get("stage") != "ResponseComplete":
+            continue
+        if ev.get("verb") in ("create", "update", "patch", "delete") and ev["requestReceivedTimestamp"] >= since \
+                and 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300:
+            out.append((ref["resource"], ref.get("name", ""), ev["verb"]))
+    return out

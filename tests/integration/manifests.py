@@ -11,10 +11,10 @@ def nginx(name: str) -> dict[str, Any]:
     return {"traffic": {"service": {"name": name}, "ingress": {"name": name}}}
 
 
-def service(name: str, *, stable_only: bool = False) -> str:
+def service(name: str) -> str:
+    """The root Service ``name``, selecting the pods of every revision by the shared labels (an NGINX Ingress routes to
+    ``NAME-stable``, never to it: see :func:`ingress`)."""
     selector: dict[str, str] = {"app": name}
-    if stable_only:
-        selector["modelrollout.io/track"] = "stable"
     return json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
                        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
 
@@ -29,7 +29,9 @@ def ingress(name: str, backend: str) -> str:
 
 
 def rollout(name: str, *, image: str = "model:1", steps: list[dict[str, Any]] | None = None, replicas: int = 4,
-            ingress: bool = False, **spec: Any) -> str:
+            ingress: bool = False, scale_down_delay: str | None = None, **spec: Any) -> str:
+    """A ModelRollout; ``scale_down_delay``: how long the previous stable's Deployment stays after a promotion
+    (``strategy.canary.scaleDownDelay``; the CRD's default when None)."""
     traffic: dict[str, Any] = {"service": {"name": name}}
     if ingress:
         traffic["ingress"] = {"name": name}
@@ -42,6 +44,8 @@ def rollout(name: str, *, image: str = "model:1", steps: list[dict[str, Any]] | 
         "traffic": traffic,
         "strategy": {"canary": {"steps": steps or [{"setWeight": 50}, {"setWeight": 100}]}},
     }
+    if scale_down_delay is not None:
+        body["strategy"]["canary"]["scaleDownDelay"] = scale_down_delay
     body.update(spec)
     return json.dumps({"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
                        "metadata": {"name": name}, "spec": body})

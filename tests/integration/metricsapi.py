@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.controlplane import ControlPlane, self_signed
 from devenv.localenv.procs import LOCALHOST, wait_until
 
 GROUP = "external.metrics.k8s.io"
@@ -86,12 +85,9 @@ def _handler(metrics: ExternalMetrics) -> type[BaseHTTPRequestHandler]:
 
 
 def _self_signed(directory: Path) -> ssl.SSLContext:
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=external-metrics",
-                    "-addext", f"subjectAltName=IP:{LOCALHOST}"],
-                   cwd=directory, check=True, capture_output=True, timeout=30)
+    self_signed(directory, "external-metrics")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    ctx.load_cert_chain(directory / "tls.crt", directory / "tls.key")
     return ctx
 
 

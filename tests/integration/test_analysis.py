@@ -9,7 +9,7 @@ from devenv.localenv.procs import ManagedProcess, wait_until
 from devenv.localenv.prometheus import Prometheus
 
 from .exporters import exporters
-from .kube import Kubectl, release_behind_nginx
+from .kube import Kubectl, release_behind_nginx, track_deployment
 from .manifests import ingress, nginx, rollout, service
 
 COMPAT = 'min(model_api_compatibility_score{rollout="{{rollout}}",track="{{track}}"})'
@@ -54,8 +54,9 @@ def test_compatibility_drop_mid_rollout_rolls_back_naming_the_metric(
     assert st["stableRevision"] == first and st["currentWeight"] == 0
     msg = st["message"]
     assert "api-compatibility" in msg and "0.5" in msg and "0.99" in msg and "model_api_compatibility_score" in msg
-    canary = k.get("deployment", "drop-canary")
-    assert canary is not None and canary["spec"]["replicas"] == 0
+    canary = track_deployment(k, "drop", "canary")  # a rolled-back canary is kept, at 0
+    assert canary is not None and canary["metadata"]["name"] == f"drop-{st['canaryRevision']}"
+    assert canary["spec"]["replicas"] == 0
     events = k.events("drop")
     assert any(e["type"] == "Warning" and e["reason"] == "RollingBack" and "api-compatibility" in e["message"]
                for e in events)
@@ -127,5 +128,5 @@ def test_unpullable_canary_rolls_back_at_the_progress_deadline(k: Kubectl, opera
     assert "ImagePullBackOff" in st["message"] and "not ready after 10s" in st["message"]
     assert st["stableRevision"] == first
     assert k.get("ingress", "pull-canary") is None, "no traffic ever moved"
-    wait_until(lambda: (k.get("deployment", "pull-canary") or {}).get("spec", {}).get("replicas") == 0, 30,
+    wait_until(lambda: (track_deployment(k, "pull", "canary") or {}).get("spec", {}).get("replicas") == 0, 30,
                what="canary scaled to zero")

@@ -6,7 +6,7 @@ import json
 
 from devenv.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Kubectl, Watch, release_behind_nginx
+from .kube import Kubectl, Watch, release_behind_nginx, track_deployment, wait_deleted
 from .manifests import nginx, rollout
 
 APPROVE = "modelrollout.io/approve"
@@ -152,14 +152,16 @@ def test_preflight_flags_a_torch_major_jump_and_a_removed_config_key(k: Kubectl,
     # the canary runs the migrated config, rendered into its revision's ConfigMap and mounted
     cm = k.get("configmap", f"pre-flight-config-{st['canaryRevision']}")
     assert cm is not None and json.loads(cm["data"]["config.json"]) == {"max_length": 4096}
-    canary = k.get("deployment", "pre-flight-canary")
+    canary = track_deployment(k, "pre-flight", "canary")
     assert canary is not None
     volumes = {v["name"]: v for v in canary["spec"]["template"]["spec"]["volumes"]}
     assert volumes["modelrollout-model-config"]["configMap"]["name"] == cm["metadata"]["name"]
     k.annotate("pre-flight", APPROVE, st["approval"]["token"])
     done = k.wait(name="pre-flight", predicate=lambda s: s.get("phase") == "Succeeded" and not s.get("canaryRevision"),
                   timeout=90)
-    # the old revision's ConfigMap is pruned once no track runs it
+    # the old revision's Deployment is deleted after scaleDownDelay (30s by default), and its ConfigMap once no
+    # Deployment runs it
+    wait_deleted(k, "deployment", f"pre-flight-{first}", 60)
     wait_until(lambda: k.get("configmap", f"pre-flight-config-{first}") is None, 30, what="old config pruned")
     assert done["stableRevision"] == st["canaryRevision"]
 

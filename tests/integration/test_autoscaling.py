@@ -16,7 +16,7 @@ import yaml
 from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Json, Kubectl, Watch, release_behind_nginx, wait_audit
+from .kube import Json, Kubectl, Watch, release_behind_nginx, track_deployment, wait_audit, wait_deleted
 from .manifests import nginx, rollout, service
 from .metricsapi import ExternalMetrics, external_metrics_api
 
@@ -49,8 +49,9 @@ def hpa(name: str, metric: str, *, hpa_name: str | None = None, selector: dict[s
     })
 
 
-def replicas_of(k: Kubectl, deployment: str) -> int:
-    dep = k.get("deployment", deployment)
+def replicas_of(k: Kubectl, name: str, track: str) -> int:
+    """spec.replicas of the Deployment running ``track``'s revision; -1 when there is none."""
+    dep = track_deployment(k, name, track)
     return int(dep["spec"]["replicas"]) if dep is not None else -1
 
 
@@ -58,15 +59,15 @@ def wait_sizes(k: Kubectl, name: str, spec: int, stable: int, canary: int | None
     """spec.replicas, and both Deployments sized, as the HPA and then the operator make them."""
     def check() -> bool:
         mro = k.mro(name)
-        return (mro["spec"]["replicas"] == spec and replicas_of(k, f"{name}-stable") == stable
-                and (canary is None or replicas_of(k, f"{name}-canary") == canary))
+        return (mro["spec"]["replicas"] == spec and replicas_of(k, name, "stable") == stable
+                and (canary is None or replicas_of(k, name, "canary") == canary))
     try:
         wait_until(check, timeout, 0.2, what=f"{name}: spec.replicas {spec}, stable {stable}, canary {canary}")
     except TimeoutError as exc:  # say what the HPAs and the rollout show
         hpas = k.run("get", "hpa", "-o", "jsonpath={range .items[*]}{.metadata.name}: {.status}{'\\n'}{end}",
                      check=False)
         raise AssertionError(f"{exc}; spec.replicas {k.mro(name)['spec']['replicas']}, stable "
-                             f"{replicas_of(k, name + '-stable')}, canary {replicas_of(k, name + '-canary')}; "
+                             f"{replicas_of(k, name, 'stable')}, canary {replicas_of(k, name, 'canary')}; "
                              f"HPAs: {hpas}; rollout: {k.status(name).get('message')}") from None
 
 
@@ -98,7 +99,7 @@ def test_hpa_scales_before_during_and_after_a_rollout_without_moving_traffic(
         k: Kubectl, operator: ManagedProcess, metrics: ExternalMetrics) -> None:
     steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"approval": {"reason": "half"}},
              {"setWeight": 100}]
-    release_behind_nginx(k, "as", steps, replicas=2, **nginx("as"))
+    first = release_behind_nginx(k, "as", steps, replicas=2, **nginx("as"))
     metrics.set(k.ns, "queue_depth", "30")
     k.apply(hpa("as", "queue_depth"))
     wait_sizes(k, "as", 3, 3, None)  # before: ceil(30 / 10)
@@ -109,14 +110,15 @@ def test_hpa_scales_before_during_and_after_a_rollout_without_moving_traffic(
         st = k.wait(name="as", predicate=lambda s: s.get("phase") == "AwaitingApproval" and s.get("currentStep") == 1,
                     timeout=90)
         token, started = st["approval"]["token"], st["stepStartedAt"]
-        assert replicas_of(k, "as-canary") == 1
+        assert replicas_of(k, "as", "canary") == 1
+        second = st["canaryRevision"]
 
         # during, holding weight 25 at the pause: up, then down; the gate, its token and its step stay
         metrics.set(k.ns, "queue_depth", "80")
         wait_sizes(k, "as", 8, 8, 2)  # canary ceil(8 x 25%)
         scale = scale_subresource(k, "as")
         tracks = json.loads(k.run("get", "pods", "-l", scale["status"]["selector"], "-o", "json"))["items"]
-        assert {p["metadata"]["labels"]["modelrollout.io/track"] for p in tracks} == {"stable", "canary"}
+        assert {p["metadata"]["labels"]["modelrollout.io/revision"] for p in tracks} == {first, second}
         metrics.set(k.ns, "queue_depth", "20")
         wait_sizes(k, "as", 2, 2, 1)
         st = k.status("as")
@@ -134,11 +136,17 @@ def test_hpa_scales_before_during_and_after_a_rollout_without_moving_traffic(
         k.annotate("as", "modelrollout.io/approve", st["approval"]["token"])
         st = k.wait(name="as", predicate=lambda s: s.get("phase") == "Succeeded" and "canaryRevision" not in s,
                     timeout=90)
-    assert replicas_of(k, "as-stable") == 6 and replicas_of(k, "as-canary") == 0  # promoted at the size then
+    # promoted at the size then: the canary's Deployment is the stable one; the previous stable stays at its size
+    # for scaleDownDelay, then is deleted
+    promoted = track_deployment(k, "as", "stable")
+    assert promoted is not None and promoted["metadata"]["name"] == f"as-{second}"
+    assert promoted["spec"]["replicas"] == 6 and replicas_of(k, "as", "canary") == -1
+    assert (k.get("deployment", f"as-{first}") or {}).get("spec", {}).get("replicas") == 6
 
     # after: the new stable follows the HPA
     metrics.set(k.ns, "queue_depth", "40")
-    wait_sizes(k, "as", 4, 4, 0)
+    wait_sizes(k, "as", 4, 4, None)
+    wait_deleted(k, "deployment", f"as-{first}", 60)
     assert weights.distinct() == ["25", "50", "100"], weights.values
     writes = wait_audit(k.cp, k.ns, "ingresses", "as-canary", lambda w: w[-1:] == ["delete"])
     assert writes == ["patch", "patch", "patch", "delete"], writes  # one router write per weight step, no more

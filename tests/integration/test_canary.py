@@ -8,7 +8,7 @@ from datetime import datetime
 from devenv.localenv.operatorproc import kill_hard
 from devenv.localenv.procs import ManagedProcess
 
-from .kube import Kubectl, Watch, wait_audit
+from .kube import Kubectl, Watch, track_deployment, wait_audit, wait_deleted
 from .manifests import ingress, rollout, service
 
 
@@ -31,8 +31,9 @@ def test_operator_picks_up_a_rollout(k: Kubectl, operator: ManagedProcess) -> No
     st = k.wait(name="smoke", predicate=lambda s: s.get("observedGeneration") == 1 and "phase" in s)
     assert st["phase"] in ("Pending", "Progressing", "Succeeded")
     st = k.wait_phase("smoke", "Succeeded", 90)
-    dep = k.get("deployment", "smoke-stable")
-    assert dep is not None and dep["status"].get("availableReplicas") == 2
+    dep = track_deployment(k, "smoke", "stable")
+    assert dep is not None and dep["metadata"]["name"] == f"smoke-{st['stableRevision']}"
+    assert dep["status"].get("availableReplicas") == 2
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
     k.cp.kubectl("-n", k.ns, "wait", "--for=condition=Ready", "mro/smoke", "--timeout=30s")
 
@@ -41,19 +42,26 @@ def test_four_step_rollout_over_service_ends_succeeded(k: Kubectl, operator: Man
     steps = [{"setWeight": 25}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"setWeight": 100}]
     first = release(k, "svc", rollout("svc", steps=steps), extra=service("svc"))
     with Watch(k, ["mro", "svc"], "{.status.currentStep} {.status.stepStartedAt} {.status.currentWeight}") as w, \
-            Watch(k, ["deployment", "-l", "modelrollout.io/track=canary"], "{.spec.replicas}") as canary_replicas:
+            Watch(k, ["deployment", "-l", "modelrollout.io/rollout=svc"], "{.metadata.name} {.spec.replicas}") as deps:
         k.apply(rollout("svc", image="model:2", steps=steps))
         st = k.wait(name="svc", predicate=lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first,
                     timeout=120)
     assert st["canaryRevision"] is None if "canaryRevision" in st else True
-    dep = k.get("deployment", "svc-stable")
-    assert dep is not None
+    second = st["stableRevision"]
+    # the canary's Deployment became the stable one: its pods, at full size, are the ones that were analysed
+    dep = track_deployment(k, "svc", "stable")
+    assert dep is not None and dep["metadata"]["name"] == f"svc-{second}"
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "model:2"
     assert dep["spec"]["replicas"] == 4
-    canary = k.get("deployment", "svc-canary")
-    assert canary is not None and canary["spec"]["replicas"] == 0
-    # the canary was scaled to carry each weight: ceil(4*25/100)=1, 2, 4, then 0 after promotion
-    assert [v for v in canary_replicas.distinct() if v] == ["0", "1", "2", "4", "0"]
+    # the Service router's share is the replica ratio: the previous stable's Deployment is deleted at the switch
+    wait_deleted(k, "deployment", f"svc-{first}", 30)
+    # the canary was scaled to carry each weight: ceil(4*25/100)=1, 2, 4, and stays at 4 as the stable
+    canary_replicas: list[str] = []
+    for line in deps.values:
+        dep_name, _, replicas = line.partition(" ")
+        if dep_name == f"svc-{second}" and replicas and canary_replicas[-1:] != [replicas]:
+            canary_replicas.append(replicas)
+    assert canary_replicas == ["0", "1", "2", "4"]
     # the timed pause held for its duration (operator clock: step 1 began, step 2 began >= 3 s later)
     starts = {}
     for line in w.values:
@@ -79,6 +87,14 @@ def test_nginx_rollout_moves_the_canary_ingress_weight_step_by_step(k: Kubectl, 
                timeout=120)
     assert w.distinct() == ["10", "30", "60", "100"]
     assert k.get("ingress", "ngx-canary") is None, "the canary Ingress is removed after promotion"
+    st = k.status("ngx")
+    stable = track_deployment(k, "ngx", "stable")
+    assert stable is not None and stable["metadata"]["name"] == f"ngx-{st['stableRevision']}"
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:2"
+    # the previous stable stays up, at its size, for scaleDownDelay (30s by default), then is deleted
+    previous = k.get("deployment", f"ngx-{first}")
+    assert previous is not None and previous["spec"]["replicas"] == 4, "the previous stable is kept for the delay"
+    wait_deleted(k, "deployment", f"ngx-{first}", 60)
     user_after = k.get("ingress", "ngx")
     assert user_before is not None and user_after is not None
     assert user_after["metadata"]["resourceVersion"] == user_before["metadata"]["resourceVersion"]
@@ -142,9 +158,10 @@ def test_template_change_mid_rollout_restarts_with_the_newest_revision(k: Kubect
     assert any(h["outcome"] == "Superseded" and h["revision"] == abandoned for h in st["history"])
     k.annotate("chg", "modelrollout.io/approve", st["approval"]["token"])
     done = k.wait_phase("chg", "Succeeded", 90)
-    dep = k.get("deployment", "chg-stable")
+    dep = track_deployment(k, "chg", "stable")
     assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["image"] == "model:3"
     assert done["stableRevision"] == st["canaryRevision"]
+    wait_deleted(k, "deployment", f"chg-{abandoned}", 30)  # the superseded canary's Deployment is deleted
 
 
 def test_sigkill_during_pause_and_weight_step_repeats_no_router_write(

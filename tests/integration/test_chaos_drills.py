@@ -24,7 +24,7 @@ from devenv.localenv.procs import ManagedProcess, wait_until
 from devenv.localenv.prometheus import Prometheus
 
 from .exporters import Exporter, exporters
-from .kube import Json, Kubectl
+from .kube import Json, Kubectl, deployment_names
 from .manifests import rollout, service
 
 ABORT = "modelrollout.io/abort"
@@ -77,7 +77,7 @@ def test_a_drill_without_chaos_mesh_crds_is_invalid(k: Kubectl, crd: ControlPlan
     message = k.wait_phase("nochaos", "Invalid", 60)["message"]
     assert message.startswith("spec.strategy.canary.steps[1].chaos: this cluster does not serve chaos-mesh.org/"
                               "v1alpha1 PodChaos; install Chaos Mesh"), message
-    assert k.get("deployment", "nochaos-stable") is None
+    assert deployment_names(k, "nochaos") == []
 
 
 def test_a_drill_runs_against_the_canary_pods_only_for_its_duration_while_analysis_watches(
@@ -87,8 +87,9 @@ def test_a_drill_runs_against_the_canary_pods_only_for_its_duration_while_analys
     released(k, "drill", "4s", analysis=analysis)
     exp = wait_experiment(k, "drill")
     owner = k.mro("drill")["metadata"]["uid"]
+    canary = k.status("drill")["canaryRevision"]  # the canary revision's pods: pods carry no role label
     assert exp["spec"]["selector"] == {"namespaces": [k.ns], "labelSelectors": {
-        "app": "drill", "modelrollout.io/track": "canary", "modelrollout.io/rollout": "drill"}}
+        "app": "drill", "modelrollout.io/rollout": "drill", "modelrollout.io/revision": canary}}
     assert exp["spec"]["action"] == "pod-kill" and exp["spec"]["mode"] == "one" and exp["spec"]["duration"] == "4s"
     assert [r["uid"] for r in exp["metadata"]["ownerReferences"]] == [owner]
     running = k.status("drill")

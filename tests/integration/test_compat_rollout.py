@@ -17,7 +17,7 @@ from pathlib import Path
 from devenv.localenv.procs import ManagedProcess, free_port, port_open, wait_until
 from devenv.localenv.prometheus import Prometheus
 
-from .kube import Kubectl
+from .kube import Kubectl, track_deployment
 from .manifests import ingress, rollout, service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_injected_probe_and_shadow_mismatch_pauses(
     k.apply(service(name) + "\n---\n" + ingress(name, f"{name}-stable"))
     k.apply(rollout(name, steps=steps, **spec))
     k.wait_phase(name, "Succeeded", 90)
-    stable = k.get("deployment", f"{name}-stable")
+    stable = track_deployment(k, name, "stable")
     assert stable is not None
     containers = {c["name"]: c for c in stable["spec"]["template"]["spec"]["containers"]}
     assert set(containers) == {"model", "compat-probe"}

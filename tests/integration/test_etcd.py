@@ -22,7 +22,7 @@ from devenv.localenv.operatorproc import operator_process
 from devenv.localenv.procs import wait_until
 from modelrollout.crdgen import render
 
-from .kube import Kubectl, Watch
+from .kube import Kubectl, Watch, track_deployment
 from .manifests import ingress, rollout, service
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ def test_a_rollout_runs_end_to_end_on_the_cache(plane: ControlPlane, tmp_path: P
                         predicate=lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first)
         assert w.distinct() == ["10", "30", "60", "100"]
         assert [h["outcome"] for h in st["history"]][-1] == "Succeeded"
-        stable = k.get("deployment", "m-stable")
+        stable = track_deployment(k, "m", "stable")
         assert stable is not None and stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:2"
         assert sample(plane, "apiserver_watch_cache_events_dispatched_total", resource="modelrollouts") > 0
     finally:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError
-from devenv.localenv.flux import Flux, GitServer, build_flux, wait_ready
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.flux import Flux, GitServer
 from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.__main__ import main as modelrollout_main
 
-from ..conftest import _unavailable
+from .conftest import built_or_unavailable, running
 from .kube import Kubectl, audit_events
 from .manifests import rollout
 
@@ -38,19 +38,11 @@ FLUX_AGENT = "kustomize-controller"
 
 @pytest.fixture(scope="module")
 def flux(crd: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
-    try:
-        bin_dir = build_flux()
-    except ControlPlaneError as e:
-        _unavailable(f"Flux binaries unavailable: {e}")
+    bin_dir = built_or_unavailable("flux", "Flux binaries")
     crd.kubectl("create", "namespace", "flux-system", check=False)
-    f = Flux(crd, bin_dir, tmp_path_factory.mktemp("flux"),
-             feature_gates="CancelHealthCheckOnNewRevision=true").start()
-    try:
-        wait_ready(f)
+    with running(Flux(crd, bin_dir, tmp_path_factory.mktemp("flux"),
+                      feature_gates="CancelHealthCheckOnNewRevision=true")) as f:
         yield f
-    finally:
-        f.stop()
-        print(f.logs())
 
 
 @pytest.fixture

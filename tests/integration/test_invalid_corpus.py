@@ -5,7 +5,8 @@ Every file is one case whose header says what must happen to it:
 * ``# expect: rejected`` — ``kubectl apply -f FILE`` fails and its stderr contains ``# message:``;
 * ``# expect: invalid`` — the apiserver accepts it (after the ``# also:`` manifests from ``support/``), the
   operator sets ``status.phase: Invalid`` with ``# message:`` in ``status.message``, and it creates or changes
-  no traffic object: no Deployment, no ``NAME-canary`` Ingress, no ``NAME-stable``/``NAME-canary`` Service,
+  no traffic object: no Deployment of the rollout (``NAME-REVISION``, labelled ``modelrollout.io/rollout``), no
+  ``NAME-canary`` Ingress, no ``NAME-stable``/``NAME-canary`` Service,
   and the user's own Service/Ingress keep their resourceVersion.
 
 One namespace and one operator serve the whole module (starting an operator per case would dominate the run
@@ -28,7 +29,7 @@ from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import ManagedProcess, wait_until
 
 from .conftest import running_operator
-from .kube import Kubectl
+from .kube import Kubectl, track_deployment
 from .manifests import rollout, service
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "invalid"
@@ -115,9 +116,9 @@ def resource_versions(k: Kubectl, files: tuple[str, ...]) -> dict[tuple[str, str
 
 
 def traffic_objects(k: Kubectl, name: str) -> list[str]:
-    """Every object the operator would create for rollout ``name`` that exists now."""
+    """Every object the operator would create for rollout ``name`` that exists now (its Deployments, NAME-REVISION,
+    are found by their label)."""
     found = [f"{kind}/{obj}" for kind, obj in (
-        ("deployment", f"{name}-stable"), ("deployment", f"{name}-canary"),
         ("service", f"{name}-stable"), ("service", f"{name}-canary"),
         ("ingress", f"{name}-canary"),
     ) if k.get(kind, obj) is not None]
@@ -176,7 +177,7 @@ def test_operator_keeps_serving_after_the_corpus(k: Kubectl, operator: ManagedPr
     k.apply(service("after-corpus"))
     k.apply(rollout("after-corpus", replicas=2))
     k.wait_phase("after-corpus", "Succeeded", 90)
-    dep = k.get("deployment", "after-corpus-stable")
+    dep = track_deployment(k, "after-corpus", "stable")
     assert dep is not None and dep["status"].get("availableReplicas") == 2
     # the invalid cases applied earlier are still Invalid, and still nothing was created for them
     for case in CASES:

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, ManagedProcess, wait_until
 
-from ..conftest import _unavailable
-from .keda import KEDA_VERSION, Keda, build_keda, listening
+from .conftest import built_or_unavailable, running
+from .keda import KEDA_VERSION, Keda, listening
 from .kube import Json, Kubectl, audit_events
 from .manifests import rollout, service
 from .metricsapi import ExternalMetrics, external_metrics_api
@@ -41,21 +41,13 @@ def metrics(crd: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def keda_bin() -> Path:
-    try:
-        return build_keda()
-    except ControlPlaneError as e:
-        _unavailable(f"KEDA {KEDA_VERSION} binary unavailable: {e}")
+    return built_or_unavailable("keda", f"KEDA {KEDA_VERSION} binary")
 
 
 @pytest.fixture
 def keda(crd: ControlPlane, keda_bin: Path, namespace: str, tmp_path: Path) -> Iterator[Keda]:
-    kd = Keda(crd, keda_bin, tmp_path / "keda", namespace).start()
-    try:
-        kd.wait_ready()
+    with running(Keda(crd, keda_bin, tmp_path / "keda", namespace)) as kd:
         yield kd
-    finally:
-        kd.stop()
-        print(kd.logs())
 
 
 def scaled_object(name: str, api_version: str, kind: str, **annotations: str) -> str:

@@ -20,7 +20,7 @@ from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, port_ope
 from devenv.localenv.prometheus import Prometheus
 
 from .exporters import exporters
-from .kube import Kubectl
+from .kube import Kubectl, wait_deleted
 from .manifests import ingress, rollout, service
 
 Labels = dict[str, str]
@@ -96,8 +96,9 @@ def test_operator_metrics_after_a_rollout_an_abort_and_an_analysis(
 
     # 1. a rollout to Succeeded, looked at while it waits at 50%
     steps = [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
-    first = release(k, "met", steps, nginx("met"))
-    k.apply(rollout("met", image="model:2", steps=steps, **nginx("met")))
+    # (the previous stable's Deployment deleted 1s after the promotion: DeleteWorkload below)
+    first = release(k, "met", steps, {**nginx("met"), "scale_down_delay": "1s"})
+    k.apply(rollout("met", image="model:2", steps=steps, scale_down_delay="1s", **nginx("met")))
     st = k.wait(name="met", predicate=lambda s: s.get("phase") == "AwaitingApproval" and s.get("currentWeight") == 50,
                 timeout=90)
     # the gauges are set after the status write that kubectl saw: wait for both to show it
@@ -108,6 +109,7 @@ def test_operator_metrics_after_a_rollout_an_abort_and_an_analysis(
     wait_until(lambda: at_the_gate(scrape(port)), 10, 0.1, what="weight 50 and phase AwaitingApproval in /metrics")
     k.annotate("met", "modelrollout.io/approve", st["approval"]["token"])
     k.wait(name="met", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] != first, timeout=90)
+    wait_deleted(k, "deployment", f"met-{first}", 30)
 
     # 2. an abort: a rollback with reason Aborted
     release(k, "abo", steps, nginx("abo"))
@@ -156,8 +158,10 @@ def test_operator_metrics_after_a_rollout_an_abort_and_an_analysis(
     assert m.types["modelrollout_api_writes"] == "counter"
     writes = {lb["action"]: v for lb, v in m.values("modelrollout_api_writes_total")}
     assert all(set(lb) == {"action"} for lb, _ in m.values("modelrollout_api_writes_total"))
-    for action in ("EnsureServices", "EnsureStable", "EnsureCanary", "SetWeight", "PromoteStable", "ResetRouter",
-                   "ScaleCanary"):
+    # (promotion: SelectRevision switches NAME-stable to the canary revision; DeleteWorkload removes the previous
+    # stable's Deployment after scaleDownDelay)
+    for action in ("EnsureServices", "EnsureStable", "EnsureCanary", "SetWeight", "SelectRevision", "ResetRouter",
+                   "ScaleCanary", "DeleteWorkload"):
         assert writes.get(action, 0) >= 1, (action, writes)
     assert writes["SetWeight"] >= 4  # met: 50, 100; abo: 50; ana: 20, 100
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from devenv.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Json, Kubectl, Watch, release_behind_nginx, wait_audit
+from .kube import Json, Kubectl, Watch, release_behind_nginx, track_deployment, track_pods, wait_audit
 from .manifests import nginx, rollout
 
 APPROVE = "modelrollout.io/approve"
@@ -21,9 +21,7 @@ CANARY_WEIGHT = "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary
 
 
 def pods(k: Kubectl, name: str, track: str) -> list[Json]:
-    out = json.loads(k.run("get", "pods", "-l", f"modelrollout.io/rollout={name},modelrollout.io/track={track}",
-                           "-o", "json"))
-    return [p for p in out["items"] if not p["metadata"].get("deletionTimestamp")]
+    return [p for p in track_pods(k, name, track) if not p["metadata"].get("deletionTimestamp")]
 
 
 def ready(pod: Json) -> bool:
@@ -39,8 +37,8 @@ def make_not_ready(k: Kubectl, pod: Json) -> None:
           json.dumps({"status": {"conditions": conditions, "containerStatuses": containers}}))
 
 
-def ready_replicas(k: Kubectl, deployment: str) -> int:
-    dep = k.get("deployment", deployment) or {}
+def ready_replicas(k: Kubectl, name: str, track: str) -> int:
+    dep = track_deployment(k, name, track) or {}
     return int((dep.get("status") or {}).get("readyReplicas") or 0)
 
 
@@ -57,7 +55,7 @@ def test_canary_pods_not_ready_mid_step_hold_the_weight_and_roll_back_at_the_dea
         [victim] = pods(k, name, "canary")
         broken_at = datetime.now(UTC)
         make_not_ready(k, victim)
-        wait_until(lambda: ready_replicas(k, f"{name}-canary") == 0, 30, what="the canary Deployment sees 0 ready")
+        wait_until(lambda: ready_replicas(k, name, "canary") == 0, 30, what="the canary Deployment sees 0 ready")
         k.annotate(name, APPROVE, gate["approval"]["token"])
         # the next step scales the canary up but does not move traffic while a canary pod is not ready
         held = k.wait(name, lambda s: "waiting for canary pods" in (s.get("message") or ""), 60, "holding")
@@ -74,7 +72,7 @@ def test_canary_pods_not_ready_mid_step_hold_the_weight_and_roll_back_at_the_dea
     waited = (datetime.fromisoformat(rolled[0]["at"]) - broken_at).total_seconds()
     assert waited >= 10, f"rolled back {waited:.1f}s after the pod broke, before the 10s progress deadline"
     assert any(e["reason"] == "RollingBack" and e["type"] == "Warning" for e in k.events(name))
-    wait_until(lambda: (k.get("deployment", f"{name}-canary") or {}).get("spec", {}).get("replicas") == 0, 30,
+    wait_until(lambda: (track_deployment(k, name, "canary") or {}).get("spec", {}).get("replicas") == 0, 30,
                what="canary scaled to zero")
 
 
@@ -90,7 +88,7 @@ def test_stable_pods_lost_mid_rollout_hold_the_weight_and_say_why(k: Kubectl, op
         assert len(lost) == 2
         for pod in lost:
             make_not_ready(k, pod)
-        wait_until(lambda: ready_replicas(k, f"{name}-stable") == 2, 30, what="the stable Deployment sees 2 ready")
+        wait_until(lambda: ready_replicas(k, name, "stable") == 2, 30, what="the stable Deployment sees 2 ready")
         k.annotate(name, APPROVE, gate["approval"]["token"])
         held = k.wait(name, lambda s: "could not take all traffic back" in (s.get("message") or ""), 60, "holding")
         assert "holding weight 25: stable has 2/4 ready pods" in held["message"], held["message"]
@@ -98,7 +96,7 @@ def test_stable_pods_lost_mid_rollout_hold_the_weight_and_say_why(k: Kubectl, op
         conditions = {c["type"]: c for c in held["conditions"]}
         assert "stable has 2/4 ready pods" in conditions["Progressing"]["message"]
         assert conditions["Ready"]["status"] == "False"
-        assert (k.get("deployment", f"{name}-canary") or {})["spec"]["replicas"] == 1, "the canary was not grown"
+        assert (track_deployment(k, name, "canary") or {})["spec"]["replicas"] == 1, "the canary was not grown"
         assert [v for v in router.values if v] == ["25"], router.values
         assert wait_audit(k.cp, k.ns, "ingresses", f"{name}-canary", lambda w: len(w) >= 1) == ["patch"]
         # the lost stable pods are deleted (as an evicted pod would be); their replacements come up Ready

@@ -7,7 +7,7 @@ from typing import Any
 
 from devenv.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Kubectl, Watch, audit_writes, wait_audit
+from .kube import Kubectl, Watch, audit_writes, track_deployment, wait_audit
 from .manifests import ingress, rollout, service
 
 
@@ -73,19 +73,21 @@ def test_a_node_that_cannot_pull_fails_before_any_traffic(k: Kubectl, operator: 
 def test_rollback_during_canary_is_one_routing_write_and_no_scale_up(k: Kubectl, operator: ManagedProcess) -> None:
     steps = [{"setWeight": 30}, {"pause": {}}, {"setWeight": 100}]
     spec = spec_for("one", prewarm={"enabled": True})
-    begin(k, "one", steps, spec)
+    first = begin(k, "one", steps, spec)
     k.apply(with_scheduling(rollout("one", image="model:2", steps=steps, **spec)))
     k.wait_phase("one", "AwaitingApproval", 90)
     ingress_before = audit_writes(k.cp, k.ns, "ingresses", "one-canary")
-    stable_before = audit_writes(k.cp, k.ns, "deployments", "one-stable")
-    stable = k.get("deployment", "one-stable")
-    assert stable is not None and stable["status"]["readyReplicas"] == 4, "stable stays warm at full size"
+    stable_before = audit_writes(k.cp, k.ns, "deployments", f"one-{first}")
+    stable = track_deployment(k, "one", "stable")
+    assert stable is not None and stable["metadata"]["name"] == f"one-{first}"
+    assert stable["status"]["readyReplicas"] == 4, "stable stays warm at full size"
     k.annotate("one", "modelrollout.io/abort", "true")
     k.wait_phase("one", "RolledBack", 60)
-    wait_until(lambda: (k.get("deployment", "one-canary") or {})["spec"]["replicas"] == 0, 30, what="canary at 0")
+    wait_until(lambda: (track_deployment(k, "one", "canary") or {}).get("spec", {}).get("replicas") == 0, 30,
+               what="canary at 0")
     after = wait_audit(k.cp, k.ns, "ingresses", "one-canary", lambda w: w[-1:] == ["delete"])
     assert after[len(ingress_before):] == ["delete"]
-    assert audit_writes(k.cp, k.ns, "deployments", "one-stable") == stable_before, "no stable scale-up"
+    assert audit_writes(k.cp, k.ns, "deployments", f"one-{first}") == stable_before, "no stable scale-up"
 
 
 def test_rollback_to_after_promotion_takes_the_fast_path_with_the_prewarmed_image(
@@ -110,8 +112,9 @@ def test_rollback_to_after_promotion_takes_the_fast_path_with_the_prewarmed_imag
     assert v1 in out.stdout
     st = k.wait(name="back", predicate=lambda s: s.get("phase") == "Succeeded" and s["stableRevision"] == v1,
                 timeout=120)
-    stable = k.get("deployment", "back-stable")
-    assert stable is not None and stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
+    stable = track_deployment(k, "back", "stable")
+    assert stable is not None and stable["metadata"]["name"] == f"back-{v1}"
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
     assert k.mro("back")["spec"]["template"]["spec"]["containers"][0]["image"] == "model:1"
     assert audit_writes(k.cp, k.ns, "ingresses", "back-canary") == ingress_writes, "no traffic steps"
     assert any(h["outcome"] == "RollbackTo" and h["revision"] == v1 for h in st["history"])

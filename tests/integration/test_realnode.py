@@ -15,14 +15,14 @@ import os
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from devenv.localenv import node as realnode
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
 from devenv.localenv.procs import WaitTimeout, free_port, wait_until
+
+from .realnode import NodeEnv, down_leaves_nothing, host_snapshot, node_env, require_real_node
 
 pytestmark = pytest.mark.integration
 
@@ -30,57 +30,11 @@ NAMESPACE = "realnode"
 REPLICAS = 2
 
 
-@dataclass
-class Env:
-    cp: ControlPlane
-    node: realnode.Node
-    before: dict[str, object]  # the host as this test module saw it before the node came up
-
-
-def host_snapshot(workdir: Path) -> dict[str, object]:
-    """What the node may change, read independently of the node module's own record."""
-    sysctls = {}
-    for name in realnode.SYSCTLS:
-        path = Path("/proc/sys") / name.replace(".", "/")
-        if path.exists():
-            sysctls[name] = path.read_text().strip()
-    return {
-        "sysctls": sysctls,
-        "hashsize": realnode.CONNTRACK_HASHSIZE.read_text().strip() if realnode.CONNTRACK_HASHSIZE.exists() else None,
-        "nft_tables": sorted(realnode.nft_tables()),
-        "netns": realnode.netns_entries(),
-        "bridge": realnode.link_exists(realnode.BRIDGE),
-        "paths": {p: os.path.lexists(p) for p in realnode.HOST_PATHS},
-        "cgroups": [str(d) for d in realnode.cgroup_dirs() if d.exists()],
-        "mounts": realnode.mounts_under(workdir),
-    }
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    problems = realnode.preflight()
-    try:
-        ensure_binaries()
-        realnode.ensure_node_binaries()
-    except (ControlPlaneError, realnode.NodeError) as e:
-        problems.append(str(e))
-    if problems:
-        reason = "real node unavailable: " + "; ".join(problems)
-        if os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    cp = start_control_plane(tmp_path_factory.mktemp("realnode-cp"), nodes=0, kubelet_access=True)
-    workdir = tmp_path_factory.mktemp("realnode")
-    before = host_snapshot(workdir)
-    try:
-        node = realnode.up(cp, workdir)
-        print(f"\nnode up in {node.started_seconds:.1f}s; RSS KiB {node.rss_kib()}")
-        try:
-            yield Env(cp=cp, node=node, before=before)
-        finally:
-            node.down()
-    finally:
-        cp.stop()
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeEnv]:
+    require_real_node()
+    with node_env(tmp_path_factory, "realnode") as e:
+        yield e
 
 
 SERVER = """
@@ -117,7 +71,7 @@ spec:
 """
 
 
-def test_images_are_cached(env: Env) -> None:
+def test_images_are_cached(env: NodeEnv) -> None:
     """The pause and test images are built once per input (pause.c, busybox, recipe): a second call reuses them."""
     first = realnode.build_images()
     mtimes = {ref: path.stat().st_mtime_ns for ref, path in first.items()}
@@ -132,7 +86,7 @@ def _get(url: str) -> str:
         return str(resp.read().decode().strip())
 
 
-def test_real_pods_answer_on_pod_ip_and_cluster_ip(env: Env) -> None:
+def test_real_pods_answer_on_pod_ip_and_cluster_ip(env: NodeEnv) -> None:
     cp = env.cp
     cp.kubectl("create", "namespace", NAMESPACE)
     wait_until(lambda: cp.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0, 30,
@@ -188,14 +142,14 @@ def test_real_pods_answer_on_pod_ip_and_cluster_ip(env: Env) -> None:
         assert out.strip() in names
 
 
-def test_drop_counters_stayed_zero(env: Env) -> None:
+def test_drop_counters_stayed_zero(env: NodeEnv) -> None:
     counters = realnode.drop_counters()
     assert set(counters) == {"pod-range-leaving", "service-range-untranslated", "pod-ip6-leaving",
                              "pod-ip6-leaving-bridged", "node-address-from-outside"}
     assert counters == dict.fromkeys(counters, 0)
 
 
-def test_down_leaves_nothing_and_restores_the_host(env: Env) -> None:
+def test_down_leaves_nothing_and_restores_the_host(env: NodeEnv) -> None:
     workdir = env.node.workdir
     during = host_snapshot(workdir)
     assert during["bridge"]
@@ -203,14 +157,7 @@ def test_down_leaves_nothing_and_restores_the_host(env: Env) -> None:
     ports = realnode.bridge_ports()  # the pods' veths (host side)
     assert len(ports) >= REPLICAS
 
-    done = env.node.down()
-    print("down: " + "; ".join(done))
-
-    state = realnode.NodeState.load_done(workdir)
-    assert realnode.leftovers(state) == []
-    after = host_snapshot(workdir)
-    assert after == env.before
-    assert not realnode.processes_mentioning(str(workdir))
+    state = down_leaves_nothing(env.node, env.before)
     assert not set(ports) & set(realnode.veths())
     assert not Path("/var/lib/cni/results").is_dir() or not list(
         Path("/var/lib/cni/results").glob(f"{realnode.CNI_NETWORK}-*"))
@@ -219,7 +166,7 @@ def test_down_leaves_nothing_and_restores_the_host(env: Env) -> None:
     assert state.sysctls == env.before["sysctls"]
 
 
-def test_an_up_that_fails_leaves_nothing(env: Env, tmp_path: Path) -> None:
+def test_an_up_that_fails_leaves_nothing(env: NodeEnv, tmp_path: Path) -> None:
     """A kubelet that never registers (its apiserver address leads nowhere): ``up`` gives up within its bound,
     takes down what it had started and says why."""
     nowhere = dataclasses.replace(env.cp, server=f"https://127.0.0.1:{free_port()}")
@@ -232,7 +179,7 @@ def test_an_up_that_fails_leaves_nothing(env: Env, tmp_path: Path) -> None:
     assert host_snapshot(tmp_path) == before
 
 
-def test_down_after_a_crash_leaves_nothing(env: Env, tmp_path: Path) -> None:
+def test_down_after_a_crash_leaves_nothing(env: NodeEnv, tmp_path: Path) -> None:
     """kubelet, kube-proxy and containerd SIGKILLed with pods running (no drain, no CNI DEL, shims and
     containers orphaned): ``down`` from the state file alone (as another process would) still leaves nothing."""
     before = host_snapshot(tmp_path)

@@ -16,7 +16,6 @@ Only 127.0.0.1 and the node's bridge are used; the node's nftables drop counters
 from __future__ import annotations
 
 import json
-import os
 import socketserver
 import threading
 import time
@@ -32,15 +31,15 @@ import pytest
 
 from devenv.localenv import chaosmesh
 from devenv.localenv import node as realnode
-from devenv.localenv.chaosmesh import ChaosMesh, build_chaos_mesh
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.chaosmesh import ChaosMesh
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import LOCALHOST, wait_until
 from devenv.localenv.prometheus import Prometheus
-from modelrollout.crdgen import render
 
-from .conftest import running_operator
-from .kube import Json, Kubectl, audit_events
+from .conftest import running, running_operator
+from .kube import Json, Kubectl, audit_events, track_pods
 from .manifests import service
+from .realnode import node_env, require_real_node
 from .test_chaos_drills import experiments, ts
 from .test_chaos_mesh_real import pod_deletes
 
@@ -66,40 +65,12 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    problems = realnode.preflight()
-    try:
-        ensure_binaries()
-        realnode.ensure_node_binaries()
-        bins = build_chaos_mesh()
-    except (ControlPlaneError, realnode.NodeError) as e:
-        problems.append(str(e))
-    if problems:
-        reason = "real node or Chaos Mesh unavailable: " + "; ".join(problems)
-        if os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    cp = start_control_plane(tmp_path_factory.mktemp("chaosnode-cp"), nodes=0, kubelet_access=True)
-    try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-        wait_until(lambda: cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
-                                      "--timeout=10s", check=False).returncode == 0,
-                   60, 0.2, what="the ModelRollout CRD Established")
-        node = realnode.up(cp, tmp_path_factory.mktemp("chaosnode"))
-        try:
-            cm = ChaosMesh(cp, bins, tmp_path_factory.mktemp("chaosnode-chaos-mesh"))
-            try:
-                cm.start()
-                cm.wait_ready()
-                yield Env(cp=cp, node=node, chaos=cm)
-            finally:
-                cm.stop()
-                print(cm.logs())
-        finally:
-            done = node.down()
-            print("node down: " + "; ".join(done))
-            assert realnode.leftovers(realnode.NodeState.load_done(node.workdir)) == []
-    finally:
-        cp.stop()
+    bins = require_real_node("real node or Chaos Mesh", builds=["chaosmesh"])
+    chaos_dir = tmp_path_factory.mktemp("chaosnode-chaos-mesh")
+    with node_env(tmp_path_factory, "chaosnode", crd=True) as ne, \
+            running(ChaosMesh(ne.cp, bins["chaosmesh"], chaos_dir)) as cm:
+        yield Env(cp=ne.cp, node=ne.node, chaos=cm)
+    assert realnode.leftovers(realnode.NodeState.load_done(ne.node.workdir)) == []
 
 
 def server_rollout(image: str, revision: str, analysis: dict[str, Any] | None, *, replicas: int = REPLICAS,
@@ -211,8 +182,8 @@ class Client:
 
 
 def pods(k: Kubectl, track: str) -> dict[str, str]:
-    out = json.loads(k.run("get", "pods", "-l", f"app={NAME},modelrollout.io/track={track}", "-o", "json"))
-    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in out["items"]
+    """{name: uid} of ``track``'s pods that run and are Ready."""
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in track_pods(k, NAME, track)
             if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") == "Running"
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))}
 

@@ -28,13 +28,13 @@ import pytest
 
 from devenv.localenv import images as localimages
 from devenv.localenv import node as realnode
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import wait_until
 from devenv.localenv.prometheus import Prometheus, start_prometheus
 
-from .kube import Kubectl, Watch, audit_events
+from .kube import Kubectl, Watch, audit_events, track_pods
 from .manifests import ingress, service
-from .test_realnode import host_snapshot
+from .realnode import down_leaves_nothing, node_env, require_real_node
 
 pytestmark = pytest.mark.integration
 
@@ -51,48 +51,24 @@ class Env:
     before: dict[str, object]
 
 
-def _unavailable() -> list[str]:
-    problems = realnode.preflight()
-    problems += [f"{t} not found (hack/bootstrap.sh)" for t in localimages.missing_tools()]
-    try:
-        ensure_binaries()
-        realnode.ensure_node_binaries()
-    except (ControlPlaneError, realnode.NodeError) as e:
-        problems.append(str(e))
-    return problems
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    problems = _unavailable()
-    if problems:
-        reason = "real node unavailable: " + "; ".join(problems)
-        if os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_real_node(problems=[f"{t} not found (hack/bootstrap.sh)" for t in localimages.missing_tools()])
     built = localimages.build_images()
     how = f"built in {built.seconds:.0f}s" if built.seconds else "from the cache"
     print(f"\nimages {how}: {built.archive} ({built.archive.stat().st_size / 1e6:.0f} MB)")
-    cp = start_control_plane(tmp_path_factory.mktemp("images-cp"), nodes=0, kubelet_access=True)
-    workdir = tmp_path_factory.mktemp("images-node")
-    before = host_snapshot(workdir)
-    try:
-        node = realnode.up(cp, workdir, apiserver_for_pods=True)
-        try:
-            started = time.monotonic()
-            node.import_images(built.archive)
-            print(f"node up in {node.started_seconds:.1f}s; images imported in {time.monotonic() - started:.1f}s")
-            cp.kubectl("create", "namespace", NAMESPACE)
-            wait_until(lambda: cp.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
-                       30, what=f"ServiceAccount {NAMESPACE}/default")
-            yield Env(cp=cp, node=node, built=built, before=before)
-        finally:
-            node.down()
-        # containerd's content store and snapshots (the images twice, ~800 MB), once nothing is mounted there
-        if not realnode.mounts_under(workdir):
-            shutil.rmtree(workdir / "containerd" / "root", ignore_errors=True)
-    finally:
-        cp.stop()
+    with node_env(tmp_path_factory, "images", apiserver_for_pods=True) as ne:
+        cp, node = ne.cp, ne.node
+        started = time.monotonic()
+        node.import_images(built.archive)
+        print(f"images imported in {time.monotonic() - started:.1f}s")
+        cp.kubectl("create", "namespace", NAMESPACE)
+        wait_until(lambda: cp.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
+                   30, what=f"ServiceAccount {NAMESPACE}/default")
+        yield Env(cp=cp, node=node, built=built, before=ne.before)
+    # containerd's content store and snapshots (the images twice, ~800 MB), once nothing is mounted there
+    if not realnode.mounts_under(node.workdir):
+        shutil.rmtree(node.workdir / "containerd" / "root", ignore_errors=True)
 
 
 def _get(url: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
@@ -265,10 +241,12 @@ def test_chart_installs_two_replicas_one_leads(chart: Env) -> None:
     holder = wait_until(lambda: _holder(cp) or None, 60, 0.2, what=f"Lease {LEASE} held")
     assert holder in names
     # Its own ServiceAccount and RBAC: what the operator may do, and not more (no Secrets).
-    asked = (("patch", "deployments.apps"), ("patch", "ingresses.networking.k8s.io"), ("get", "secrets"))
+    # (promotion by role: NAME-stable's selector patched, the previous stable's Deployment deleted)
+    asked = (("patch", "deployments.apps"), ("delete", "deployments.apps"), ("patch", "services"),
+             ("patch", "ingresses.networking.k8s.io"), ("get", "secrets"))
     can = [cp.kubectl("auth", "can-i", verb, res, f"--as={OPERATOR_USER}", "-A", check=False).stdout.strip()
            for verb, res in asked]
-    assert can == ["yes", "yes", "no"]
+    assert can == ["yes", "yes", "yes", "yes", "no"]
 
 
 def _rollout(cp: ControlPlane, prom: Prometheus, refs: dict[str, str], version: str) -> str:
@@ -336,8 +314,7 @@ def test_rollout_with_the_compat_probe_sidecar_survives_the_leader_pod_deleted(
             assert st["currentWeight"] == 50 and st["currentStep"] == 1
 
             # real canary pods, each with the injected compat-probe container, running and ready
-            canary = json.loads(k.run("get", "pods", "-l", f"app={ROLLOUT},modelrollout.io/track=canary",
-                                      "-o", "json"))["items"]
+            canary = track_pods(k, ROLLOUT, "canary")
             assert canary
             for pod in canary:
                 names = [c["name"] for c in pod["spec"]["containers"]]
@@ -389,8 +366,4 @@ def test_drop_counters_stayed_zero(env: Env) -> None:
 
 
 def test_down_leaves_nothing(env: Env) -> None:
-    workdir = env.node.workdir
-    env.node.down()
-    assert realnode.leftovers(realnode.NodeState.load_done(workdir)) == []
-    assert host_snapshot(workdir) == env.before
-    assert not realnode.processes_mentioning(str(workdir))
+    down_leaves_nothing(env.node, env.before)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,13 @@ import pytest
 
 from devenv.localenv import node as realnode
 from devenv.localenv import traefik as traefikenv
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, ensure_binaries, start_control_plane
+from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.operatorproc import operator_process
 from devenv.localenv.procs import ManagedProcess, port_open, wait_until
 from devenv.localenv.prometheus import Prometheus
-from modelrollout.crdgen import render
 
-from .kube import Json, Kubectl
-from .test_realnode import host_snapshot
+from .kube import Json, Kubectl, track_pods, track_revision
+from .realnode import down_leaves_nothing, node_env, require_real_node
 
 pytestmark = pytest.mark.integration
 
@@ -62,46 +60,22 @@ class Env:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _unavailable() -> list[str]:
-    problems = realnode.preflight()
-    try:
-        ensure_binaries()
-        realnode.ensure_node_binaries()
-        traefikenv.build_traefik()
-    except (ControlPlaneError, realnode.NodeError) as e:
-        problems.append(str(e))
-    return problems
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     started = time.monotonic()
-    problems = _unavailable()
-    if problems:
-        reason = "real node with Traefik unavailable: " + "; ".join(problems)
-        if os.environ.get("MODELROLLOUT_REQUIRE_CLUSTER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    cp = start_control_plane(tmp_path_factory.mktemp("traffic-cp"), nodes=0, kubelet_access=True)
-    workdir = tmp_path_factory.mktemp("traffic-node")
-    before = host_snapshot(workdir)
+    bins = require_real_node("real node with Traefik", builds=["traefik"])
     router: traefikenv.Traefik | None = None
     operator: ManagedProcess | None = None
-    try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render())
-        # (kubectl wait fails at once while the CRD has no status yet: poll it)
-        wait_until(lambda: cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io",
-                                      "--timeout=10s", check=False).returncode == 0,
-                   60, 0.2, what="the ModelRollout CRD Established")
-        node = realnode.up(cp, workdir)
+    with node_env(tmp_path_factory, "traffic", crd=True) as ne:
+        cp = ne.cp
         try:
             traefik_dir = tmp_path_factory.mktemp("traefik")
-            router = traefikenv.start_traefik(cp, traefik_dir)
+            router = traefikenv.start_traefik(cp, traefik_dir, bin_dir=bins["traefik"])
             cp.kubectl("create", "namespace", NAMESPACE)
             cp.kubectl("apply", "-f", "-", input=traefikenv.gateway_manifest(NAMESPACE, router.web_port))
             operator = operator_process(cp.kubeconfig, traefik_dir / "operator.log", namespaces=[NAMESPACE]).start()
-            e = Env(cp=cp, node=node, router=router, operator=operator, k=Kubectl(cp, NAMESPACE), before=before,
-                    traefik_workdir=traefik_dir)
+            e = Env(cp=cp, node=ne.node, router=router, operator=operator, k=Kubectl(cp, NAMESPACE),
+                    before=ne.before, traefik_workdir=traefik_dir)
             e.timings["setup"] = time.monotonic() - started
             print(f"\nsetup (control plane, node, Traefik, operator) {e.timings['setup']:.1f}s")
             yield e
@@ -111,9 +85,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 print(f"--- operator log tail\n{operator.log_tail(40)}")
             if router is not None:
                 router.stop()
-            node.down()
-    finally:
-        cp.stop()
 
 
 # --------------------------------------------------------------------------------------------- manifests
@@ -265,14 +236,50 @@ def wait_router_weight(e: Env, name: str, weight: int) -> None:
 
 
 def answer_all(e: Env, url: str, host: str, revision: str, track: str = "stable") -> Load:
-    """Until the router sends every request to ``revision`` on ``track``'s pods (a route change reaches Traefik
-    within about a second of the operator's write, which may come just before or after its status write)."""
+    """Until the router sends every request to ``revision`` on ``track``'s pods, those of the Deployment of the
+    revision the status gives the track, NAME-REVISION (a route change reaches Traefik within about a second of the
+    operator's write, which may come just before or after its status write)."""
+    name = host.split(".")[0]
+
     def only() -> Load | None:
         got = load(url, 20, host=host)
-        ok = set(got.revisions) == {revision} and all(p.startswith(f"{host.split('.')[0]}-{track}-") for p in got.pods)
+        rev = track_revision(e.k, name, track)
+        ok = rev is not None and set(got.revisions) == {revision} and all(p.startswith(f"{name}-{rev}-")
+                                                                        for p in got.pods)
         return got if ok and not got.failures else None
 
     return wait_until(only, 30, 0.1, what=f"every answer from {revision} on {track}")
+
+
+def weighted_canary(e: Env, name: str, route: str, traffic: Json, what: str,
+                    at_gate: Callable[[int], None] = lambda weight: None) -> None:
+    """The scenario both routers run: ``name`` released at v1 behind ``route``, then v2 with steps 20, approval,
+    50, approval, 100. At each gate (after ``at_gate(weight)``) N requests through Traefik split within the
+    tolerance and every request with the pin header reaches the canary; once approved to the end, v2 on the
+    stable pods answers every request, and among them every pod that answered as the canary (promotion keeps the
+    pods that were judged)."""
+    image = e.node.images["test"]
+    url, host = f"{e.router.url}/who", f"{name}.example"
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
+    traffic = {**traffic, "headerRoute": HEADER}
+    e.k.apply(service(name) + "\n---\n" + route)
+    first = release(e, name, rollout(name, "v1", steps, traffic, image=image))
+    answer_all(e, url, host, "v1")
+
+    e.k.apply(rollout(name, "v2", steps, traffic, image=image))
+    for step, weight in ((1, 20), (3, 50)):
+        st = gate(e.k, name, step)
+        at_gate(weight)
+        wait_router_weight(e, name, weight)
+        assert_share(load(url, N, host=host), weight, f"{what} step {step}")
+        pinned = load(url, N // 4, host=host, headers={HEADER["name"]: HEADER["value"]})
+        assert not pinned.failures and pinned.revisions == Counter({"v2": N // 4}), pinned
+        judged = set(pinned.pods)
+        approve(e.k, name, st)
+    e.k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+    after = answer_all(e, url, host, "v2")
+    served = set(load(url, N // 4, host=host).pods) | set(after.pods)
+    assert judged <= served, f"the pods that answered as the canary {judged} do not serve now: {served}"
 
 
 # ------------------------------------------------------------------------------------------------- scenarios
@@ -282,56 +289,23 @@ def test_gateway_api_canary_weights_and_header_pin(env: Env) -> None:
     """a + c: HTTPRoute weights through Traefik's Gateway API provider; at each weight N requests split within
     the tolerance, and every request with the pin header reaches the canary."""
     started = time.monotonic()
-    e, name = env, "gw"
-    image = e.node.images["test"]
-    url, host = f"{e.router.url}/who", f"{name}.example"
-    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
-    traffic = {"httpRoute": {"name": name, "rule": "api"}, "headerRoute": HEADER}
-    e.k.apply(service(name) + "\n---\n" + httproute(name))
-    first = release(e, name, rollout(name, "v1", steps, traffic, image=image))
-    answer_all(e, url, host, "v1")
-
-    e.k.apply(rollout(name, "v2", steps, traffic, image=image))
-    for step, weight in ((1, 20), (3, 50)):
-        st = gate(e.k, name, step)
-        wait_router_weight(e, name, weight)
-        assert_share(load(url, N, host=host), weight, f"gateway step {step}")
-        pinned = load(url, N // 4, host=host, headers={HEADER["name"]: HEADER["value"]})
-        assert not pinned.failures and pinned.revisions == Counter({"v2": N // 4}), pinned
-        approve(e.k, name, st)
-    e.k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
-    answer_all(e, url, host, "v2")
-    e.timings["gateway"] = time.monotonic() - started
+    weighted_canary(env, "gw", httproute("gw"), {"httpRoute": {"name": "gw", "rule": "api"}}, "gateway")
+    env.timings["gateway"] = time.monotonic() - started
 
 
 def test_nginx_canary_ingress_weights_and_header_pin(env: Env) -> None:
-    """b + c: the operator's NGINX canary Ingress served by Traefik's Kubernetes Ingress NGINX provider."""
+    """b + c: the operator's NGINX canary Ingress served by Traefik's Kubernetes Ingress NGINX provider; at each
+    gate the canary Ingress carries the step's weight, and it is gone once the rollout is done."""
     started = time.monotonic()
-    e, name = env, "ngx"
-    image = e.node.images["test"]
-    url, host = f"{e.router.url}/who", f"{name}.example"
-    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
-    traffic = {"ingress": {"name": name}, "headerRoute": HEADER}
-    e.k.apply(service(name) + "\n---\n" + nginx_ingress(name))
-    first = release(e, name, rollout(name, "v1", steps, traffic, image=image))
-    answer_all(e, url, host, "v1")
 
-    e.k.apply(rollout(name, "v2", steps, traffic, image=image))
-    for step, weight in ((1, 20), (3, 50)):
-        st = gate(e.k, name, step)
-        canary = e.k.get("ingress", f"{name}-canary")
+    def canary_weight(weight: int) -> None:
+        canary = env.k.get("ingress", "ngx-canary")
         assert canary is not None
         assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == str(weight)
-        wait_router_weight(e, name, weight)
-        got = load(url, N, host=host)
-        assert_share(got, weight, f"nginx step {step}")
-        pinned = load(url, N // 4, host=host, headers={HEADER["name"]: HEADER["value"]})
-        assert not pinned.failures and pinned.revisions == Counter({"v2": N // 4}), pinned
-        approve(e.k, name, st)
-    e.k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
-    answer_all(e, url, host, "v2")
-    assert e.k.get("ingress", f"{name}-canary") is None
-    e.timings["nginx"] = time.monotonic() - started
+
+    weighted_canary(env, "ngx", nginx_ingress("ngx"), {"ingress": {"name": "ngx"}}, "nginx", canary_weight)
+    assert env.k.get("ingress", "ngx-canary") is None
+    env.timings["nginx"] = time.monotonic() - started
 
 
 def _endpoint_pods(e: Env, name: str) -> set[str]:
@@ -356,10 +330,11 @@ def test_service_replica_ratio_through_kube_proxy(env: Env) -> None:
     for step, weight in ((1, 25), (3, 50)):
         st = gate(e.k, name, step)
         canary_pods = round(4 * weight / 100)
+        canary = f"{name}-{st['canaryRevision']}-"  # the canary revision's Deployment names its pods
 
-        def settled(canary_pods: int = canary_pods) -> bool:
+        def settled(canary_pods: int = canary_pods, canary: str = canary) -> bool:
             ready = _endpoint_pods(e, name)
-            if len(ready) != 4 or sum(p.startswith(f"{name}-canary-") for p in ready) != canary_pods:
+            if len(ready) != 4 or sum(p.startswith(canary) for p in ready) != canary_pods:
                 return False
             probe = load(url, 40)
             return not probe.failures and set(probe.pods) <= ready
@@ -392,7 +367,7 @@ def test_missing_image_rolls_back_with_the_kubelets_reason(env: Env) -> None:
     st = e.k.wait_phase(name, "RolledBack", 90)
     print(f"rollback message: {st.get('message')}")
     assert "ErrImageNeverPull" in st["message"], st["message"]
-    assert f"{name}-canary-" in st["message"], st["message"]
+    assert f"{name}-{st['canaryRevision']}-" in st["message"], st["message"]  # names the canary's pod
     after = load(url, N // 4, host=host)
     for got in (during, after):
         assert not got.failures and set(got.revisions) == {"v1"}, got
@@ -466,8 +441,7 @@ def test_breach_switches_to_stable_and_no_request_reaches_the_canary_after(env: 
         gate(e.k, name, 1)
         wait_router_weight(e, name, 50)
         threads[1].start()  # from weight 50 on: watches for the switch back to 0
-        pods = json.loads(e.k.run("get", "pods", "-l", f"app={name},modelrollout.io/track=canary", "-o",
-                                  "json"))["items"]
+        pods = track_pods(e.k, name, "canary")
         assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
         canary_pod, canary_ip = pods[0]["metadata"]["name"], pods[0]["status"]["podIP"]
         prometheus.set_targets([(f"{canary_ip}:8080", {"rollout": name})])
@@ -513,9 +487,4 @@ def test_teardown_leaves_nothing(env: Env) -> None:
     env.router.stop()
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     assert not port_open(env.router.web_port) and not port_open(env.router.admin_port)
-    workdir = env.node.workdir
-    env.node.down()
-    state = realnode.NodeState.load_done(workdir)
-    assert realnode.leftovers(state) == []
-    assert host_snapshot(workdir) == env.before
-    assert not realnode.processes_mentioning(str(workdir))
+    down_leaves_nothing(env.node, env.before)

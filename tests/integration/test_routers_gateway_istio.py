@@ -20,7 +20,7 @@ import pytest
 from devenv.localenv.controlplane import ControlPlane
 from devenv.localenv.procs import ManagedProcess, wait_until
 
-from .kube import Json, Kubectl, Watch, wait_audit
+from .kube import Json, Kubectl, Watch, track_deployment, wait_audit, wait_deleted
 from .manifests import rollout, service
 
 HEADER = {"name": "X-Canary", "value": "yes"}
@@ -375,28 +375,33 @@ def test_blue_green_previews_at_full_size_then_switches_once_and_promotes(
     case, name = CASES[0], "bg-promote"
     spec = blue_green(name, approval={"reason": "look at the preview"}, scaleDownDelay="3s")
     first = release(k, case, name, rollout(name, **spec))
-    with Watch(k, ["deployment", f"{name}-stable"], "{.spec.replicas} {.spec.template.spec.containers[0].image}") \
+    with Watch(k, ["deployment", f"{name}-{first}"], "{.spec.replicas} {.spec.template.spec.containers[0].image}") \
             as blue, Watch(k, [case.kind, name], case.weight_path(name)) as weights:
         k.apply(rollout(name, image="model:2", **spec))
         st = k.wait_phase(name, "AwaitingApproval", 90)
-        green = k.get("deployment", f"{name}-canary")
+        green = track_deployment(k, name, "canary")
         assert green is not None and green["spec"]["replicas"] == 4 and green["status"].get("readyReplicas") == 4
         preview = view(k, case, name)
         assert "preview" in st["message"] and f"{name}-canary" in st["message"]
         k.annotate(name, "modelrollout.io/approve", st["approval"]["token"])
         switched = k.wait(name, lambda s: s.get("currentWeight") == 100, 60)
         during = view(k, case, name)
-        k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
+        done = k.wait(name, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") != first, 120)
         assert_restored(k, case, name)
+        # green, previewed and switched to, is the stable Deployment now; blue is deleted at the switch
+        promoted = track_deployment(k, name, "stable")
+        assert promoted is not None and promoted["metadata"]["name"] == f"{name}-{st['canaryRevision']}"
+        assert done["stableRevision"] == st["canaryRevision"] and promoted["spec"]["replicas"] == 4
+        assert promoted["spec"]["template"]["spec"]["containers"][0]["image"] == "model:2"
+        wait_deleted(k, "deployment", f"{name}-{first}", 30)
     # the preview: green at full size behind NAME-canary, reached only by the pinned header; blue takes all else
     assert preview.weights == [100, 0] and preview.pin is not None
     # one switch of 100%, then the promotion's restore; never an intermediate weight
     assert [v for v in weights.distinct() if v] == ["0", "100"], weights.values
     assert during.weights == [0, 100]
     assert switched["phase"] in ("Progressing", "Paused")
-    # blue stayed at full size on the old image until promotion handed it the new template
-    assert blue.distinct()[:1] == ["4 model:1"] and all(v.split()[0] == "4" for v in blue.values if v), blue.values
-    assert blue.distinct()[-1] == "4 model:2"
+    # blue stayed at full size on the old image until it was deleted: never scaled, never given the new template
+    assert [v for v in blue.distinct() if v] == ["4 model:1"], blue.values
     assert {"Preview", "Switched"} <= {e["reason"] for e in k.events(name)}
 
 
@@ -411,7 +416,7 @@ def test_blue_green_breach_after_the_switch_switches_back_in_one_write(
             "rollback": {"scaleDownDelay": "1s"}}
     with exporters(prometheus, tmp_path, name) as ex:
         first = release(k, case, name, rollout(name, **spec))
-        with Watch(k, ["deployment", f"{name}-stable"], "{.spec.replicas}") as blue:
+        with Watch(k, ["deployment", f"{name}-{first}"], "{.spec.replicas}") as blue:
             k.apply(rollout(name, image="model:2", **spec))
             st = k.wait(name, lambda s: s.get("currentWeight") == 100 and s.get("phase") == "Paused", 120)
             assert any(h["outcome"] == "AnalysisPassed" for h in st["history"])
@@ -423,7 +428,7 @@ def test_blue_green_breach_after_the_switch_switches_back_in_one_write(
     writes = wait_audit(k.cp, k.ns, case.plural, name, lambda w: len(w) > mark)[mark:]
     assert writes == ["update"], writes  # the switch-back: one write
     assert set(v for v in blue.values if v) == {"4"}, blue.values  # blue never scaled: no scale-up needed
-    green = k.get("deployment", f"{name}-canary")
+    green = track_deployment(k, name, "canary")  # the rolled-back green is kept, at 0
     assert green is not None and green["spec"]["replicas"] == 0
 
 

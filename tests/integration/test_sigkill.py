@@ -22,7 +22,7 @@ from devenv.localenv.prometheus import Prometheus
 from modelrollout.core.revision import revision_of
 
 from .exporters import exporters
-from .kube import Json, Kubectl, Watch, wait_audit
+from .kube import Json, Kubectl, Watch, audit_events, wait_audit
 from .manifests import ingress, rollout, service
 
 NAME = "crash"
@@ -50,20 +50,8 @@ def ts(value: str) -> datetime:
 
 def ingress_patch_times(k: Kubectl, name: str) -> list[datetime]:
     """When the apiserver received each successful patch of one Ingress (audit log, in order)."""
-    out = []
-    for line in k.cp.audit_log.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        ref = ev.get("objectRef") or {}
-        if (ref.get("namespace"), ref.get("resource"), ref.get("name"), ref.get("subresource")) != (
-                k.ns, "ingresses", name, None) or ev.get("verb") != "patch" or ev.get("stage") != "ResponseComplete" \
-                or "dryRun=" in (ev.get("requestURI") or ""):  # a server-side dry run writes nothing
-            continue
-        if 200 <= (ev.get("responseStatus") or {}).get("code", 0) < 300:
-            out.append(ts(ev["requestReceivedTimestamp"]))
-    return out
+    return [ts(ev["requestReceivedTimestamp"]) for ev in audit_events(k.cp, k.ns, "ingresses", name)
+            if ev["verb"] == "patch"]
 
 
 class StatusWeightRefused:
@@ -208,7 +196,7 @@ def test_sigkill_at_every_step_changes_nothing(
         kill_at(4)  # setWeight 60
         kill_at(5)  # pause 2s
         kill_at(6)  # setWeight 100
-        kill_at(7)  # promotion
+        kill_at(7)  # promotion (test_promotion_roles kills at each of its transitions)
         done = k.wait(NAME, lambda s: s.get("phase") == "Succeeded" and s.get("stableRevision") == expected, 120,
                       "Succeeded")
         writes = wait_audit(k.cp, k.ns, "ingresses", f"{NAME}-canary", lambda w: w[-1:] == ["delete"])

@@ -19,7 +19,7 @@ from devenv.localenv.faultproxy import FaultProxy, Respond, Rule, status_body
 from devenv.localenv.procs import ManagedProcess, wait_until
 from modelrollout.core.refusal import backoff
 
-from .kube import Json, Kubectl, Watch
+from .kube import Json, Kubectl, Watch, deployment_names, track_deployment
 from .manifests import ingress, rollout, service
 from .test_faults import CLIENT, api_proxy, proxied_operator
 from .test_routers_gateway_istio import HEADER
@@ -91,8 +91,8 @@ def test_config_over_the_object_limit_is_invalid_before_anything_moves(k: Kubect
     # no traffic object touched, nothing rendered for the new revision
     assert st["stableRevision"] == first and st.get("currentWeight", 0) == 0 and st.get("canaryRevision") is None
     assert k.get("ingress", f"{name}-canary") is None
-    assert k.get("deployment", f"{name}-canary") is None
-    stable = k.get("deployment", f"{name}-stable")
+    assert deployment_names(k, name) == [f"{name}-{first}"], "no Deployment for the new revision"
+    stable = track_deployment(k, name, "stable")
     assert stable is not None and stable["metadata"]["annotations"]["modelrollout.io/revision"] == first
     names = [c["metadata"]["name"] for c in json.loads(k.run("get", "configmaps", "-o", "json"))["items"]]
     assert names.count(f"{name}-config-{first}") == 1 and not any(
@@ -129,7 +129,7 @@ def test_a_route_the_apiserver_would_refuse_is_invalid_before_anything_moves(
     assert st["stableRevision"] == first and st.get("currentWeight", 0) == 0
     after = k.get("httproute", name)
     assert after is not None and after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert k.get("deployment", f"{name}-canary") is None
+    assert deployment_names(k, name) == [f"{name}-{first}"], "no Deployment for the new revision"
     assert warnings(k, name, "PhaseInvalid")
 
 

@@ -36,8 +36,13 @@ def spec_dict(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 class World:
     raw: dict[str, Any]
     now: datetime = T0
-    stable: TrackState | None = None
-    canary: TrackState | None = None
+    deployments: dict[str, TrackState] = field(default_factory=dict)
+    """The rollout's Deployments, by the revision they run (``NAME-REVISION``)."""
+    selects: dict[str, str] = field(default_factory=dict)
+    """The revision each per-track Service selects (absent: no Service yet)."""
+    selector_writes: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    """Revisions whose Deployment was deleted, in order."""
     router: int | None = None
     features: Features = field(default_factory=Features)
     routes: list[tuple[int, Features]] = field(default_factory=list)
@@ -60,6 +65,40 @@ class World:
     """Chaos Mesh experiments that exist: name -> kind."""
     drill_log: list[tuple[str, str, datetime]] = field(default_factory=list)
     """("create" | "delete", name, when) for every drill action."""
+
+    def _stable_rev(self) -> str:
+        return self.status.stable_revision or self.revision
+
+    def _canary_rev(self) -> str | None:
+        stable = self.status.stable_revision
+        rev = self.revision if stable not in (None, self.revision) else self.status.canary_revision
+        return None if rev == self._stable_rev() else rev
+
+    @property
+    def stable(self) -> TrackState | None:
+        """The Deployment of the stable revision, as observe finds it."""
+        return self.deployments.get(self._stable_rev())
+
+    @stable.setter
+    def stable(self, value: TrackState | None) -> None:
+        self._put(self._stable_rev(), value)
+
+    @property
+    def canary(self) -> TrackState | None:
+        rev = self._canary_rev()
+        return None if rev is None else self.deployments.get(rev)
+
+    @canary.setter
+    def canary(self, value: TrackState | None) -> None:
+        rev = self._canary_rev()
+        assert rev is not None
+        self._put(rev, value)
+
+    def _put(self, rev: str, value: TrackState | None) -> None:
+        if value is None:
+            self.deployments.pop(rev, None)
+        else:
+            self.deployments[rev] = value
 
     @property
     def spec(self) -> api.ModelRolloutSpec:
@@ -100,6 +139,8 @@ class World:
             images=template_images(self.raw["template"]),
             recorded=tuple(sorted(self.recorded)),
             drills=tuple((kind, name) for name, kind in sorted(self.drills.items())),
+            selects=dict(self.selects),
+            workloads=tuple((f"m-{rev}", rev) for rev in self.deployments),
         )
 
     def step(self, *, samples: bool = True) -> Decision:
@@ -113,10 +154,21 @@ class World:
     def carry(self, a: act.Action) -> None:
         match a:
             case act.EnsureServices():
-                pass  # the in-memory world has no Services
-            case act.EnsureStable() | act.PromoteStable():
-                self.stable = TrackState(a.revision, a.replicas, a.replicas,
-                                         images=template_images(self.raw["template"]))
+                for track in ("stable", "canary"):
+                    self.selects.setdefault(track, a.revision)
+            case act.SelectRevision():
+                self.selects[a.track] = a.revision
+                self.selector_writes.append((a.track, a.revision))
+            case act.DeleteWorkload():
+                assert a.revision is not None
+                if replica_ratio(self.spec) and a.revision == self.status.stable_revision:
+                    self.router = None  # the Service router's weight was an annotation of that Deployment
+                    self.features = Features()
+                del self.deployments[a.revision]
+                self.deleted.append(a.revision)
+            case act.EnsureStable():
+                self.deployments[a.revision] = TrackState(a.revision, a.replicas, a.replicas, name=f"m-{a.revision}",
+                                                          images=template_images(self.raw["template"]))
             case act.EnsurePrewarm():
                 self.prewarm_writes.append(a.images)
                 bad = any(i.startswith("unpullable.invalid/") for i in a.images)
@@ -138,7 +190,9 @@ class World:
                 assert self.stable is not None
                 self.stable = replace(self.stable, replicas=a.replicas, ready=a.replicas)
             case act.EnsureCanary():
-                self.canary = TrackState(a.revision, a.replicas, a.replicas if self.canary_ready else 0)
+                ready = a.replicas if self.canary_ready else 0
+                self.deployments[a.revision] = TrackState(a.revision, a.replicas, ready, name=f"m-{a.revision}",
+                                                          images=template_images(self.raw["template"]))
             case act.ScaleCanary():
                 assert self.canary is not None
                 self.canary = replace(

@@ -95,7 +95,7 @@ def test_healthy_canary_promotes_after_passing_analysis() -> None:
     w.metric_values["compat"] = 1.0
     w.set_image("img:2")
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 60, 100, 0]
+    assert w.weights == [20, 60, 100]
     assert any(h.outcome == "AnalysisPassed" for h in w.status.history)
 
 
@@ -125,7 +125,7 @@ def test_no_data_pauses_and_resumes_when_data_returns_never_promotes() -> None:
     assert w.status.phase is Phase.PAUSED and w.weights == [20]
     w.metric_values["compat"] = 1.0
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 60, 100, 0]
+    assert w.weights == [20, 60, 100]
 
 
 def test_on_failure_pause_waits_for_approval_to_resume() -> None:
@@ -230,7 +230,7 @@ def test_promote_skips_steps_not_evidence() -> None:
     assert "0/3" in w.status.message and w.router == 20
     w.metric_times.pop("compat")
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.status.consecutive_passes >= 3 and w.weights == [20, 0]
+    assert w.status.consecutive_passes >= 3 and w.weights == [20]
 
 
 def test_promote_before_any_traffic_is_refused_unless_analysis_is_skipped_explicitly() -> None:

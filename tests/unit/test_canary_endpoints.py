@@ -61,9 +61,9 @@ def test_unobserved_endpoints_do_not_hold_traffic() -> None:
 
 def test_ready_endpoints_count_pods_that_take_traffic() -> None:
     slice_ = {"endpoints": [
-        {"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "targetRef": {"uid": "a"}},
-        {"addresses": ["10.0.0.2"], "conditions": {"ready": False}, "targetRef": {"uid": "b"}},
-        {"addresses": ["10.0.0.3"], "conditions": {}, "targetRef": {"uid": "c"}},  # unset reads as ready
+        {"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "targetRef": {"name": "a"}},
+        {"addresses": ["10.0.0.2"], "conditions": {"ready": False}, "targetRef": {"name": "b"}},
+        {"addresses": ["10.0.0.3"], "conditions": {}, "targetRef": {"name": "c"}},  # unset reads as ready
         {"addresses": ["10.0.0.4"]},
     ]}
     assert ready_endpoints(slice_) == {"a", "c", "10.0.0.4"}
@@ -75,16 +75,48 @@ def test_the_port_counts_a_services_endpoints_over_its_slices() -> None:
     assert kube.serving("ns", "m-canary") is None
     labels = {"kubernetes.io/service-name": "m-canary", "modelrollout.io/rollout": "m"}
     one = {"metadata": {"name": "m-canary-a", "labels": labels},
-           "endpoints": [{"addresses": ["10.0.0.1"], "targetRef": {"uid": "p1"}}]}
+           "endpoints": [{"addresses": ["10.0.0.1"], "targetRef": {"name": "m-r1-x-p1"}}]}
     two = {"metadata": {"name": "m-canary-b", "labels": labels},
-           "endpoints": [{"addresses": ["fd00::1"], "targetRef": {"uid": "p1"}},  # dual stack: the same pod
-                         {"addresses": ["fd00::2"], "targetRef": {"uid": "p2"}}]}
+           "endpoints": [{"addresses": ["fd00::1"], "targetRef": {"name": "m-r1-x-p1"}},  # dual stack: the same pod
+                         {"addresses": ["fd00::2"], "targetRef": {"name": "m-r2-x-p2"}}]}
     kube.saw(("endpointslices", "ns", "m-canary-a"), one)
     assert kube.serving("ns", "m-canary") == 1
     kube.saw(("endpointslices", "ns", "m-canary-b"), two)
     assert kube.serving("ns", "m-canary") == 2
+    # only the pods of one Deployment: a Service whose selector just moved may still list the other revision's
+    assert kube.serving("ns", "m-canary", "m-r1-") == 1 and kube.serving("ns", "m-canary", "m-r3-") == 0
     kube.saw(("endpointslices", "ns", "m-canary-a"), one, deleted=True)
     kube.saw(("endpointslices", "ns", "m-canary-b"), {**two, "endpoints": []})
     assert kube.serving("ns", "m-canary") == 0
     kube.saw(("endpointslices", "ns", "m-canary-b"), two, deleted=True)
     assert kube.serving("ns", "m-canary") is None
+
+
+def test_only_a_change_of_the_canary_services_ready_endpoints_wakes_the_rollout() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    import kopf
+
+    from modelrollout.handlers import endpoints_changed
+
+    kube = Kube(None)
+    kube.saw(("modelrollouts", "ns", "m"), {"metadata": {"name": "m", "uid": "u1", "resourceVersion": "1"}})
+    woken = asyncio.Event()
+    memo = kopf.Memo(engine=SimpleNamespace(kube=kube), wakeups={"u1": woken})
+
+    def event(service: str, pods: list[str], ready: bool = True) -> bool:
+        body = {"metadata": {"name": f"{service}-x", "namespace": "ns", "labels": {
+            "kubernetes.io/service-name": service, "modelrollout.io/rollout": "m"}},
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": ready}, "targetRef": {"name": p}}
+                          for p in pods]}
+        woken.clear()
+        asyncio.run(endpoints_changed(body=kopf.Body(body), memo=memo, name=f"{service}-x", namespace="ns",
+                                      type="MODIFIED"))
+        return woken.is_set()
+
+    assert event("m-canary", ["m-r2-a"])  # first seen: the rollout may be waiting for it
+    assert not event("m-canary", ["m-r2-a"])  # rewritten with the same ready pods
+    assert event("m-canary", ["m-r2-a", "m-r2-b"])
+    assert event("m-canary", ["m-r2-a"], ready=False)  # none ready any more: a change too
+    assert not event("m-stable", ["m-r1-a"])  # the stable Service's endpoints decide nothing

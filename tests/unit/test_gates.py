@@ -113,8 +113,9 @@ def test_pre_approval_of_later_gates_still_works_for_spec_risky_and_preflight_ga
                  model={"dependencies": {"torch": "2.5.1"}})
     w.raw["strategy"]["canary"]["riskyAbove"] = 70
     w.raw["model"] = {"dependencies": {"torch": "3.0.0"}}  # preflight gate at the first traffic step (0)
+    w.annotations[APPROVE] = f"{w.revision}-0"  # approved with the change: the rollout's first reconcile reaches it
     w.run(until=lambda w: w.status.canary_revision == w.revision)
-    for index in (0, 1, 3):  # preflight gate, approval step, setWeight 100 above riskyAbove 70
+    for index in (1, 3):  # the approval step, setWeight 100 above riskyAbove 70
         w.annotations[APPROVE] = f"{w.revision}-{index}"
         w.run(until=lambda w, index=index: w.status.approved_step == index or w.status.current_step > index)
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
@@ -263,7 +264,7 @@ def test_torch_major_jump_gates_the_first_traffic_step() -> None:
     assert w.status.preflight is not None and w.status.preflight.dependency_jumps
     w.annotations[APPROVE] = w.status.approval.token
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
     assert w.status.stable_model is not None and w.status.stable_model.dependencies == {"torch": "3.0.0"}
 
 
@@ -273,7 +274,7 @@ def test_minor_upgrade_with_migrated_key_does_not_gate() -> None:
     w.raw["model"] = {"config": {"max_length": 10}, "dependencies": {"torch": "2.6.0"},
                       "configMigrations": [{"from": "max_seq_len", "to": "max_length"}]}
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
 
 
 def test_old_key_names_with_rules_do_not_gate_the_rollout() -> None:
@@ -282,7 +283,7 @@ def test_old_key_names_with_rules_do_not_gate_the_rollout() -> None:
                       "configMigrations": [{"from": "max_seq_len", "to": "max_length"},
                                            {"from": "use_fp16", "to": "amp"}]}
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
     assert all(h.outcome != "Approved" for h in w.status.history)
     assert w.status.stable_model is not None and w.status.stable_model.config == {"max_length": 10, "amp": True}
 

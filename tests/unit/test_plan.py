@@ -31,10 +31,11 @@ def test_rollout_walks_steps_then_promotes() -> None:
     old = w.revision
     w.set_image("img:2")
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [25, 50, 100, 0]
+    assert w.weights == [25, 50, 100]
     assert w.status.stable_revision == w.revision != old
     assert w.stable is not None and w.stable.revision == w.revision and w.stable.replicas == 4
-    assert w.canary is not None and w.canary.replicas == 0
+    assert w.canary is None and old not in w.deployments  # the canary's pods became stable; the old ones are gone
+    assert w.selects["stable"] == w.revision and w.deleted == [old]
     assert [h.outcome for h in w.status.history][-2:] == ["Started", "Succeeded"]
 
 
@@ -81,7 +82,7 @@ def test_indefinite_pause_waits_for_the_token() -> None:
     assert APPROVE not in w.annotations  # the rejected one is consumed
     w.annotations[APPROVE] = token
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
     assert any(h.outcome == "Approved" and h.token == token for h in w.status.history)
 
 
@@ -90,7 +91,7 @@ def test_pre_approval_is_kept_until_its_gate() -> None:
     w.set_image("img:2")
     w.annotations[APPROVE] = build_token(w.revision, 1)
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 100, 0]
+    assert w.weights == [20, 100]
     assert not any(d.status.phase is Phase.AWAITING_APPROVAL for d in w.decisions)
 
 
@@ -114,7 +115,7 @@ def test_risky_above_gates_the_weight_step() -> None:
     assert w.weights == [20] and w.status.approval is not None and w.status.approval.step == 1
     w.annotations[APPROVE] = w.status.approval.token
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [20, 80, 0]
+    assert w.weights == [20, 80]
 
 
 def test_template_change_mid_rollout_restarts_from_step_zero() -> None:
@@ -129,7 +130,7 @@ def test_template_change_mid_rollout_restarts_from_step_zero() -> None:
     assert any(h.outcome == "Superseded" and h.revision == abandoned for h in w.status.history)
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
     assert w.status.stable_revision == w.revision
-    assert w.weights == [25, 0, 25, 50, 100, 0]
+    assert w.weights == [25, 0, 25, 50, 100]
 
 
 def test_no_router_write_is_repeated_when_the_world_already_shows_it() -> None:
@@ -175,7 +176,7 @@ def test_promote_needs_the_current_token() -> None:
     assert w.status.phase is Phase.PAUSED and any(e.reason == "PromoteRejected" for e in d.events)
     w.annotations[PROMOTE] = build_token(w.revision, w.status.current_step or 0)
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.weights == [25, 0]
+    assert w.weights == [25]
 
 
 def test_reverting_the_template_to_stable_abandons_the_canary() -> None:

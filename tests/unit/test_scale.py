@@ -69,7 +69,7 @@ def test_scale_at_an_approval_gate_keeps_the_gate_and_its_token() -> None:
     assert w.weights == [25, 50]
     w.annotations[APPROVE] = token
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
-    assert w.stable.replicas == 8 and w.canary.replicas == 0  # promotion at the replicas of that moment
+    assert w.stable.replicas == 8 and w.canary is None  # promotion at the replicas of that moment
     assert w.weights == [25, 50, 100, 0]
 
 

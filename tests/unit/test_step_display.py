@@ -108,7 +108,7 @@ def test_blue_green() -> None:
                   traffic=HTTPROUTE, analysis=ANALYSIS)
     w.metric_values["ok"] = 1.0
     w.set_image("img:2")
-    assert walk(w)[-1] == "5/5 done"
+    assert walk(w)[-1] == "5/5"  # the preview's pods run at full size already: promotion takes one decision
 
 
 @pytest.mark.parametrize("at", [1, 4])

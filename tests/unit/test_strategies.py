@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from modelrollout import api
 from modelrollout.api import Phase
-from modelrollout.core.actions import PromoteStable, ResetRouter, ScaleCanary, ScaleStable, SetWeight
+from modelrollout.core.actions import ResetRouter, ScaleCanary, ScaleStable, SelectRevision, SetWeight
 from modelrollout.core.approval import APPROVE
 from modelrollout.core.steps import Features, features_at, steps_of
 from modelrollout.core.validate import validate
@@ -116,7 +116,7 @@ def test_blue_green_previews_at_full_size_waits_for_analysis_and_approval_then_s
     assert w.status.phase is Phase.PAUSED and "switch-back" in w.status.message
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED and w.status.stable_revision == w.revision)
     actions = [a for d in w.decisions for a in d.actions]
-    promote = next(i for i, a in enumerate(actions) if isinstance(a, PromoteStable))
+    promote = next(i for i, a in enumerate(actions) if isinstance(a, SelectRevision) and a.track == "stable")
     switch = next(i for i, a in enumerate(actions) if isinstance(a, SetWeight) and a.weight == 100)
     assert switch < promote
     assert not any(isinstance(a, ScaleStable) and a.replicas < 4 for a in actions)  # blue never shrank
@@ -130,7 +130,7 @@ def test_blue_green_scale_down_delay_holds_the_old_revision_before_promotion() -
     new_revision(w)
     w.run(until=lambda w: w.status.current_weight == 100)
     switched = w.now
-    w.run(until=lambda w: any(isinstance(a, PromoteStable) for a in w.decisions[-1].actions))
+    w.run(until=lambda w: any(isinstance(a, SelectRevision) and a.track == "stable" for a in w.decisions[-1].actions))
     assert w.now - switched >= timedelta(seconds=20)  # blue stayed at full size for scaleDownDelay
     assert w.stable is not None and w.stable.replicas == 4
 

@@ -423,3 +423,16 @@ def test_a_users_ingress_is_read_from_the_watch_without_its_managed_fields() -> 
     kube.apply_ingress({"metadata": {"name": "m-canary", "namespace": "ns"}, "spec": {}})
     assert kube.ingress("ns", "m-canary") is not None  # the write's own answer, until the echo
     assert net.calls == ["patch m-canary"]
+
+
+def test_listed_gives_the_kept_bodies_of_one_kind_in_one_namespace() -> None:
+    cache = WatchCache()
+    dep = {"metadata": {"name": "m-a", "resourceVersion": "1"}}
+    cache.saw(("deployments", "ns", "m-a"), dep)
+    cache.saw(("deployments", "ns", "m-b"), {"metadata": {"name": "m-b", "resourceVersion": "2"}})
+    cache.saw(("deployments", "other", "m-c"), {"metadata": {"name": "m-c", "resourceVersion": "3"}})
+    cache.saw(("services", "ns", "m-a"), {"metadata": {"name": "m-a", "resourceVersion": "4"}})
+    assert sorted(b["metadata"]["name"] for b in cache.listed("deployments", "ns")) == ["m-a", "m-b"]
+    cache.saw(("deployments", "ns", "m-a"), dep, deleted=True)
+    cache.removed(("deployments", "ns", "m-b"))
+    assert cache.listed("deployments", "ns") == [] and len(cache.listed("deployments", "other")) == 1

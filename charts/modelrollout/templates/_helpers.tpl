@@ -53,34 +53,40 @@ uses (apart from a commented allow-list) and on any request the apiserver denied
 - apiGroups: [modelrollout.io]
   resources: [modelrollouts/status]
   verbs: [patch]
-# NAME-stable / NAME-canary Deployments: kopf watches them (to wake the rollout), the operator reads them
-# and server-side applies or scales them (an apply that creates an object needs create as well as patch).
+# NAME-REVISION Deployments, one per revision: kopf watches them (to wake the rollout), the operator reads them,
+# server-side applies or scales them (an apply that creates an object needs create as well as patch) and deletes
+# one when no role needs its revision any more (the previous stable after the switch-back window, a superseded
+# canary).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
-# rollback.prewarm: the NAME-prewarm image pre-pull DaemonSet (server-side applied, deleted when done).
+  verbs: [get, list, watch, create, patch, delete]
+# rollback.prewarm: the NAME-prewarm image pre-pull DaemonSet (server-side applied, deleted when done), read from a
+# watch of the DaemonSets with the operator's rollout label (one LIST per namespace tells which do not exist; a
+# GET only for one the watch has not shown yet).
 - apiGroups: [apps]
   resources: [daemonsets]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # NAME-stable / NAME-canary Services: read the root Service's ports and selector (from a watch of every Service),
-# create the track Services.
+# create the track Services and patch their selectors (which revision holds each role: promotion is one patch).
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, patch]
 # The track Services' EndpointSlices (watched by the operator's label, which they copy from their Service): a
 # weight moves only once NAME-canary lists the ready canary pods.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
 # Owned ConfigMaps: the model config of each revision (created once, pruned after promotion), the recorded
-# revisions for rollback-to (NAME-revisions, replaced at its resourceVersion); read the compatProbe contract.
+# revisions for rollback-to (NAME-revisions, replaced at its resourceVersion), read from a watch of the
+# ConfigMaps with the operator's rollout label; GET the compatProbe contract and one not on the watch yet.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, update, delete]
-# Why pods are not ready (ImagePullBackOff, CrashLoopBackOff, unschedulable), for canary, stable and prewarm.
+  verbs: [get, list, watch, create, update, delete]
+# Why pods are not ready (ImagePullBackOff, CrashLoopBackOff, unschedulable), for canary, stable and prewarm:
+# from a watch of the pods with the operator's rollout label.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # NGINX router: read the user's Ingress; server-side apply the NAME-canary Ingress; delete it after promotion
 # or rollback. kopf watches every Ingress, so the router reads your Ingress and its weight without a GET.
 - apiGroups: [networking.k8s.io]

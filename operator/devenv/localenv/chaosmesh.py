@@ -20,15 +20,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, client_kubeconfig, repo_root
-from devenv.localenv.procs import LOCALHOST, CommandFailed, ManagedProcess, free_port, port_open, run, wait_until
+from devenv.localenv.controlplane import ControlPlane, client_kubeconfig, self_signed
+from devenv.localenv.procs import LOCALHOST, Controllers, ManagedProcess, free_port, port_open, wait_until
 
 CHAOS_MESH_VERSION = "v0.9.1-0.20260902003049-47411975a8cb"
 USER = "chaos-mesh"
@@ -38,26 +35,6 @@ WEBHOOK_KINDS = ("podchaos", "networkchaos", "stresschaos", "httpchaos", "iochao
 MUTATING = "modelrollout-test-chaos-mesh-mutation"
 VALIDATING = "modelrollout-test-chaos-mesh-validation"
 VALIDATING_AUTH = "modelrollout-test-chaos-mesh-validation-auth"
-
-
-def build_chaos_mesh() -> Path:
-    """The bin dir of hack/chaosmesh/build.sh (built on first use): ``chaos-controller-manager`` and
-    ``crds/crd.yaml`` (every Chaos Mesh CRD: the manager watches all its kinds)."""
-    try:
-        done = run(["bash", str(repo_root() / "hack" / "chaosmesh" / "build.sh")], timeout=3600)
-    except CommandFailed as e:
-        raise ControlPlaneError(f"hack/chaosmesh/build.sh exited {e.returncode}: {e.stderr[-3000:]}") from None
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def _self_signed_pair(certs: Path) -> bytes:
-    """``tls.crt`` and ``tls.key`` for the webhook server on 127.0.0.1 (its own CA); returns the certificate."""
-    certs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", "/CN=chaos-mesh-webhook",
-                    "-addext", f"subjectAltName=IP:{LOCALHOST}"],
-                   cwd=certs, check=True, capture_output=True, timeout=30)
-    return (certs / "tls.crt").read_bytes()
 
 
 def webhook_configurations(port: int, ca: bytes, kinds: Sequence[str] = WEBHOOK_KINDS) -> list[dict[str, object]]:
@@ -84,29 +61,20 @@ def webhook_configurations(port: int, ca: bytes, kinds: Sequence[str] = WEBHOOK_
 
 
 @dataclass
-class ChaosMesh:
+class ChaosMesh(Controllers):
     """Chaos Mesh's controller-manager, cluster-scoped, its listeners on 127.0.0.1 ports."""
 
     cp: ControlPlane
     bin_dir: Path
     directory: Path
-    proc: ManagedProcess | None = field(default=None, init=False)
     ports: dict[str, int] = field(default_factory=dict, init=False)
     """The listeners it is given: ``metrics`` and ``webhook``."""
     webhooks_registered: bool = field(default=False, init=False)
 
-    def apply_crds(self) -> None:
-        crds = self.bin_dir / "crds" / "crd.yaml"
-        self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        for doc in yaml.safe_load_all(crds.read_text()):
-            if doc:
-                self.cp.kubectl("wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}",
-                                "--timeout=60s")
-
     def start(self) -> ChaosMesh:
-        self.apply_crds()
+        self.cp.apply_crds(self.bin_dir / "crds" / "crd.yaml")
         certs = self.directory / "certs"
-        ca = _self_signed_pair(certs)
+        ca = self_signed(certs, "chaos-mesh-webhook")
         self.ports = {"metrics": free_port(), "webhook": free_port()}
         # streaming lists fail against Debian's etcd 3.4 (docs/testing.md): off, as for Flux and KEDA
         kubeconfig = client_kubeconfig(self.cp, USER, self.directory / "kubeconfig")
@@ -116,9 +84,9 @@ class ChaosMesh:
                "WEBHOOK_HOST": LOCALHOST, "WEBHOOK_PORT": str(self.ports["webhook"]), "CERTS_DIR": str(certs),
                "PPROF_ADDR": "0", "ENABLE_LEADER_ELECTION": "false", "CLUSTER_SCOPED": "true",
                "SECURITY_MODE": "true"}
-        self.proc = ManagedProcess("chaos-controller-manager", [str(self.bin_dir / "chaos-controller-manager")],
-                                   self.directory / "chaos-controller-manager.log", env=env,
-                                   cwd=self.directory).start()
+        self.procs = [ManagedProcess("chaos-controller-manager", [str(self.bin_dir / "chaos-controller-manager")],
+                                     self.directory / "chaos-controller-manager.log", env=env,
+                                     cwd=self.directory).start()]
         wait_until(lambda: self._alive_and(port_open(self.ports["webhook"])), 60, 0.1,
                    what="Chaos Mesh's webhook server on 127.0.0.1")
         self.cp.kubectl("apply", "-f", "-", input=json.dumps(
@@ -130,18 +98,9 @@ class ChaosMesh:
         self.check_alive()
         return ok
 
-    def check_alive(self) -> None:
-        if self.proc is not None:
-            self.proc.check_alive()
-
     def wait_ready(self, timeout: float = 90) -> None:
         """The PodChaos controller has started its workers (the manager's log says so)."""
-        def started() -> bool:
-            self.check_alive()
-            tail = self.proc.log_tail(2000) if self.proc else ""
-            return any("Starting workers" in line and "podchaos" in line.lower() for line in tail.splitlines())
-
-        wait_until(started, timeout, 0.2, what="Chaos Mesh's PodChaos controller started")
+        self.wait_workers("Chaos Mesh's PodChaos controller started", "podchaos", timeout)
 
     def stop(self) -> None:
         """Unregister the webhooks (nothing admits chaos-mesh.org objects through a stopped server), then stop."""
@@ -151,8 +110,4 @@ class ChaosMesh:
                                ("validatingwebhookconfiguration", VALIDATING_AUTH)):
                 self.cp.kubectl("delete", kind, name, "--ignore-not-found", check=False)
             self.webhooks_registered = False
-        if self.proc is not None:
-            self.proc.stop()
-
-    def logs(self, lines: int = 60) -> str:
-        return f"--- chaos-controller-manager ({self.proc.log})\n{self.proc.log_tail(lines)}" if self.proc else ""
+        super().stop()

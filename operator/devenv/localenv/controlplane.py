@@ -36,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from devenv.localenv.procs import (
     LOCALHOST,
     CommandFailed,
@@ -107,6 +109,23 @@ def repo_root() -> Path:
 
 def build_script() -> Path:
     return repo_root() / "hack" / "controlplane" / "build.sh"
+
+
+def built(name: str) -> Path:
+    """The bin dir of hack/NAME/build.sh (its binaries and ``crds/``), built on first use: the script builds once into
+    the cache outside the clone (hack/lib/cached-build.sh) and prints the dir as its last stdout line. A build that
+    fails or prints no existing dir raises ControlPlaneError naming the script, with the end of its stderr."""
+    script = repo_root() / "hack" / name / "build.sh"
+    if not script.is_file():
+        raise ControlPlaneError(f"no build script hack/{name}/build.sh")
+    try:
+        done = run(["bash", str(script)], timeout=3600)
+    except CommandFailed as e:
+        raise ControlPlaneError(f"hack/{name}/build.sh exited {e.returncode}: {e.stderr[-3000:]}") from None
+    lines = done.stdout.strip().splitlines()
+    if not lines or not Path(lines[-1]).is_dir():
+        raise ControlPlaneError(f"hack/{name}/build.sh printed no bin dir (its stdout ends {done.stdout[-300:]!r})")
+    return Path(lines[-1])
 
 
 def bin_dir() -> Path:
@@ -243,9 +262,19 @@ keyUsage = critical,keyCertSign,cRLSign,digitalSignature
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    res = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    res = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60)
     if res.returncode != 0:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{res.stderr}")
+
+
+def self_signed(certs: Path, cn: str) -> bytes:
+    """A self-signed EC pair for a server on 127.0.0.1 (its own CA: ``CN=cn``, SAN ``IP:127.0.0.1``, valid a day),
+    written as ``tls.crt`` and ``tls.key`` in ``certs`` (made if missing); returns the certificate."""
+    certs.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", f"/CN={cn}",
+             "-addext", f"subjectAltName=IP:{LOCALHOST}", cwd=certs)
+    return (certs / "tls.crt").read_bytes()
 
 
 def _make_ca(pki: Path, name: str = "ca", subject: str = "/CN=modelrollout-local-ca") -> None:
@@ -429,6 +458,17 @@ class ControlPlane:
         wait_until(lambda: self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s",
                                         check=False, timeout=30).returncode == 0,
                    timeout, 0.2, what=f"CRD {crd} Established")
+
+    def apply_crds(self, path: Path, timeout: float = 60) -> list[str]:
+        """Apply (server-side) the CustomResourceDefinitions in ``path``, a file or a directory of ``*.yaml``, and
+        wait until each is Established; returns their names."""
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        names = [doc["metadata"]["name"] for f in files for doc in yaml.safe_load_all(f.read_text())
+                 if doc and doc.get("kind") == "CustomResourceDefinition"]
+        for name in names:
+            self.wait_established(name, timeout)
+        return names
 
     def pids(self) -> list[tuple[str, int]]:
         return [(p.name, p.pid) for p in self.processes if p.proc is not None]

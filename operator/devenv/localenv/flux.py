@@ -17,21 +17,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
-from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
+from devenv.localenv.controlplane import ControlPlane
+from devenv.localenv.procs import LOCALHOST, Controllers, ManagedProcess, free_port
 
 GIT = shutil.which("git") or "/usr/bin/git"
 BODY_LIMIT = 64 << 20
 """Largest request body the git server reads (a clone's negotiation is a few KB)."""
-
-
-def build_flux() -> Path:
-    """The bin dir of hack/flux/build.sh (built on first use): the two controllers and ``crds/``."""
-    script = repo_root() / "hack" / "flux" / "build.sh"
-    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False, timeout=3600)
-    if res.returncode != 0:
-        raise ControlPlaneError(f"{script} failed ({res.returncode}): {res.stderr[-3000:]}")
-    return Path(res.stdout.strip().splitlines()[-1])
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -152,19 +143,16 @@ class GitServer:
 
 
 @dataclass
-class Flux:
+class Flux(Controllers):
     """source-controller and kustomize-controller, watching all namespaces, on 127.0.0.1 ports."""
 
     cp: ControlPlane
     bin_dir: Path
     directory: Path
     feature_gates: str = ""
-    procs: list[ManagedProcess] = field(default_factory=list)
 
     def start(self) -> Flux:
-        self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(self.bin_dir / "crds"))
-        for crd in ("gitrepositories.source.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io"):
-            self.cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        self.cp.apply_crds(self.bin_dir / "crds")
         # streaming lists fail against Debian's etcd 3.4 (docs/testing.md): off, as for the control plane's parts
         env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig), "RUNTIME_NAMESPACE": "flux-system",
                "HOME": str(self.directory), "KUBE_FEATURE_WatchListClient": "false"}
@@ -186,22 +174,6 @@ class Flux:
         self.procs = [source.start(), kustomize.start()]
         return self
 
-    def check_alive(self) -> None:
-        for p in self.procs:
-            p.check_alive()
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
-
-    def logs(self, lines: int = 40) -> str:
-        return "\n".join(f"--- {p.name} ({p.log})\n{p.log_tail(lines)}" for p in self.procs)
-
-
-def wait_ready(flux: Flux, timeout: float = 60) -> None:
-    """Both controllers have started their workers (their logs say so)."""
-    def started() -> bool:
-        flux.check_alive()
-        return all("Starting workers" in p.log_tail(400) for p in flux.procs)
-
-    wait_until(started, timeout, 0.2, what="Flux controllers started")
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Both controllers have started their workers (their logs say so)."""
+        self.wait_workers("Flux controllers started", timeout=timeout)

@@ -206,3 +206,40 @@ class CommandFailed(subprocess.CalledProcessError):
     def __str__(self) -> str:
         args = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
         return f"{args!r} exited {self.returncode}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+@dataclass
+class Controllers:
+    """Kubernetes controllers run out of cluster as child processes (``procs``, in start order): liveness,
+    their logs, stop (last started first), and readiness as controller-runtime logs it."""
+
+    procs: list[ManagedProcess] = field(default_factory=list, init=False)
+
+    @property
+    def proc(self) -> ManagedProcess | None:
+        """The first process (the only one of a single-binary controller), once started."""
+        return self.procs[0] if self.procs else None
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            p.check_alive()
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+    def logs(self, lines: int = 60) -> str:
+        return "\n".join(f"--- {p.name} ({p.log})\n{p.log_tail(lines)}" for p in self.procs)
+
+    def wait_workers(self, what: str, controller: str = "", timeout: float = 60) -> None:
+        """Until every process has logged controller-runtime's "Starting workers" (with ``controller``: the line
+        naming that controller, lower case), raising at once if one exits."""
+        def started(p: ManagedProcess) -> bool:
+            return any("Starting workers" in line and controller in line.lower()
+                       for line in p.log_tail(2000).splitlines())
+
+        def all_started() -> bool:
+            self.check_alive()
+            return bool(self.procs) and all(started(p) for p in self.procs)
+
+        wait_until(all_started, timeout, 0.2, what=what)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from devenv.localenv.controlplane import ControlPlane, ControlPlaneError, repo_root
+from devenv.localenv.controlplane import ControlPlane, built
 from devenv.localenv.procs import LOCALHOST, ManagedProcess, free_port, wait_until
 
 GATEWAY_CLASS = "traefik"
@@ -43,15 +42,6 @@ START_TIMEOUT = float(os.environ.get("MODELROLLOUT_TRAEFIK_TIMEOUT", "60"))
 
 # Local HTTP only: never route 127.0.0.1 through an HTTP(S)_PROXY from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def build_traefik() -> Path:
-    """The bin dir of hack/traefik/build.sh (built on first use): ``traefik`` and the Gateway API ``crds/``."""
-    script = repo_root() / "hack" / "traefik" / "build.sh"
-    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False, timeout=3600)
-    if res.returncode != 0:
-        raise ControlPlaneError(f"{script} failed ({res.returncode}): {res.stderr[-3000:]}")
-    return Path(res.stdout.strip().splitlines()[-1])
 
 
 def _get_json(url: str) -> Any:
@@ -144,7 +134,7 @@ def start_traefik(cp: ControlPlane, workdir: Path, *, bin_dir: Path | None = Non
                   timeout: float = START_TIMEOUT) -> Traefik:
     """Traefik against ``cp``; returns once /ping answers and its Gateway API provider has accepted the
     GatewayClass (it has listed the cluster). Stop it with ``stop()``."""
-    bins = bin_dir or build_traefik()
+    bins = bin_dir or built("traefik")
     install_cluster_objects(cp, bins / "crds")
     web, admin = free_port(), free_port()
     argv = [

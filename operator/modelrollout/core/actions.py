@@ -7,19 +7,42 @@ that ends in ``assert_never``: an action added here and missed there is a mypy e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from modelrollout import api
 from modelrollout.core.steps import Features
 
+Track = Literal["stable", "canary"]
+"""The role of a revision's pods: stable (all traffic but the canary's share) or canary (the revision under test)."""
+
 
 @dataclass(frozen=True)
 class EnsureServices:
-    """Create the per-track Services (NAME-stable, NAME-canary) if missing."""
+    """Create the per-track Services (NAME-stable, NAME-canary) if missing, each selecting ``revision``."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
+class SelectRevision:
+    """The per-track Service ``NAME-TRACK`` selects the pods of ``revision`` (one write of its selector)."""
+
+    track: Track
+    revision: str
+
+
+@dataclass(frozen=True)
+class DeleteWorkload:
+    """Delete a Deployment of this rollout that no track runs any more (``name``, running ``revision``)."""
+
+    name: str
+    revision: str | None
 
 
 @dataclass(frozen=True)
 class EnsureStable:
-    """Create the stable Deployment from spec.template (first release, or recreate the lost stable)."""
+    """Create the stable revision's Deployment (NAME-REVISION) from spec.template (first release, or recreate the
+    lost stable)."""
 
     revision: str
     replicas: int
@@ -32,7 +55,7 @@ class ScaleStable:
 
 @dataclass(frozen=True)
 class EnsureCanary:
-    """Create or replace the canary Deployment with spec.template at ``revision``."""
+    """Create the canary revision's Deployment (NAME-REVISION) from spec.template."""
 
     revision: str
     replicas: int
@@ -40,14 +63,6 @@ class EnsureCanary:
 
 @dataclass(frozen=True)
 class ScaleCanary:
-    replicas: int
-
-
-@dataclass(frozen=True)
-class PromoteStable:
-    """The stable Deployment takes the canary's template (``revision``) at full size."""
-
-    revision: str
     replicas: int
 
 
@@ -98,6 +113,8 @@ class EnsureDrill:
     name: str
     step: int
     drill: api.ChaosSpec
+    revision: str
+    """The canary revision, whose pods it selects."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +133,7 @@ class RemoveAnnotations:
 
 
 Action = (
-    EnsureServices | EnsureStable | ScaleStable | EnsureCanary | ScaleCanary | PromoteStable | SetWeight
-    | ResetRouter | RemoveAnnotations | EnsurePrewarm | DeletePrewarm | RecordRevision | RestoreRevision
-    | EnsureDrill | DeleteDrill
+    EnsureServices | SelectRevision | DeleteWorkload | EnsureStable | ScaleStable | EnsureCanary | ScaleCanary
+    | SetWeight | ResetRouter | RemoveAnnotations | EnsurePrewarm | DeletePrewarm | RecordRevision
+    | RestoreRevision | EnsureDrill | DeleteDrill
 )

@@ -8,10 +8,9 @@ from typing import Literal
 
 from modelrollout import api
 from modelrollout.core.actions import Action
+from modelrollout.core.actions import Track as Track
 from modelrollout.core.analysis import Sample
 from modelrollout.core.steps import RouteState
-
-Track = Literal["stable", "canary"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,12 @@ class TrackState:
     images: tuple[str, ...] = ()
     """Container images of its pod template."""
     serving: int | None = None
-    """Ready endpoints its Service (``NAME-TRACK``) lists, which is what a router sends this track's share to; None
-    when not observed (a router that splits by replica ratio, or no EndpointSlice of that Service seen yet)."""
+    """Ready endpoints of this Deployment's pods that its Service (``NAME-TRACK``) lists, which is what a router
+    sends this track's share to; None when not observed (a router that splits by replica ratio, or no EndpointSlice
+    of that Service seen yet)."""
+    name: str = ""
+    """The Deployment's name (``NAME-REVISION``; ``NAME-stable`` / ``NAME-canary`` made by an operator before
+    promotion by role)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class Observed:
     drills: tuple[tuple[str, str], ...] = ()
     """``(kind, name)`` of the Chaos Mesh experiments this rollout owns that exist now (listed only while a drill
     runs or a chaos step is current)."""
+    selects: Mapping[str, str | None] = field(default_factory=dict)
+    """The revision each per-track Service (``NAME-stable``, ``NAME-canary``, by track) selects; a Service that
+    selects no revision (made by an operator before promotion by role) maps to None, a missing one is absent."""
+    workloads: tuple[tuple[str, str | None], ...] = ()
+    """``(name, revision)`` of every Deployment this rollout owns."""
 
 
 @dataclass(frozen=True)

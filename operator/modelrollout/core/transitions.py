@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from modelrollout import api
+from modelrollout.core.steps import steps_of
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,27 @@ def step_kind(spec: api.ModelRolloutSpec, index: int) -> str:
 
 def completed_steps(spec: api.ModelRolloutSpec | None, old: api.ModelRolloutStatus, new: api.ModelRolloutStatus,
                     now: datetime) -> list[StepDone]:
-    """Steps completed between ``old`` and ``new``: currentStep moved forward within the same canary revision.
+    """Steps completed between ``old`` and ``new``: currentStep moved forward within the same canary revision, from
+    the first step when the revision started in this transition, up to the end when it was promoted in it.
 
     The step the rollout was at took from its stepStartedAt until ``now``; steps passed over in the same
-    reconcile (an approved gate leads straight into the next step) took no time.
+    reconcile (an approved gate leads straight into the next step, the last step into promotion) took no time.
     """
-    if spec is None or old.current_step is None or new.current_step is None:
+    if spec is None:
         return []
-    if old.canary_revision is None or old.canary_revision != new.canary_revision:
+    first, started_at = old.current_step, old.step_started_at
+    if new.canary_revision is not None and old.canary_revision != new.canary_revision:
+        first, started_at = 0, None  # the revision started in this transition
+    elif old.canary_revision is None:
         return []
-    if new.current_step <= old.current_step:
+    last = new.current_step
+    if last is None and old.canary_revision is not None and new.stable_revision == old.canary_revision:
+        last = len(steps_of(spec))  # promoted in this transition: every step is done
+    if first is None or last is None or last <= first:
         return []
     out = []
-    for index in range(old.current_step, new.current_step):
-        started = old.step_started_at if index == old.current_step else None
+    for index in range(first, last):
+        started = started_at if index == first else None
         seconds = max(0.0, (now - started).total_seconds()) if started is not None else 0.0
         out.append(StepDone(index, step_kind(spec, index), seconds))
     return out

@@ -2,8 +2,9 @@
 
 The operator copies the user's Ingress into ``NAME-canary`` (owned by the ModelRollout), points every
 backend at the ``NAME-canary`` Service and adds ``nginx.ingress.kubernetes.io/canary: "true"`` with
-``canary-weight``. The user's Ingress is never edited; it must route to a Service that selects only the
-stable track (``NAME-stable``, or a root Service whose selector has ``modelrollout.io/track: stable``).
+``canary-weight``. The user's Ingress is never edited; it must route to ``NAME-stable``, the Service that selects
+the stable revision's pods (pods carry no role label a Service of the user's could select: promotion moves the role,
+not the pods).
 ``spec.traffic.headerRoute`` becomes ``canary-by-header`` / ``canary-by-header-value``. NGINX canary
 annotations cannot mirror traffic. Reset deletes the canary Ingress: one write.
 """
@@ -78,19 +79,16 @@ class NginxIngressRouter:
         backends = _backend_services(ing.get("spec") or {})
         if ctx.stable_service in backends:
             own = ctx.kube.service(ctx.namespace, ctx.stable_service)
-            if own is not None and not _owned(own, ctx) and own.selector.get(LABEL_TRACK) != "stable":
+            if own is not None and not _owned(own, ctx):
                 return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {ctx.stable_service}, "
-                        f"which exists, is not managed by this ModelRollout and does not select only "
-                        f"{LABEL_TRACK}=stable; delete it so the operator creates it")
+                        f"which exists and is not managed by this ModelRollout; delete it so the operator creates it")
             return None
-        if root not in backends:
-            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to {sorted(backends)}, "
-                    f"not to {ctx.stable_service} or {root}")
-        if svc.selector.get(LABEL_TRACK) != "stable":
-            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {root}, which does not select "
-                    f"only the stable track; point the Ingress at {ctx.stable_service}, or add "
-                    f"{LABEL_TRACK}: stable to the selector of Service {root}")
-        return None
+        if root in backends and svc.selector.get(LABEL_TRACK) == "stable":
+            return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to Service {root}, which selects "
+                    f"{LABEL_TRACK}: stable; pods carry no role label since promotion keeps the analysed pods "
+                    f"(docs/routers.md), so point the Ingress at {ctx.stable_service}")
+        return (f"spec.traffic.ingress.name: Ingress {ing_name} routes to {sorted(backends)}, not to "
+                f"{ctx.stable_service}, the Service that selects the stable revision; point it there")
 
     def current(self, ctx: RolloutContext) -> RouteState | None:
         ing = ctx.kube.ingress(ctx.namespace, ctx.canary_service)  # the watch cache's copy when current

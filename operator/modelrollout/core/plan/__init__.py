@@ -3,7 +3,9 @@
 ``decide`` (:mod:`.decide`) picks the branch: first release, steady, or a rollout of a new revision. A rollout
 walks its steps (:mod:`.canary`, canary and blue-green alike), stops at gates (:mod:`.gates`), folds in the
 evidence of analysis and the progress deadline (:mod:`.evaluation`), pre-pulls images (:mod:`.prewarm`), promotes
-(:mod:`.promotion`) or rolls back (:mod:`.rollback`); fault drills are swept every decision (:mod:`.drills`).
+(:mod:`.promotion`) or rolls back (:mod:`.rollback`); every decision ends by deriving the per-track Services'
+selectors and the Deployments still needed from the status it writes (:mod:`.roles`), and fault drills are swept
+(:mod:`.drills`).
 Every branch edits one :class:`~.state.Plan`: the status being written as typed fields (:class:`~.state.Draft`),
 the actions and the Events; :meth:`~.state.Plan.done` adds the kstatus conditions (:mod:`.conditions`).
 """

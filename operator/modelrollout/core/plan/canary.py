@@ -57,7 +57,7 @@ def run_step(p: Plan) -> None:
         if not gate(p, i, reason, "continue"):
             return
         p.status.approved_step = i
-    elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed:
+    elif obs.annotations.get(APPROVE) and APPROVE not in p.consumed and APPROVE not in p.held:
         check = check_token(obs.annotations[APPROVE], revision=obs.revision, step=i, total=len(steps),
                             gates=gate_steps(spec, preflight_reasons(p.status.preflight)))
         if check.opens and p.status.approved_step == i:
@@ -211,7 +211,7 @@ def run_drill(p: Plan, i: int, drill: api.ChaosSpec, label: str) -> None:
             p.again(POLL_SECONDS)
             return
         name = chaos.experiment_name(obs.name, obs.revision, i, p.now)
-        p.actions.append(act.EnsureDrill(name, i, drill))
+        p.actions.append(act.EnsureDrill(name, i, drill, p.obs.revision))
         d = api.DrillStatus(name=name, kind=drill.kind, step=i, revision=obs.revision, weight=p.status.current_weight,
                             started_at=p.now, duration=format_duration(drill.duration),
                             last_analysis_at=p.status.last_analysis_at)

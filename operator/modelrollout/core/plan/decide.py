@@ -23,6 +23,7 @@ from modelrollout.core.plan.canary import run_step
 from modelrollout.core.plan.drills import sweep_drills
 from modelrollout.core.plan.evaluation import canary_deadline, evaluate
 from modelrollout.core.plan.promotion import promote, promote_annotation
+from modelrollout.core.plan.roles import tend
 from modelrollout.core.plan.rollback import finish_rollback, rollback, rollback_to
 from modelrollout.core.plan.shape import sizes_at
 from modelrollout.core.plan.state import PLACEHOLDER, POLL_SECONDS, Plan
@@ -48,6 +49,7 @@ def decide(spec: api.ModelRolloutSpec | None, status: api.ModelRolloutStatus, ob
         _steady(p)
     else:
         _rollout(p)
+    tend(p)
     sweep_drills(p)
     return p.done()
 
@@ -56,7 +58,6 @@ def _first_release(p: Plan) -> None:
     """No stable yet: the template becomes stable directly, no steps."""
     obs, want = p.obs, p.spec.replicas
     stable = obs.stable
-    p.actions.append(act.EnsureServices())
     if stable is None or stable.revision != obs.revision:
         p.actions.append(act.EnsureStable(obs.revision, want))
         p.phase(Phase.PROGRESSING, f"creating stable revision {obs.revision}")
@@ -104,9 +105,7 @@ def _steady(p: Plan) -> None:
     if ROLLBACK_TO in obs.annotations:
         rollback_to(p, obs.annotations[ROLLBACK_TO].strip())
     canary_rev = p.old.canary_revision
-    p.router_to_stable()
-    if obs.canary is not None and obs.canary.replicas > 0:
-        p.actions.append(act.ScaleCanary(0))
+    p.router_to_stable()  # a canary left over is deleted once no role needs it (roles.tend)
     if obs.stable is None or obs.stable.revision != obs.revision:
         p.actions.append(act.EnsureStable(obs.revision, want))
     elif obs.stable.replicas != want:
@@ -201,10 +200,10 @@ def _start(p: Plan) -> None:
                 f"starting over with {obs.revision}")
     _bind_to_revision(p)
     p.router_to_stable()
-    p.actions.append(act.EnsureServices())
+    fast = old.fast_path_revision == obs.revision or switch_back(p)
     if obs.canary is None or obs.canary.revision != obs.revision:
-        p.actions.append(act.EnsureCanary(obs.revision, 0))
-    elif obs.canary.replicas > 0:
+        p.actions.append(act.EnsureCanary(obs.revision, p.spec.replicas if fast else 0))
+    elif obs.canary.replicas > 0 and not fast:
         p.actions.append(act.ScaleCanary(0))
     check = preflight(old.stable_model, p.spec.model)
     p.status.preflight = api.PreflightStatus(
@@ -221,14 +220,23 @@ def _start(p: Plan) -> None:
     p.status.rollback_at = None
     p.status.prewarm = None
     _clear_run(p)
-    if old.fast_path_revision == obs.revision:
-        p.phase(Phase.PROMOTING, f"rollback to revision {obs.revision}: steps skipped, stable takes it directly")
-        p.history("Started", f"fast path (rollback-to) over stable {old.stable_revision}")
-        p.again(0)
+    if fast:
+        how = "rollback-to" if old.fast_path_revision == obs.revision else "switch back to the previous stable"
+        p.phase(Phase.PROMOTING, f"{how}: revision {obs.revision} becomes stable without steps")
+        p.history("Started", f"fast path ({how}) over stable {old.stable_revision}")
+        promote(p)  # its pods may be up and ready already: then this decision switches
         return
     p.phase(Phase.PROGRESSING, f"rolling out revision {obs.revision} over stable {old.stable_revision}")
     p.history("Started", f"stable {old.stable_revision}")
-    p.again(0)
+    run_step(p)  # the first step starts in the same reconcile (its canary pods are asked for with the Deployment)
+
+
+def switch_back(p: Plan) -> bool:
+    """The spec asks for the previous stable revision again while its pods are still up (the switch-back window
+    after a promotion): it becomes stable again without steps, by one write of NAME-stable's selector."""
+    old = p.old
+    return (old.previous_revision == p.obs.revision and old.scale_down_at is not None and p.now < old.scale_down_at
+            and p.obs.canary is not None and p.obs.canary.revision == p.obs.revision)
 
 
 def _clear_run(p: Plan) -> None:

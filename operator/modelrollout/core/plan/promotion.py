@@ -7,6 +7,8 @@ from modelrollout.core import actions as act
 from modelrollout.core.approval import PROMOTE, build_token, check_token
 from modelrollout.core.plan.evaluation import missing_evidence, receives_traffic
 from modelrollout.core.plan.prewarm import trim_prewarm
+from modelrollout.core.plan.roles import keep_for
+from modelrollout.core.plan.shape import replica_ratio
 from modelrollout.core.plan.state import POLL_SECONDS, Plan
 from modelrollout.core.preflight import snapshot
 from modelrollout.core.prewarm import kept, remember
@@ -17,28 +19,33 @@ SKIP_ANALYSIS = "+skip-analysis"
 
 
 def promote(p: Plan) -> None:
-    """Stable takes the new template, waits until ready, takes 100% back; canary scaled to zero."""
+    """The canary revision's pods, at full size, become stable: ``NAME-stable`` selects them (:func:`.roles.tend`)
+    and the router takes the canary's share back. The previous stable's pods stay up for the switch-back window."""
     obs, want = p.obs, p.spec.replicas
-    stable, canary = obs.stable, obs.canary
+    canary = obs.canary
     p.status.approval = None
-    if stable is None or stable.revision != obs.revision:
-        p.actions.append(act.PromoteStable(obs.revision, want))
-        p.phase(Phase.PROMOTING, f"promoting: stable Deployment takes revision {obs.revision}")
+    if canary is None or canary.revision != obs.revision:  # lost, or a rollback-to past the switch-back window
+        p.actions.append(act.EnsureCanary(obs.revision, want))
+        p.phase(Phase.PROMOTING, f"promoting: starting revision {obs.revision} at full size ({want} replicas)")
         p.again(POLL_SECONDS)
         return
-    if stable.replicas != want:
-        p.actions.append(act.ScaleStable(want))
-    if stable.ready < want or not stable.updated:
-        p.phase(Phase.PROMOTING, f"promoting: waiting for stable on revision {obs.revision}, "
-                f"{stable.ready}/{want} ready")
+    if canary.replicas < want:
+        p.actions.append(act.ScaleCanary(want))
+    if canary.ready < want or not canary.updated:
+        p.phase(Phase.PROMOTING, f"promoting: waiting for revision {obs.revision} at full size, "
+                f"{canary.ready}/{want} ready")
         p.again(POLL_SECONDS)
         return
-    p.router_to_stable()
-    if canary is not None and canary.replicas > 0 and not p.reset_scales_canary():
-        p.actions.append(act.ScaleCanary(0))
+    if canary.replicas > want:
+        p.actions.append(act.ScaleCanary(want))
+    if not replica_ratio(p.spec):  # the Service router's share is the replicas: the previous stable goes (tend)
+        p.router_to_stable()
+    previous = p.old.stable_revision
     history = remember(p.old.revision_images, obs.revision, obs.images, p.spec.rollback.prewarm.keep_revisions)
     p.actions.append(act.RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
     p.status.stable_revision = obs.revision
+    p.status.previous_revision = previous if previous != obs.revision else None
+    p.status.scale_down_at = p.now + keep_for(p.spec)
     p.status.canary_revision = None
     p.status.current_step = None
     p.status.current_weight = 0
@@ -51,7 +58,7 @@ def promote(p: Plan) -> None:
     p.status.prewarm = None
     p.status.fast_path_revision = None
     trim_prewarm(p, kept(history, p.spec.rollback.prewarm.keep_revisions))
-    p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: stable serves 100% ({want} replicas)")
+    p.phase(Phase.SUCCEEDED, f"revision {obs.revision} promoted: its {want} analysed pods serve 100% as stable")
     p.history("Succeeded", "promoted")
 
 
