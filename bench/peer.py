@@ -728,13 +728,16 @@ def build_result(runs: Sequence[ScaleRun], breach: dict[str, list[BreachTrial]],
                     for r in runs if r.controller == ARGO_RAISED
                     for d in runs if d.controller == ARGO_DEFAULT and d.n == r.n) + ".",
         "Argo's figures are its controller process alone (Go); ours are the operator's Python process (kopf and "
-        "the engine). Both read the rollouts and their Deployments/ReplicaSets from watches; Argo also reads "
-        "Services, Ingresses and pods from informers.",
-        "Why the requests, the CPU and the time differ: at promotion this operator, like Argo, keeps the "
-        "analysed pods (promotion by role: the canary revision's Deployment, NAME-REVISION, is scaled to full "
-        "size and NAME-stable's selector switched to it; the previous stable's Deployment is deleted after "
-        "scaleDownDelay), but it reads the Services, Ingresses, the prewarm DaemonSet and ConfigMaps with a GET "
-        "per reconcile where Argo reads them from informers. Every read from watches is the planned remedy.",
+        "the engine). Both read every object they act on from watches (informers): the rollouts, their "
+        "Deployments/ReplicaSets, Services, Ingresses and pods; ours also its ConfigMaps and prewarm DaemonSets.",
+        "Why the requests, the CPU and the time differ: both keep the analysed pods at promotion (this operator "
+        "scales the canary revision's Deployment, NAME-REVISION, to full size and switches NAME-stable's selector "
+        "to it). The requests ours sends beyond Argo's are in the line above: a Deployment per revision written "
+        "where Argo writes a ReplicaSet, the new revision's Deployment asked for once before it exists (a name no "
+        "watch has shown), the canary Ingress deleted at promotion (Argo sets its weight to 0), and the record "
+        "for rollback-to (NAME-revisions). The CPU and the RSS are those of a Python process in which kopf handles "
+        "every watch event and keeps state per watched object, against Go informers; with Argo's client limit "
+        "raised, the time until all are promoted follows this operator's CPU.",
     ]
     trials = max((len(v) for v in breach.values()), default=0)
     failed = 0
