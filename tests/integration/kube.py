@@ -118,6 +118,8 @@ class Watch:
     args: list[str]
     jsonpath: str
     values: list[str] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    """Notified on every value: :meth:`wait_for` wakes on the version it waits for."""
     _proc: Any = None
 
     def __enter__(self) -> Watch:
@@ -133,7 +135,14 @@ class Watch:
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         for line in self._proc.stdout:
-            self.values.append(line.strip())
+            with self.cond:
+                self.values.append(line.strip())
+                self.cond.notify_all()
+
+    def wait_for(self, seen: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until ``seen()`` (called with the values locked) holds, at most ``timeout`` seconds."""
+        with self.cond:
+            assert self.cond.wait_for(seen, timeout), f"{what}: {self.values[-5:]}"
 
     def __exit__(self, *exc: object) -> None:
         self._proc.terminate()
@@ -218,6 +227,13 @@ class RefuseStatus:
         return res.returncode, res.stderr
 
     def __enter__(self) -> RefuseStatus:
+        self.enforce()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def enforce(self) -> None:
         self.k.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
              "metadata": {"name": self.name},
@@ -234,9 +250,8 @@ class RefuseStatus:
         ]}))
         # the apiserver loads policies asynchronously: probe with a server-side dry run until it refuses
         wait_until(lambda: self.message in self._dry_run()[1], 60, 0.2, what="the admission policy enforced")
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def remove(self) -> None:
         self.k.cp.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", self.name,
                           "--ignore-not-found", check=False)
         wait_until(lambda: self._dry_run()[0] == 0, 60, 0.2, what="the admission policy gone")

@@ -5,7 +5,6 @@ an operator SIGKILLed at each transition of a promotion repeats no write (apiser
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,19 +94,9 @@ class Phases(Watch):
 
     def __init__(self, k: Kubectl, name: str) -> None:
         super().__init__(k, ["mro", name], "{.status.phase},{.status.stableRevision},{.status.message}")
-        self.cond = threading.Condition()
 
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            with self.cond:
-                self.values.append(line.strip())
-                self.cond.notify_all()
-
-    def wait_for(self, phase: str, timeout: float = 90) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: any(v.startswith(f"{phase},") for v in self.values), timeout), \
-                self.values[-5:]
+    def wait_phase(self, phase: str, timeout: float = 90) -> None:
+        self.wait_for(lambda: any(v.startswith(f"{phase},") for v in self.values), timeout, f"no phase {phase}")
 
 
 def test_sigkill_at_each_transition_of_a_promotion_repeats_no_write(k: Kubectl, operator: ManagedProcess) -> None:
@@ -118,7 +107,7 @@ def test_sigkill_at_each_transition_of_a_promotion_repeats_no_write(k: Kubectl, 
     refused = "test: promotion status refused"
     with Phases(k, name) as phases:
         k.apply(manifest)
-        phases.wait_for("Promoting")  # 1. the canary's Deployment scaled to full size, waiting for it
+        phases.wait_phase("Promoting")  # 1. the canary's Deployment scaled to full size, waiting for it
         kill_hard(operator)
         operator.start()
         # 2. between the switch (NAME-stable's selector, the canary Ingress deleted) and the status recording it

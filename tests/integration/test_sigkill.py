@@ -11,7 +11,6 @@ skips none; history records each gate once.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from devenv.localenv.prometheus import Prometheus
 from modelrollout.core.revision import revision_of
 
 from .exporters import exporters
-from .kube import Json, Kubectl, Watch, audit_events, wait_audit
+from .kube import Json, Kubectl, RefuseStatus, Watch, audit_events, wait_audit
 from .manifests import ingress, rollout, service
 
 NAME = "crash"
@@ -39,7 +38,7 @@ STEPS: list[dict[str, Any]] = [
 ]
 WEIGHTS = [str(s["setWeight"]) for s in STEPS if "setWeight" in s]
 HELD_WEIGHT = 30
-"""While the admission policy below is bound, a status write recording this weight is refused."""
+"""While the admission policy (``RefuseStatus``) is bound, a status write recording this weight is refused."""
 REFUSED = "test: status write refused"
 CANARY_WEIGHT = "{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}"
 
@@ -54,46 +53,6 @@ def ingress_patch_times(k: Kubectl, name: str) -> list[datetime]:
             if ev["verb"] == "patch"]
 
 
-class StatusWeightRefused:
-    """A ValidatingAdmissionPolicy (CEL, evaluated by the apiserver) refusing status writes that record ``weight``
-    in the test's namespace: the router write lands, the status write recording it does not."""
-
-    def __init__(self, k: Kubectl, weight: int) -> None:
-        self.k, self.weight = k, weight
-        self.name = f"refuse-status-weight-{k.ns}"[:63]
-
-    def _dry_run(self) -> tuple[int, str]:
-        res = self.k.cp.kubectl("-n", self.k.ns, "patch", "mro", NAME, "--subresource=status", "--type=merge",
-                                "--dry-run=server", "-p", json.dumps({"status": {"currentWeight": self.weight}}),
-                                check=False)
-        return res.returncode, res.stderr
-
-    def enforce(self) -> None:
-        self.k.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-             "metadata": {"name": self.name},
-             "spec": {"failurePolicy": "Fail",
-                      "matchConstraints": {"resourceRules": [{
-                          "apiGroups": ["modelrollout.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
-                          "resources": ["modelrollouts/status"]}]},
-                      "validations": [{"expression": "!has(object.status) || !has(object.status.currentWeight) || "
-                                                     f"object.status.currentWeight != {self.weight}",
-                                       "message": REFUSED}]}},
-            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-             "metadata": {"name": self.name},
-             "spec": {"policyName": self.name, "validationActions": ["Deny"],
-                      "matchResources": {"namespaceSelector": {
-                          "matchLabels": {"kubernetes.io/metadata.name": self.k.ns}}}}},
-        ]}))
-        # the apiserver loads policies asynchronously: probe with a server-side dry run until it refuses
-        wait_until(lambda: REFUSED in self._dry_run()[1], 60, 0.2, what="the admission policy enforced")
-
-    def remove(self) -> None:
-        self.k.cp.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", self.name,
-                          "--ignore-not-found", check=False)
-        wait_until(lambda: self._dry_run()[0] == 0, 60, 0.2, what="the admission policy gone")
-
-
 class Progress(Watch):
     """``kubectl get -w`` of the rollout's status that wakes a waiter on every new version (a kill follows a step
     change within milliseconds, long before the step's pods, evaluations or pause could complete)."""
@@ -101,19 +60,11 @@ class Progress(Watch):
     def __init__(self, k: Kubectl) -> None:
         super().__init__(k, ["mro", NAME], "{.status.currentStep},{.status.currentWeight},{.status.stepStartedAt},"
                                            "{.status.canaryRevision},{.status.phase}")
-        self.cond = threading.Condition()
         self.cursor = 0
 
     def __enter__(self) -> Progress:
         super().__enter__()
         return self
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            with self.cond:
-                self.values.append(line.strip())
-                self.cond.notify_all()
 
     def wait_step(self, step: int, revision: str, timeout: float = 90) -> None:
         """Until a status version with ``revision`` at ``step`` or later appears (from the cursor on)."""
@@ -125,8 +76,7 @@ class Progress(Watch):
                     return True
             return False
 
-        with self.cond:
-            assert self.cond.wait_for(seen, timeout), f"no status at step {step}: {self.values[-5:]}"
+        self.wait_for(seen, timeout, f"no status at step {step}")
 
     def rows(self) -> list[list[str]]:
         return [v.split(",") for v in self.values]
@@ -162,7 +112,8 @@ def test_sigkill_at_every_step_changes_nothing(
         assert left[step].get("currentStep") == step and left[step]["canaryRevision"] == expected, left[step]
         return left[step]
 
-    refuse = StatusWeightRefused(k, HELD_WEIGHT)
+    refuse = RefuseStatus(k, NAME, "!has(object.status) || !has(object.status.currentWeight) || "
+                          f"object.status.currentWeight != {HELD_WEIGHT}", {"currentWeight": HELD_WEIGHT}, REFUSED)
     refuse.enforce()
     with exporters(prometheus, tmp_path, NAME), Progress(k) as progress, \
             Watch(k, ["ingress", "-l", "modelrollout.io/track=canary"], CANARY_WEIGHT) as router:
