@@ -42,9 +42,8 @@ POD_LOOKUP_AFTER = 5.0
 POD_LOOKUP_EVERY = 10.0
 """Seconds the answer of such a listing (a reason, or none) is reused while the pods stay unready; the reconcile
 at the progress deadline always lists them again, so the Failed/RolledBack message names the current reason.
-A LIST of pods reads every pod of the namespace (on an apiserver without watch cache), so N rollouts with slow pods
-listing at every reconcile would cost N² in all; the reuse keeps it to one listing per rollout per interval
-(figures: docs/benchmarks.md, Scale, fix (11))."""
+The pods are listed from the watch of the operator's labelled pods (``Kube.pods``, no request), each listing a
+scan of that namespace's kept pods: the reuse keeps it to one scan per rollout per interval."""
 CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
 rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
@@ -129,7 +128,7 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
                for there, rev in [selected_revision(ctx, track)] if there}
     workloads = tuple((dep["metadata"]["name"], (dep["metadata"].get("annotations") or {}).get(ANNOTATION_REVISION))
                       for dep in kube.deployments_of(namespace, name) if _owned_by(dep, uid))
-    # A LIST of pods reads every pod of the namespace (no watch cache): only once pods stay unready a while.
+    # The pods are scanned for a reason only once they stay unready a while (POD_LOOKUP_AFTER).
     unready_for = 0.0 if status.progress_since is None else (now - status.progress_since).total_seconds()
     if unready_for >= POD_LOOKUP_AFTER:
         at_deadline = unready_for >= spec.progress_deadline_seconds
