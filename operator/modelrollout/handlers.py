@@ -36,8 +36,7 @@ other applications' pods and ConfigMaps."""
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = "modelrollout.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrollout.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="modelrollout.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -49,7 +48,27 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.engine = Engine(Kube.connect(),
                              default_prometheus=getattr(memo, "prometheus_address", None) or None,
                              notifier=Notifier(getattr(memo, "notify_webhook", None) or None))
+    # kopf processes no event and starts no daemon until every indexed watch has listed its objects, and an index
+    # handler runs before that gate lifts (deployment_listed): a Deployment of the operator's that the watch never
+    # showed does not exist, and a reconcile does not ask the apiserver for it.
+    if isinstance(memo.engine, Engine):
+        memo.engine.kube.watched.listed_in_full("deployments")
     memo.wakeups = {}
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: the operator has no change handlers (on.create/update/delete), only event handlers and a daemon,
+    so the essence kopf would build (a deep copy) on every watch event of every kind is never compared. Nothing is
+    stored on the objects."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def _wake(memo: kopf.Memo, uid: str | None) -> None:
@@ -70,10 +89,20 @@ async def rollout_changed(uid: str, name: str, namespace: str | None, body: kopf
 
 # Both wake-up handlers are async: they only set an asyncio.Event, which must happen on the event loop (a sync
 # handler runs in kopf's executor thread, where Event.set() is not thread-safe and queues behind other handlers).
+@kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT})
+async def deployment_listed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None,
+                            **_: Any) -> None:
+    """Every Deployment of the operator's, kept for reads. An index (it indexes nothing): kopf runs it for each
+    object of the initial listing before any other handler may run (see ``startup``), and for every later event
+    but a deletion (``deployment_changed`` keeps those)."""
+    _keep(getattr(memo, "engine", None), ("deployments", namespace or "default", name), body, None)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT})
 async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: str, namespace: str | None,
                              type: str | None, **_: Any) -> None:
-    _keep(getattr(memo, "engine", None), ("deployments", namespace or "default", name), body, type)
+    if type == "DELETED":
+        _keep(getattr(memo, "engine", None), ("deployments", namespace or "default", name), body, type)
     seen: dict[str, tuple[Any, ...]] = memo.setdefault("deployments_seen", {})
     if type == "DELETED":
         seen.pop(uid, None)

@@ -119,7 +119,7 @@ class Kube:
         self.watched = watched if watched is not None else WatchCache(trim={
             DEPLOYMENTS: trim_deployment, INGRESSES: trim_object, SERVICES: trim_service,
             CONFIG_MAPS: trim_object, DAEMON_SETS: trim_object, PODS: trim_pod,
-            api.PLURAL: rollout_trimmer(annotation_managers)}, listed_only=frozenset({PODS}))
+            api.PLURAL: rollout_trimmer(annotation_managers)}, listed_only=frozenset({PODS}), group_label=LABEL_ROLLOUT)
         """The watched objects (fed by the kopf handlers through :meth:`saw`): rollouts, every Service and
         Ingress, and the Deployments, DaemonSets, ConfigMaps and pods that carry the operator's rollout label;
         their known absence and the echoes of the operator's own writes."""
@@ -320,8 +320,7 @@ class Kube:
 
     def deployments_of(self, namespace: str, rollout: str) -> list[Body]:
         """The Deployments of one rollout (label ``modelrollout.io/rollout``) the watch shows."""
-        return [body for body in self.watched.listed(DEPLOYMENTS, namespace)
-                if ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLLOUT) == rollout]
+        return self.watched.listed(DEPLOYMENTS, namespace, rollout)
 
     # ------------------------------------------------------------------ Ingresses
 
@@ -447,7 +446,8 @@ class Kube:
     def pods(self, namespace: str, label_selector: str) -> list[Body]:
         """The pods that match ``label_selector`` (equality terms, one of them the rollout label:
         :func:`selector_terms`), from the watch of the pods with the rollout label (trimmed: ``trim_pod``)."""
-        return _matching(self.watched.listed(PODS, namespace), label_selector)
+        return _matching(self.watched.listed(PODS, namespace, selector_terms(label_selector)[LABEL_ROLLOUT]),
+                         label_selector)
 
     def create_event(self, body: Body) -> None:
         self._core.create_namespaced_event(body["metadata"]["namespace"], body)

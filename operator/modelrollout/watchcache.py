@@ -93,6 +93,8 @@ class _Record:
     """Known not to exist (see the module's docstring)."""
     deleting: float | None = None
     """When the operator deleted it; until the watch's DELETED echo, older events are ignored."""
+    group: str | None = None
+    """The value of the cache's group label on the last body kept or answer read (see :meth:`WatchCache.listed`)."""
 
     def confirm(self) -> None:
         self.pending, self.answer, self.doubt = None, None, False
@@ -115,7 +117,7 @@ class WatchCache:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
                  trim: Mapping[str, Callable[[Body], Body]] | None = None,
-                 listed_only: frozenset[str] = frozenset()) -> None:
+                 listed_only: frozenset[str] = frozenset(), group_label: str | None = None) -> None:
         self._clock = clock
         self._trim = dict(trim or {})
         self._listed_only = listed_only
@@ -124,6 +126,12 @@ class WatchCache:
         self._records: dict[Key, _Record] = {}
         self._names: dict[tuple[str, str], set[str]] = {}
         """(plural, namespace) -> the names that have a record: what :meth:`listed` reads."""
+        self._complete: set[str] = set()
+        """Plurals whose watch lists every object it selects before any read (:meth:`listed_in_full`)."""
+        self._group_label = group_label
+        self._groups: dict[tuple[str, str, str], set[str]] = {}
+        """(plural, namespace, value of ``group_label``) -> the names whose record is in that group: what
+        :meth:`listed` of one group reads, so a reconcile's listing costs its own objects, not the namespace's."""
         self._absent = 0
         """Records marked absent (bounded by ``ABSENT_MAX``)."""
         self._lock = threading.Lock()
@@ -141,7 +149,7 @@ class WatchCache:
 
     def _forget(self, key: Key) -> None:
         """Drop the record of ``key``; call with the lock held."""
-        del self._records[key]
+        self._regroup(key, self._records.pop(key), None)
         names = self._names.get((key[0], key[1]))
         if names is not None:
             names.discard(key[2])
@@ -169,6 +177,7 @@ class WatchCache:
                 return  # older than the operator's own delete, whose echo is still on its way
             rv = _version(kept)
             rec.body = kept
+            self._regroup(key, rec, kept)
             self._present(rec)
             if rec.pending is not None and rec.pending[0] == rv:
                 rec.confirm()
@@ -181,6 +190,13 @@ class WatchCache:
             now = self._clock()
             # events start again from 0: a write in flight meanwhile compares unequal and is not trusted
             self._replace(key, self._record(key, now), _Record(deleting=now))
+
+    def listed_in_full(self, plural: str) -> None:
+        """Every read of ``plural`` comes after its watch has delivered each object it selects (the caller
+        guarantees it): from now on a name it never showed, nor the operator wrote, is known absent instead of
+        asked for. Only for a kind whose reads ask only for objects the watch selects."""
+        with self._lock:
+            self._complete.add(plural)
 
     def has(self, key: Key) -> bool:
         """Whether anything is known of ``key`` (a watch event, a read, a write or a delete made a record)."""
@@ -216,6 +232,8 @@ class WatchCache:
             rec.pending = (resource_version, now)
             rec.doubt = False
             rec.answer = None
+            if kept is not None:
+                self._regroup(key, rec, kept)
             if kept is not None and events_before is not None and events_before == rec.events:
                 rec.answer = kept
             else:
@@ -237,7 +255,7 @@ class WatchCache:
         ``absence``: whether a known absence is an answer."""
         with self._lock:
             if key not in self._records:
-                return False, None
+                return absence and key[0] in self._complete, None
             rec = self._record(key, self._clock())
             return self._current(rec, absence)
 
@@ -249,18 +267,46 @@ class WatchCache:
             return answer is not None, answer
         return (rec.body is not None or (absence and rec.absent)), rec.body
 
-    def listed(self, plural: str, namespace: str) -> list[Body]:
+    def listed(self, plural: str, namespace: str, group: str | None = None) -> list[Body]:
         """The kept bodies of ``plural`` in ``namespace`` (as :meth:`fresh` reads each; an object whose own write
         is not yet confirmed, with nothing current to read, is left out), in name order. What a LIST would answer
-        once the watch of ``plural`` has listed: only the objects that watch selects."""
+        once the watch of ``plural`` has listed: only the objects that watch selects.
+
+        ``group``: only those whose group label (``group_label``) has this value, read from the index of that
+        group: the cost is that group's size, not the namespace's."""
+        if group is not None and self._group_label is None:
+            raise ValueError("listed(group=...) needs a cache made with a group_label")
         with self._lock:
             now = self._clock()
             out = []
-            for name in sorted(self._names.get((plural, namespace), ())):
+            names = self._names.get((plural, namespace), ()) if group is None else \
+                self._groups.get((plural, namespace, group), ())
+            for name in sorted(names):
                 known, body = self._current(self._record((plural, namespace, name), now))
-                if known and body is not None:
+                if known and body is not None and (group is None or self._group_of(body) == group):
                     out.append(body)
             return out
+
+    def _group_of(self, body: Mapping[str, Any]) -> str | None:
+        if self._group_label is None:
+            return None
+        value = ((body.get("metadata") or {}).get("labels") or {}).get(self._group_label)
+        return None if value is None else str(value)
+
+    def _regroup(self, key: Key, rec: _Record, body: Mapping[str, Any] | None) -> None:
+        """Index ``rec`` under the group of ``body`` (None: under none); call with the lock held."""
+        group = None if body is None else self._group_of(body)
+        if group == rec.group:
+            return
+        if rec.group is not None:
+            names = self._groups.get((key[0], key[1], rec.group))
+            if names is not None:
+                names.discard(key[2])
+                if not names:
+                    del self._groups[(key[0], key[1], rec.group)]
+        if group is not None:
+            self._groups.setdefault((key[0], key[1], group), set()).add(key[2])
+        rec.group = group
 
     def read(self, key: Key, get: Callable[[], Body | None], *, absence: bool = True) -> Body | None:
         """The kept body when it is current (None when known absent), else ``get()`` (a GET; None when the object
@@ -285,6 +331,7 @@ class WatchCache:
                     rec.confirm()  # the watch has caught up; only its echo was folded away
                 elif answer is not None and events_before == rec.events:
                     rec.answer = answer  # newer than the write and every event so far
+                    self._regroup(key, rec, answer)
                     rec.doubt = False
             elif got is None and rec.body is None and absence:
                 self._note_absent(rec)  # a watch event or an own write will say when it exists
@@ -297,6 +344,7 @@ class WatchCache:
     def _replace(self, key: Key, old: _Record, new: _Record) -> None:
         """Put ``new`` (known absent) in place of ``old``; call with the lock held."""
         self._present(old)
+        new.group = old.group  # still indexed there until forgotten (listed skips what is absent)
         self._records[key] = new
         self._note_absent(new)
 

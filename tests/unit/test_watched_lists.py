@@ -4,6 +4,7 @@ show the object."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -274,3 +275,90 @@ def test_the_label_scoped_kinds_are_selected_on_the_server() -> None:
         assert selector(group, plural) == ["modelrollout.io/rollout"], plural
     for group, plural in [("", "services"), ("networking.k8s.io", "ingresses"), ("modelrollout.io", "modelrollouts")]:
         assert selector(group, plural) == [], plural
+
+
+def _labelled(name: str, rv: str, rollout: str | None) -> dict[str, object]:
+    labels = {} if rollout is None else {"modelrollout.io/rollout": rollout}
+    return {"metadata": {"name": name, "resourceVersion": rv, "labels": labels}}
+
+
+def test_a_group_listing_holds_exactly_that_rollouts_objects_as_their_labels_change() -> None:
+    """listed(plural, ns, group) answers from an index by the rollout label: the same answer as filtering the
+    whole namespace, through label changes, own writes, reads, deletes and forgotten pods."""
+    cache = WatchCache(listed_only=frozenset({"pods"}), group_label="modelrollout.io/rollout")
+
+    def by_filter(plural: str, group: str) -> list[str]:
+        return [b["metadata"]["name"] for b in cache.listed(plural, "ns")
+                if b["metadata"]["labels"].get("modelrollout.io/rollout") == group]
+
+    def names(plural: str, group: str) -> list[str]:
+        got = [b["metadata"]["name"] for b in cache.listed(plural, "ns", group)]
+        assert got == by_filter(plural, group)
+        return got
+
+    for i in range(5):
+        cache.saw(("deployments", "ns", f"a-{i}"), _labelled(f"a-{i}", "1", "a"))
+        cache.saw(("deployments", "ns", f"b-{i}"), _labelled(f"b-{i}", "1", "b"))
+    assert names("deployments", "a") == [f"a-{i}" for i in range(5)]
+    cache.saw(("deployments", "ns", "a-0"), _labelled("a-0", "2", "b"))  # relabelled: moves to b
+    cache.saw(("deployments", "ns", "a-1"), _labelled("a-1", "2", None))  # unlabelled: in no group
+    assert names("deployments", "a") == ["a-2", "a-3", "a-4"]
+    assert names("deployments", "b") == ["a-0"] + [f"b-{i}" for i in range(5)]
+    cache.wrote(("deployments", "ns", "c-0"), "3", _labelled("c-0", "3", "c"), 0)  # an own create, no echo yet
+    assert names("deployments", "c") == ["c-0"]
+    cache.removed(("deployments", "ns", "a-2"))
+    cache.saw(("deployments", "ns", "a-3"), _labelled("a-3", "2", "a"), deleted=True)
+    assert names("deployments", "a") == ["a-4"]
+    cache.read(("deployments", "ns", "a-9"), lambda: _labelled("a-9", "5", "a"))  # a GET's answer
+    assert names("deployments", "a") == ["a-4"], "a GET of an unwatched name is not a watched listing"
+    cache.saw(("pods", "ns", "p"), _labelled("p", "1", "a"))
+    cache.saw(("pods", "ns", "p"), _labelled("p", "2", "a"), deleted=True)
+    assert names("pods", "a") == [] and ("pods", "ns", "a") not in cache._groups
+    assert names("deployments", "zzz") == []
+    with pytest.raises(ValueError):
+        WatchCache().listed("deployments", "ns", "a")
+
+
+def test_a_kind_listed_in_full_is_not_asked_for_by_a_name_its_watch_never_showed() -> None:
+    cache = WatchCache()
+    gets: list[str] = []
+
+    def get(name: str) -> Callable[[], dict[str, object] | None]:
+        def call() -> dict[str, object] | None:
+            gets.append(name)
+            return None
+        return call
+    assert cache.read(("deployments", "ns", "a"), get("a")) is None and gets == ["a"], "not listed in full: a GET"
+    cache.listed_in_full("deployments")
+    assert cache.read(("deployments", "ns", "b"), get("b")) is None and gets == ["a"], "listed in full: absent"
+    cache.saw(("deployments", "ns", "c"), _labelled("c", "1", "x"))
+    assert cache.read(("deployments", "ns", "c"), get("c")) == _labelled("c", "1", "x") and gets == ["a"]
+    cache.wrote(("deployments", "ns", "d"), "2")  # an own create not yet echoed, without an answer: ask
+    assert cache.read(("deployments", "ns", "d"), get("d")) is None and gets == ["a", "d"]
+    assert cache.read(("deployments", "ns", "e"), get("e"), absence=False) is None and gets == ["a", "d", "e"]
+    assert cache.read(("services", "ns", "f"), get("f")) is None and gets == ["a", "d", "e", "f"], "another kind"
+
+
+def test_the_operator_keeps_no_diff_base_and_lists_its_deployments_before_any_handler_runs() -> None:
+    """kopf gates every handler and daemon behind its indexed watches' initial listing: the operator's Deployments
+    are fed to the cache by an index, so the port may treat a name the watch never showed as absent."""
+    import asyncio
+
+    import kopf
+
+    from modelrollout.engine import Engine
+    from modelrollout.handlers import NoDiffBase, startup
+    settings, memo = kopf.OperatorSettings(), kopf.Memo()
+    memo.engine = Engine(Kube(None))
+
+    async def run() -> None:
+        await startup(settings=settings, memo=memo)
+    asyncio.run(run())
+    assert isinstance(settings.persistence.diffbase_storage, NoDiffBase)
+    assert settings.persistence.diffbase_storage.fetch(body=kopf.Body({})) is None
+    assert memo.engine.kube.watched.read(("deployments", "ns", "never-shown"), lambda: pytest.fail("a GET")) is None
+    registry = kopf.get_default_registry()
+    indexes = [h for h in registry._indexing.get_all_handlers() if h.fn.__name__ == "deployment_listed"]
+    assert len(indexes) == 1 and indexes[0].labels == {"modelrollout.io/rollout": kopf.PRESENT}
+    # a change handler would need the diff base the operator no longer keeps
+    assert not registry._changing.get_all_handlers()
