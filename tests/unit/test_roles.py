@@ -89,7 +89,7 @@ def test_blue_green_switches_to_the_preview_pods() -> None:
     w.run(until=lambda w: w.status.phase is Phase.SUCCEEDED)
     created = [a for d in w.decisions for a in d.actions
                if isinstance(a, act.EnsureCanary | act.EnsureStable) and a.revision == w.revision]
-    assert created == [act.EnsureCanary(w.revision, 0)]  # the preview's pods, grown to full size, now serve
+    assert created == [act.EnsureCanary(w.revision, 4)]  # made at the preview's full size; those pods now serve
     assert w.deleted == [old]  # its pause after the switch was the switch-back window
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from modelrollout import api
 from modelrollout.api import Phase
-from modelrollout.core.actions import ResetRouter, ScaleCanary, ScaleStable, SelectRevision, SetWeight
+from modelrollout.core.actions import EnsureCanary, ResetRouter, ScaleCanary, ScaleStable, SelectRevision, SetWeight
 from modelrollout.core.approval import APPROVE
 from modelrollout.core.steps import Features, features_at, steps_of
 from modelrollout.core.validate import validate
@@ -59,8 +59,9 @@ def test_a_header_pin_before_any_weight_first_gets_a_ready_canary_pod() -> None:
     new_revision(w)
     w.run(until=lambda w: w.status.phase is Phase.AWAITING_APPROVAL)
     assert w.routes == [(0, Features(header=HEADER))]
-    writes = [a for d in w.decisions for a in d.actions if isinstance(a, ScaleCanary | SetWeight)]
-    assert isinstance(writes[0], ScaleCanary) and writes[0].replicas == 1  # a pod to answer pinned requests
+    writes = [a for d in w.decisions for a in d.actions if isinstance(a, EnsureCanary | ScaleCanary | SetWeight)]
+    # a pod to answer pinned requests, asked for with the Deployment, before the pin
+    assert writes[0] == EnsureCanary(w.revision, 1) and isinstance(writes[1], SetWeight)
     assert w.canary is not None and w.canary.ready == 1
     # the pin holds while the rollout waits: decided again, nothing is written twice
     before = w.router_writes

@@ -5,6 +5,7 @@ preview and one switch (its wording and sizes come from :mod:`.shape`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from modelrollout import api
@@ -138,7 +139,7 @@ def set_weight(p: Plan, i: int, weight: int, analysis_ok: bool, label: str, reas
     if have_replicas > need and (weight > 0 or preview):  # spec.replicas went down while this step scaled it up
         p.actions.append(act.ScaleCanary(need))
     if have_replicas < need:
-        p.actions.append(act.ScaleCanary(need))
+        _grow_canary(p, need)
         p.status.progress_since = p.now
         p.phase(Phase.PROGRESSING, f"{label}: scaling canary to {need} replicas before moving traffic")
         p.again(POLL_SECONDS)
@@ -178,6 +179,16 @@ def set_weight(p: Plan, i: int, weight: int, analysis_ok: bool, label: str, reas
         p.phase(Phase.PROGRESSING, f"{label}: weight {weight}{pinned}{mirrored}")
         p.event(reason, f"{label}: {weight}% of traffic on revision {obs.revision}{pinned}{mirrored}")
     advance(p, i + 1)
+
+
+def _grow_canary(p: Plan, need: int) -> None:
+    """Ask for ``need`` canary replicas: a canary Deployment this decision creates is created at that size (one
+    write, not a create and a scale), any other is scaled."""
+    for k, action in enumerate(p.actions):
+        if isinstance(action, act.EnsureCanary) and action.revision == p.obs.revision:
+            p.actions[k] = replace(action, replicas=max(action.replicas, need))
+            return
+    p.actions.append(act.ScaleCanary(need))
 
 
 def advance(p: Plan, to: int) -> None:
