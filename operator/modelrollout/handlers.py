@@ -19,6 +19,7 @@ from modelrollout.engine import Engine
 from modelrollout.kube import LABEL_ROLLOUT, SERVICE_NAME_LABEL, Kube, retry_after
 from modelrollout.notify import Notifier
 from modelrollout.watchcache import Key
+from modelrollout.workloads import failing
 
 log = logging.getLogger("modelrollout.handlers")
 
@@ -164,12 +165,26 @@ async def daemon_set_changed(body: kopf.Body, memo: kopf.Memo, name: str, namesp
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_ROLLOUT: kopf.PRESENT})
-async def pod_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
-                      **_: Any) -> None:
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: str, namespace: str | None,
+                      type: str | None, **_: Any) -> None:
     """The pods of the rollouts' Deployments and prewarm DaemonSets, trimmed to their labels, node, conditions
-    and container states: only kept for reads (why pods do not start); their Deployment's status wakes the
-    rollout."""
-    _keep(getattr(memo, "engine", None), ("pods", namespace or "default", name), body, type)
+    and container states, kept for reads (why pods do not start). A pod that starts or stops failing to start
+    (``workloads.failing``) wakes its rollout, which names the reason; readiness wakes it through the Deployment's
+    status."""
+    engine: Engine | None = getattr(memo, "engine", None)
+    _keep(engine, ("pods", namespace or "default", name), body, type)
+    seen: dict[str, tuple[str, ...]] = memo.setdefault("pods_failing", {})
+    now = () if type == "DELETED" else failing(dict(body))
+    if seen.get(uid, ()) == now:
+        return
+    if now:
+        seen[uid] = now
+    else:
+        seen.pop(uid, None)
+    rollout = (body.metadata.get("labels") or {}).get(LABEL_ROLLOUT)
+    if engine is not None and rollout:
+        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", str(rollout)))
+        _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
 
 
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:

@@ -38,12 +38,9 @@ from modelrollout.workloads import (
 SourceFor = Callable[[api.Analysis], MetricSource]
 
 POD_LOOKUP_AFTER = 5.0
-"""Seconds a track's pods must have been unready (status.progressSince) before their pods are listed for why."""
-POD_LOOKUP_EVERY = 10.0
-"""Seconds the answer of such a listing (a reason, or none) is reused while the pods stay unready; the reconcile
-at the progress deadline always lists them again, so the Failed/RolledBack message names the current reason.
-The pods are listed from the watch of the operator's labelled pods (``Kube.pods``, no request), each listing a
-scan of that namespace's kept pods: the reuse keeps it to one scan per rollout per interval."""
+"""Seconds a track's pods must have been unready (status.progressSince) before their pods are looked at for why
+(the rollout's pods as the watch of the operator's labelled pods keeps them: no request; a pod that starts failing
+wakes the rollout, ``handlers.pod_changed``)."""
 CHECK_TTL = 60.0
 """Seconds a passing router/contract check (the user's Ingress, Services, route, contract) is trusted for one
 rollout generation before the objects are read again; a failing check is made again at every reconcile, and a
@@ -131,11 +128,10 @@ def observe(kube: Kube, rollout: Body, now: datetime, source_for: SourceFor, *,
     # The pods are scanned for a reason only once they stay unready a while (POD_LOOKUP_AFTER).
     unready_for = 0.0 if status.progress_since is None else (now - status.progress_since).total_seconds()
     if unready_for >= POD_LOOKUP_AFTER:
-        at_deadline = unready_for >= spec.progress_deadline_seconds
         if canary is not None and canary.replicas > 0 and canary.ready < canary.replicas:
-            canary = replace(canary, failure=_pod_failure(kube, uid, namespace, name, canary.revision, at_deadline))
+            canary = replace(canary, failure=pod_failure(kube, namespace, name, canary.revision))
         if status.stable_revision is None and stable is not None and stable.ready < stable.replicas:
-            stable = replace(stable, failure=_pod_failure(kube, uid, namespace, name, stable.revision, at_deadline))
+            stable = replace(stable, failure=pod_failure(kube, namespace, name, stable.revision))
     samples = None
     values = {"rollout": name, "namespace": namespace, "revision": revision, "track": "canary"}
     if (spec.analysis is not None and status.canary_revision == revision and status.phase in ACTIVE
@@ -189,20 +185,6 @@ def dry_run_routes(spec: api.ModelRolloutSpec, ctx: RolloutContext, router: Rout
         if problem is not None:
             return problem
     return None
-
-
-def _pod_failure(kube: Kube, uid: str, namespace: str, name: str, revision: str | None, fresh: bool) -> str | None:
-    """Why the revision's pods do not start (``pod_failure``), reusing an answer for the same rollout (``uid``) and
-    revision up to ``POD_LOOKUP_EVERY`` old unless ``fresh``."""
-    if revision is None:
-        return None
-    key = (uid, revision, "pod-failure")
-    if not fresh and kube.recent.holds(key):
-        cached: str | None = kube.recent.get(key)
-        return cached
-    failure = pod_failure(kube, namespace, name, revision)
-    kube.recent.note(key, POD_LOOKUP_EVERY, failure)
-    return failure
 
 
 def _rendered(metric: api.Metric, values: Mapping[str, str]) -> tuple[str, None] | tuple[None, str]:

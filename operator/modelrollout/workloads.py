@@ -171,8 +171,10 @@ def track_state(dep: Body | None) -> TrackState | None:
     )
 
 
-def pod_failure(kube: Kube, namespace: str, name: str, revision: str) -> str | None:
+def pod_failure(kube: Kube, namespace: str, name: str, revision: str | None) -> str | None:
     """Why pods of a revision do not start, from their containers' waiting reasons, or None."""
+    if revision is None:
+        return None
     for pod in kube.pods(namespace, f"{LABEL_ROLLOUT}={name},{LABEL_REVISION}={revision}"):
         status = pod.get("status") or {}
         for waiting in waiting_states(status, "containerStatuses", "initContainerStatuses"):
@@ -184,6 +186,17 @@ def pod_failure(kube: Kube, namespace: str, name: str, revision: str) -> str | N
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 return f"Unschedulable: pod {pod['metadata']['name']}: {cond.get('message')}"
     return None
+
+
+def failing(pod: Body) -> tuple[str, ...]:
+    """What :func:`pod_failure` would name of one pod: its containers' failure reasons and whether it is
+    unschedulable; () for a pod that is fine or still starting. Pure."""
+    status = pod.get("status") or {}
+    reasons = [w.get("reason") or "" for w in waiting_states(status, "containerStatuses", "initContainerStatuses")
+               if w.get("reason") in FAILURE_REASONS]
+    if any(c.get("type") == "PodScheduled" and c.get("status") == "False" for c in status.get("conditions") or []):
+        reasons.append("Unschedulable")
+    return tuple(reasons)
 
 
 def waiting_states(pod_status: Body, *fields: str) -> list[Body]:

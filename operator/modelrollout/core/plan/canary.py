@@ -148,7 +148,7 @@ def set_weight(p: Plan, i: int, weight: int, analysis_ok: bool, label: str, reas
     if ready < need or (canary is not None and not canary.updated):
         p.phase(Phase.PROGRESSING, f"{label}: waiting for canary pods, {ready}/{need} ready"
                 + (f" ({canary.failure})" if canary is not None and canary.failure else ""))
-        p.again(POLL_SECONDS)
+        p.await_pods()
         return
     # A router sends the canary's share to the pods its Service lists: a weight, pin or mirror written before the
     # EndpointSlices list the ready pods is answered 503 by the router until they do.
@@ -156,7 +156,7 @@ def set_weight(p: Plan, i: int, weight: int, analysis_ok: bool, label: str, reas
     if (weight > 0 or features.any) and serving is not None and serving < need:
         p.phase(Phase.PROGRESSING, f"{label}: waiting for Service {obs.name}-canary to list the ready canary pods "
                 f"({serving}/{need}) before moving traffic")
-        p.again(POLL_SECONDS)
+        p.await_pods()
         return
     if (obs.route or RouteState(0)) != RouteState(weight, features):
         p.actions.append(act.SetWeight(weight, features))

@@ -75,7 +75,7 @@ def _first_release(p: Plan) -> None:
             p.phase(Phase.FAILED, f"stable revision {obs.revision} not ready after "
                     f"{p.spec.progress_deadline_seconds}s: {stable.failure or 'pods not ready'}")
             return
-        p.again(POLL_SECONDS)
+        p.await_pods()
         return
     p.actions.append(act.RecordRevision(obs.revision, p.spec.rollback.prewarm.keep_revisions))
     p.status.stable_revision = obs.revision

@@ -14,7 +14,7 @@ from modelrollout.core.model import Observed
 from modelrollout.core.phases import ACTIVE
 from modelrollout.core.plan.gates import gate
 from modelrollout.core.plan.rollback import rollback
-from modelrollout.core.plan.state import POLL_SECONDS, Plan
+from modelrollout.core.plan.state import Plan
 from modelrollout.core.steps import blue_green
 
 
@@ -33,7 +33,7 @@ def canary_deadline(p: Plan) -> bool:
         why = canary.failure or "pods not ready"
         rollback(p, f"canary pods not ready after {limit}s: {why} ({canary.ready}/{canary.replicas} ready)")
         return True
-    p.again(min(POLL_SECONDS, limit - waited + 0.01))
+    p.await_pods()
     return False
 
 

@@ -34,7 +34,7 @@ def promote(p: Plan) -> None:
     if canary.ready < want or not canary.updated:
         p.phase(Phase.PROMOTING, f"promoting: waiting for revision {obs.revision} at full size, "
                 f"{canary.ready}/{want} ready")
-        p.again(POLL_SECONDS)
+        p.await_pods()
         return
     if canary.replicas > want:
         p.actions.append(act.ScaleCanary(want))

@@ -26,7 +26,14 @@ HISTORY_LIMIT = 20
 STALLED = "stalled: "
 """How the message of a status written for a refused write begins (``core.refusal``)."""
 POLL_SECONDS = 5.0
-"""How often a rollout that waits for pods looks again even without a watch event."""
+"""How often a rollout that waits looks again even without a watch event (for a wait that watch events end, only
+while the wait is young: ``Plan.await_pods``)."""
+YOUNG_WAIT_SECONDS = 10.0
+"""How long a wait for pods counts as young (looked at every ``POLL_SECONDS``, so the reason pods do not start,
+looked for once they are unready a few seconds, shows soon)."""
+WAKE_POLL_SECONDS = 15.0
+"""How often an older wait for pods or endpoints looks again without a watch event: a safety net, since a
+Deployment's ready pods, ``NAME-canary``'s ready endpoints and a pod that fails to start each wake the rollout."""
 
 
 PLACEHOLDER = api.ModelRolloutSpec.model_validate({
@@ -100,6 +107,16 @@ class Plan:
 
     def again(self, seconds: float) -> None:
         self.requeue.append(max(0.0, seconds))
+
+    def await_pods(self) -> None:
+        """Look again while waiting for pods or their endpoints (what watch events report): every
+        ``POLL_SECONDS`` while the wait (since ``status.progressSince``) is young, then every ``WAKE_POLL_SECONDS``,
+        and just past the progress deadline (a wait longer than the deadline is acted on)."""
+        since = self.status.progress_since
+        waited = 0.0 if since is None else (self.now - since).total_seconds()
+        every = POLL_SECONDS if waited < YOUNG_WAIT_SECONDS else WAKE_POLL_SECONDS
+        left = self.spec.progress_deadline_seconds - waited
+        self.again(min(every, left + 0.01) if left >= 0 else every)
 
     def consume(self, key: str) -> None:
         if key not in self.consumed:
