@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -63,10 +64,12 @@ def status_body(status: api.ModelRolloutStatus) -> Body:
 
 
 def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, ctx: RolloutContext | None,
-              router: Router | None, *, write_status: bool = True) -> None:
+              router: Router | None, *, write_status: bool = True,
+              status: tuple[Body, Mapping[str, tuple[Any, Any]]] | None = None) -> None:
     """Carry out ``decision`` (each write to the rollout records its echo in the port as soon as it is answered,
     before the Events are posted: the watch may deliver the echo meanwhile). ``write_status=False``: the status
-    is left as stored (the caller writes a change that is progress only later, ``Engine``)."""
+    is left as stored (the caller writes a change that is progress only later, ``Engine``). ``status``: the
+    decision's :func:`status_body` and its :func:`changed_fields` from ``old_status``, when the caller has them."""
     meta = rollout["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     removals: tuple[str, ...] = ()
@@ -90,8 +93,8 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             if classify(exc.status) == "transient":
                 raise
             raise WriteRefused(refusal_of(exc, f"the {kind} write", rendered=isinstance(action, RENDERED))) from exc
-    new_status = status_body(decision.status)
-    if write_status and _differs(new_status, old_status):
+    new_status, changes = status if status is not None else (status_body(decision.status), None)
+    if write_status and (bool(changes) if changes is not None else _differs(new_status, old_status)):
         try:
             kube.patch_rollout_status(namespace, name, new_status)
         except ApiError as exc:

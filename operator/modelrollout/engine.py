@@ -101,10 +101,11 @@ class Engine:
             try:
                 seen = observe(self.kube, rollout, now, self.source_for, default_prometheus=self.default_prometheus)
                 decision = decide(seen.spec, seen.status, seen.observed, now)
-                changes = changed_fields(status_body(decision.status), rollout.get("status") or {})
+                body = status_body(decision.status)
+                changes = changed_fields(body, rollout.get("status") or {})
                 later = self._progress_later(namespace, name, changes, now)
                 carry_out(self.kube, rollout, rollout.get("status") or {}, decision, seen.ctx, seen.router,
-                          write_status=later is None)
+                          write_status=later is None, status=(body, changes))
             except WriteRefused as exc:
                 recheck(self.kube, rollout)
                 return self._stalled(rollout, exc, now)

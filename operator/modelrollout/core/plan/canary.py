@@ -195,7 +195,7 @@ def advance(p: Plan, to: int) -> None:
     # the message names the step that now runs (as status.stepProgress does), and what the one done did
     total, message = len(steps_of(p.spec)), p.status.message or ""
     done = f"{step_label(p.spec, to - 1)}: "
-    detail = f": {message[len(done):]}" if "message" in p.status.assigned() and message.startswith(done) else ""
+    detail = f": {message[len(done):]}" if p.status.was_assigned("message") and message.startswith(done) else ""
     after = (f"next: {step_label(p.spec, to)}" if to < total
              else f"all {total} steps done, promotion next")
     phase = p.status.phase

@@ -59,7 +59,10 @@ class Draft(api.ModelRolloutStatus):
 
     def assigned(self) -> dict[str, Any]:
         """The fields assigned since :meth:`of`, with their values now."""
-        return {name: getattr(self, name) for name in type(self).model_fields if name in self._assigned}
+        return {name: getattr(self, name) for name in self._assigned}
+
+    def was_assigned(self, name: str) -> bool:
+        return name in self._assigned
 
     if not TYPE_CHECKING:  # hidden from mypy, which then checks every assignment against the fields
 
@@ -138,7 +141,7 @@ class Plan:
             self.status.step_progress = None if current is None else step_of(current, len(steps_of(self.spec)))
             self.status.replicas = pods(self.obs)
             self.status.selector = selector(self.spec.selector.match_labels)
-        if "message" not in self.status.assigned() and self.old.message.startswith(STALLED):  # refused, now through
+        if not self.status.was_assigned("message") and self.old.message.startswith(STALLED):  # refused, now through
             self.status.message = "no longer " + self.old.message
         status = self.old.model_copy(update=self.status.assigned())
         status = status.model_copy(update={"conditions": conditions(status, self.old.conditions, self.now,
