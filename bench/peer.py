@@ -105,7 +105,7 @@ class Tally:
     """The controller's requests in its namespace, Events excluded."""
     controller_events: int = 0
     controller_by: Counter[str] = field(default_factory=Counter)
-    """``verb resource[/subresource]`` -> the controller's requests (Events excluded)."""
+    """``verb resource[/subresource][ (dry run)]`` -> the controller's requests (Events excluded)."""
     all_clients: int = 0
     """Every client's requests in every namespace (and cluster-scoped), the benchmark's own excluded."""
 
@@ -148,7 +148,8 @@ def tally(lines: Iterable[bytes], *, namespace: str, agents: Sequence[str], unti
             continue
         out.controller += 1
         sub = str(ref.get("subresource") or "")
-        out.controller_by[f"{ev.get('verb')} {resource}" + (f"/{sub}" if sub else "")] += 1
+        dry = " (dry run)" if "dryRun=" in str(ev.get("requestURI") or "") else ""
+        out.controller_by[f"{ev.get('verb')} {resource}" + (f"/{sub}" if sub else "") + dry] += 1
     return out
 
 

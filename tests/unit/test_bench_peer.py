@@ -26,11 +26,11 @@ def stamp(at: float) -> str:
 
 
 def line(agent: str, verb: str, resource: str, *, namespace: str = "ns", sub: str = "", at: float = -1.0,
-         stage: str = "ResponseComplete") -> bytes:
+         stage: str = "ResponseComplete", uri: str = "/apis/x") -> bytes:
     ref = {"resource": resource, "namespace": namespace, "name": "x"}
     if sub:
         ref["subresource"] = sub
-    return json.dumps({"stage": stage, "verb": verb, "userAgent": agent, "objectRef": ref,
+    return json.dumps({"stage": stage, "verb": verb, "userAgent": agent, "objectRef": ref, "requestURI": uri,
                        "requestReceivedTimestamp": stamp(at), "stageTimestamp": stamp(at)}).encode() + b"\n"
 
 
@@ -56,6 +56,14 @@ def test_the_controllers_requests_are_told_apart_by_user_agent_and_namespace() -
     assert t.controller_events == 1
     assert t.controller_by == {"patch ingresses": 2, "patch rollouts/status": 1}
     assert t.all_clients == 7
+
+
+def test_dry_runs_are_counted_apart_by_kind() -> None:
+    agent = "OpenAPI-Generator/35.0.0/python"
+    lines = [line(agent, "patch", "deployments", uri="/apis/apps/v1/namespaces/ns/deployments/x?dryRun=All&force=true"),
+             line(agent, "patch", "deployments", uri="/apis/apps/v1/namespaces/ns/deployments/x?force=true")]
+    t = tally(lines, namespace="ns", agents=("OpenAPI-Generator",), until=now())
+    assert t.controller_by == {"patch deployments (dry run)": 1, "patch deployments": 1} and t.controller == 2
 
 
 def test_several_agent_prefixes_make_one_controller() -> None:
