@@ -16,7 +16,7 @@ import kopf
 
 from modelrollout import api, telemetry
 from modelrollout.engine import Engine
-from modelrollout.kube import LABEL_ROLLOUT, SERVICE_NAME_LABEL, Kube, retry_after
+from modelrollout.kube import LABEL_ROLLOUT, LABEL_TRACK, SERVICE_NAME_LABEL, Kube, retry_after
 from modelrollout.notify import Notifier
 from modelrollout.watchcache import Key
 from modelrollout.workloads import failing
@@ -26,11 +26,14 @@ log = logging.getLogger("modelrollout.handlers")
 RESYNC_SECONDS = 60.0
 """A rollout with nothing to wait for is still looked at this often."""
 
-LABELLED = (("apps", "deployments"), ("apps", "daemonsets"), ("", "configmaps"), ("", "pods"),
-            ("discovery.k8s.io", "endpointslices"))
+CANARY_SLICES = f"{LABEL_ROLLOUT},{LABEL_TRACK}=canary"
+"""The EndpointSlices of the ``NAME-canary`` Services (a slice copies its Service's labels)."""
+LABELLED = {("apps", "deployments"): LABEL_ROLLOUT, ("apps", "daemonsets"): LABEL_ROLLOUT,
+            ("", "configmaps"): LABEL_ROLLOUT, ("", "pods"): LABEL_ROLLOUT,
+            ("discovery.k8s.io", "endpointslices"): CANARY_SLICES}
 """The kinds watched only where they carry the operator's rollout label (a server-side label selector, the same
 as their handlers' ``labels`` filter), so the operator's memory and the watches' traffic do not grow with the
-other applications' pods and ConfigMaps."""
+other applications' pods and ConfigMaps; of the EndpointSlices only the canary Services' (the only ones read)."""
 
 
 @kopf.on.startup()
@@ -41,8 +44,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    for group, plural in LABELLED:  # only the operator's objects are sent, not every pod or ConfigMap
-        settings.watching.label_selectors[group, "v1", plural] = LABEL_ROLLOUT
+    for (group, plural), selector in LABELLED.items():  # only the operator's objects are sent, not every pod
+        settings.watching.label_selectors[group, "v1", plural] = selector
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
@@ -125,12 +128,12 @@ async def ingress_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace
     _keep(getattr(memo, "engine", None), ("ingresses", namespace or "default", name), body, type)
 
 
-@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={LABEL_ROLLOUT: kopf.PRESENT, LABEL_TRACK: "canary"})
 async def endpoints_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespace: str | None, type: str | None,
                             **_: Any) -> None:
-    """The per-track Services' EndpointSlices (they copy the Service's labels): which canary pods a router can
-    reach. A change of the ready endpoints of ``NAME-canary`` wakes the rollout, which may be waiting for them before
-    it moves traffic; other changes (the stable Service's, a slice rewritten with the same ready pods) wake no one."""
+    """The ``NAME-canary`` Services' EndpointSlices (they copy the Service's labels): which canary pods a router can
+    reach. A change of their ready endpoints wakes the rollout, which may be waiting for them before it moves
+    traffic; a slice rewritten with the same ready pods wakes no one."""
     engine: Engine | None = getattr(memo, "engine", None)
     labels = body.metadata.get("labels") or {}
     rollout, service = labels.get(LABEL_ROLLOUT), labels.get(SERVICE_NAME_LABEL)

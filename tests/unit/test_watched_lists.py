@@ -270,9 +270,9 @@ def test_the_label_scoped_kinds_are_selected_on_the_server() -> None:
 
     def selector(group: str, plural: str) -> list[str]:
         return list(settings.watching.label_selectors.collect(Resource(group=group, version="v1", plural=plural)))
-    for group, plural in [("", "pods"), ("", "configmaps"), ("apps", "daemonsets"), ("apps", "deployments"),
-                          ("discovery.k8s.io", "endpointslices")]:
+    for group, plural in [("", "pods"), ("", "configmaps"), ("apps", "daemonsets"), ("apps", "deployments")]:
         assert selector(group, plural) == ["modelrollout.io/rollout"], plural
+    assert selector("discovery.k8s.io", "endpointslices") == ["modelrollout.io/rollout,modelrollout.io/track=canary"]
     for group, plural in [("", "services"), ("networking.k8s.io", "ingresses"), ("modelrollout.io", "modelrollouts")]:
         assert selector(group, plural) == [], plural
 
