@@ -708,9 +708,13 @@ def build_result(runs: Sequence[ScaleRun], breach: dict[str, list[BreachTrial]],
                f"{len(missed)} target(s) missed: " + "; ".join(missed))
     notes = []
     for r in runs:
-        top = ", ".join(f"{k} {v / r.n:.1f}" for k, v in list(r.requests_by.items())[:8])
+        top = ", ".join(f"{k} {v / r.n:.1f}" for k, v in list(r.requests_by.items())[:10])
         rate = r.requests / r.promoted_s if r.promoted_s > 0 else float("nan")
-        notes.append(f"N={r.n} {r.controller}: requests per rollout by kind: {top}; Events {r.events / r.n:.1f} per "
+        dry = sum(v for k, v in r.requests_by.items() if k.endswith("(dry run)"))
+        dry_text = (f" (dry runs {dry / r.n:.1f} per rollout; without them {(r.requests - dry) / r.n:.1f})"
+                    if dry else "")
+        notes.append(f"N={r.n} {r.controller}: requests per rollout by kind: {top}{dry_text}; Events "
+                     f"{r.events / r.n:.1f} per "
                      f"rollout (left out above); {rate:.0f} requests/s over the window; first release of all N "
                      f"{r.first_release_s:.0f} s.")
     for n in ns:
@@ -733,12 +737,15 @@ def build_result(runs: Sequence[ScaleRun], breach: dict[str, list[BreachTrial]],
         "Deployments/ReplicaSets, Services, Ingresses and pods; ours also its ConfigMaps and prewarm DaemonSets.",
         "Why the requests, the CPU and the time differ: both keep the analysed pods at promotion (this operator "
         "scales the canary revision's Deployment, NAME-REVISION, to full size and switches NAME-stable's selector "
-        "to it). The requests ours sends beyond Argo's are in the line above: a Deployment per revision written "
-        "where Argo writes a ReplicaSet, the new revision's Deployment asked for once before it exists (a name no "
-        "watch has shown), the canary Ingress deleted at promotion (Argo sets its weight to 0), and the record "
-        "for rollback-to (NAME-revisions). The CPU and the RSS are those of a Python process in which kopf handles "
-        "every watch event and keeps state per watched object, against Go informers; with Argo's client limit "
-        "raised, the time until all are promoted follows this operator's CPU.",
+        "to it). For each new revision ours sends two server-side dry runs before its first write, which Argo "
+        "does not: of its Deployment, and of its canary Ingress at the first weight with every header pin and "
+        "mirror the steps use, so that a template or route the apiserver or an admission webhook refuses makes "
+        "the rollout Invalid and changes nothing. Besides, ours deletes the canary Ingress at promotion (Argo "
+        "sets its weight to 0) and writes the record for rollback-to (NAME-revisions); its status is patched once "
+        "per transition (Argo patches more often, see the kinds above). The CPU and the RSS are those of a Python "
+        "process in which kopf handles every watch event and keeps state per watched object, against Go "
+        "informers; with Argo's client limit raised, the time until all are promoted follows this operator's "
+        "CPU.",
         "Breach → stable is bounded by the analysis interval (1 s) for both controllers: each acts at its next "
         "evaluation after the breach becomes queryable, so t1 − t0 is spread over the interval by the phase of that "
         "tick, and with 10 trials the p99 compares the slowest phases drawn, not the reaction (which follows the "
