@@ -132,10 +132,11 @@ class Case:
 CANARY_DEPLOYMENT = f"{NAME}-{expected_revision('model:2')}"
 """The Deployment of the revision the API cases roll out: NAME-REVISION, the canary, then the stable one."""
 STABLE_SERVICE = rf"/api/v1/namespaces/[^/]+/services/{NAME}-stable$"
-API_READS = rf"/namespaces/[^/]+/deployments/{CANARY_DEPLOYMENT}$"
-"""The read of a reconcile that still goes to the API (Services, Ingresses, ConfigMaps, DaemonSets, the rollout and
-its Deployments are read from the operator's watches): the Deployment of a revision the watch has not shown, asked
-for once when the revision starts (a 404, remembered until the watch or the operator's own write shows it)."""
+NEW_DEPLOYMENT = rf"/namespaces/[^/]+/deployments/{CANARY_DEPLOYMENT}$"
+"""The new revision's Deployment. The first requests for it are the server-side dry run that checks it before the
+revision's first write (reads of the rollout, its Deployments, Services, Ingresses, ConfigMaps and DaemonSets come
+from the operator's watches, and the new Deployment is known absent from the listing): a 500 there must be retried
+without any write made before it succeeds."""
 
 
 def _cases() -> list[Case]:
@@ -156,7 +157,7 @@ def _cases() -> list[Case]:
         )),
         Case("500s", (
             Rule(server_error(), method=WRITE, agent=CLIENT, path=r"/namespaces/", fraction=0.3, seed=7, times=6),
-            Rule(server_error(), method="GET", agent=CLIENT, path=API_READS, times=2),
+            Rule(server_error(), method="PATCH", agent=CLIENT, path=NEW_DEPLOYMENT, times=2),  # its dry runs
         )),
         Case("lost-responses", (  # the write lands, the operator sees a 500: it must not write it again
             Rule(server_error(forward=True), path=CANARY_INGRESS, method="PATCH", times=2),
