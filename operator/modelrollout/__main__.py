@@ -67,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
         election = Election(args.leader_elect_namespace or default_namespace(), args.leader_elect_lease_name,
                             default_identity(), _leader_timing(args))
-        return run_elected(election, lambda stop: kopf.operator(**options, stop_flag=stop), args.liveness)
+        def operator(stop: Any, fence: Any) -> Any:
+            memo.fence = fence  # every write of the cluster passes it (handlers.startup: Kube.connect)
+            return kopf.operator(**options, stop_flag=stop)
+
+        return run_elected(election, operator, args.liveness)
     kopf.run(**options)
     return 0
 

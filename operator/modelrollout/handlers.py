@@ -49,7 +49,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     workers = int(getattr(memo, "workers", 64))
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     if getattr(memo, "engine", None) is None:
-        memo.engine = Engine(Kube.connect(),
+        memo.engine = Engine(Kube.connect(fence=getattr(memo, "fence", None)),
                              default_prometheus=getattr(memo, "prometheus_address", None) or None,
                              notifier=Notifier(getattr(memo, "notify_webhook", None) or None))
     # kopf processes no event and starts no daemon until every indexed watch has listed its objects, and an index

@@ -91,15 +91,33 @@ class Service:
     """``spec.ports`` as JSON (camelCase keys)."""
 
 
-def _connect(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class FencedClient(client.ApiClient):
+    """An API client that calls ``fence`` before every request with a write verb: a leader whose Lease may have
+    passed to another replica (``leader.LeaderElector.fence``) ends instead of writing. Reads go through."""
+
+    def __init__(self, configuration: client.Configuration, fence: Callable[[], None]) -> None:
+        super().__init__(configuration)
+        self.fence = fence
+
+    def call_api(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() in WRITE_METHODS:
+            self.fence()
+        return super().call_api(method, *args, **kwargs)
+
+
+def _connect(kubeconfig: str | None = None, fence: Callable[[], None] | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config); with
+    ``fence``, every write asks it first (:class:`FencedClient`)."""
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
     cfg.connection_pool_maxsize = 64
-    return client.ApiClient(cfg)
+    return client.ApiClient(cfg) if fence is None else FencedClient(cfg, fence)
 
 
 class Kube:
@@ -133,8 +151,9 @@ class Kube:
         by a watch of the slices that carry the operator's label, which they copy from their Service)."""
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
-        return cls(_connect(kubeconfig))
+    def connect(cls, kubeconfig: str | None = None, *, fence: Callable[[], None] | None = None) -> Kube:
+        """``fence``: called before every write (a leader's check that it still holds the Lease)."""
+        return cls(_connect(kubeconfig, fence))
 
     # ------------------------------------------------------------------ watch events and own-write echoes
 

@@ -66,8 +66,9 @@ EXIT_LOST = 1
 
 Clock = Callable[[], float]
 WallClock = Callable[[], datetime]
-Operator = Callable[["asyncio.Future[None]"], Coroutine[Any, Any, None]]
-"""Starts kopf (``kopf.operator(..., stop_flag=flag)``) and returns when it has stopped."""
+Operator = Callable[["asyncio.Future[None]", Callable[[], None]], Coroutine[Any, Any, None]]
+"""Starts kopf (``kopf.operator(..., stop_flag=flag)``) and returns when it has stopped; the second argument is the
+fence every write of the cluster must pass (``LeaderElector.fence``)."""
 
 
 def seconds(text: str) -> float:
@@ -170,6 +171,15 @@ class LeaderElector:
     @property
     def leading(self) -> bool:
         return still_leading(self.renewed_at, self.clock(), self.timing)
+
+    def fence(self) -> None:
+        """Called before every write of the operator: a leader past its renew deadline ends (``on_lost``) instead
+        of writing. The watchdog thread does the same, but after a pause of the whole process (SIGSTOP, a frozen
+        VM) a reconcile may run before the watchdog is scheduled; this check is on the writing thread itself."""
+        if not self.leading:
+            self.on_lost(f"no renewal of Lease {self._where()} within the renew deadline "
+                         f"({self.timing.renew_deadline}s) when a write was about to be sent")
+            raise LeadershipLost(self.identity)
 
     def describe(self) -> dict[str, object]:
         holder = self.observed.record.holder if self.observed is not None else ""
@@ -278,6 +288,10 @@ class LeaderElector:
         return done
 
 
+class LeadershipLost(Exception):
+    """Raised by :meth:`LeaderElector.fence` when ``on_lost`` returned (it ends the process in the operator)."""
+
+
 def exit_now(reason: str) -> None:
     """Leadership lost: end the process at once (no graceful stop: that would keep reconciling meanwhile)."""
     LEADING.set(0)
@@ -367,7 +381,7 @@ def run_elected(election: Election, operator: Operator, liveness: str = "") -> i
             health.stop()
     elector.start_renewing()
     try:
-        asyncio.run(_lead(operator, stopping))
+        asyncio.run(_lead(operator, stopping, elector.fence))
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):  # asyncio put the defaults back: do not die mid-release
             signal.signal(sig, on_signal)
@@ -375,7 +389,7 @@ def run_elected(election: Election, operator: Operator, liveness: str = "") -> i
     return 0
 
 
-async def _lead(operator: Operator, stopping: threading.Event) -> None:
+async def _lead(operator: Operator, stopping: threading.Event, fence: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     flag: asyncio.Future[None] = loop.create_future()
 
@@ -387,4 +401,4 @@ async def _lead(operator: Operator, stopping: threading.Event) -> None:
         loop.add_signal_handler(sig, request_stop)
     if stopping.is_set():  # a signal arrived between acquiring and now
         return
-    await operator(flag)
+    await operator(flag, fence)

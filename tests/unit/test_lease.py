@@ -24,7 +24,7 @@ from modelrollout.core.lease import (
     still_leading,
     timing_problems,
 )
-from modelrollout.leader import LeaderElector, seconds
+from modelrollout.leader import LeaderElector, LeadershipLost, seconds
 
 T = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
 WALL = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -311,3 +311,42 @@ def test_the_watchdog_gives_up_at_the_renew_deadline_when_renewals_fail() -> Non
     finally:
         e.stop_renewing()
     assert all(not t.is_alive() for t in e._threads)
+
+
+def test_the_write_fence_passes_a_renewed_leader_and_ends_one_past_its_renew_deadline() -> None:
+    """The fence every write of the operator asks first: after a pause of the whole process, the reconcile that
+    wakes first must not write for a leader whose renew deadline has passed (the watchdog may not have run yet)."""
+    store, clock, lost = MemoryStore(), Clock(), list[str]()
+    a = elector(store, "a", clock, lost)
+    assert a.attempt() is Action.CREATE
+    clock.now += T.renew_deadline - 0.001
+    a.fence()  # still within the renew deadline: the write goes ahead
+    assert lost == []
+    clock.now += 0.001
+    with pytest.raises(LeadershipLost):
+        a.fence()
+    assert len(lost) == 1 and "when a write was about to be sent" in lost[0]
+
+
+def test_a_fenced_client_asks_the_fence_before_every_write_and_never_before_a_read() -> None:
+    from kubernetes import client
+
+    from modelrollout.kube import FencedClient
+
+    asked: list[str] = []
+
+    class Refused(Exception):
+        pass
+
+    def fence() -> None:
+        asked.append("fence")
+        raise Refused
+
+    api = FencedClient(client.Configuration(host="http://127.0.0.1:9"), fence)
+    for method in ("POST", "PUT", "PATCH", "DELETE", "patch"):
+        with pytest.raises(Refused):
+            api.call_api(method, "http://127.0.0.1:9/api/v1/namespaces/ns/pods/x")
+    assert asked == ["fence"] * 5
+    with pytest.raises(Exception) as got:  # a read is sent (nothing listens on port 9): no fence asked
+        api.call_api("GET", "http://127.0.0.1:9/api/v1/namespaces/ns/pods/x", _request_timeout=0.5)
+    assert not isinstance(got.value, Refused) and asked == ["fence"] * 5
