@@ -10,6 +10,7 @@ ModelRollout, so deleting it deletes them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 from modelrollout.context import LEGACY_DEPLOYMENTS, RolloutContext, deployment_name
 from modelrollout.core.compat import CONTAINER as PROBE_CONTAINER
@@ -176,27 +177,29 @@ def pod_failure(kube: Kube, namespace: str, name: str, revision: str | None) -> 
     if revision is None:
         return None
     for pod in kube.pods(namespace, f"{LABEL_ROLLOUT}={name},{LABEL_REVISION}={revision}"):
-        status = pod.get("status") or {}
-        for waiting in waiting_states(status, "containerStatuses", "initContainerStatuses"):
-            if waiting.get("reason") in FAILURE_REASONS:
-                node = (pod.get("spec") or {}).get("nodeName") or "unscheduled"
-                detail = f": {waiting['message']}" if waiting.get("message") else ""
-                return f"{waiting['reason']} on pod {pod['metadata']['name']} (node {node}){detail}"
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return f"Unschedulable: pod {pod['metadata']['name']}: {cond.get('message')}"
+        for _, why in _failures(pod):
+            return why
     return None
 
 
 def failing(pod: Body) -> tuple[str, ...]:
     """What :func:`pod_failure` would name of one pod: its containers' failure reasons and whether it is
     unschedulable; () for a pod that is fine or still starting. Pure."""
-    status = pod.get("status") or {}
-    reasons = [w.get("reason") or "" for w in waiting_states(status, "containerStatuses", "initContainerStatuses")
-               if w.get("reason") in FAILURE_REASONS]
-    if any(c.get("type") == "PodScheduled" and c.get("status") == "False" for c in status.get("conditions") or []):
-        reasons.append("Unschedulable")
-    return tuple(reasons)
+    return tuple(reason for reason, _ in _failures(pod))
+
+
+def _failures(pod: Body) -> Iterator[tuple[str, str]]:
+    """(reason, what :func:`pod_failure` says of it) for each container of ``pod`` waiting in a failure reason,
+    then for the pod being unschedulable. Pure."""
+    status, name = pod.get("status") or {}, (pod.get("metadata") or {}).get("name")
+    for waiting in waiting_states(status, "containerStatuses", "initContainerStatuses"):
+        if waiting.get("reason") in FAILURE_REASONS:
+            node = (pod.get("spec") or {}).get("nodeName") or "unscheduled"
+            detail = f": {waiting['message']}" if waiting.get("message") else ""
+            yield waiting["reason"], f"{waiting['reason']} on pod {name} (node {node}){detail}"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            yield "Unschedulable", f"Unschedulable: pod {name}: {cond.get('message')}"
 
 
 def waiting_states(pod_status: Body, *fields: str) -> list[Body]:
