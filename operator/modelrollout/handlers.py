@@ -55,8 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # kopf processes no event and starts no daemon until every indexed watch has listed its objects, and an index
     # handler runs before that gate lifts (deployment_listed): a Deployment of the operator's that the watch never
     # showed does not exist, and a reconcile does not ask the apiserver for it.
-    if isinstance(memo.engine, Engine):
-        memo.engine.kube.watched.listed_in_full("deployments")
+    memo.engine.kube.watched.listed_in_full("deployments")
     memo.wakeups = {}
 
 
@@ -79,6 +78,12 @@ def _wake(memo: kopf.Memo, uid: str | None) -> None:
     event = memo.wakeups.get(uid) if uid else None
     if event is not None:
         event.set()
+
+
+def _wake_rollout(memo: kopf.Memo, engine: Engine, namespace: str, name: str) -> None:
+    """Wake a rollout known by name (an object's rollout label), through its uid as the watch keeps it."""
+    kept = engine.kube.watched.fresh((api.PLURAL, namespace, name))
+    _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -105,10 +110,9 @@ async def deployment_listed(body: kopf.Body, memo: kopf.Memo, name: str, namespa
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT})
 async def deployment_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: str, namespace: str | None,
                              type: str | None, **_: Any) -> None:
-    if type == "DELETED":
-        _keep(getattr(memo, "engine", None), ("deployments", namespace or "default", name), body, type)
     seen: dict[str, tuple[Any, ...]] = memo.setdefault("deployments_seen", {})
     if type == "DELETED":
+        _keep(getattr(memo, "engine", None), ("deployments", namespace or "default", name), body, type)
         seen.pop(uid, None)
     else:
         signature = _track_signature(body)
@@ -141,8 +145,7 @@ async def endpoints_changed(body: kopf.Body, memo: kopf.Memo, name: str, namespa
     before = engine.kube.ready_endpoints_of(namespace or "default", service) if engine and canary else None
     _keep(engine, ("endpointslices", namespace or "default", name), body, type)
     if engine is not None and canary and engine.kube.ready_endpoints_of(namespace or "default", service) != before:
-        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", str(rollout)))
-        _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
+        _wake_rollout(memo, engine, namespace or "default", str(rollout))
 
 
 @kopf.on.event("", "v1", "services")
@@ -186,8 +189,7 @@ async def pod_changed(body: kopf.Body, memo: kopf.Memo, uid: str, name: str, nam
         seen.pop(uid, None)
     rollout = (body.metadata.get("labels") or {}).get(LABEL_ROLLOUT)
     if engine is not None and rollout:
-        kept = engine.kube.watched.fresh((api.PLURAL, namespace or "default", str(rollout)))
-        _wake(memo, ((kept or {}).get("metadata") or {}).get("uid"))
+        _wake_rollout(memo, engine, namespace or "default", str(rollout))
 
 
 def _keep(engine: Engine | None, key: Key, body: kopf.Body, type: str | None) -> None:

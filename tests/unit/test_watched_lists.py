@@ -260,9 +260,10 @@ def test_the_label_scoped_kinds_are_selected_on_the_server() -> None:
     import kopf
     from kopf._cogs.structs.references import Resource
 
+    from modelrollout.engine import Engine
     from modelrollout.handlers import startup
     settings, memo = kopf.OperatorSettings(), kopf.Memo()
-    memo.engine = object()  # no connection to make
+    memo.engine = Engine(Kube(None))  # no connection to make
 
     async def run() -> None:
         await startup(settings=settings, memo=memo)
