@@ -93,8 +93,11 @@ def carry_out(kube: Kube, rollout: Body, old_status: Body, decision: Decision, c
             if classify(exc.status) == "transient":
                 raise
             raise WriteRefused(refusal_of(exc, f"the {kind} write", rendered=isinstance(action, RENDERED))) from exc
-    new_status, changes = status if status is not None else (status_body(decision.status), None)
-    if write_status and (bool(changes) if changes is not None else _differs(new_status, old_status)):
+    if status is None:
+        body = status_body(decision.status)
+        status = body, changed_fields(body, old_status)
+    new_status, changes = status
+    if write_status and changes:
         try:
             kube.patch_rollout_status(namespace, name, new_status)
         except ApiError as exc:
@@ -149,11 +152,6 @@ def _carry(action: act.Action, ctx: RolloutContext, router: Router, rollout: Bod
             raise AssertionError(f"{type(action).__name__} is carried out by carry_out")
         case _:
             assert_never(action)
-
-
-def _differs(new: Body, old: Body) -> bool:
-    """The status to write differs from the stored one."""
-    return bool(changed_fields(new, old))
 
 
 def changed_fields(new: Body, old: Body) -> dict[str, tuple[Any, Any]]:

@@ -465,8 +465,8 @@ class Kube:
     def pods(self, namespace: str, label_selector: str) -> list[Body]:
         """The pods that match ``label_selector`` (equality terms, one of them the rollout label:
         :func:`selector_terms`), from the watch of the pods with the rollout label (trimmed: ``trim_pod``)."""
-        return _matching(self.watched.listed(PODS, namespace, selector_terms(label_selector)[LABEL_ROLLOUT]),
-                         label_selector)
+        terms = selector_terms(label_selector)
+        return _matching(self.watched.listed(PODS, namespace, terms[LABEL_ROLLOUT]), terms)
 
     def create_event(self, body: Body) -> None:
         self._core.create_namespaced_event(body["metadata"]["namespace"], body)
@@ -669,9 +669,8 @@ def selector_terms(label_selector: str) -> dict[str, str]:
     return terms
 
 
-def _matching(bodies: list[Body], label_selector: str) -> list[Body]:
-    """The bodies whose labels have every term of ``label_selector`` (:func:`selector_terms`). Pure."""
-    terms = selector_terms(label_selector)
+def _matching(bodies: list[Body], terms: Mapping[str, str]) -> list[Body]:
+    """The bodies whose labels have every one of the equality ``terms`` (:func:`selector_terms`). Pure."""
     out = []
     for body in bodies:
         labels = (body.get("metadata") or {}).get("labels") or {}
